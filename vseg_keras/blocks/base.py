@@ -1,0 +1,56 @@
+"""What every block family provides to the UNet assembly, and the parts they share.
+
+A family builds functional graph pieces from Keras layers on frame-wise
+tensors ``[N, H, W, C]`` (``N`` = batch x time when time is folded into the
+batch). Layer names are prefixed with the ``name`` given, so a built model
+reads like the report's diagram (``stem``, ``enc1``, ``dec0``, ...).
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+def conv_bn(x, filters: int, kernel_size: int, name: str, activation: str | None = None):
+    """``kernel_size`` conv with bias, "same" padding -> BatchNorm -> optional activation."""
+    x = keras.layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    if activation is not None:
+        x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
+    return x
+
+
+class BlockFamily:
+    """Builds the stem, encoder stages and decoder stages of one block family.
+
+    Subclasses implement :meth:`block`; the defaults below are the report's
+    UNet wiring shared by the vanilla and ResNet families.
+    """
+
+    name: str = ""
+
+    def block(self, x, filters: int, name: str):
+        """The family's convolutional block: ``[N, H, W, C_in] -> [N, H, W, filters]``."""
+        raise NotImplementedError
+
+    def stem(self, x, filters: int, name: str):
+        """Level 0 at full resolution: ``[N, H, W, 3] -> [N, H, W, filters]``."""
+        return self.block(x, filters, name)
+
+    def encoder_stage(self, x, filters: int, name: str):
+        """2x2 stride-2 conv keeping the channels, then the block.
+
+        ``[N, H, W, C_in] -> [N, H/2, W/2, filters]``.
+        """
+        x = keras.layers.Conv2D(x.shape[-1], 2, strides=2, name=f"{name}_down")(x)
+        return self.block(x, filters, f"{name}_block")
+
+    def decoder_stage(self, x, skip, filters: int, name: str):
+        """2x2 stride-2 transposed conv to ``filters`` -> concat with ``skip`` -> block.
+
+        ``x``: ``[N, h, w, 2*filters]``; ``skip``: ``[N, 2h, 2w, filters]``;
+        returns ``[N, 2h, 2w, filters]``.
+        """
+        x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_up")(x)
+        x = keras.layers.Concatenate(name=f"{name}_concat")([x, skip])
+        return self.block(x, filters, f"{name}_block")

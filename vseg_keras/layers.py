@@ -1,0 +1,92 @@
+"""Small shape layers shared by the UNet assembly and the task.
+
+Frame-wise work runs on time folded into the batch (``[B*T, H, W, C]``), which
+is one reshape away from the sequence layout ``[B, T, H, W, C]`` and lets every
+2-D layer see all frames of all sequences in one call.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+_PACKAGE = "vseg"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FoldTime(keras.layers.Layer):
+    """Folds time into the batch: ``[B, T, H, W, C] -> [B*T, H, W, C]``."""
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        return ops.reshape(inputs, (-1, *shape[2:]))
+
+    def compute_output_shape(self, input_shape):
+        batch, steps = input_shape[0], input_shape[1]
+        folded = batch * steps if batch is not None and steps is not None else None
+        return (folded, *input_shape[2:])
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class UnfoldTime(keras.layers.Layer):
+    """Splits a folded batch back into sequences: ``[B*T, h, w, c] -> [B, T, h, w, c]``.
+
+    Call arguments:
+        inputs: folded tensor ``[B*T, h, w, c]``.
+        reference: any tensor whose first two axes are ``[B, T]`` (usually the
+            model input), giving the batch size and sequence length.
+    """
+
+    def call(self, inputs, reference):
+        batch_and_time = ops.shape(reference)[:2]
+        return ops.reshape(inputs, (*batch_and_time, *ops.shape(inputs)[1:]))
+
+    def compute_output_shape(self, inputs_shape, reference_shape):
+        return (*reference_shape[:2], *inputs_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SpatialSizeCheck(keras.layers.Layer):
+    """Passes frames ``[..., H, W, C]`` through unchanged after checking H and W.
+
+    A UNet with ``L`` levels downsamples ``L - 1`` times by 2, so ``H`` and
+    ``W`` must be multiples of ``2**(L-1)``. Static sizes are checked when the
+    model is traced (``ValueError``); sizes only known at run time are checked
+    by an assertion in the graph (``InvalidArgumentError``, same message).
+
+    Args:
+        multiple: the number ``H`` and ``W`` must be divisible by.
+    """
+
+    def __init__(self, multiple: int, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = int(multiple)
+
+    def _message(self, height, width) -> str:
+        return (
+            f"Frame size {height}x{width} (HxW) is not supported: height and width "
+            f"must be multiples of {self.multiple} for this {self.multiple.bit_length()}-level UNet."
+        )
+
+    def call(self, inputs):
+        height, width = inputs.shape[-3], inputs.shape[-2]
+        if height is not None and width is not None:
+            if height % self.multiple or width % self.multiple:
+                raise ValueError(self._message(height, width))
+            return inputs
+        dynamic = tf.shape(inputs)
+        height, width = dynamic[-3], dynamic[-2]
+        check = tf.debugging.assert_equal(
+            tf.math.floormod(height, self.multiple) + tf.math.floormod(width, self.multiple),
+            0,
+            message=f"Frame height and width must be multiples of {self.multiple}",
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}

@@ -1,0 +1,99 @@
+"""Model size and cost: trainable parameters and FLOPs per frame."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vseg_keras.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config, list_models
+from vseg_keras.segmenter import VideoSegmenter
+
+
+def trainable_params(model: keras.Model) -> int:
+    """Number of trainable scalars (counted as PyTorch does: BN gamma/beta, no moving stats)."""
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def frame_gflops(model: VideoSegmenter, height: int = 512, width: int = 1024) -> float:
+    """GFLOPs to segment one ``height x width`` frame in streaming mode.
+
+    This is the cost of one step of :meth:`VideoSegmenter.make_streaming_model`
+    (encoder, one update of every temporal unit, decoder, head), i.e. the
+    per-frame cost of running over a video. It is counted by TensorFlow's
+    graph profiler on the traced step with static shapes, with a multiply-add
+    counted as 2 FLOPs; BatchNorm, activations and other element-wise ops are
+    included.
+    """
+    step = model.make_streaming_model()
+    specs = {"frame": tf.TensorSpec([1, height, width, 3], tf.float32)}
+    for key, shape in model.state_shapes(height, width, batch_size=1).items():
+        specs[key] = tf.TensorSpec(shape, tf.float32)
+    graph = (
+        tf.function(lambda inputs: step(inputs, training=False), autograph=False)
+        .get_concrete_function(specs)
+        .graph
+    )
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    tf_logger = tf.get_logger()
+    previous_level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)  # the v1 profiler warns about its own deprecated helpers
+    try:
+        profile = model_analyzer.profile(graph, options=options)
+    finally:
+        tf_logger.setLevel(previous_level)
+    return profile.total_float_ops / 1e9
+
+
+def describe_models(
+    names: Iterable[str] | None = None,
+    num_classes: int = DEFAULT_NUM_CLASSES,
+    flops: bool = True,
+    height: int = 512,
+    width: int = 1024,
+) -> list[dict]:
+    """One row per model: name, block, temporal, size, levels, trainable_params, gflops.
+
+    Args:
+        names: model names (default: all of :func:`list_models`).
+        num_classes: classes of the head.
+        flops: also count GFLOPs per ``height x width`` frame (about a second per model).
+        height, width: frame size for the FLOP count.
+
+    Returns:
+        A list of dicts; ``gflops`` is ``None`` when ``flops`` is false.
+    """
+    rows = []
+    for name in names if names is not None else list_models():
+        config = get_model_config(name)
+        model = build_model(name, num_classes=num_classes)
+        rows.append(
+            {
+                "name": name,
+                "block": config.block,
+                "temporal": config.temporal,
+                "size": config.size,
+                "levels": config.levels,
+                "filters": list(config.filters),
+                "trainable_params": trainable_params(model),
+                "gflops": round(frame_gflops(model, height, width), 3) if flops else None,
+            }
+        )
+        keras.backend.clear_session()
+    return rows
+
+
+def format_model_table(rows: list[dict]) -> str:
+    """Renders :func:`describe_models` rows as a fixed-width text table."""
+    header = f"{'model':<30} {'levels':>6} {'trainable params':>17} {'GFLOPs/frame':>13}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        gflops = "-" if row["gflops"] is None else f"{row['gflops']:.2f}"
+        lines.append(f"{row['name']:<30} {row['levels']:>6} {row['trainable_params']:>17,} {gflops:>13}")
+    return "\n".join(lines)

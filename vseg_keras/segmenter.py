@@ -1,0 +1,95 @@
+"""The segmentation task: a backbone plus the per-pixel classification head."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from vseg_keras.layers import FoldTime, UnfoldTime
+from vseg_keras.unet import VideoUNetBackbone
+
+
+def _downscaled(size: int | None, factor: int) -> int | None:
+    return None if size is None else size // factor
+
+
+@keras.saving.register_keras_serializable(package="vseg")
+class VideoSegmenter(keras.Model):
+    """Video semantic segmentation model: :class:`VideoUNetBackbone` + 3x3 conv head.
+
+    Args:
+        backbone: the recurrent UNet backbone.
+        num_classes: logits per pixel (20 in the report: 19 Cityscapes train
+            classes plus void).
+        **kwargs: :class:`keras.Model` arguments (``name``, ``dtype``, ...).
+
+    Inputs:
+        frames ``[B, T, H, W, 3]``, float32, normalised.
+
+    Outputs:
+        logits ``[B, T, H, W, num_classes]``.
+    """
+
+    def __init__(self, backbone: VideoUNetBackbone, num_classes: int = 20, **kwargs):
+        head = keras.layers.Conv2D(num_classes, 3, padding="same", name="head")
+        frames = keras.Input(shape=(None, None, None, 3), name="frames")
+        features = FoldTime(name="fold_features")(backbone(frames))
+        logits = UnfoldTime(name="unfold_logits")(head(features), frames)
+        super().__init__(inputs=frames, outputs=logits, **kwargs)
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.head = head
+
+    def state_shapes(
+        self, height: int | None = None, width: int | None = None, batch_size: int | None = None
+    ) -> dict[str, tuple]:
+        """Shapes of the streaming states for frames of ``height x width``.
+
+        Returns:
+            ``{"state_i": (batch_size, height / 2**i, width / 2**i, c_i)}`` for
+            every level ``i`` (``None`` where a size is ``None``); empty for a
+            frame-wise model.
+        """
+        return {
+            f"state_{level}": (batch_size, _downscaled(height, factor), _downscaled(width, factor), channels)
+            for level, (factor, channels) in enumerate(self.backbone.state_shapes)
+        }
+
+    def initial_states(self, batch_size: int, height: int, width: int) -> dict[str, np.ndarray]:
+        """Zero streaming states for ``batch_size`` frames of ``height x width``."""
+        return {
+            key: np.zeros(shape, dtype="float32")
+            for key, shape in self.state_shapes(height, width, batch_size).items()
+        }
+
+    def make_streaming_model(self) -> keras.Model:
+        """A one-frame step model sharing this model's weights.
+
+        Inputs ``{"frame": [B, H, W, 3], "state_i": [B, H/2**i, W/2**i, c_i], ...}``;
+        outputs ``{"logits": [B, H, W, num_classes], "state_i": ..., ...}``.
+        Feeding the frames of a sequence one by one, starting from
+        :meth:`initial_states` and passing each step's states to the next,
+        gives the same logits as calling the model on the whole sequence.
+        """
+        inputs = {"frame": keras.Input(shape=(None, None, 3), name="frame")}
+        for key, shape in self.state_shapes().items():
+            inputs[key] = keras.Input(shape=shape[1:], name=key)
+        states = [inputs[key] for key in self.state_shapes()]
+        features, new_states = self.backbone.step(inputs["frame"], states)
+        outputs = {"logits": self.head(features)}
+        outputs.update(zip(self.state_shapes(), new_states, strict=True))
+        return keras.Model(inputs, outputs, name=f"{self.name}_streaming")
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

@@ -1,0 +1,228 @@
+"""Convolutional temporal units: cRNN and cGRU cells and the layer that runs them.
+
+The cells follow the report (section 2.1, appendix A.2): every convolution is
+3x3, stride 1, "same" padding, with bias, and the hidden state has as many
+channels as the input (``filters``). A cell processes one frame
+``[B, H, W, C]``; :class:`ConvRecurrent` runs a cell over a sequence
+``[B, T, H, W, C]`` starting from zero state, for any ``T``, ``H`` and ``W``.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+_PACKAGE = "vseg"
+
+
+class _ConvCellBase(keras.layers.Layer):
+    """Shared plumbing of the convolutional cells (config, shapes, state size)."""
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        # `keras.layers.RNN` wants an int; it is the channel count of the state.
+        self.state_size = self.filters
+        self.output_size = self.filters
+
+    def _check_channels(self, input_shape) -> None:
+        channels = input_shape[-1]
+        if channels is not None and channels != self.filters:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' expects {self.filters} input "
+                f"channels (input channels = hidden channels), got {channels}."
+            )
+
+    def _kernel(self, name: str, in_channels: int, out_channels: int):
+        return self.add_weight(
+            name=name,
+            shape=(self.kernel_size, self.kernel_size, in_channels, out_channels),
+            initializer=self.kernel_initializer,
+        )
+
+    def _bias(self, name: str, channels: int):
+        return self.add_weight(name=name, shape=(channels,), initializer=self.bias_initializer)
+
+    @staticmethod
+    def _conv(x, kernel, bias):
+        return ops.add(ops.conv(x, kernel, strides=1, padding="same"), bias)
+
+    def get_initial_state(self, reference):
+        """Zero state shaped like one frame of the input.
+
+        Args:
+            reference: a frame ``[B, H, W, C]`` of the input the cell will see.
+
+        Returns:
+            A list with one zero tensor ``[B, H, W, filters]``.
+        """
+        return [ops.zeros_like(reference, dtype=self.compute_dtype)]
+
+    def compute_output_shape(self, inputs_shape, states_shape=None):
+        shape = tuple(inputs_shape[:-1]) + (self.filters,)
+        return shape, [shape]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvRNNCell(_ConvCellBase):
+    """Convolutional RNN cell (report eq. 3): ``y_t = ReLU(Cx * x_t + Cy * y_{t-1})``.
+
+    The output is also the hidden state. ``Cx`` and ``Cy`` are 3x3 convolutions
+    with bias, ``filters -> filters`` channels each.
+
+    Args:
+        filters: channels of the input, the state and the output.
+        kernel_size: spatial size of both convolutions (the report uses 3).
+        kernel_initializer: initializer of both kernels.
+        bias_initializer: initializer of both biases.
+        **kwargs: base layer arguments (``name``, ``dtype``, ...).
+
+    Call arguments:
+        inputs: one frame ``[B, H, W, filters]``.
+        states: list with the previous output ``[B, H, W, filters]``.
+
+    Returns:
+        ``(y_t, [y_t])`` with ``y_t`` of shape ``[B, H, W, filters]``.
+    """
+
+    def build(self, input_shape):
+        self._check_channels(input_shape)
+        c = self.filters
+        self.input_kernel = self._kernel("input_kernel", c, c)
+        self.input_bias = self._bias("input_bias", c)
+        self.recurrent_kernel = self._kernel("recurrent_kernel", c, c)
+        self.recurrent_bias = self._bias("recurrent_bias", c)
+
+    def call(self, inputs, states, training=None):
+        previous = states[0] if isinstance(states, (list, tuple)) else states
+        output = ops.relu(
+            self._conv(inputs, self.input_kernel, self.input_bias)
+            + self._conv(previous, self.recurrent_kernel, self.recurrent_bias)
+        )
+        return output, [output]
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvGRUCell(_ConvCellBase):
+    """Convolutional GRU cell (report eqs. 8-11, appendix A.2).
+
+    ``[r, z] = sigmoid(C_rz * concat(x_t, h_{t-1}))`` is one fused convolution
+    giving ``2 * filters`` channels (reset gate first, update gate second);
+    ``n = tanh(C_n * concat(x_t, r . h_{t-1}))``;
+    ``h_t = (1 - z) . n + z . h_{t-1}``.
+
+    Args:
+        filters: channels of the input, the state and the output.
+        kernel_size: spatial size of both convolutions (the report uses 3).
+        kernel_initializer: initializer of both kernels.
+        bias_initializer: initializer of both biases.
+        **kwargs: base layer arguments (``name``, ``dtype``, ...).
+
+    Call arguments:
+        inputs: one frame ``[B, H, W, filters]``.
+        states: list with the previous hidden state ``[B, H, W, filters]``.
+
+    Returns:
+        ``(h_t, [h_t])`` with ``h_t`` of shape ``[B, H, W, filters]``.
+    """
+
+    def build(self, input_shape):
+        self._check_channels(input_shape)
+        c = self.filters
+        self.gate_kernel = self._kernel("gate_kernel", 2 * c, 2 * c)
+        self.gate_bias = self._bias("gate_bias", 2 * c)
+        self.candidate_kernel = self._kernel("candidate_kernel", 2 * c, c)
+        self.candidate_bias = self._bias("candidate_bias", c)
+
+    def call(self, inputs, states, training=None):
+        previous = states[0] if isinstance(states, (list, tuple)) else states
+        gates = ops.sigmoid(
+            self._conv(ops.concatenate([inputs, previous], axis=-1), self.gate_kernel, self.gate_bias)
+        )
+        reset, update = ops.split(gates, 2, axis=-1)
+        candidate = ops.tanh(
+            self._conv(
+                ops.concatenate([inputs, reset * previous], axis=-1),
+                self.candidate_kernel,
+                self.candidate_bias,
+            )
+        )
+        output = (1.0 - update) * candidate + update * previous
+        return output, [output]
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvRecurrent(keras.layers.RNN):
+    """Runs a convolutional cell over ``[B, T, H, W, C]`` with dynamic ``T``, ``H``, ``W``.
+
+    A thin :class:`keras.layers.RNN` whose zero initial state takes its spatial
+    size from the input at call time, so one built layer serves any resolution
+    and sequence length (Keras' own ``ConvLSTM2D`` fixes them at build time).
+    It always returns the whole sequence of outputs.
+
+    Args:
+        cell: a :class:`ConvRNNCell` or :class:`ConvGRUCell`.
+        **kwargs: :class:`keras.layers.RNN` arguments other than
+            ``return_sequences`` (``name``, ``dtype``, ``unroll``, ...).
+
+    Call arguments:
+        sequences: ``[B, T, H, W, C]``.
+        initial_state: optional list with one ``[B, H, W, C]`` tensor; zeros
+            when omitted.
+
+    Returns:
+        ``[B, T, H, W, C]``: the cell output at every step.
+    """
+
+    def __init__(self, cell, **kwargs):
+        kwargs["return_sequences"] = True
+        super().__init__(cell, **kwargs)
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        if initial_state is None:
+            initial_state = self.cell.get_initial_state(sequences[:, 0])
+        return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        return tuple(sequences_shape[:-1]) + (self.cell.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("return_sequences", None)
+        return config
+
+
+TEMPORAL_CELLS: dict[str, type[_ConvCellBase]] = {"crnn": ConvRNNCell, "cgru": ConvGRUCell}
+
+
+def make_temporal_cell(kind: str, filters: int, name: str | None = None) -> _ConvCellBase:
+    """Builds the cell named ``kind`` (``"crnn"`` or ``"cgru"``) with ``filters`` channels."""
+    try:
+        cell_class = TEMPORAL_CELLS[kind]
+    except KeyError:
+        raise ValueError(
+            f"Unknown temporal unit {kind!r}; expected one of {sorted(TEMPORAL_CELLS)}."
+        ) from None
+    return cell_class(filters, name=name)

@@ -1,0 +1,148 @@
+"""The recurrent UNet backbone: frame-wise encoder, temporal units, frame-wise decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from vseg_keras.blocks import get_block_family
+from vseg_keras.layers import FoldTime, SpatialSizeCheck, UnfoldTime
+from vseg_keras.temporal import ConvRecurrent, make_temporal_cell
+
+TEMPORAL_UNITS = ("none", "crnn", "cgru")
+
+
+def build_frame_encoder(block: str, filters: Sequence[int]) -> keras.Model:
+    """Frame-wise UNet encoder: ``[N, H, W, 3] -> [[N, H/2**i, W/2**i, filters[i]] for each level i]``.
+
+    Level 0 is the family's stem at full resolution; every further level is a
+    2x2 stride-2 convolution followed by the family's block. ``H`` and ``W``
+    must be multiples of ``2**(len(filters) - 1)``.
+    """
+    family = get_block_family(block)
+    frame = keras.Input(shape=(None, None, 3), name="frame")
+    x = SpatialSizeCheck(2 ** (len(filters) - 1), name="size_check")(frame)
+    x = family.stem(x, filters[0], "stem")
+    features = [x]
+    for level in range(1, len(filters)):
+        x = family.encoder_stage(x, filters[level], f"enc{level}")
+        features.append(x)
+    return keras.Model(frame, features, name="encoder")
+
+
+def build_frame_decoder(block: str, filters: Sequence[int]) -> keras.Model:
+    """Frame-wise UNet decoder: level features (deepest last) -> ``[N, H, W, filters[0]]``.
+
+    One decoder stage per level above the deepest; the deepest features are
+    the bottleneck, the others the skip connections.
+    """
+    family = get_block_family(block)
+    inputs = [
+        keras.Input(shape=(None, None, channels), name=f"level{level}")
+        for level, channels in enumerate(filters)
+    ]
+    x = inputs[-1]
+    for level in reversed(range(len(filters) - 1)):
+        x = family.decoder_stage(x, inputs[level], filters[level], f"dec{level}")
+    return keras.Model(inputs, x, name="decoder")
+
+
+@keras.saving.register_keras_serializable(package="vseg")
+class VideoUNetBackbone(keras.Model):
+    """Recurrent UNet backbone of the report (section 2.1, Fig. 2).
+
+    The encoder and decoder run frame-wise (time folded into the batch). With a
+    temporal unit, every encoder level's output runs through its own
+    convolutional RNN/GRU over time (input = hidden channels = that level's
+    channels, zero initial state); the temporal output replaces the level's
+    skip connection and, at the deepest level, the bottleneck. With
+    ``temporal="none"`` the same UNet uses plain skips and treats every frame
+    independently.
+
+    Args:
+        block: block family, ``"vanilla"``, ``"resnet"`` or ``"convnext"``.
+        temporal: ``"none"``, ``"crnn"`` or ``"cgru"``.
+        filters: encoder channels per level, shallowest first, e.g. ``(16, 32, 64)``.
+        **kwargs: :class:`keras.Model` arguments (``name``, ``dtype``, ...).
+
+    Inputs:
+        frames ``[B, T, H, W, 3]`` (any ``T >= 1``; ``H``, ``W`` multiples of
+        ``2**(levels - 1)``).
+
+    Outputs:
+        Decoder features ``[B, T, H, W, filters[0]]``.
+    """
+
+    def __init__(self, block: str, temporal: str, filters: Sequence[int], **kwargs):
+        if temporal not in TEMPORAL_UNITS:
+            raise ValueError(f"Unknown temporal unit {temporal!r}; expected one of {TEMPORAL_UNITS}.")
+        filters = tuple(int(f) for f in filters)
+        if len(filters) < 2:
+            raise ValueError(f"A UNet needs at least 2 levels, got filters={filters}.")
+        encoder = build_frame_encoder(block, filters)
+        decoder = build_frame_decoder(block, filters)
+        recurrents = []
+        if temporal != "none":
+            recurrents = [
+                ConvRecurrent(make_temporal_cell(temporal, channels, name=f"temporal{level}_cell"),
+                              name=f"temporal{level}")
+                for level, channels in enumerate(filters)
+            ]
+
+        frames = keras.Input(shape=(None, None, None, 3), name="frames")
+        features = list(encoder(FoldTime(name="fold_frames")(frames)))
+        for level, recurrent in enumerate(recurrents):
+            sequence = UnfoldTime(name=f"unfold_level{level}")(features[level], frames)
+            features[level] = FoldTime(name=f"fold_level{level}")(recurrent(sequence))
+        outputs = UnfoldTime(name="unfold_features")(decoder(features), frames)
+        super().__init__(inputs=frames, outputs=outputs, **kwargs)
+
+        self.block = block
+        self.temporal = temporal
+        self.filters = filters
+        self.encoder = encoder
+        self.decoder = decoder
+        self.cells = [recurrent.cell for recurrent in recurrents]
+
+    @property
+    def state_shapes(self) -> list[tuple[int, int]]:
+        """``(downsampling factor, channels)`` of each temporal state, shallowest first.
+
+        Empty for ``temporal="none"``. A state for frames of size ``H x W`` is
+        ``[B, H // factor, W // factor, channels]``.
+        """
+        return [(2**level, c) for level, c in enumerate(self.filters)] if self.cells else []
+
+    def step(self, frame, states):
+        """One streaming step on a single frame, sharing this backbone's weights.
+
+        Works eagerly and on symbolic Keras tensors (to build a step model).
+
+        Args:
+            frame: ``[B, H, W, 3]``.
+            states: list of the previous states, one ``[B, H/2**i, W/2**i, filters[i]]``
+                per level (empty for ``temporal="none"``).
+
+        Returns:
+            ``(features [B, H, W, filters[0]], new_states)``.
+        """
+        features = list(self.encoder(frame))
+        new_states = []
+        for level, cell in enumerate(self.cells):
+            features[level], (state,) = cell(features[level], [states[level]])
+            new_states.append(state)
+        return self.decoder(features), new_states
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "block": self.block,
+            "temporal": self.temporal,
+            "filters": list(self.filters),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
