@@ -51,37 +51,44 @@ class SpatialSizeCheck(keras.layers.Layer):
     """Passes frames ``[..., H, W, C]`` through unchanged after checking H and W.
 
     A UNet with ``L`` levels downsamples ``L - 1`` times by 2, so ``H`` and
-    ``W`` must be multiples of ``2**(L-1)``. Static sizes are checked when the
-    model is traced (``ValueError``); sizes only known at run time are checked
-    by an assertion in the graph (``InvalidArgumentError``, same message).
+    ``W`` must be multiples of ``2**(L-1)``; some blocks also need a minimum
+    size (a 7x7 reflect-padded conv needs at least 4 pixels at every level).
+    Static sizes are checked when the model is traced (``ValueError``); sizes
+    only known at run time are checked by an assertion in the graph
+    (``InvalidArgumentError``).
 
     Args:
         multiple: the number ``H`` and ``W`` must be divisible by.
+        minimum: the smallest allowed ``H`` and ``W``.
     """
 
-    def __init__(self, multiple: int, **kwargs):
+    def __init__(self, multiple: int, minimum: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.multiple = int(multiple)
+        self.minimum = max(int(minimum), 1)
 
-    def _message(self, height, width) -> str:
-        return (
-            f"Frame size {height}x{width} (HxW) is not supported: height and width "
-            f"must be multiples of {self.multiple} for this {self.multiple.bit_length()}-level UNet."
-        )
+    def _requirement(self) -> str:
+        levels = self.multiple.bit_length()
+        text = f"height and width must be multiples of {self.multiple} for this {levels}-level UNet"
+        return text + (f" and at least {self.minimum}" if self.minimum > self.multiple else "")
+
+    def validate(self, height: int, width: int) -> None:
+        """Raises ``ValueError`` naming the size and the requirement if ``height x width`` is invalid."""
+        if height % self.multiple or width % self.multiple or min(height, width) < self.minimum:
+            raise ValueError(f"Frame size {height}x{width} (HxW) is not supported: {self._requirement()}.")
 
     def call(self, inputs):
         height, width = inputs.shape[-3], inputs.shape[-2]
         if height is not None and width is not None:
-            if height % self.multiple or width % self.multiple:
-                raise ValueError(self._message(height, width))
+            self.validate(height, width)
             return inputs
         dynamic = tf.shape(inputs)
         height, width = dynamic[-3], dynamic[-2]
-        check = tf.debugging.assert_equal(
-            tf.math.floormod(height, self.multiple) + tf.math.floormod(width, self.multiple),
-            0,
-            message=f"Frame height and width must be multiples of {self.multiple}",
+        valid = tf.logical_and(
+            tf.equal(tf.math.floormod(height, self.multiple) + tf.math.floormod(width, self.multiple), 0),
+            tf.greater_equal(tf.minimum(height, width), self.minimum),
         )
+        check = tf.debugging.Assert(valid, [f"Frame size not supported: {self._requirement()}; got", height, width])
         with tf.control_dependencies([check]):
             return tf.identity(inputs)
 
@@ -89,4 +96,4 @@ class SpatialSizeCheck(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "multiple": self.multiple}
+        return {**super().get_config(), "multiple": self.multiple, "minimum": self.minimum}

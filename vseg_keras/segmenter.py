@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
+from keras import ops
 
 from vseg_keras.layers import FoldTime, UnfoldTime
 from vseg_keras.unet import VideoUNetBackbone
@@ -40,6 +40,10 @@ class VideoSegmenter(keras.Model):
         self.num_classes = int(num_classes)
         self.head = head
 
+    def check_frame_size(self, height: int, width: int) -> None:
+        """Raises ``ValueError`` (one clear sentence) if frames of ``height x width`` are not supported."""
+        self.backbone.encoder.get_layer("size_check").validate(height, width)
+
     def state_shapes(
         self, height: int | None = None, width: int | None = None, batch_size: int | None = None
     ) -> dict[str, tuple]:
@@ -55,10 +59,15 @@ class VideoSegmenter(keras.Model):
             for level, (factor, channels) in enumerate(self.backbone.state_shapes)
         }
 
-    def initial_states(self, batch_size: int, height: int, width: int) -> dict[str, np.ndarray]:
-        """Zero streaming states for ``batch_size`` frames of ``height x width``."""
+    def initial_states(self, batch_size: int, height: int, width: int) -> dict:
+        """Zero streaming states (tensors) for ``batch_size`` frames of ``height x width``.
+
+        Keras does not accept a nested input mixing NumPy arrays and tensors,
+        so pass the frame to the streaming model as a tensor too
+        (``keras.ops.convert_to_tensor(frame)``).
+        """
         return {
-            key: np.zeros(shape, dtype="float32")
+            key: ops.zeros(shape, dtype="float32")
             for key, shape in self.state_shapes(height, width, batch_size).items()
         }
 

@@ -18,11 +18,13 @@ def build_frame_encoder(block: str, filters: Sequence[int]) -> keras.Model:
 
     Level 0 is the family's stem at full resolution; every further level is a
     2x2 stride-2 convolution followed by the family's block. ``H`` and ``W``
-    must be multiples of ``2**(len(filters) - 1)``.
+    must be multiples of ``2**(len(filters) - 1)`` (and, for ConvNeXt, give
+    at least 4 pixels at the deepest level).
     """
     family = get_block_family(block)
     frame = keras.Input(shape=(None, None, 3), name="frame")
-    x = SpatialSizeCheck(2 ** (len(filters) - 1), name="size_check")(frame)
+    multiple = 2 ** (len(filters) - 1)
+    x = SpatialSizeCheck(multiple, family.min_level_size * multiple, name="size_check")(frame)
     x = family.stem(x, filters[0], "stem")
     features = [x]
     for level in range(1, len(filters)):

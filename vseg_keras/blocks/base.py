@@ -28,6 +28,8 @@ class BlockFamily:
     """
 
     name: str = ""
+    #: Smallest height/width (pixels) a level's features may have.
+    min_level_size: int = 1
 
     def block(self, x, filters: int, name: str):
         """The family's convolutional block: ``[N, H, W, C_in] -> [N, H, W, filters]``."""

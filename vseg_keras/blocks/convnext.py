@@ -113,6 +113,7 @@ class ConvNeXtFamily(BlockFamily):
     """
 
     name = "convnext"
+    min_level_size = 4  # reflect padding of 3 needs at least 4 pixels
 
     def block(self, x, filters: int, name: str):
         if x.shape[-1] != filters:

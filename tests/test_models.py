@@ -1,0 +1,207 @@
+"""The model zoo: exact Table 3 sizes, shapes, streaming, serialisation, gradients."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import vseg_keras
+from vseg_keras.model_info import trainable_params
+
+# Report Table 3 (trainable parameters, 20 classes).
+TABLE_3 = {
+    "vanilla-none-small-shallow": 125_732,
+    "vanilla-none-small-deep": 507_940,
+    "vanilla-none-original": 1_958_996,
+    "vanilla-crnn-small-shallow": 222_724,
+    "vanilla-crnn-small-deep": 900_100,
+    "vanilla-crnn-original": 3_508_180,
+    "vanilla-cgru-small-shallow": 416_372,
+    "vanilla-cgru-small-deep": 1_683_700,
+    "vanilla-cgru-original": 6_605_204,
+    "resnet-crnn-small-shallow": 229_908,
+    "resnet-crnn-small-deep": 923_860,
+    "resnet-crnn-original": 3_598_356,
+    "resnet-cgru-small-shallow": 423_556,
+    "resnet-cgru-small-deep": 1_707_460,
+    "resnet-cgru-original": 6_695_380,
+    "convnext-crnn-small-deep": 760_420,
+    "convnext-crnn-original": 2_933_588,
+    "convnext-cgru-small-deep": 1_544_020,
+    "convnext-cgru-original": 6_030_612,
+}
+
+# One small model per (family, temporal unit), covering both depths.
+SMALL_TEMPORAL = [
+    "vanilla-crnn-small-shallow",
+    "vanilla-cgru-small-deep",
+    "resnet-crnn-small-deep",
+    "resnet-cgru-small-shallow",
+    "convnext-crnn-small-shallow",
+    "convnext-cgru-small-deep",
+]
+
+
+def random_frames(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name,expected", sorted(TABLE_3.items()))
+def test_trainable_parameters_match_report_table_3(name, expected):
+    assert trainable_params(vseg_keras.build_model(name)) == expected
+
+
+def test_registry_has_all_27_configs():
+    names = vseg_keras.list_models()
+    assert len(names) == len(set(names)) == 27
+    for name in names:
+        block, temporal, size = name.split("-", 2)
+        config = vseg_keras.get_model_config(name)
+        assert (config.block, config.temporal, config.size) == (block, temporal, size)
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown model 'resnet-gru-small-deep'.*resnet-cgru-small-deep"):
+        vseg_keras.build_model("resnet-gru-small-deep")
+
+
+@pytest.mark.parametrize("name", SMALL_TEMPORAL + ["convnext-none-small-shallow"])
+def test_streaming_reproduces_sequence_logits(name):
+    model = vseg_keras.build_model(name, seed=1)
+    frames = random_frames((2, 4, 32, 40, 3))
+    expected = model(frames, training=False).numpy()
+    assert expected.shape == (2, 4, 32, 40, 20)
+
+    step = model.make_streaming_model()
+    states = model.initial_states(2, 32, 40)
+    streamed = []
+    for t in range(frames.shape[1]):
+        outputs = step({"frame": keras.ops.convert_to_tensor(frames[:, t]), **states}, training=False)
+        states = {key: outputs[key] for key in states}
+        streamed.append(outputs["logits"].numpy())
+    np.testing.assert_allclose(np.stack(streamed, axis=1), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,temporal", [("resnet-cgru-small-shallow", True), ("resnet-none-small-shallow", False)])
+def test_later_frames_depend_on_earlier_frames_only_for_temporal_models(name, temporal):
+    model = vseg_keras.build_model(name, seed=2)
+    frames = random_frames((1, 3, 16, 16, 3))
+    changed = frames.copy()
+    changed[:, 0] += 1.0
+    before = model(frames, training=False).numpy()
+    after = model(changed, training=False).numpy()
+    assert np.abs(after[:, 2] - before[:, 2]).max() > 1e-3 if temporal else np.array_equal(after[:, 2], before[:, 2])
+
+
+def test_one_model_serves_any_sequence_length_and_valid_size():
+    model = vseg_keras.build_model("vanilla-crnn-small-deep", seed=3)  # 4 levels: multiples of 8
+    for shape in [(1, 1, 8, 8, 3), (2, 5, 24, 40, 3), (1, 2, 64, 16, 3)]:
+        assert model(random_frames(shape), training=False).shape == shape[:4] + (20,)
+
+    # The same model traced once with unknown T, H, W runs every valid size.
+    traced = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([None, None, None, None, 3], tf.float32)],
+    )
+    frames = random_frames((1, 3, 16, 32, 3))
+    np.testing.assert_allclose(traced(frames).numpy(), model(frames, training=False).numpy(), atol=1e-5)
+    assert traced(random_frames((2, 1, 40, 8, 3))).shape == (2, 1, 40, 8, 20)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="multiples of 8"):
+        traced(random_frames((1, 2, 20, 16, 3)))
+
+
+@pytest.mark.parametrize("name,shape,requirement", [
+    ("vanilla-none-small-shallow", (1, 1, 30, 64, 3), "multiples of 4 for this 3-level UNet"),
+    ("convnext-cgru-small-deep", (1, 2, 32, 36, 3), "multiples of 8 for this 4-level UNet and at least 32"),
+    ("convnext-crnn-small-deep", (1, 2, 16, 64, 3), "multiples of 8 for this 4-level UNet and at least 32"),
+])
+def test_bad_frame_size_raises_clear_value_error(name, shape, requirement):
+    model = vseg_keras.build_model(name)
+    height, width = shape[2], shape[3]
+    message = rf"Frame size {height}x{width} \(HxW\) is not supported: height and width must be {requirement}\."
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        model.check_frame_size(height, width)
+    with pytest.raises(ValueError, match=message):
+        model(np.zeros(shape, "float32"))
+
+
+def all_layers(layer):
+    yield layer
+    for child in getattr(layer, "_layers", []):
+        yield from all_layers(child)
+    cell = getattr(layer, "cell", None)
+    if cell is not None:
+        yield from all_layers(cell)
+
+
+@pytest.mark.parametrize("name", ["vanilla-cgru-small-shallow", "resnet-crnn-small-shallow",
+                                  "convnext-cgru-small-shallow", "resnet-none-small-deep"])
+def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
+    model = vseg_keras.build_model(name, seed=4)
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in all_layers(model))
+    frames = random_frames((1, 3, 16, 16, 3))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, vseg_keras.VideoSegmenter)
+    assert loaded.name == name
+    assert trainable_params(loaded) == trainable_params(model)
+    np.testing.assert_array_equal(loaded(frames, training=False).numpy(), model(frames, training=False).numpy())
+    # The streaming model of the loaded model shares its (loaded) weights.
+    step = loaded.make_streaming_model()
+    frame = keras.ops.convert_to_tensor(frames[:, 0])
+    outputs = step({"frame": frame, **loaded.initial_states(1, 16, 16)}, training=False)
+    np.testing.assert_allclose(outputs["logits"].numpy(), model(frames[:, :1], training=False).numpy()[:, 0],
+                               atol=1e-5)
+
+
+def test_seeded_builds_are_reproducible():
+    first = [w.numpy() for w in vseg_keras.build_model("convnext-crnn-small-shallow", seed=7).weights]
+    second = [w.numpy() for w in vseg_keras.build_model("convnext-crnn-small-shallow", seed=7).weights]
+    other = [w.numpy() for w in vseg_keras.build_model("convnext-crnn-small-shallow", seed=8).weights]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize("name", ["vanilla-crnn-small-deep", "resnet-cgru-small-shallow",
+                                  "convnext-cgru-small-shallow", "convnext-crnn-small-deep"])
+def test_last_frame_loss_trains_every_temporal_weight_of_every_level(name):
+    model = vseg_keras.build_model(name, seed=5)
+    frames = random_frames((2, 3, 32, 32, 3))
+    labels = np.random.default_rng(1).integers(0, 20, size=(2, 32, 32))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(labels, model(frames, training=True)[:, -1])
+    cells = model.backbone.cells
+    assert len(cells) == len(model.backbone.filters)
+    variables = [v for cell in cells for v in cell.trainable_weights]
+    assert len(variables) == 4 * len(cells)
+    gradients = tape.gradient(loss, variables)
+    for variable, gradient in zip(variables, gradients, strict=True):
+        assert gradient is not None, variable.path
+        assert float(tf.reduce_max(tf.abs(gradient))) > 0.0, variable.path
+
+
+def test_frame_wise_model_has_no_states():
+    model = vseg_keras.build_model("vanilla-none-small-shallow")
+    assert model.state_shapes() == {}
+    step = model.make_streaming_model()
+    assert set(step.output) == {"logits"}
+
+
+def test_state_shapes_follow_levels():
+    model = vseg_keras.build_model("resnet-cgru-small-deep")
+    assert model.state_shapes(64, 128, 2) == {
+        "state_0": (2, 64, 128, 16),
+        "state_1": (2, 32, 64, 32),
+        "state_2": (2, 16, 32, 64),
+        "state_3": (2, 8, 16, 128),
+    }

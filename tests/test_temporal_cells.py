@@ -1,0 +1,108 @@
+"""The cRNN/cGRU cells against a NumPy transcription of the report's equations."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from vseg_keras.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell, make_temporal_cell
+
+
+def conv_same(x, kernel, bias):
+    """3x3 'same' cross-correlation in NumPy: x [B, H, W, Ci], kernel [k, k, Ci, Co]."""
+    k = kernel.shape[0]
+    pad = k // 2
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    height, width = x.shape[1:3]
+    out = np.zeros(x.shape[:3] + (kernel.shape[3],), dtype=np.float64)
+    for i in range(k):
+        for j in range(k):
+            out += padded[:, i : i + height, j : j + width, :] @ kernel[i, j]
+    return out + bias
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference_crnn(cell, sequence):
+    y = np.zeros(sequence.shape[:1] + sequence.shape[2:])
+    outputs = []
+    for x in np.moveaxis(sequence, 1, 0):
+        y = np.maximum(
+            conv_same(x, cell.input_kernel.numpy(), cell.input_bias.numpy())
+            + conv_same(y, cell.recurrent_kernel.numpy(), cell.recurrent_bias.numpy()),
+            0.0,
+        )
+        outputs.append(y)
+    return np.stack(outputs, axis=1)
+
+
+def reference_cgru(cell, sequence):
+    c = cell.filters
+    h = np.zeros(sequence.shape[:1] + sequence.shape[2:])
+    outputs = []
+    for x in np.moveaxis(sequence, 1, 0):
+        gates = sigmoid(conv_same(np.concatenate([x, h], -1), cell.gate_kernel.numpy(), cell.gate_bias.numpy()))
+        r, z = gates[..., :c], gates[..., c:]
+        n = np.tanh(
+            conv_same(np.concatenate([x, r * h], -1), cell.candidate_kernel.numpy(), cell.candidate_bias.numpy())
+        )
+        h = (1.0 - z) * n + z * h
+        outputs.append(h)
+    return np.stack(outputs, axis=1)
+
+
+def randomise_biases(cell, rng):
+    for weight in cell.weights:
+        if "bias" in weight.name:
+            weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+
+
+@pytest.mark.parametrize("cell_class,reference", [(ConvRNNCell, reference_crnn), (ConvGRUCell, reference_cgru)])
+def test_cell_matches_report_equations(cell_class, reference):
+    rng = np.random.default_rng(0)
+    sequence = rng.normal(size=(2, 4, 6, 7, 5)).astype("float32")
+    layer = ConvRecurrent(cell_class(5))
+    layer.build(sequence.shape)
+    randomise_biases(layer.cell, rng)
+    np.testing.assert_allclose(layer(sequence).numpy(), reference(layer.cell, sequence), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind,expected", [("crnn", 2 * (9 * 8 * 8 + 8)), ("cgru", 9 * 16 * 16 + 16 + 9 * 16 * 8 + 8)])
+def test_cell_parameter_counts(kind, expected):
+    layer = ConvRecurrent(make_temporal_cell(kind, 8))
+    layer.build((None, None, None, None, 8))
+    assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == expected
+
+
+def test_recurrent_layer_accepts_any_length_and_size_and_an_initial_state():
+    layer = ConvRecurrent(ConvGRUCell(3))
+    for shape in [(1, 1, 4, 4, 3), (2, 6, 9, 5, 3)]:
+        assert layer(np.ones(shape, "float32")).shape == shape
+    sequence = np.random.default_rng(1).normal(size=(1, 3, 4, 4, 3)).astype("float32")
+    state = np.random.default_rng(2).normal(size=(1, 4, 4, 3)).astype("float32")
+    with_state = layer(sequence, initial_state=[state]).numpy()
+    without = layer(sequence).numpy()
+    assert not np.allclose(with_state, without)
+
+
+def test_cell_rejects_channel_mismatch():
+    layer = ConvRecurrent(ConvRNNCell(4))
+    with pytest.raises(ValueError, match="expects 4 input channels"):
+        layer.build((None, None, 8, 8, 3))
+
+
+def test_unknown_temporal_unit():
+    with pytest.raises(ValueError, match="Unknown temporal unit 'lstm'"):
+        make_temporal_cell("lstm", 4)
+
+
+def test_cell_config_round_trip():
+    cell = ConvGRUCell(6, name="gru")
+    clone = ConvGRUCell.from_config(cell.get_config())
+    assert clone.filters == 6 and clone.kernel_size == 3
+    layer = ConvRecurrent(cell)
+    restored = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert isinstance(restored, ConvRecurrent) and isinstance(restored.cell, ConvGRUCell)
