@@ -1,0 +1,78 @@
+"""`vseg models` through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_models import TABLE_3
+
+VSEG = shutil.which("vseg", path=os.path.dirname(sys.executable))
+
+
+def run_vseg(*args: str) -> subprocess.CompletedProcess:
+    assert VSEG, "the vseg console script is not installed next to this Python (pip install -e .)"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([VSEG, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def models_json():
+    result = run_vseg("models", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_models_json_lists_all_configs_with_table_3_sizes(models_json):
+    by_name = {row["name"]: row for row in models_json}
+    assert len(by_name) == 27
+    for name, expected in TABLE_3.items():
+        assert by_name[name]["trainable_params"] == expected
+    for row in models_json:
+        assert row["gflops"] > 0
+
+
+def test_gflops_agree_with_a_hand_count(models_json):
+    """vanilla-none-small-shallow at 512x1024: the convolutions alone, counted by hand."""
+    height, width = 512, 1024
+
+    def conv(k, c_in, c_out, scale):
+        return 2 * k * k * c_in * c_out * (height // scale) * (width // scale)
+
+    convs = (
+        conv(3, 3, 16, 1) + conv(3, 16, 16, 1)  # stem
+        + conv(2, 16, 16, 2) + conv(3, 16, 32, 2) + conv(3, 32, 32, 2)  # enc1
+        + conv(2, 32, 32, 4) + conv(3, 32, 64, 4) + conv(3, 64, 64, 4)  # enc2
+        + conv(2, 64, 32, 4) + conv(3, 64, 32, 2) + conv(3, 32, 32, 2)  # dec1 (transposed conv from 1/4)
+        + conv(2, 32, 16, 2) + conv(3, 32, 16, 1) + conv(3, 16, 16, 1)  # dec0
+        + conv(3, 16, 20, 1)  # head
+    ) / 1e9
+    gflops = {row["name"]: row["gflops"] for row in models_json}["vanilla-none-small-shallow"]
+    # The profiler also counts bias adds, BatchNorm and activations: a little more than the convs.
+    assert convs < gflops < convs * 1.02
+
+
+def test_models_table_with_pattern():
+    result = run_vseg("models", "resnet-*-small-deep", "--no-flops")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split()[:2] == ["model", "levels"]
+    rows = [line.split() for line in lines[2:]]
+    assert [row[0] for row in rows] == ["resnet-none-small-deep", "resnet-crnn-small-deep", "resnet-cgru-small-deep"]
+    assert rows[2][2] == "1,707,460"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["models", "lstm-*"], "Error: no model matches lstm-*"),
+    (["models", "--flops-size", "512by1024"], "expected HEIGHTxWIDTH"),
+])
+def test_models_bad_arguments(args, message):
+    result = run_vseg(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
