@@ -99,7 +99,8 @@ def encode_snippet(
             feature_list={FRAMES_PNG: tf.train.FeatureList(feature=[_bytes([png]) for png in frame_pngs])}
         ),
     )
-    return example.SerializeToString()
+    # Deterministic: protobuf map order otherwise varies between processes (byte-identical resumes).
+    return example.SerializeToString(deterministic=True)
 
 
 CONTEXT_SPEC = {
