@@ -170,5 +170,119 @@ def convert(cityscapes_root, out_dir, splits, height, width, keep_size, frames_b
                    f"({megabytes:.1f} MB){skipped}")
 
 
+def parse_contexts(text: str) -> list[int]:
+    """Parses ``0,1,2,4`` into a list of non-negative ints."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise click.BadParameter(f"expected comma-separated non-negative integers such as 0,1,2,4,8,11, got {text!r}")
+    return values
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--model", "model_name", required=True, help="Zoo name, e.g. resnet-cgru-small-deep (`vseg models`).")
+@click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1), help="Total epochs.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Global batch, split across replicas.")
+@click.option("--seq-len", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Frames per training window (forced to 1 for temporal=none).")
+@click.option("--crop", default=None, metavar="HxW", help="Random crop size (default: full frames).")
+@click.option("--lr", default=3e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate (beta1 0.9, beta2 0.999, eps 1e-8, no weight decay).")
+@click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Gradient accumulation steps.")
+@click.option("--steps-per-epoch", default=None, type=click.IntRange(min=1),
+              help="Training batches per epoch (default: one pass over the train snippets).")
+@click.option("--val-steps", default=None, type=click.IntRange(min=1),
+              help="Validation batches per epoch (default: the whole val split).")
+@click.option("--val-context", default=None, type=click.IntRange(min=0),
+              help="Context frames before the labelled frame in validation (default: seq-len - 1).")
+@click.option("--void-as-class/--ignore-void", default=False, show_default=True,
+              help="Train void as class 19 (the report) or ignore it (Cityscapes).")
+@click.option("--mixed-precision/--no-mixed-precision", default=False, show_default=True,
+              help="mixed_float16 on GPU, mixed_bfloat16 on CPU.")
+@click.option("--jit/--no-jit", default=False, show_default=True, help="XLA-compile the train step.")
+@click.option("--max-frame-skip", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Random temporal stride 1..K (temporal augmentation).")
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds weights and data order.")
+@click.option("--num-classes", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--logical-cpus", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Mirror across this many logical CPU devices (to test multi-replica training without GPUs).")
+@user_errors
+def train(data_dir, run_dir, model_name, crop, **options):
+    """Train a model on converted shards; re-run the same command to resume.
+
+    DATA_DIR is the output of `vseg convert`; RUN_DIR receives config.json, last.keras,
+    best.keras, history.csv, TensorBoard logs and the resume state.
+    """
+    from vseg_keras.train import TrainConfig, TrainingError
+    from vseg_keras.train import train as train_model
+
+    config = TrainConfig(model=model_name, crop=parse_size(crop) if crop else None, **options)
+    try:
+        train_model(data_dir, run_dir, config, log=click.echo)
+    except TrainingError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--split", default="val", show_default=True, help="Split to evaluate.")
+@click.option("--context", default=11, show_default=True, type=click.IntRange(min=0),
+              help="Frames before the labelled one (11: the report's 12-frame windows).")
+@click.option("--context-sweep", default=None, metavar="K1,K2,...",
+              help="Evaluate each context, write context_sweep.json and .png (e.g. 0,1,2,4,8,11,19).")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder for report.json and plots (default: RUN_DIR/eval, or <model>-eval/ beside a .keras file).")
+@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the report JSON here.")
+@click.option("--save-predictions", default=None, type=click.Path(file_okay=False),
+              help="Write labelled-frame predictions as Cityscapes labelId PNGs here.")
+@click.option("--prediction-size", default=None, metavar="HxW",
+              help="Size of saved predictions (default: the original ground truth's size when available).")
+@click.option("--max-sequences", default=None, type=click.IntRange(min=1), help="Evaluate only the first N.")
+@user_errors
+def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, out_dir, report_path,
+             save_predictions, prediction_size, max_sequences):
+    """Cityscapes-standard metrics and temporal consistency of a model on a converted split.
+
+    MODEL is a run directory (best.keras, else last.keras) or a .keras file.
+    """
+    from vseg_keras import evaluate as evaluation
+    from vseg_keras.train import load_trained_model
+
+    contexts = parse_contexts(context_sweep) if context_sweep else None
+    model = load_trained_model(model_path)
+    out_dir = out_dir or evaluation.default_output_dir(model_path)
+    os.makedirs(out_dir, exist_ok=True)
+    options = {"split": split, "batch_size": batch_size, "max_sequences": max_sequences}
+    if contexts:
+        sweep = evaluation.context_sweep(model, data_dir, contexts, **options)
+        evaluation.write_json(sweep, os.path.join(out_dir, "context_sweep.json"))
+        evaluation.plot_context_sweep(sweep, os.path.join(out_dir, "context_sweep.png"))
+        for k, miou, tc in zip(sweep["contexts"], sweep["miou"], sweep["temporal_consistency"], strict=True):
+            click.echo(f"context {k:>3}: mIoU {100 * (miou or 0):6.2f}  TC {100 * (tc or 0):6.2f}")
+        click.echo(f"wrote {out_dir}/context_sweep.json and context_sweep.png")
+        return
+    report = evaluation.evaluate(
+        model, data_dir, context=context, save_predictions=save_predictions,
+        prediction_size=parse_size(prediction_size) if prediction_size else None, **options,
+    )
+    click.echo(evaluation.format_report(report))
+    evaluation.write_json(report, os.path.join(out_dir, "report.json"))
+    evaluation.plot_confusion_matrix(report, os.path.join(out_dir, "confusion_matrix.png"))
+    if report_path:
+        evaluation.write_json(report, report_path)
+    click.echo(f"wrote {out_dir}/report.json and confusion_matrix.png"
+               + (f"; predictions in {save_predictions}" if save_predictions else ""))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,171 @@
+"""`vseg train` and `vseg evaluate` end to end on tiny synthetic shards."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+
+import keras
+import pytest
+
+from tests.test_cli_models import VSEG
+from vseg_keras.train import TrainConfig, TrainingError, load_trained_model, read_resume_state
+
+MODEL = "vanilla-crnn-small-shallow"
+TRAIN_ARGS = ["--model", MODEL, "--batch-size", "2", "--seq-len", "3", "--crop", "32x64",
+              "--steps-per-epoch", "2", "--val-context", "2"]
+
+
+def vseg(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([VSEG, *args], capture_output=True, text=True, env=full_env, timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """A converted synthetic dataset: 6 train and 3 val snippets of 64x128."""
+    root = tmp_path_factory.mktemp("synthetic")
+    result = vseg("synth", str(root / "src"), "--train-sequences", "6", "--val-sequences", "3",
+                  "--height", "64", "--width", "128", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    result = vseg("convert", str(root / "src"), str(root / "data"), "--height", "64", "--width", "128",
+                  "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    return str(root / "data")
+
+
+def history_epochs(run_dir) -> list[int]:
+    with open(os.path.join(run_dir, "history.csv"), newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_train_then_evaluate_from_the_cli(shards, tmp_path):
+    run_dir = tmp_path / "run"
+    result = vseg("train", shards, str(run_dir), "--epochs", "2", *TRAIN_ARGS)
+    assert result.returncode == 0, result.stderr
+    assert "_DefaultDistributionStrategy, 1 replica(s)" in result.stdout
+    assert "best val mIoU" in result.stdout
+    for name in ("config.json", "last.keras", "best.keras", "history.csv", "backup/state.json"):
+        assert (run_dir / name).exists(), name
+    assert history_epochs(run_dir) == [0, 1]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["options"]["model"] == MODEL and len(config["data_manifest_sha256"]) == 64
+    assert os.listdir(run_dir / "logs")  # TensorBoard
+
+    # The same command again: nothing left to do.
+    again = vseg("train", shards, str(run_dir), "--epochs", "2", *TRAIN_ARGS)
+    assert again.returncode == 0 and "already done" in again.stdout
+    assert history_epochs(run_dir) == [0, 1]
+    # Different options in the same run dir are refused.
+    other = vseg("train", shards, str(run_dir), "--epochs", "2", *TRAIN_ARGS, "--lr", "0.01")
+    assert other.returncode != 0 and "other options (lr: 0.0003 -> 0.01)" in other.stderr
+
+    out = tmp_path / "eval"
+    report_path = tmp_path / "report.json"
+    result = vseg("evaluate", str(run_dir), shards, "--context", "2", "--out", str(out),
+                  "--report", str(report_path), "--save-predictions", str(tmp_path / "pred"))
+    assert result.returncode == 0, result.stderr
+    assert "mIoU (Cityscapes, 19 classes)" in result.stdout
+    report = json.loads(report_path.read_text())
+    for key in ("miou", "per_class_iou", "pixel_accuracy", "mean_class_accuracy", "paper_miou_20",
+                "paper_macc", "temporal_consistency", "context", "num_sequences"):
+        assert key in report, key
+    assert report["context"] == 2 and report["num_sequences"] == 3
+    assert 0 <= report["miou"] <= 1 and 0 <= report["temporal_consistency"] <= 1
+    assert (out / "confusion_matrix.png").stat().st_size > 0
+    predictions = sorted(os.listdir(tmp_path / "pred"))
+    assert len(predictions) == 3 and all(p.endswith("_pred_labelIds.png") for p in predictions)
+
+    sweep = vseg("evaluate", str(run_dir / "last.keras"), shards, "--context-sweep", "0,2,4", "--out", str(out))
+    assert sweep.returncode == 0, sweep.stderr
+    curve = json.loads((out / "context_sweep.json").read_text())
+    assert curve["contexts"] == [0, 2, 4] and len(curve["miou"]) == 3
+    assert (out / "context_sweep.png").stat().st_size > 0
+
+
+def test_killed_training_resumes_and_finishes_every_epoch_once(shards, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [VSEG, "train", shards, str(run_dir), "--epochs", "4", *TRAIN_ARGS]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while read_resume_state(str(run_dir)).get("epochs_done", 0) < 1:
+        assert process.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(0.5)  # somewhere inside epoch 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = read_resume_state(str(run_dir))["epochs_done"]
+    assert 1 <= killed_at < 4
+    optimizer_steps = load_optimizer_iterations(run_dir, killed_at)
+
+    result = vseg("train", shards, str(run_dir), "--epochs", "4", *TRAIN_ARGS)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming after epoch {killed_at}" in result.stdout
+    assert history_epochs(run_dir) == [0, 1, 2, 3]
+    assert optimizer_steps == killed_at * 2  # the optimizer state was saved with the weights
+    assert load_optimizer_iterations(run_dir, 4) == 4 * 2  # ... and restored, not restarted
+
+
+def load_optimizer_iterations(run_dir, epochs_done: int) -> int:
+    state = read_resume_state(str(run_dir))
+    assert state["epochs_done"] == epochs_done
+    model = load_trained_model(str(run_dir / "last.keras"))
+    from vseg_keras.train import compile_for_training
+
+    compile_for_training(model, TrainConfig(model=MODEL))
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(str(run_dir / "backup" / state["weights"]))
+    iterations = int(model.optimizer.iterations.numpy())
+    keras.backend.clear_session()
+    return iterations
+
+
+def test_mirrored_strategy_over_two_logical_cpus(shards, tmp_path):
+    result = vseg("train", shards, str(tmp_path / "run"), "--epochs", "1", *TRAIN_ARGS, "--logical-cpus", "2")
+    assert result.returncode == 0, result.stderr
+    assert "MirroredStrategy, 2 replica(s), global batch 2" in result.stdout
+    assert history_epochs(tmp_path / "run") == [0]
+
+
+def test_multi_worker_request_is_refused_with_a_clear_line(shards, tmp_path):
+    """Keras 3 Model.fit cannot train under MultiWorkerMirroredStrategy yet (keras-team/keras#20585)."""
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    result = vseg("train", shards, str(tmp_path / "run"), "--epochs", "1", *TRAIN_ARGS, env={"TF_CONFIG": tf_config})
+    assert result.returncode != 0
+    assert "multi-worker training is not supported yet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_inputs_give_one_clear_line(shards, tmp_path):
+    missing = vseg("train", str(tmp_path / "nowhere"), str(tmp_path / "run"), "--model", MODEL)
+    assert missing.returncode != 0 and "no manifest" in missing.stderr and "Traceback" not in missing.stderr
+    odd = vseg("train", shards, str(tmp_path / "run"), *TRAIN_ARGS[:2], "--batch-size", "3", "--logical-cpus", "2")
+    assert odd.returncode != 0 and "multiple of the 2 replicas" in odd.stderr
+    unknown = vseg("train", shards, str(tmp_path / "run"), "--model", "vanilla-lstm-small")
+    assert unknown.returncode != 0 and "Unknown model" in unknown.stderr
+    bad_model = vseg("evaluate", str(tmp_path / "missing.keras"), shards)
+    assert bad_model.returncode != 0 and "no such model file" in bad_model.stderr
+
+
+def test_frame_wise_models_train_on_single_frames():
+    assert TrainConfig(model="resnet-none-small-shallow", seq_len=5).seq_len == 1
+    assert TrainConfig(model="resnet-none-small-shallow").val_context == 0
+    assert TrainConfig(model="resnet-cgru-small-shallow").val_context == 4
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        TrainConfig(model=MODEL, batch_size=0)
+
+
+def test_nan_loss_stops_with_a_clear_error(shards, tmp_path):
+    from vseg_keras.train import train
+
+    with pytest.raises(TrainingError, match="loss became NaN/inf at epoch 1"):
+        train(shards, str(tmp_path / "run"),
+              TrainConfig(model=MODEL, epochs=1, batch_size=2, seq_len=2, crop=(32, 64), steps_per_epoch=2,
+                           lr=1e30), log=lambda line: None, verbose=0)
+    keras.backend.clear_session()

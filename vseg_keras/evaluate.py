@@ -1,0 +1,248 @@
+"""Evaluation: Cityscapes-standard metrics, temporal consistency, context sweeps, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vseg_keras import data
+from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
+from vseg_keras.metrics import confusion_matrix, segmentation_scores, temporal_consistency
+from vseg_keras.records import read_manifest
+from vseg_keras.segmenter import VideoSegmenter
+
+#: The report's evaluation window: the labelled frame after 11 frames of context (12 frames).
+DEFAULT_CONTEXT = 11
+
+
+def _ground_truth_size(manifest: dict, split: str, city: str, sequence: int, frame: int) -> tuple[int, int] | None:
+    """Size of the original ``gtFine`` label of a frame, if the source dataset is still there."""
+    root = manifest.get("source_root")
+    if not root:
+        return None
+    path = os.path.join(
+        root, "gtFine", split, city, f"{city}_{sequence:06d}_{frame:06d}_gtFine_labelIds.png"
+    )
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED) if os.path.isfile(path) else None
+    return None if image is None else image.shape[:2]
+
+
+def _write_png(path: str, image: np.ndarray) -> None:
+    temporary = f"{path}.tmp.png"
+    if not cv2.imwrite(temporary, image):
+        raise OSError(f"{path}: could not write PNG")
+    os.replace(temporary, path)
+
+
+def evaluate(
+    model: VideoSegmenter,
+    data_dir: str,
+    split: str = "val",
+    context: int = DEFAULT_CONTEXT,
+    batch_size: int = 1,
+    save_predictions: str | None = None,
+    prediction_size: tuple[int, int] | None = None,
+    max_sequences: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluates ``model`` on a converted split with windows of ``context + 1`` frames, the GT last.
+
+    Metrics come from one confusion matrix over the split (see :mod:`vseg_keras.metrics`).
+    Temporal consistency is averaged over every consecutive frame pair of every window,
+    labelled or not.
+
+    Args:
+        model: the model to evaluate.
+        data_dir: output folder of ``vseg convert``.
+        split: the split (with ground truth).
+        context: frames before the labelled one (a frame-wise model's labelled-frame
+            prediction does not depend on it, but every frame counts for TC).
+        batch_size: windows per forward pass.
+        save_predictions: folder for Cityscapes result files: labelId PNGs of the
+            labelled frames named ``{city}_{seq:06d}_{frame:06d}_pred_labelIds.png``.
+        prediction_size: ``(height, width)`` of saved predictions; default: the
+            size of the original ground-truth file if ``source_root`` of the
+            manifest is readable, else the stored frame size.
+        max_sequences: evaluate at most this many windows.
+        progress: show a progress bar.
+
+    Returns:
+        The report: ``miou``, ``per_class_iou``, ``pixel_accuracy``,
+        ``mean_class_accuracy``, ``paper_miou_20``, ``paper_macc``,
+        ``temporal_consistency``, ``context``, ``num_sequences``, plus
+        ``confusion_matrix`` (20x20 list), ``model``, ``split``.
+    """
+    manifest = read_manifest(data_dir)
+    dataset = data.make_eval_dataset(data_dir, split, batch_size=batch_size, context=context, with_metadata=True)
+    total = data.count_snippets(data_dir, split)
+    if max_sequences is not None:
+        total = min(total, max_sequences)
+    if save_predictions:
+        os.makedirs(save_predictions, exist_ok=True)
+    bar = keras.utils.Progbar(total, unit_name="sequence") if progress else None
+    confusion = np.zeros((20, 20), np.int64)
+    consistency: list[float] = []
+    seen = 0
+    for frames, labels, metadata in dataset:
+        if seen >= total:
+            break
+        keep = min(int(frames.shape[0]), total - seen)
+        logits = model.predict_on_batch(frames[:keep])
+        predictions = np.argmax(logits, axis=-1).astype(np.uint8)  # [B, L, H, W]
+        labels = labels.numpy()[:keep]
+        labelled = metadata["labelled"].numpy()[:keep]
+        images = data.denormalize_frames(frames[:keep], dtype=tf.uint8).numpy()
+        for i in range(keep):
+            if labelled[i]:
+                confusion += confusion_matrix(labels[i, -1], predictions[i, -1])
+            consistency.extend(temporal_consistency(predictions[i], images[i]))
+            if save_predictions:
+                _save_prediction(
+                    save_predictions, manifest, split, logits[i, -1], metadata, i, prediction_size
+                )
+        seen += keep
+        if bar is not None:
+            bar.add(keep)
+    if seen == 0:
+        raise ValueError(f"{data_dir}: split {split!r} has no labelled sequence to evaluate")
+    report = segmentation_scores(confusion)
+    report.update(
+        {
+            "temporal_consistency": float(np.mean(consistency)) if consistency else None,
+            "context": int(context),
+            "num_sequences": seen,
+            "model": model.name,
+            "split": split,
+            "confusion_matrix": confusion.tolist(),
+        }
+    )
+    return report
+
+
+def _save_prediction(folder, manifest, split, logits, metadata, index, prediction_size) -> None:
+    city = metadata["city"].numpy()[index].decode()
+    sequence = int(metadata["sequence"].numpy()[index])
+    frame = int(metadata["frame_numbers"].numpy()[index][-1])
+    size = prediction_size or _ground_truth_size(manifest, split, city, sequence, frame) or logits.shape[:2]
+    if tuple(size) != tuple(logits.shape[:2]):
+        logits = tf.image.resize(logits[None], size, method="bilinear")[0].numpy()
+    label_ids = train_ids_to_label_ids(np.argmax(logits, axis=-1))
+    _write_png(os.path.join(folder, f"{city}_{sequence:06d}_{frame:06d}_pred_labelIds.png"), label_ids)
+
+
+def format_report(report: dict) -> str:
+    """A printable table of a report: per-class IoU, then the summary figures."""
+    lines = [f"{'class':<15} {'IoU':>7}", "-" * 23]
+    for name in CLASS_NAMES:
+        iou = report["per_class_iou"][name]
+        lines.append(f"{name:<15} {'-' if iou is None else f'{100 * iou:6.2f}':>7}")
+    lines.append("-" * 23)
+    for key, label in [
+        ("miou", "mIoU (Cityscapes, 19 classes)"),
+        ("pixel_accuracy", "pixel accuracy"),
+        ("mean_class_accuracy", "mean class accuracy"),
+        ("paper_miou_20", "paper-style mIoU (20 incl. void)"),
+        ("paper_macc", "paper-style mAcc (pixel acc. incl. void)"),
+        ("temporal_consistency", "temporal consistency"),
+    ]:
+        value = report[key]
+        lines.append(f"{label:<41} {'-' if value is None else f'{100 * value:6.2f}'}")
+    lines.append(f"{'context frames':<41} {report['context']:>6}")
+    lines.append(f"{'sequences':<41} {report['num_sequences']:>6}")
+    return "\n".join(lines)
+
+
+def plot_confusion_matrix(report: dict, path: str) -> None:
+    """Row-normalised confusion matrix (19 classes + void column) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.asarray(report["confusion_matrix"], dtype=np.float64)[:19]
+    rows = confusion.sum(axis=1, keepdims=True)
+    normalised = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
+    figure, axes = plt.subplots(figsize=(9, 8))
+    image = axes.imshow(normalised, cmap="viridis", vmin=0, vmax=1)
+    axes.set_xticks(range(20), [*CLASS_NAMES, "void"], rotation=90, fontsize=7)
+    axes.set_yticks(range(19), CLASS_NAMES, fontsize=7)
+    axes.set_xlabel("prediction")
+    axes.set_ylabel("ground truth")
+    axes.set_title(f"{report['model']} on {report['split']}: mIoU {100 * (report['miou'] or 0):.2f}")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def _save_figure(figure, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    temporary = f"{path}.tmp.png"
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    os.replace(temporary, path)
+
+
+def context_sweep(
+    model: VideoSegmenter,
+    data_dir: str,
+    contexts: Sequence[int],
+    **options,
+) -> dict:
+    """Evaluates once per context length.
+
+    Returns:
+        ``{"model", "contexts", "miou", "temporal_consistency", "reports"}``
+        with one entry per context, in the order given.
+    """
+    reports = [evaluate(model, data_dir, context=int(k), **options) for k in contexts]
+    return {
+        "model": model.name,
+        "contexts": [int(k) for k in contexts],
+        "miou": [r["miou"] for r in reports],
+        "temporal_consistency": [r["temporal_consistency"] for r in reports],
+        "reports": reports,
+    }
+
+
+def plot_context_sweep(sweep: dict, path: str) -> None:
+    """mIoU (and TC) against the number of context frames, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(sweep["contexts"], [100 * (m or 0) for m in sweep["miou"]], "o-", label="mIoU")
+    axes.plot(
+        sweep["contexts"], [100 * (t or 0) for t in sweep["temporal_consistency"]], "s--", label="temporal consistency"
+    )
+    axes.set_xlabel("context frames before the labelled frame")
+    axes.set_ylabel("%")
+    axes.set_title(sweep["model"])
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def write_json(payload: dict, path: str) -> None:
+    """Writes JSON atomically."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(temporary, path)
+
+
+def default_output_dir(model_path: str) -> str:
+    """Where ``vseg evaluate`` writes by default: ``RUN_DIR/eval``, or ``<stem>-eval`` beside a ``.keras`` file."""
+    if os.path.isdir(model_path):
+        return os.path.join(model_path, "eval")
+    stem = os.path.splitext(model_path)[0]
+    return f"{stem}-eval"

@@ -1,0 +1,511 @@
+"""Training: strategy, compile (loss/optimizer/metrics), crash-safe checkpoints and resume.
+
+A run directory holds everything of one training run::
+
+    RUN_DIR/config.json        every option, the model name, the data manifest digest
+    RUN_DIR/last.keras         the model after the last finished epoch
+    RUN_DIR/best.keras         the model with the best validation mIoU so far
+    RUN_DIR/history.csv        one row per finished epoch (Keras CSVLogger), column ``epoch``
+    RUN_DIR/logs/              TensorBoard scalars and predicted label maps
+    RUN_DIR/backup/            resume state: weights + optimizer after the last finished epoch
+
+Every file is written under a temporary name and renamed, and ``backup/state.json``
+is the single commit point of an epoch, so killing the process at any moment
+(even ``kill -9``) and running the same command again resumes at the
+interrupted epoch with the optimizer state intact, and ``history.csv`` holds
+each finished epoch exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vseg_keras import data
+from vseg_keras.cityscapes import IGNORE_INDEX, TRAIN_PALETTE
+from vseg_keras.records import MANIFEST_NAME, read_manifest
+from vseg_keras.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config
+from vseg_keras.segmenter import VideoSegmenter
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or stopped abnormally (message is one clear line)."""
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (the CLI's ``vseg train`` options, one to one).
+
+    Args:
+        model: zoo name, e.g. ``"resnet-cgru-small-deep"``.
+        epochs: total epochs (the report trains up to 100).
+        batch_size: global batch (split across replicas).
+        seq_len: frames per training window; forced to 1 for frame-wise models.
+        crop: ``(height, width)`` random crop, or ``None`` for full frames.
+        lr: Adam learning rate (beta1 0.9, beta2 0.999, epsilon 1e-8, no weight decay: the report).
+        grad_accum: gradient accumulation steps (Keras ``gradient_accumulation_steps``).
+        steps_per_epoch: training batches per epoch (default: one pass over the snippets).
+        val_steps: validation batches per epoch (default: the whole split).
+        val_context: frames of context before the labelled frame in validation
+            (default ``seq_len - 1``; ``vseg evaluate`` uses 11 like the report).
+        void_as_class: train void as class 19 (the report) instead of ignoring it (Cityscapes).
+        mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
+        jit: XLA-compile the train step.
+        seed: seeds weights and data order.
+        num_classes: logits per pixel.
+        max_frame_skip: random temporal stride 1..k (temporal augmentation).
+        flip: random horizontal flip.
+        logical_cpus: split the CPU into this many logical devices and mirror
+            across them (to exercise multi-replica training without GPUs).
+    """
+
+    model: str
+    epochs: int = 100
+    batch_size: int = 1
+    seq_len: int = 5
+    crop: tuple[int, int] | None = None
+    lr: float = 3e-4
+    grad_accum: int = 1
+    steps_per_epoch: int | None = None
+    val_steps: int | None = None
+    val_context: int | None = None
+    void_as_class: bool = False
+    mixed_precision: bool = False
+    jit: bool = False
+    seed: int = 0
+    num_classes: int = DEFAULT_NUM_CLASSES
+    max_frame_skip: int = 1
+    flip: bool = True
+    logical_cpus: int = 0
+    # Options that may differ when a run is resumed (extending it is allowed).
+    RESUMABLE_CHANGES: tuple[str, ...] = field(default=("epochs",), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        config = get_model_config(self.model)
+        if not config.is_temporal:
+            self.seq_len = 1
+        if self.crop is not None:
+            self.crop = (int(self.crop[0]), int(self.crop[1]))
+        if self.val_context is None:
+            self.val_context = self.seq_len - 1
+        for name in ("epochs", "batch_size", "seq_len", "grad_accum", "max_frame_skip"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    def to_json(self) -> dict:
+        values = dataclasses.asdict(self)
+        values.pop("RESUMABLE_CHANGES")
+        values["crop"] = list(self.crop) if self.crop else None
+        return values
+
+
+def make_strategy(logical_cpus: int = 0) -> tf.distribute.Strategy:
+    """The distribution strategy for this process.
+
+    MultiWorkerMirroredStrategy when ``TF_CONFIG`` is set; MirroredStrategy
+    over all visible GPUs when there are several, or over ``logical_cpus``
+    logical CPU devices when asked; the default strategy otherwise.
+    """
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    if logical_cpus > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(logical_cpus)]
+        )
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(logical_cpus)])
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes the run directory (always true without multi-worker training)."""
+    return bool(strategy.extended.should_checkpoint)
+
+
+def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
+    """Adam + sparse cross-entropy over labelled pixels only + streaming mIoU (report section 3.4)."""
+    optimizer = keras.optimizers.Adam(
+        learning_rate=config.lr,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        gradient_accumulation_steps=config.grad_accum if config.grad_accum > 1 else None,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX),
+        metrics=[
+            keras.metrics.MeanIoU(
+                num_classes=config.num_classes, ignore_class=IGNORE_INDEX, sparse_y_pred=False, name="miou"
+            )
+        ],
+        jit_compile=config.jit,
+    )
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _atomic_save(model: keras.Model, path: str, weights_only: bool = False) -> None:
+    suffix = ".weights.h5" if weights_only else ".keras"
+    temporary = f"{path}.tmp-{os.getpid()}{suffix}"
+    if weights_only:
+        model.save_weights(temporary)
+    else:
+        model.save(temporary)
+    os.replace(temporary, path)
+
+
+def manifest_digest(data_dir: str) -> str:
+    """SHA-256 of the data manifest (ties a run to the exact converted data)."""
+    with open(os.path.join(data_dir, MANIFEST_NAME), "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+class CrashSafeCheckpoint(keras.callbacks.Callback):
+    """Saves the resume state, ``last.keras`` and ``best.keras`` at the end of every epoch.
+
+    Order within an epoch end: epoch weights (with optimizer state) to a new
+    file, ``last.keras``, ``best.keras`` if improved, then ``state.json`` —
+    the commit point — then older weight files are deleted. A kill before the
+    commit leaves the previous epoch's state intact.
+
+    Args:
+        run_dir: the run directory.
+        monitor: the logged metric that decides ``best.keras`` (higher is better).
+        write: false on non-chief workers (they keep state in a scratch folder).
+    """
+
+    def __init__(self, run_dir: str, monitor: str = "val_miou", write: bool = True):
+        super().__init__()
+        self.run_dir = run_dir
+        self.backup_dir = os.path.join(run_dir, "backup")
+        self.monitor = monitor
+        self.write = write
+        self.state = read_resume_state(run_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        os.makedirs(self.backup_dir, exist_ok=True)
+        weights_name = f"epoch-{epoch + 1:05d}.weights.h5"
+        _atomic_save(self.model, os.path.join(self.backup_dir, weights_name), weights_only=True)
+        state = dict(self.state)
+        state.update({"epochs_done": epoch + 1, "weights": weights_name})
+        if self.write:
+            _atomic_save(self.model, os.path.join(self.run_dir, "last.keras"))
+            value = logs.get(self.monitor)
+            if value is not None and not math.isnan(value) and value > state.get("best_value", -math.inf):
+                _atomic_save(self.model, os.path.join(self.run_dir, "best.keras"))
+                state.update({"best_value": float(value), "best_epoch": epoch + 1, "monitor": self.monitor})
+        _atomic_write_text(os.path.join(self.backup_dir, "state.json"), json.dumps(state, indent=2))
+        self.state = state
+        for name in os.listdir(self.backup_dir):
+            if name.endswith(".weights.h5") and name != weights_name:
+                os.remove(os.path.join(self.backup_dir, name))
+
+
+def read_resume_state(run_dir: str) -> dict:
+    """The committed resume state of a run (``{}`` for a fresh run)."""
+    path = os.path.join(run_dir, "backup", "state.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _trim_history(path: str, epochs_done: int) -> None:
+    """Keeps only complete rows of finished epochs in ``history.csv`` (each exactly once)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    header, kept = rows[0], []
+    for row in rows[1:]:
+        if len(row) == len(header) and row[0].isdigit() and int(row[0]) < epochs_done:
+            kept.append(row)
+    with open(f"{path}.tmp", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(kept)
+    os.replace(f"{path}.tmp", path)
+
+
+class PredictionImages(keras.callbacks.Callback):
+    """Writes a few predicted label maps of a fixed validation batch to TensorBoard each epoch.
+
+    Args:
+        frames: ``[B, L, H, W, 3]`` normalised validation frames (the labelled frame last).
+        labels: ``[B, L, H, W]`` their labels.
+        log_dir: TensorBoard folder.
+        max_images: how many sequences to show.
+    """
+
+    def __init__(self, frames, labels, log_dir: str, max_images: int = 3):
+        super().__init__()
+        self.frames = frames[:max_images]
+        self.labels = labels[:max_images]
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "images"))
+
+    @staticmethod
+    def colorize(class_ids: np.ndarray) -> np.ndarray:
+        palette = np.zeros((256, 3), np.uint8)
+        palette[: len(TRAIN_PALETTE)] = TRAIN_PALETTE
+        return palette[np.asarray(class_ids, dtype=np.uint8)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logits = self.model(self.frames, training=False)
+        predictions = np.argmax(keras.ops.convert_to_numpy(logits)[:, -1], axis=-1)
+        images = np.concatenate(
+            [
+                np.asarray(data.denormalize_frames(self.frames[:, -1], dtype=tf.uint8)),
+                self.colorize(np.asarray(self.labels)[:, -1]),
+                self.colorize(predictions),
+            ],
+            axis=2,
+        )
+        with self.writer.as_default():
+            tf.summary.image("input | ground truth | prediction", images, step=epoch, max_outputs=len(images))
+        self.writer.flush()
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training when the loss becomes NaN/inf and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.where: tuple[int, int] | None = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = (self.epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+
+def _check_run_dir(run_dir: str, config: TrainConfig, digest: str) -> dict:
+    """Writes ``config.json`` for a new run, or checks that a resumed run has the same options."""
+    path = os.path.join(run_dir, "config.json")
+    record = {"options": config.to_json(), "data_manifest_sha256": digest}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            previous = json.load(handle)
+        old, new = previous.get("options", {}), record["options"]
+        changed = [k for k in new if k not in config.RESUMABLE_CHANGES and old.get(k) != new[k]]
+        if changed:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed)
+            raise TrainingError(f"{run_dir} holds a run with other options ({details}); use another RUN_DIR")
+        if previous.get("data_manifest_sha256") != digest:
+            raise TrainingError(f"{run_dir} was trained on other data (manifest digest differs); use another RUN_DIR")
+    return record
+
+
+def train(
+    data_dir: str,
+    run_dir: str,
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+    verbose: int | str = "auto",
+) -> dict:
+    """Trains ``config.model`` on the shards in ``data_dir``, writing everything to ``run_dir``.
+
+    Running the same call again after an interruption resumes at the
+    interrupted epoch; after completion it returns at once. Raises
+    :class:`TrainingError` or ``ValueError`` with one clear line for bad
+    input, and :class:`TrainingError` when the loss becomes NaN.
+
+    Args:
+        data_dir: output folder of ``vseg convert`` (train and val splits).
+        run_dir: run directory (created if needed).
+        config: the options.
+        log: where progress lines go.
+        verbose: Keras progress bar mode (``"auto"``, 0, 1, 2).
+
+    Returns:
+        A summary: ``best_miou``, ``best_epoch``, ``epochs_done``, paths, strategy.
+    """
+    manifest = read_manifest(data_dir)
+    for split in ("train", "val"):
+        if split not in manifest.get("splits", {}):
+            raise ValueError(f"{data_dir}: no {split!r} split in the manifest (have {sorted(manifest['splits'])})")
+    digest = manifest_digest(data_dir)
+    if os.environ.get("TF_CONFIG"):
+        raise TrainingError(
+            "TF_CONFIG is set, but multi-worker training is not supported yet: Keras 3 Model.fit fails under "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585); use one machine (all its GPUs are mirrored)"
+        )
+    strategy = make_strategy(config.logical_cpus)
+    chief = is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {replicas} replicas")
+    log(f"strategy: {type(strategy).__name__}, {replicas} replica(s), global batch {config.batch_size}")
+
+    write_dir = run_dir if chief else os.path.join(run_dir, f".worker-{os.getpid()}")
+    os.makedirs(write_dir, exist_ok=True)
+    record = _check_run_dir(run_dir, config, digest) if chief else None
+    if chief:
+        _atomic_write_text(os.path.join(run_dir, "config.json"), json.dumps(record, indent=2))
+
+    state = read_resume_state(write_dir)
+    epochs_done = int(state.get("epochs_done", 0))
+    history_path = os.path.join(write_dir, "history.csv")
+    _trim_history(history_path, epochs_done)
+    if epochs_done >= config.epochs:
+        log(f"{run_dir}: all {config.epochs} epochs already done")
+        return _summary(run_dir, state, strategy, replicas)
+
+    if config.mixed_precision:
+        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+        keras.mixed_precision.set_global_policy(policy)
+        log(f"mixed precision: {policy}")
+    try:
+        with strategy.scope():
+            model = build_model(config.model, num_classes=config.num_classes, seed=config.seed)
+            compile_for_training(model, config)
+            if epochs_done:
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(os.path.join(write_dir, "backup", state["weights"]))
+                log(f"resuming after epoch {epochs_done} from {write_dir}/backup")
+        train_data, val_data, steps, val_steps, val_used, sample = _make_datasets(data_dir, config, strategy)
+        log(f"{steps} training batches per epoch; validation on {val_used} val sequence(s) per epoch")
+        nan_guard = StopOnNaN()
+        callbacks = [
+            nan_guard,
+            keras.callbacks.CSVLogger(history_path, append=True),
+            CrashSafeCheckpoint(write_dir, write=chief),
+        ]
+        if chief:
+            log_dir = os.path.join(run_dir, "logs")
+            callbacks += [
+                keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
+                PredictionImages(*sample, log_dir=log_dir),
+            ]
+        model.fit(
+            train_data,
+            epochs=config.epochs,
+            initial_epoch=epochs_done,
+            steps_per_epoch=steps,
+            validation_data=val_data,
+            validation_steps=val_steps,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    finally:
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("float32")
+    if nan_guard.where is not None:
+        epoch, batch = nan_guard.where
+        raise TrainingError(
+            f"loss became NaN/inf at epoch {epoch}, batch {batch}; training stopped "
+            f"(try a lower --lr or without --mixed-precision); the last good epoch is in {run_dir}/last.keras"
+        )
+    summary = _summary(run_dir, read_resume_state(write_dir), strategy, replicas)
+    log(
+        f"done: {summary['epochs_done']} epochs; best val mIoU {summary['best_miou']:.4f} at epoch "
+        f"{summary['best_epoch']} -> {summary['best_model']}"
+        if summary["best_miou"] is not None
+        else f"done: {summary['epochs_done']} epochs -> {summary['last_model']}"
+    )
+    return summary
+
+
+def _summary(run_dir: str, state: dict, strategy: tf.distribute.Strategy, replicas: int) -> dict:
+    return {
+        "run_dir": run_dir,
+        "epochs_done": int(state.get("epochs_done", 0)),
+        "best_miou": state.get("best_value"),
+        "best_epoch": state.get("best_epoch"),
+        "best_model": os.path.join(run_dir, "best.keras"),
+        "last_model": os.path.join(run_dir, "last.keras"),
+        "strategy": type(strategy).__name__,
+        "replicas": replicas,
+    }
+
+
+def _make_datasets(data_dir: str, config: TrainConfig, strategy: tf.distribute.Strategy):
+    replicas = strategy.num_replicas_in_sync
+    per_replica = config.batch_size // replicas
+    train_options = {
+        "batch_size": per_replica,
+        "seq_len": config.seq_len,
+        "crop": config.crop,
+        "flip": config.flip,
+        "max_frame_skip": config.max_frame_skip,
+        "void_as_class": config.void_as_class,
+        "seed": config.seed,
+    }
+    val_options = {"batch_size": per_replica, "context": config.val_context, "void_as_class": config.void_as_class}
+
+    def train_fn(context):
+        return data.make_train_dataset(data_dir, "train", input_context=context, **train_options)
+
+    def val_fn(context):
+        return data.make_eval_dataset(data_dir, "val", input_context=context, **val_options)
+
+    if replicas > 1 or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        train_data = strategy.distribute_datasets_from_function(train_fn)
+        val_data = strategy.distribute_datasets_from_function(val_fn)
+    else:
+        train_data, val_data = train_fn(None), val_fn(None)
+    sample_frames, sample_labels = next(iter(data.make_eval_dataset(data_dir, "val", **val_options)))
+    steps = config.steps_per_epoch or data.steps_per_epoch(data_dir, "train", config.batch_size)
+    val_snippets = data.count_snippets(data_dir, "val")
+    if config.val_steps:
+        val_steps = config.val_steps
+    elif replicas > 1 or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Every replica needs a non-empty batch at every step: full global batches only.
+        val_steps = max(1, val_snippets // config.batch_size)
+    else:
+        val_steps = math.ceil(val_snippets / config.batch_size)
+    used = min(val_snippets, val_steps * config.batch_size)
+    return train_data, val_data, steps, val_steps, used, (sample_frames.numpy(), sample_labels.numpy())
+
+
+def load_trained_model(path: str) -> VideoSegmenter:
+    """Loads a model from a ``.keras`` file or a run directory (``best.keras``, else ``last.keras``).
+
+    Loading uses Keras safe mode.
+    """
+    if os.path.isdir(path):
+        for name in ("best.keras", "last.keras"):
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                path = candidate
+                break
+        else:
+            raise FileNotFoundError(f"{path}: no best.keras or last.keras; is it a vseg run directory?")
+    elif not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file or run directory")
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: expected a .keras file or a run directory")
+    model = keras.saving.load_model(path, safe_mode=True)
+    if not isinstance(model, VideoSegmenter):
+        raise ValueError(f"{path}: not a vseg model (found {type(model).__name__})")
+    return model
