@@ -132,7 +132,7 @@ def synth(out_dir, train_sequences, val_sequences, test_sequences, height, width
 @click.option("--shards", default=None, type=click.IntRange(min=1),
               help="Shards per split (at most one per snippet). [default: about 256 MB each]")
 @click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Worker processes for PNG decoding/resizing/encoding. [default: all cores]")
+              help="Worker threads for PNG decoding/resizing/encoding. [default: all cores]")
 @click.option("--overwrite", is_flag=True, help="Delete an earlier conversion in OUT_DIR and start over.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip snippets with a missing or corrupt file and list them in the manifest.")
@@ -261,27 +261,19 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
     contexts = parse_contexts(context_sweep) if context_sweep else None
     model = load_trained_model(model_path)
     out_dir = out_dir or evaluation.default_output_dir(model_path)
-    os.makedirs(out_dir, exist_ok=True)
-    options = {"split": split, "batch_size": batch_size, "max_sequences": max_sequences}
+    result = evaluation.evaluate_to_files(
+        model, data_dir, out_dir, contexts=contexts, report_path=report_path, split=split, context=context,
+        batch_size=batch_size, max_sequences=max_sequences, save_predictions=save_predictions,
+        prediction_size=parse_size(prediction_size) if prediction_size else None,
+    )
     if contexts:
-        sweep = evaluation.context_sweep(model, data_dir, contexts, **options)
-        evaluation.write_json(sweep, os.path.join(out_dir, "context_sweep.json"))
-        evaluation.plot_context_sweep(sweep, os.path.join(out_dir, "context_sweep.png"))
-        for k, miou, tc in zip(sweep["contexts"], sweep["miou"], sweep["temporal_consistency"], strict=True):
+        for k, miou, tc in zip(result["contexts"], result["miou"], result["temporal_consistency"], strict=True):
             click.echo(f"context {k:>3}: mIoU {100 * (miou or 0):6.2f}  TC {100 * (tc or 0):6.2f}")
         click.echo(f"wrote {out_dir}/context_sweep.json and context_sweep.png")
-        return
-    report = evaluation.evaluate(
-        model, data_dir, context=context, save_predictions=save_predictions,
-        prediction_size=parse_size(prediction_size) if prediction_size else None, **options,
-    )
-    click.echo(evaluation.format_report(report))
-    evaluation.write_json(report, os.path.join(out_dir, "report.json"))
-    evaluation.plot_confusion_matrix(report, os.path.join(out_dir, "confusion_matrix.png"))
-    if report_path:
-        evaluation.write_json(report, report_path)
-    click.echo(f"wrote {out_dir}/report.json and confusion_matrix.png"
-               + (f"; predictions in {save_predictions}" if save_predictions else ""))
+    else:
+        click.echo(evaluation.format_report(result))
+        click.echo(f"wrote {out_dir}/report.json and confusion_matrix.png"
+                   + (f"; predictions in {save_predictions}" if save_predictions else ""))
 
 
 if __name__ == "__main__":

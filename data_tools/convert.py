@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 import vseg_keras
 from data_tools import cityscapes_layout as layout
-from data_tools.files import TEMP_SUFFIX, atomic_write_json
 from data_tools.snippet_worker import SnippetImages, SnippetJob, prepare_snippet
 from vseg_keras import records
 from vseg_keras.cityscapes import IGNORE_INDEX, LABEL_TO_TRAIN, NUM_TRAIN_CLASSES
+from vseg_keras.files import TEMP_SUFFIX, atomic_write_json
 
 PROGRESS_NAME = ".vseg-convert-progress.json"
 #: Splits whose gtFine labels are dummies: their files only locate snippets; no label is stored.

@@ -22,7 +22,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import name2label
 
 from data_tools import cityscapes_layout as layout
-from data_tools.files import atomic_write_bytes, atomic_write_json
+from vseg_keras.files import atomic_write_bytes, atomic_write_json
 
 #: Marker file that identifies a folder written by this module (and holds its summary).
 MARKER_NAME = "synth.json"

@@ -242,7 +242,7 @@ def test_keep_size_stores_the_original_png_bytes(synth_root, tmp_path):
                 assert handle.read() == png
 
 
-def test_worker_processes_and_gzip_give_the_same_records(clean_conversion, synth_root, tmp_path):
+def test_worker_threads_and_gzip_give_the_same_records(clean_conversion, synth_root, tmp_path):
     out_dir = str(tmp_path / "gz")
     manifest = convert_cityscapes(
         synth_root,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -13,6 +12,7 @@ import tensorflow as tf
 
 from vseg_keras import data
 from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
+from vseg_keras.files import atomic_write_json
 from vseg_keras.metrics import confusion_matrix, segmentation_scores, temporal_consistency
 from vseg_keras.records import read_manifest
 from vseg_keras.segmenter import VideoSegmenter
@@ -232,17 +232,42 @@ def plot_context_sweep(sweep: dict, path: str) -> None:
     _save_figure(figure, path)
 
 
-def write_json(payload: dict, path: str) -> None:
-    """Writes JSON atomically."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(temporary, path)
-
-
 def default_output_dir(model_path: str) -> str:
     """Where ``vseg evaluate`` writes by default: ``RUN_DIR/eval``, or ``<stem>-eval`` beside a ``.keras`` file."""
     if os.path.isdir(model_path):
         return os.path.join(model_path, "eval")
     stem = os.path.splitext(model_path)[0]
     return f"{stem}-eval"
+
+
+def evaluate_to_files(
+    model: VideoSegmenter,
+    data_dir: str,
+    out_dir: str,
+    contexts: Sequence[int] | None = None,
+    report_path: str | None = None,
+    **options,
+) -> dict:
+    """What ``vseg evaluate`` does: evaluate, then write the results into ``out_dir``.
+
+    Without ``contexts``: one :func:`evaluate` (``options`` are its arguments), written
+    as ``report.json`` and ``confusion_matrix.png`` (and to ``report_path`` if given).
+    With ``contexts``: a :func:`context_sweep`, written as ``context_sweep.json`` and
+    ``context_sweep.png``.
+
+    Returns:
+        The report, or the sweep.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    if contexts:
+        options.pop("context", None)
+        sweep = context_sweep(model, data_dir, contexts, **options)
+        atomic_write_json(os.path.join(out_dir, "context_sweep.json"), sweep)
+        plot_context_sweep(sweep, os.path.join(out_dir, "context_sweep.png"))
+        return sweep
+    report = evaluate(model, data_dir, **options)
+    atomic_write_json(os.path.join(out_dir, "report.json"), report)
+    plot_confusion_matrix(report, os.path.join(out_dir, "confusion_matrix.png"))
+    if report_path:
+        atomic_write_json(report_path, report)
+    return report

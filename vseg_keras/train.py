@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ import tensorflow as tf
 
 from vseg_keras import data
 from vseg_keras.cityscapes import IGNORE_INDEX, TRAIN_PALETTE
+from vseg_keras.files import atomic_save_model, atomic_write_json
 from vseg_keras.records import MANIFEST_NAME, read_manifest
 from vseg_keras.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config
 from vseg_keras.segmenter import VideoSegmenter
@@ -158,25 +160,6 @@ def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
     )
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def _atomic_save(model: keras.Model, path: str, weights_only: bool = False) -> None:
-    suffix = ".weights.h5" if weights_only else ".keras"
-    temporary = f"{path}.tmp-{os.getpid()}{suffix}"
-    if weights_only:
-        model.save_weights(temporary)
-    else:
-        model.save(temporary)
-    os.replace(temporary, path)
-
-
 def manifest_digest(data_dir: str) -> str:
     """SHA-256 of the data manifest (ties a run to the exact converted data)."""
     with open(os.path.join(data_dir, MANIFEST_NAME), "rb") as handle:
@@ -209,16 +192,16 @@ class CrashSafeCheckpoint(keras.callbacks.Callback):
         logs = logs or {}
         os.makedirs(self.backup_dir, exist_ok=True)
         weights_name = f"epoch-{epoch + 1:05d}.weights.h5"
-        _atomic_save(self.model, os.path.join(self.backup_dir, weights_name), weights_only=True)
+        atomic_save_model(self.model, os.path.join(self.backup_dir, weights_name), weights_only=True)
         state = dict(self.state)
         state.update({"epochs_done": epoch + 1, "weights": weights_name})
         if self.write:
-            _atomic_save(self.model, os.path.join(self.run_dir, "last.keras"))
+            atomic_save_model(self.model, os.path.join(self.run_dir, "last.keras"))
             value = logs.get(self.monitor)
             if value is not None and not math.isnan(value) and value > state.get("best_value", -math.inf):
-                _atomic_save(self.model, os.path.join(self.run_dir, "best.keras"))
+                atomic_save_model(self.model, os.path.join(self.run_dir, "best.keras"))
                 state.update({"best_value": float(value), "best_epoch": epoch + 1, "monitor": self.monitor})
-        _atomic_write_text(os.path.join(self.backup_dir, "state.json"), json.dumps(state, indent=2))
+        atomic_write_json(os.path.join(self.backup_dir, "state.json"), state)
         self.state = state
         for name in os.listdir(self.backup_dir):
             if name.endswith(".weights.h5") and name != weights_name:
@@ -345,11 +328,14 @@ def train(
         run_dir: run directory (created if needed).
         config: the options.
         log: where progress lines go.
-        verbose: Keras progress bar mode (``"auto"``, 0, 1, 2).
+        verbose: Keras progress mode (0, 1 bar, 2 one line per epoch); ``"auto"``: a bar on a
+            terminal, one line per epoch otherwise.
 
     Returns:
         A summary: ``best_miou``, ``best_epoch``, ``epochs_done``, paths, strategy.
     """
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
     manifest = read_manifest(data_dir)
     for split in ("train", "val"):
         if split not in manifest.get("splits", {}):
@@ -371,7 +357,7 @@ def train(
     os.makedirs(write_dir, exist_ok=True)
     record = _check_run_dir(run_dir, config, digest) if chief else None
     if chief:
-        _atomic_write_text(os.path.join(run_dir, "config.json"), json.dumps(record, indent=2))
+        atomic_write_json(os.path.join(run_dir, "config.json"), record)
 
     state = read_resume_state(write_dir)
     epochs_done = int(state.get("epochs_done", 0))

@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary name in the target folder, then ``os.replace``."""
+"""Atomic file writes (data, JSON, Keras models): a temporary name in the target folder, then ``os.replace``."""
 
 from __future__ import annotations
 
@@ -48,3 +48,25 @@ def atomic_write_json(path: str, value: Any) -> None:
         value: a JSON-serialisable object.
     """
     atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode("utf-8"))
+
+
+def atomic_save_model(model, path: str, weights_only: bool = False) -> None:
+    """Saves a Keras model (``.keras``) or its weights (``.weights.h5``) to ``path`` atomically.
+
+    Args:
+        model: the Keras model.
+        path: final file path; its folder must exist.
+        weights_only: save the weights (and optimizer state) only.
+    """
+    suffix = ".weights.h5" if weights_only else ".keras"  # Keras picks the format by suffix
+    temp_path = temp_path_for(path) + suffix
+    try:
+        if weights_only:
+            model.save_weights(temp_path)
+        else:
+            model.save(temp_path)
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
