@@ -401,3 +401,26 @@ def test_out_dir_with_other_files_or_settings_is_refused_unless_overwrite(synth_
     assert result.exit_code == 0, result.output
     assert records.read_manifest(str(out_dir))["frames_before"] == 4
     assert os.path.exists(out_dir / PROGRESS_NAME)
+
+
+def test_synth_convert_pipeline_round_trip(clean_conversion, synth_root):
+    """Source PNGs -> shards -> the evaluation pipeline's tensors, for every val window."""
+    from data_tools.cityscapes_layout import frame_path, label_path
+    from vseg_keras import data
+
+    windows = 0
+    for frames, labels, metadata in data.make_eval_dataset(clean_conversion, "val", context=3, with_metadata=True):
+        city = metadata["city"].numpy()[0].decode()
+        sequence = int(metadata["sequence"].numpy()[0])
+        numbers = metadata["frame_numbers"].numpy()[0]
+        for t, number in enumerate(numbers):
+            source = cv2.imread(frame_path(synth_root, "val", city, sequence, int(number)), cv2.IMREAD_COLOR)
+            expected = cv2.resize(source, (OUT_WIDTH, OUT_HEIGHT), interpolation=cv2.INTER_AREA)[..., ::-1]
+            decoded = data.denormalize_frames(frames[0, t], dtype=tf.uint8).numpy()
+            assert np.abs(decoded.astype(int) - expected.astype(int)).max() <= 1  # float32 normalisation round trip
+        gt = cv2.imread(label_path(synth_root, "val", city, sequence, int(numbers[-1])), cv2.IMREAD_UNCHANGED)
+        resized = cv2.resize(gt, (OUT_WIDTH, OUT_HEIGHT), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(labels.numpy()[0, -1], label_ids_to_train_ids(resized))
+        assert (labels.numpy()[0, :-1] == IGNORE_INDEX).all()
+        windows += 1
+    assert windows == records.read_manifest(clean_conversion)["splits"]["val"]["num_snippets"]
