@@ -92,20 +92,16 @@ def synth_root(tmp_path_factory) -> str:
     return root
 
 
+CLEAN_OPTIONS = {
+    "splits": ("train", "val", "test"), "height": OUT_HEIGHT, "width": OUT_WIDTH, "shards": 2, "progress": False,
+}
+
+
 @pytest.fixture(scope="module")
 def clean_conversion(synth_root, tmp_path_factory) -> str:
     """Train/val/test at OUT_HEIGHT x OUT_WIDTH, 2 shards per split, in-process (workers=1)."""
     out_dir = str(tmp_path_factory.mktemp("clean") / "records")
-    convert_cityscapes(
-        synth_root,
-        out_dir,
-        splits=("train", "val", "test"),
-        height=OUT_HEIGHT,
-        width=OUT_WIDTH,
-        shards=2,
-        workers=1,
-        progress=False,
-    )
+    convert_cityscapes(synth_root, out_dir, workers=1, **CLEAN_OPTIONS)
     return out_dir
 
 
@@ -244,17 +240,7 @@ def test_keep_size_stores_the_original_png_bytes(synth_root, tmp_path):
 
 def test_worker_threads_and_gzip_give_the_same_records(clean_conversion, synth_root, tmp_path):
     out_dir = str(tmp_path / "gz")
-    manifest = convert_cityscapes(
-        synth_root,
-        out_dir,
-        splits=("train", "val", "test"),
-        height=OUT_HEIGHT,
-        width=OUT_WIDTH,
-        shards=2,
-        workers=2,
-        compress=True,
-        progress=False,
-    )
+    manifest = convert_cityscapes(synth_root, out_dir, workers=2, compress=True, **CLEAN_OPTIONS)
     assert manifest["compression"] == "GZIP"
     assert shard_files(out_dir)[0] == records.shard_filename("test", 0, 1, compressed=True)
     compressed = raw_records(out_dir)

@@ -164,8 +164,25 @@ def test_frame_wise_models_train_on_single_frames():
 def test_nan_loss_stops_with_a_clear_error(shards, tmp_path):
     from vseg_keras.train import train
 
-    with pytest.raises(TrainingError, match="loss became NaN/inf at epoch 1"):
+    with pytest.raises(TrainingError, match="loss became NaN/inf at epoch 1, batch .*; no epoch finished"):
         train(shards, str(tmp_path / "run"),
               TrainConfig(model=MODEL, epochs=1, batch_size=2, seq_len=2, crop=(32, 64), steps_per_epoch=2,
                            lr=1e30), log=lambda line: None, verbose=0)
+    keras.backend.clear_session()
+    # The diverged weights were not committed: nothing to resume from, no model files.
+    assert read_resume_state(str(tmp_path / "run")) == {}
+    assert not (tmp_path / "run" / "last.keras").exists()
+
+
+def test_mixed_precision_trains_in_bfloat16_on_cpu_and_restores_the_policy(shards, tmp_path):
+    from vseg_keras.train import train
+
+    lines: list[str] = []
+    train(shards, str(tmp_path / "run"),
+          TrainConfig(model=MODEL, epochs=1, batch_size=2, seq_len=2, crop=(32, 64), steps_per_epoch=1,
+                      val_steps=1, mixed_precision=True), log=lines.append, verbose=0)
+    assert "mixed precision: mixed_bfloat16" in lines
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = load_trained_model(str(tmp_path / "run"))  # float32 weights, loads as a float32 model
+    assert model.backbone.cells[0].dtype_policy.name == "float32"
     keras.backend.clear_session()

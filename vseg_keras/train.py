@@ -190,6 +190,8 @@ class CrashSafeCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            return  # never commit diverged weights: the last good epoch stays the resume point
         os.makedirs(self.backup_dir, exist_ok=True)
         weights_name = f"epoch-{epoch + 1:05d}.weights.h5"
         atomic_save_model(self.model, os.path.join(self.backup_dir, weights_name), weights_only=True)
@@ -408,9 +410,11 @@ def train(
             keras.mixed_precision.set_global_policy("float32")
     if nan_guard.where is not None:
         epoch, batch = nan_guard.where
+        good = int(read_resume_state(write_dir).get("epochs_done", 0))
+        where = f"the last good epoch ({good}) is in {run_dir}/last.keras" if good else "no epoch finished"
         raise TrainingError(
             f"loss became NaN/inf at epoch {epoch}, batch {batch}; training stopped "
-            f"(try a lower --lr or without --mixed-precision); the last good epoch is in {run_dir}/last.keras"
+            f"(try a lower --lr or without --mixed-precision); {where}"
         )
     summary = _summary(run_dir, read_resume_state(write_dir), strategy, replicas)
     log(
