@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -133,13 +134,39 @@ def test_mirrored_strategy_over_two_logical_cpus(shards, tmp_path):
     assert history_epochs(tmp_path / "run") == [0]
 
 
-def test_multi_worker_request_is_refused_with_a_clear_line(shards, tmp_path):
-    """Keras 3 Model.fit cannot train under MultiWorkerMirroredStrategy yet (keras-team/keras#20585)."""
-    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
-    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
-    result = vseg("train", shards, str(tmp_path / "run"), "--epochs", "1", *TRAIN_ARGS, env={"TF_CONFIG": tf_config})
-    assert result.returncode != 0
-    assert "multi-worker training is not supported yet" in result.stderr and "Traceback" not in result.stderr
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_two_workers(shards, run_dir, epochs: int) -> list[str]:
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config}
+        processes.append(subprocess.Popen(
+            [VSEG, "train", shards, str(run_dir), "--epochs", str(epochs), *TRAIN_ARGS],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        ))
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    return [stdout for stdout, _ in outputs]
+
+
+def test_two_process_multi_worker_training_on_localhost(shards, tmp_path):
+    run_dir = tmp_path / "run"
+    for stdout in run_two_workers(shards, run_dir, epochs=1):
+        assert "MultiWorkerMirroredStrategy, 2 replica(s), global batch 2" in stdout
+    assert history_epochs(run_dir) == [0]  # written by the chief only
+    assert (run_dir / "last.keras").exists()
+    assert sorted(os.listdir(run_dir)) == ["backup", "best.keras", "config.json", "history.csv", "last.keras", "logs"]
+    # Both workers resume from the chief's committed state and train the next epoch together.
+    for stdout in run_two_workers(shards, run_dir, epochs=2):
+        assert "resuming after epoch 1" in stdout
+    assert history_epochs(run_dir) == [0, 1]
 
 
 def test_bad_inputs_give_one_clear_line(shards, tmp_path):

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import tree
 
 from vseg_keras import data
 from vseg_keras.cityscapes import IGNORE_INDEX, TRAIN_PALETTE
@@ -134,6 +135,11 @@ def make_strategy(logical_cpus: int = 0) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The public name of a strategy (TF's MultiWorkerMirroredStrategy is a CollectiveAllReduceStrategy)."""
+    return "MultiWorkerMirroredStrategy" if _is_multi_worker(strategy) else type(strategy).__name__
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """True on the worker that writes the run directory (always true without multi-worker training)."""
     return bool(strategy.extended.should_checkpoint)
@@ -177,15 +183,13 @@ class CrashSafeCheckpoint(keras.callbacks.Callback):
     Args:
         run_dir: the run directory.
         monitor: the logged metric that decides ``best.keras`` (higher is better).
-        write: false on non-chief workers (they keep state in a scratch folder).
     """
 
-    def __init__(self, run_dir: str, monitor: str = "val_miou", write: bool = True):
+    def __init__(self, run_dir: str, monitor: str = "val_miou"):
         super().__init__()
         self.run_dir = run_dir
         self.backup_dir = os.path.join(run_dir, "backup")
         self.monitor = monitor
-        self.write = write
         self.state = read_resume_state(run_dir)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -197,12 +201,11 @@ class CrashSafeCheckpoint(keras.callbacks.Callback):
         atomic_save_model(self.model, os.path.join(self.backup_dir, weights_name), weights_only=True)
         state = dict(self.state)
         state.update({"epochs_done": epoch + 1, "weights": weights_name})
-        if self.write:
-            atomic_save_model(self.model, os.path.join(self.run_dir, "last.keras"))
-            value = logs.get(self.monitor)
-            if value is not None and not math.isnan(value) and value > state.get("best_value", -math.inf):
-                atomic_save_model(self.model, os.path.join(self.run_dir, "best.keras"))
-                state.update({"best_value": float(value), "best_epoch": epoch + 1, "monitor": self.monitor})
+        atomic_save_model(self.model, os.path.join(self.run_dir, "last.keras"))
+        value = logs.get(self.monitor)
+        if value is not None and not math.isnan(value) and value > state.get("best_value", -math.inf):
+            atomic_save_model(self.model, os.path.join(self.run_dir, "best.keras"))
+            state.update({"best_value": float(value), "best_epoch": epoch + 1, "monitor": self.monitor})
         atomic_write_json(os.path.join(self.backup_dir, "state.json"), state)
         self.state = state
         for name in os.listdir(self.backup_dir):
@@ -343,28 +346,23 @@ def train(
         if split not in manifest.get("splits", {}):
             raise ValueError(f"{data_dir}: no {split!r} split in the manifest (have {sorted(manifest['splits'])})")
     digest = manifest_digest(data_dir)
-    if os.environ.get("TF_CONFIG"):
-        raise TrainingError(
-            "TF_CONFIG is set, but multi-worker training is not supported yet: Keras 3 Model.fit fails under "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585); use one machine (all its GPUs are mirrored)"
-        )
     strategy = make_strategy(config.logical_cpus)
     chief = is_chief(strategy)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {replicas} replicas")
-    log(f"strategy: {type(strategy).__name__}, {replicas} replica(s), global batch {config.batch_size}")
+    log(f"strategy: {strategy_name(strategy)}, {replicas} replica(s), global batch {config.batch_size}")
 
-    write_dir = run_dir if chief else os.path.join(run_dir, f".worker-{os.getpid()}")
-    os.makedirs(write_dir, exist_ok=True)
-    record = _check_run_dir(run_dir, config, digest) if chief else None
+    # Only the chief writes; every worker resumes from the chief's committed state (so on
+    # several machines RUN_DIR must be on storage they share).
+    os.makedirs(run_dir, exist_ok=True)
     if chief:
-        atomic_write_json(os.path.join(run_dir, "config.json"), record)
-
-    state = read_resume_state(write_dir)
+        atomic_write_json(os.path.join(run_dir, "config.json"), _check_run_dir(run_dir, config, digest))
+    state = read_resume_state(run_dir)
     epochs_done = int(state.get("epochs_done", 0))
-    history_path = os.path.join(write_dir, "history.csv")
-    _trim_history(history_path, epochs_done)
+    history_path = os.path.join(run_dir, "history.csv")
+    if chief:
+        _trim_history(history_path, epochs_done)
     if epochs_done >= config.epochs:
         log(f"{run_dir}: all {config.epochs} epochs already done")
         return _summary(run_dir, state, strategy, replicas)
@@ -379,44 +377,35 @@ def train(
             compile_for_training(model, config)
             if epochs_done:
                 model.optimizer.build(model.trainable_variables)
-                model.load_weights(os.path.join(write_dir, "backup", state["weights"]))
-                log(f"resuming after epoch {epochs_done} from {write_dir}/backup")
+                model.load_weights(os.path.join(run_dir, "backup", state["weights"]))
+                log(f"resuming after epoch {epochs_done} from {run_dir}/backup")
         train_data, val_data, steps, val_steps, val_used, sample = _make_datasets(data_dir, config, strategy)
         log(f"{steps} training batches per epoch; validation on {val_used} val sequence(s) per epoch")
         nan_guard = StopOnNaN()
-        callbacks = [
-            nan_guard,
-            keras.callbacks.CSVLogger(history_path, append=True),
-            CrashSafeCheckpoint(write_dir, write=chief),
-        ]
+        callbacks = [nan_guard]
         if chief:
             log_dir = os.path.join(run_dir, "logs")
             callbacks += [
+                keras.callbacks.CSVLogger(history_path, append=True),
+                CrashSafeCheckpoint(run_dir),
                 keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
                 PredictionImages(*sample, log_dir=log_dir),
             ]
-        model.fit(
-            train_data,
-            epochs=config.epochs,
-            initial_epoch=epochs_done,
-            steps_per_epoch=steps,
-            validation_data=val_data,
-            validation_steps=val_steps,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+        fit = _fit_multi_worker if _is_multi_worker(strategy) else _keras_fit
+        fit(model, strategy, train_data, val_data, epochs=config.epochs, initial_epoch=epochs_done, steps=steps,
+            val_steps=val_steps, callbacks=callbacks, verbose=verbose)
     finally:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
     if nan_guard.where is not None:
         epoch, batch = nan_guard.where
-        good = int(read_resume_state(write_dir).get("epochs_done", 0))
+        good = int(read_resume_state(run_dir).get("epochs_done", 0))
         where = f"the last good epoch ({good}) is in {run_dir}/last.keras" if good else "no epoch finished"
         raise TrainingError(
             f"loss became NaN/inf at epoch {epoch}, batch {batch}; training stopped "
             f"(try a lower --lr or without --mixed-precision); {where}"
         )
-    summary = _summary(run_dir, read_resume_state(write_dir), strategy, replicas)
+    summary = _summary(run_dir, read_resume_state(run_dir), strategy, replicas)
     log(
         f"done: {summary['epochs_done']} epochs; best val mIoU {summary['best_miou']:.4f} at epoch "
         f"{summary['best_epoch']} -> {summary['best_model']}"
@@ -434,7 +423,7 @@ def _summary(run_dir: str, state: dict, strategy: tf.distribute.Strategy, replic
         "best_epoch": state.get("best_epoch"),
         "best_model": os.path.join(run_dir, "best.keras"),
         "last_model": os.path.join(run_dir, "last.keras"),
-        "strategy": type(strategy).__name__,
+        "strategy": strategy_name(strategy),
         "replicas": replicas,
     }
 
@@ -459,7 +448,7 @@ def _make_datasets(data_dir: str, config: TrainConfig, strategy: tf.distribute.S
     def val_fn(context):
         return data.make_eval_dataset(data_dir, "val", input_context=context, **val_options)
 
-    if replicas > 1 or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if replicas > 1 or _is_multi_worker(strategy):
         train_data = strategy.distribute_datasets_from_function(train_fn)
         val_data = strategy.distribute_datasets_from_function(val_fn)
     else:
@@ -469,7 +458,7 @@ def _make_datasets(data_dir: str, config: TrainConfig, strategy: tf.distribute.S
     val_snippets = data.count_snippets(data_dir, "val")
     if config.val_steps:
         val_steps = config.val_steps
-    elif replicas > 1 or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    elif replicas > 1 or _is_multi_worker(strategy):
         # Every replica needs a non-empty batch at every step: full global batches only.
         val_steps = max(1, val_snippets // config.batch_size)
     else:
@@ -499,3 +488,67 @@ def load_trained_model(path: str) -> VideoSegmenter:
     if not isinstance(model, VideoSegmenter):
         raise ValueError(f"{path}: not a vseg model (found {type(model).__name__})")
     return model
+
+
+def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _keras_fit(model, strategy, train_data, val_data, *, epochs, initial_epoch, steps, val_steps, callbacks,
+               verbose) -> None:
+    model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+              validation_data=val_data, validation_steps=val_steps, callbacks=callbacks, verbose=verbose)
+
+
+def _fit_multi_worker(model, strategy, train_data, val_data, *, epochs, initial_epoch, steps, val_steps,
+                      callbacks, verbose) -> None:
+    """``Model.fit``'s epoch loop for MultiWorkerMirroredStrategy.
+
+    Keras 3's ``fit`` fails under that strategy (keras-team/keras#20585: it reduces the
+    first batch and every scalar log with ``axis=0``). This loop runs Keras' own
+    ``train_step``/``test_step`` on every replica, reduces the logs with ``axis=None``
+    and drives the same callbacks, so checkpoints, history and resume behave as with ``fit``.
+    """
+    first = next(iter(train_data))
+    with strategy.scope():  # build metrics/optimizer from local values (same shapes on every replica)
+        model._symbolic_build(data_batch=tree.map_structure(lambda v: strategy.experimental_local_results(v)[0],
+                                                            first))
+
+    def reduce_logs(per_replica_logs):
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica_logs.items()}
+
+    @tf.function
+    def train_step(iterator):
+        return reduce_logs(strategy.run(model.train_step, args=(next(iterator),)))
+
+    @tf.function
+    def test_step(iterator):
+        return reduce_logs(strategy.run(model.test_step, args=(next(iterator),)))
+
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, add_history=True, add_progbar=verbose != 0, model=model,
+        verbose=verbose, epochs=epochs, steps=steps,
+    )
+    model.stop_training = False
+    callback_list.on_train_begin()
+    train_iterator = iter(train_data)
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        logs = {}
+        for step in range(steps):
+            callback_list.on_train_batch_begin(step)
+            logs = {k: float(v) for k, v in train_step(train_iterator).items()}
+            callback_list.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        model.reset_metrics()
+        val_iterator = iter(val_data)
+        val_logs = {}
+        for _ in range(val_steps):
+            val_logs = {k: float(v) for k, v in test_step(val_iterator).items()}
+        logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
