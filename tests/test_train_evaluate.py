@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import csv
+import glob
 import json
 import os
 import signal
@@ -80,6 +82,15 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     assert (out / "confusion_matrix.png").stat().st_size > 0
     predictions = sorted(os.listdir(tmp_path / "pred"))
     assert len(predictions) == 3 and all(p.endswith("_pred_labelIds.png") for p in predictions)
+    # The official Cityscapes evaluator finds them by name and agrees with our mIoU.
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
+
+    args = copy.copy(official.args)
+    args.predictionPath, args.predictionWalk = str(tmp_path / "pred"), None
+    args.quiet, args.JSONOutput, args.evalInstLevelScore = True, False, False
+    ground_truth = sorted(glob.glob(os.path.join(os.path.dirname(shards), "src", "gtFine", "val", "*", "*.png")))
+    result = official.evaluateImgLists([official.getPrediction(args, gt) for gt in ground_truth], ground_truth, args)
+    assert result["averageScoreClasses"] == pytest.approx(report["miou"])
 
     sweep = vseg("evaluate", str(run_dir / "last.keras"), shards, "--context-sweep", "0,2,4", "--out", str(out))
     assert sweep.returncode == 0, sweep.stderr
@@ -212,4 +223,25 @@ def test_mixed_precision_trains_in_bfloat16_on_cpu_and_restores_the_policy(shard
     assert keras.mixed_precision.global_policy().name == "float32"
     model = load_trained_model(str(tmp_path / "run"))  # float32 weights, loads as a float32 model
     assert model.backbone.cells[0].dtype_policy.name == "float32"
+    keras.backend.clear_session()
+
+
+def test_gradient_accumulation_updates_every_k_batches():
+    import numpy as np
+
+    from vseg_keras import build_model
+    from vseg_keras.train import compile_for_training
+
+    model = build_model(MODEL, seed=0)
+    compile_for_training(model, TrainConfig(model=MODEL, grad_accum=2, lr=1e-2))
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(1, 2, 16, 16, 3)).astype("float32")
+    labels = rng.integers(0, 19, size=(1, 2, 16, 16)).astype("int32")
+    kernel = model.head.kernel
+    before = kernel.numpy().copy()
+    model.train_on_batch(frames, labels)
+    after_one = kernel.numpy().copy()
+    model.train_on_batch(frames, labels)
+    assert np.array_equal(before, after_one)  # accumulated, not applied
+    assert not np.array_equal(after_one, kernel.numpy())  # applied on the 2nd batch
     keras.backend.clear_session()
