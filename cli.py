@@ -276,5 +276,25 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
                    + (f"; predictions in {save_predictions}" if save_predictions else ""))
 
 
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Model base path for TF Serving (default: saved_models/<model name>).")
+@click.option("--version", "version", default=None, type=click.IntRange(min=1),
+              help="Version folder to write (default: one more than the highest present).")
+@user_errors
+def export(model_path, out_dir, version):
+    """Export a trained model as a TF Serving SavedModel (uint8 in, labels out; streaming for temporal models).
+
+    MODEL is a run directory (best.keras, else last.keras) or a .keras file.
+    """
+    from vseg_keras.export import export_saved_model
+    from vseg_keras.train import load_trained_model
+
+    path = export_saved_model(load_trained_model(model_path), out_dir=out_dir, version=version)
+    base = os.path.abspath(os.path.dirname(path))
+    click.echo(f"exported to {path}; serve with: tensorflow_model_server --model_base_path={base}")
+
+
 if __name__ == "__main__":
     main()

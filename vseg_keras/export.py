@@ -1,0 +1,117 @@
+"""Export for TF Serving: a SavedModel with uint8 sequence and streaming signatures.
+
+Signatures (raw uint8 RGB in, preprocessing in the graph; any ``T >= 1`` and any
+``H``, ``W`` the model accepts, see :meth:`VideoSegmenter.check_frame_size`):
+
+* ``serving_default``: ``frames`` uint8 ``[B, T, H, W, 3]`` -> ``labels`` uint8
+  ``[B, T, H, W]`` (trainIds) and ``probabilities`` float32 ``[B, T, H, W, num_classes]``.
+* temporal models only, for streaming with the state kept by the client:
+  ``init_state``: ``frame`` uint8 ``[B, H, W, 3]`` -> zero states ``state_i``
+  float32 ``[B, H/2**i, W/2**i, c_i]``; ``step``: ``frame`` plus the ``state_i``
+  -> ``labels`` uint8 ``[B, H, W]`` plus the new ``state_i``.
+
+Layout: ``DIR/VERSION/saved_model.pb`` + ``variables/`` (what ``tensorflow_model_server
+--model_base_path=DIR`` serves); a version is written under a temporary name and
+renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from vseg_keras.data import normalize_frames
+from vseg_keras.segmenter import VideoSegmenter
+
+#: Folder that holds one subfolder per exported model (the repository's ``saved_models/``).
+DEFAULT_EXPORT_ROOT = "saved_models"
+
+
+def next_version(out_dir: str) -> int:
+    """One more than the highest numeric version folder in ``out_dir`` (1 if none)."""
+    versions = [int(name) for name in os.listdir(out_dir) if name.isdigit()] if os.path.isdir(out_dir) else []
+    return max(versions, default=0) + 1
+
+
+def _checked(images: tf.Tensor, layout: list[int | None]) -> tf.Tensor:
+    """``images`` as model input after checking their layout at run time.
+
+    The signatures declare unknown-rank inputs so that this check runs on every request
+    (a declared shape is not enforced by the signature): a wrong rank or channel count is
+    refused with "Shape of tensor ... is not compatible with expected shape [...]".
+    """
+    return normalize_frames(tf.ensure_shape(images, layout))
+
+
+def _labels(logits: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
+
+
+def export_saved_model(model: VideoSegmenter, out_dir: str | None = None, version: int | None = None) -> str:
+    """Writes ``model`` as a TF Serving SavedModel (see the module docstring).
+
+    Args:
+        model: the model.
+        out_dir: the model base path (default ``saved_models/<model name>``).
+        version: version number (default: one more than the highest present).
+
+    Returns:
+        The path of the written version folder.
+
+    Raises:
+        ValueError: if that version already exists or is not positive.
+    """
+    out_dir = out_dir or os.path.join(DEFAULT_EXPORT_ROOT, model.name)
+    version = next_version(out_dir) if version is None else int(version)
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    target = os.path.join(out_dir, str(version))
+    if os.path.exists(target):
+        raise ValueError(f"{target} already exists; choose another --version or leave it out for the next one")
+    os.makedirs(out_dir, exist_ok=True)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(frames):
+        logits = model(_checked(frames, [None, None, None, None, 3]), training=False)
+        return {"labels": _labels(logits), "probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
+
+    archive.add_endpoint(
+        "serving_default", serve, input_signature=[tf.TensorSpec(None, tf.uint8, "frames")]
+    )
+    state_shapes = model.state_shapes()
+    if state_shapes:
+        step_model = model.make_streaming_model()
+        archive.track(step_model)
+        names = list(state_shapes)
+        scales = [factor for factor, _ in model.backbone.state_shapes]
+
+        def init_state(frame):
+            size = tf.shape(_checked(frame, [None, None, None, 3]))
+            return {
+                name: tf.zeros(tf.stack([size[0], size[1] // scale, size[2] // scale, shape[-1]]), tf.float32)
+                for name, scale, shape in zip(names, scales, state_shapes.values(), strict=True)
+            }
+
+        def step(frame, *states):
+            inputs = {"frame": _checked(frame, [None, None, None, 3]), **dict(zip(names, states, strict=True))}
+            outputs = step_model(inputs, training=False)
+            return {"labels": _labels(outputs["logits"]), **{name: outputs[name] for name in names}}
+
+        frame_spec = tf.TensorSpec(None, tf.uint8, "frame")
+        archive.add_endpoint("init_state", init_state, input_signature=[frame_spec])
+        state_specs = [tf.TensorSpec(shape, tf.float32, name) for name, shape in state_shapes.items()]
+        archive.add_endpoint("step", step, input_signature=[frame_spec, *state_specs])
+
+    temporary = os.path.join(out_dir, f".{version}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        archive.write_out(temporary, verbose=False)
+        os.replace(temporary, target)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return target
