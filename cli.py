@@ -296,5 +296,29 @@ def export(model_path, out_dir, version):
     click.echo(f"exported to {path}; serve with: tensorflow_model_server --model_base_path={base}")
 
 
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.argument("source", metavar="INPUT", type=click.Path())
+@click.argument("output", metavar="OUTPUT", type=click.Path(dir_okay=False))
+@click.option("--labels-dir", default=None, type=click.Path(file_okay=False),
+              help="Also write per-frame label PNGs and colour PNGs here.")
+@click.option("--label-ids", is_flag=True, help="Write Cityscapes labelIds instead of trainIds.")
+@click.option("--size", default=None, metavar="HxW", help="Run the model at this size (default: the frame size).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar with frames/s.")
+@user_errors
+def predict(model_path, source, output, labels_dir, label_ids, size, progress):
+    """Segment a video (file, folder of frames or Cityscapes sequence folder) into an overlay mp4.
+
+    MODEL is a .keras file, a run directory or a SavedModel from `vseg export`. Temporal models
+    stream with carried state: memory does not grow with the video length.
+    """
+    from vseg_keras.predict import predict_video
+
+    result = predict_video(model_path, source, output, labels_dir=labels_dir, label_ids=label_ids,
+                           size=parse_size(size) if size else None, progress=progress)
+    click.echo(f"segmented {result['frames']} frames ({result['clips']} clip(s)) -> {result['output']}"
+               + (f"; labels in {labels_dir}" if labels_dir else ""))
+
+
 if __name__ == "__main__":
     main()
