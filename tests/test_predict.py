@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import vseg_keras
-from vseg_keras.cityscapes import TRAIN_TO_LABEL
 from tests.test_train_evaluate import vseg
+from vseg_keras.cityscapes import TRAIN_TO_LABEL
 
 
 def write_video(path, frames: int, height: int, width: int) -> None:
