@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/vseg models
+	$(BIN)/vseg demo --out demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

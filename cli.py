@@ -320,5 +320,25 @@ def predict(model_path, source, output, labels_dir, label_ids, size, progress):
                + (f"; labels in {labels_dir}" if labels_dir else ""))
 
 
+@main.command()
+@click.option("--out", "out_dir", default="demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for everything the demo makes.")
+@click.option("--quick", is_flag=True, help="Tiny sizes: a smoke run of every step (for CI).")
+@user_errors
+def demo(out_dir, quick):
+    """The main job on built-in synthetic data: synth, convert, train a temporal model and its
+    frame-wise twin, evaluate both, export a SavedModel, segment a held-out video."""
+    from vseg_keras.demo import format_comparison, run_demo
+
+    report = run_demo(out_dir, quick=quick, log=click.echo)
+    click.echo("")
+    click.echo(format_comparison(report))
+    verdict = "comes out ahead" if report["temporal_ahead"] else "does NOT come out ahead"
+    click.echo(f"\nthe temporal model {verdict} (mIoU and temporal consistency)" + (" [quick mode]" if quick else ""))
+    for name, path in report["artefacts"].items():
+        click.echo(f"{name:>12}: {path}")
+    click.echo(f"{'report':>12}: {os.path.join(out_dir, 'report.json')}")
+
+
 if __name__ == "__main__":
     main()
