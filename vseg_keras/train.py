@@ -496,7 +496,7 @@ def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
 
 def _keras_fit(model, strategy, train_data, val_data, *, epochs, initial_epoch, steps, val_steps, callbacks,
                verbose) -> None:
-    model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+    model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
               validation_data=val_data, validation_steps=val_steps, callbacks=callbacks, verbose=verbose)
 
 
