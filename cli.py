@@ -335,9 +335,11 @@ def demo(out_dir, quick):
     click.echo(format_comparison(report))
     verdict = "comes out ahead" if report["temporal_ahead"] else "does NOT come out ahead"
     click.echo(f"\nthe temporal model {verdict} (mIoU and temporal consistency)" + (" [quick mode]" if quick else ""))
-    for name, path in report["artefacts"].items():
-        click.echo(f"{name:>12}: {path}")
-    click.echo(f"{'report':>12}: {os.path.join(out_dir, 'report.json')}")
+    artefacts = dict(report["artefacts"])
+    artefacts.update({f"run ({role})": path for role, path in artefacts.pop("runs").items()})
+    for name, path in artefacts.items():
+        click.echo(f"{name:>16}: {path}")
+    click.echo(f"{'report':>16}: {os.path.join(out_dir, 'report.json')}")
 
 
 if __name__ == "__main__":
