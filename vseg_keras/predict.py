@@ -18,6 +18,7 @@ import cv2
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from vseg_keras.cityscapes import CLASS_NAMES, TRAIN_PALETTE, train_ids_to_label_ids
 from vseg_keras.data import normalize_frames
@@ -211,7 +212,7 @@ def predict_video(
     temporary = f"{output}.tmp.mp4"
     writer = None
     frames = clips = 0
-    bar = keras.utils.Progbar(None, unit_name="frame") if progress else None
+    bar = tqdm(unit=" frames", desc="segmenting", disable=not progress)
     multiple, minimum = _model_size_rules(segmenter)
     try:
         for frame in read_frames(source):
@@ -240,9 +241,9 @@ def predict_video(
                 atomic_write_bytes(os.path.join(labels_dir, f"{frame.name}_color.png"),
                                    cv2.imencode(".png", colorize(labels)[..., ::-1])[1].tobytes())
             frames += 1
-            if bar is not None:
-                bar.add(1)
+            bar.update(1)
     finally:
+        bar.close()
         if writer is not None:
             writer.release()
     os.replace(temporary, output)
