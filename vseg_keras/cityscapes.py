@@ -52,6 +52,13 @@ def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return LABEL_TO_TRAIN[np.asarray(label_ids, dtype=np.uint8)]
 
 
+def colorize_train_ids(train_ids: np.ndarray) -> np.ndarray:
+    """Cityscapes colours (RGB uint8 ``[..., 3]``) of trainIds; 255 and other ids are black."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[:NUM_TRAIN_CLASSES] = TRAIN_PALETTE
+    return palette[np.asarray(train_ids, dtype=np.uint8)]
+
+
 def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
     """Maps trainIds 0-18 to labelIds (Cityscapes result format); 255 maps to 0 (unlabeled)."""
     lut = np.zeros(256, dtype=np.uint8)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vseg_keras.evaluate import evaluate_to_files
-from vseg_keras.export import export_saved_model
+from vseg_keras.export import export_saved_model, latest_version
 from vseg_keras.files import atomic_write_json
 from vseg_keras.predict import predict_video
 from vseg_keras.train import TrainConfig, load_trained_model, train
@@ -87,10 +87,8 @@ def run_demo(out_dir: str = "demo", quick: bool = False, log: Callable[[str], No
     log("5/5 export the temporal model and segment a held-out synthetic video")
     temporal = load_trained_model(runs["temporal"])
     export_base = os.path.join(out_dir, "saved_models", temporal.name)
-    if os.path.isdir(export_base) and any(name.isdigit() for name in os.listdir(export_base)):
-        exported = os.path.join(export_base, str(max(int(n) for n in os.listdir(export_base) if n.isdigit())))
-    else:
-        exported = export_saved_model(temporal, out_dir=export_base)
+    latest = latest_version(export_base)  # a re-run reuses the export instead of adding versions
+    exported = os.path.join(export_base, str(latest)) if latest else export_saved_model(temporal, out_dir=export_base)
     test_root = os.path.join(source, "leftImg8bit_sequence", "test")
     heldout = os.path.join(test_root, sorted(os.listdir(test_root))[0])
     video = os.path.join(out_dir, "heldout_overlay.mp4")

@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from vseg_keras import data
 from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
-from vseg_keras.files import atomic_write_json
-from vseg_keras.metrics import confusion_matrix, segmentation_scores, temporal_consistency
+from vseg_keras.files import atomic_write_json, atomic_write_png
+from vseg_keras.metrics import CONFUSION_SIZE, confusion_matrix, segmentation_scores, temporal_consistency
 from vseg_keras.records import read_manifest
 from vseg_keras.segmenter import VideoSegmenter
 
@@ -31,13 +31,6 @@ def _ground_truth_size(manifest: dict, split: str, city: str, sequence: int, fra
     )
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED) if os.path.isfile(path) else None
     return None if image is None else image.shape[:2]
-
-
-def _write_png(path: str, image: np.ndarray) -> None:
-    temporary = f"{path}.tmp.png"
-    if not cv2.imwrite(temporary, image):
-        raise OSError(f"{path}: could not write PNG")
-    os.replace(temporary, path)
 
 
 def evaluate(
@@ -86,7 +79,7 @@ def evaluate(
     if save_predictions:
         os.makedirs(save_predictions, exist_ok=True)
     bar = keras.utils.Progbar(total, unit_name="sequence") if progress else None
-    confusion = np.zeros((20, 20), np.int64)
+    confusion = np.zeros((CONFUSION_SIZE, CONFUSION_SIZE), np.int64)
     consistency: list[float] = []
     seen = 0
     for frames, labels, metadata in dataset:
@@ -133,7 +126,7 @@ def _save_prediction(folder, manifest, split, logits, metadata, index, predictio
     if tuple(size) != tuple(logits.shape[:2]):
         logits = tf.image.resize(logits[None], size, method="bilinear")[0].numpy()
     label_ids = train_ids_to_label_ids(np.argmax(logits, axis=-1))
-    _write_png(os.path.join(folder, f"{city}_{sequence:06d}_{frame:06d}_pred_labelIds.png"), label_ids)
+    atomic_write_png(os.path.join(folder, f"{city}_{sequence:06d}_{frame:06d}_pred_labelIds.png"), label_ids)
 
 
 def format_report(report: dict) -> str:

@@ -30,10 +30,16 @@ from vseg_keras.segmenter import VideoSegmenter
 DEFAULT_EXPORT_ROOT = "saved_models"
 
 
+def latest_version(out_dir: str) -> int | None:
+    """The highest numeric version folder in ``out_dir`` (``None`` if there is none)."""
+    if not os.path.isdir(out_dir):
+        return None
+    return max((int(name) for name in os.listdir(out_dir) if name.isdigit()), default=None)
+
+
 def next_version(out_dir: str) -> int:
     """One more than the highest numeric version folder in ``out_dir`` (1 if none)."""
-    versions = [int(name) for name in os.listdir(out_dir) if name.isdigit()] if os.path.isdir(out_dir) else []
-    return max(versions, default=0) + 1
+    return (latest_version(out_dir) or 0) + 1
 
 
 def _checked(images: tf.Tensor, layout: list[int | None]) -> tf.Tensor:

@@ -50,6 +50,21 @@ def atomic_write_json(path: str, value: Any) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode("utf-8"))
 
 
+def atomic_write_png(path: str, image) -> None:
+    """Encodes ``image`` (``[H, W]`` or BGR ``[H, W, 3]``, uint8) as PNG and writes it atomically.
+
+    Args:
+        path: final file path; its folder must exist.
+        image: the image, in OpenCV's channel order.
+    """
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"{path}: could not encode PNG")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
 def atomic_save_model(model, path: str, weights_only: bool = False) -> None:
     """Saves a Keras model (``.keras``) or its weights (``.weights.h5``) to ``path`` atomically.
 

@@ -20,9 +20,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from vseg_keras.cityscapes import CLASS_NAMES, TRAIN_PALETTE, train_ids_to_label_ids
+from vseg_keras.cityscapes import CLASS_NAMES, TRAIN_PALETTE, colorize_train_ids, train_ids_to_label_ids
 from vseg_keras.data import normalize_frames
-from vseg_keras.files import atomic_write_bytes
+from vseg_keras.export import latest_version
+from vseg_keras.files import atomic_write_png
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _CITYSCAPES_FRAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
@@ -100,10 +101,9 @@ class FrameSegmenter:
     def __init__(self, model_path: str):
         self.saved_model = None
         base = model_path
-        if os.path.isdir(model_path) and not os.path.isfile(os.path.join(model_path, "saved_model.pb")):
-            versions = sorted((int(n) for n in os.listdir(model_path) if n.isdigit()), reverse=True)
-            if versions and os.path.isfile(os.path.join(model_path, str(versions[0]), "saved_model.pb")):
-                base = os.path.join(model_path, str(versions[0]))
+        latest = latest_version(model_path)
+        if latest is not None and os.path.isfile(os.path.join(model_path, str(latest), "saved_model.pb")):
+            base = os.path.join(model_path, str(latest))
         if os.path.isfile(os.path.join(base, "saved_model.pb")):
             self.saved_model = tf.saved_model.load(base)
             signatures = self.saved_model.signatures
@@ -146,16 +146,9 @@ class FrameSegmenter:
         return np.argmax(keras.ops.convert_to_numpy(outputs["logits"])[0], axis=-1).astype(np.uint8)
 
 
-def colorize(train_ids: np.ndarray) -> np.ndarray:
-    """Cityscapes colours ``[H, W, 3]`` (RGB uint8) of trainIds; ignored/other ids are black."""
-    palette = np.zeros((256, 3), np.uint8)
-    palette[: len(TRAIN_PALETTE)] = TRAIN_PALETTE
-    return palette[train_ids]
-
-
 def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """The frame blended with its colour labels, with a legend of the classes present (RGB uint8)."""
-    blended = cv2.addWeighted(image, 1.0 - alpha, colorize(train_ids), alpha, 0.0)
+    blended = cv2.addWeighted(image, 1.0 - alpha, colorize_train_ids(train_ids), alpha, 0.0)
     height = blended.shape[0]
     scale = max(height / 720.0, 0.3)
     row = max(int(22 * scale), 9)
@@ -236,10 +229,9 @@ def predict_video(
             writer.write(overlay(frame.image, labels)[..., ::-1])
             if labels_dir:
                 stored = train_ids_to_label_ids(labels) if label_ids else labels
-                atomic_write_bytes(os.path.join(labels_dir, f"{frame.name}_labels.png"),
-                                   cv2.imencode(".png", stored)[1].tobytes())
-                atomic_write_bytes(os.path.join(labels_dir, f"{frame.name}_color.png"),
-                                   cv2.imencode(".png", colorize(labels)[..., ::-1])[1].tobytes())
+                atomic_write_png(os.path.join(labels_dir, f"{frame.name}_labels.png"), stored)
+                atomic_write_png(os.path.join(labels_dir, f"{frame.name}_color.png"),
+                                 colorize_train_ids(labels)[..., ::-1])
             frames += 1
             bar.update(1)
     finally:

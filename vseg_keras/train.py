@@ -34,7 +34,7 @@ import tensorflow as tf
 from keras import tree
 
 from vseg_keras import data
-from vseg_keras.cityscapes import IGNORE_INDEX, TRAIN_PALETTE
+from vseg_keras.cityscapes import IGNORE_INDEX, colorize_train_ids
 from vseg_keras.files import atomic_save_model, atomic_write_json
 from vseg_keras.records import MANIFEST_NAME, read_manifest
 from vseg_keras.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config
@@ -257,20 +257,14 @@ class PredictionImages(keras.callbacks.Callback):
         self.labels = labels[:max_images]
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "images"))
 
-    @staticmethod
-    def colorize(class_ids: np.ndarray) -> np.ndarray:
-        palette = np.zeros((256, 3), np.uint8)
-        palette[: len(TRAIN_PALETTE)] = TRAIN_PALETTE
-        return palette[np.asarray(class_ids, dtype=np.uint8)]
-
     def on_epoch_end(self, epoch, logs=None):
         logits = self.model(self.frames, training=False)
         predictions = np.argmax(keras.ops.convert_to_numpy(logits)[:, -1], axis=-1)
         images = np.concatenate(
             [
                 np.asarray(data.denormalize_frames(self.frames[:, -1], dtype=tf.uint8)),
-                self.colorize(np.asarray(self.labels)[:, -1]),
-                self.colorize(predictions),
+                colorize_train_ids(np.asarray(self.labels)[:, -1]),
+                colorize_train_ids(predictions),
             ],
             axis=2,
         )
