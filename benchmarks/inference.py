@@ -30,9 +30,8 @@ from __future__ import annotations
 import argparse
 
 import keras
-import numpy as np
 import tensorflow as tf
-from machine import median, report_header, time_calls, write_report
+from machine import median, random_pixels, report_header, time_calls, write_report
 
 from vseg_keras.model_info import frame_gflops
 from vseg_keras.registry import build_model, get_model_config
@@ -42,7 +41,7 @@ def step_time_ms(name: str, height: int, width: int, repeats: int) -> tuple[floa
     """Median ms of one streaming step of model ``name``, and its GFLOPs per frame."""
     model = build_model(name, seed=0)
     step = model.make_streaming_model()
-    inputs = {"frame": tf.constant(np.random.default_rng(0).normal(size=(1, height, width, 3)).astype("float32"))}
+    inputs = {"frame": random_pixels((1, height, width, 3))}
     inputs.update(model.initial_states(1, height, width))
     run = tf.function(lambda x: step(x, training=False))
     ms = 1000 * median(time_calls(lambda: run(inputs)["logits"].numpy(), repeats))
@@ -54,7 +53,7 @@ def step_time_ms(name: str, height: int, width: int, repeats: int) -> tuple[floa
 def sequence_time_ms(name: str, height: int, width: int, window: int, repeats: int) -> float:
     """Median ms of the model on a whole ``[1, window, H, W, 3]`` sequence."""
     model = build_model(name, seed=0)
-    frames = tf.constant(np.random.default_rng(0).normal(size=(1, window, height, width, 3)).astype("float32"))
+    frames = random_pixels((1, window, height, width, 3))
     run = tf.function(lambda x: model(x, training=False))
     ms = 1000 * median(time_calls(lambda: run(frames).numpy(), repeats))
     keras.backend.clear_session()

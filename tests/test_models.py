@@ -45,7 +45,8 @@ SMALL_TEMPORAL = [
 
 
 def random_frames(shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+    """Random RGB pixel values in [0, 255] (float32), what the models take."""
+    return np.random.default_rng(seed).uniform(0.0, 255.0, size=shape).astype("float32")
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +96,7 @@ def test_later_frames_depend_on_earlier_frames_only_for_temporal_models(name, te
     model = vseg_keras.build_model(name, seed=2)
     frames = random_frames((1, 3, 16, 16, 3))
     changed = frames.copy()
-    changed[:, 0] += 1.0
+    changed[:, 0] = 255.0 - changed[:, 0]
     before = model(frames, training=False).numpy()
     after = model(changed, training=False).numpy()
     assert np.abs(after[:, 2] - before[:, 2]).max() > 1e-3 if temporal else np.array_equal(after[:, 2], before[:, 2])
@@ -205,3 +206,28 @@ def test_state_shapes_follow_levels():
         "state_2": (2, 16, 32, 64),
         "state_3": (2, 8, 16, 128),
     }
+
+
+def test_models_take_raw_pixels_and_normalise_them_in_float32():
+    from vseg_keras.layers import IMAGENET_MEAN, IMAGENET_STD, FrameNormalization
+
+    pixels = np.random.default_rng(3).integers(0, 256, size=(1, 2, 16, 16, 3), dtype=np.uint8)
+    normalised = FrameNormalization()(pixels)
+    assert normalised.dtype == "float32"
+    expected = (pixels / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(normalised, expected, atol=1e-5)
+    np.testing.assert_allclose(FrameNormalization()(np.array(IMAGENET_MEAN) * 255.0), 0.0, atol=1e-5)
+
+    model = vseg_keras.build_model("vanilla-cgru-small-shallow", seed=4)
+    from_uint8 = model(pixels, training=False).numpy()
+    np.testing.assert_array_equal(from_uint8, model(pixels.astype("float32"), training=False).numpy())
+    backbone_logits = model.head(keras.ops.reshape(model.backbone(expected.astype("float32")), (2, 16, 16, 16)))
+    np.testing.assert_allclose(from_uint8.reshape(2, 16, 16, 20), backbone_logits, atol=1e-4)
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = FrameNormalization()
+        assert layer.compute_dtype == "float32" and layer(pixels).dtype == "float32"
+        assert FrameNormalization.from_config(layer.get_config()).compute_dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -236,8 +236,8 @@ def test_gradient_accumulation_updates_every_k_batches():
     model = build_model(MODEL, seed=0)
     compile_for_training(model, TrainConfig(model=MODEL, grad_accum=2, lr=1e-2))
     rng = np.random.default_rng(0)
-    frames = rng.normal(size=(1, 2, 16, 16, 3)).astype("float32")
-    labels = rng.integers(0, 19, size=(1, 2, 16, 16)).astype("int32")
+    frames = rng.integers(0, 256, size=(1, 2, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, 19, size=(1, 2, 16, 16), dtype=np.uint8)
     kernel = model.head.kernel
     before = kernel.numpy().copy()
     model.train_on_batch(frames, labels)

@@ -5,9 +5,10 @@ A converted folder (``vseg convert``) holds shards of ``tf.train.SequenceExample
 frame (by default 19 before and 10 after it). The pipelines here cut a window of ``L`` frames out of
 each snippet and yield
 
-* ``frames``: float32 ``[B, L, H, W, 3]``, RGB normalised with :data:`IMAGENET_MEAN` /
-  :data:`IMAGENET_STD` (see :func:`normalize_frames`);
-* ``labels``: int32 ``[B, L, H, W]``; the labelled frame of the window holds its trainIds, every other
+* ``frames``: uint8 ``[B, L, H, W, 3]``, RGB pixel values as decoded (the model normalises them in its
+  first layer, :class:`~vseg_keras.layers.FrameNormalization`, so only compact uint8 data is batched,
+  prefetched and copied to an accelerator);
+* ``labels``: uint8 ``[B, L, H, W]``; the labelled frame of the window holds its trainIds, every other
   frame is all :data:`~vseg_keras.cityscapes.IGNORE_INDEX` (255), so a loss or metric built with
   ``ignore_class=255`` trains and scores exactly the labelled frame.
 
@@ -32,57 +33,12 @@ import tensorflow as tf
 
 from vseg_keras import records
 from vseg_keras.cityscapes import IGNORE_INDEX, VOID_CLASS
-
-#: Per-channel RGB mean of ImageNet, for pixel values scaled to [0, 1].
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-
-#: Per-channel RGB standard deviation of ImageNet, for pixel values scaled to [0, 1].
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from vseg_keras.layers import IMAGENET_MEAN
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 #: Default shuffle buffer of the training pipeline, in windows (each holds ``L`` encoded PNGs).
 DEFAULT_SHUFFLE_BUFFER = 64
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Normalisation
-# ---------------------------------------------------------------------------------------------------------
-
-
-def normalize_frames(frames: tf.Tensor) -> tf.Tensor:
-    """Maps RGB pixel values in ``[0, 255]`` to the model's input scale.
-
-    ``(frames / 255 - IMAGENET_MEAN) / IMAGENET_STD``, computed as one multiply-add.
-
-    Args:
-        frames: RGB images ``[..., 3]`` (e.g. ``[B, T, H, W, 3]``), any integer or float dtype, pixel
-            values in ``[0, 255]`` (a float image is *not* assumed to be in ``[0, 1]``).
-
-    Returns:
-        float32 tensor of the same shape.
-    """
-    scale = tf.constant([1.0 / (255.0 * s) for s in IMAGENET_STD], tf.float32)
-    offset = tf.constant([m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)], tf.float32)
-    return tf.cast(frames, tf.float32) * scale - offset
-
-
-def denormalize_frames(frames: tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor:
-    """Inverse of :func:`normalize_frames`: normalised frames ``[..., 3]`` back to pixel values.
-
-    Args:
-        frames: normalised RGB images ``[..., 3]`` (e.g. ``[B, T, H, W, 3]``).
-        dtype: ``tf.float32`` (default) returns values in ``[0, 255]`` unrounded; ``tf.uint8`` rounds
-            and saturates, ready for ``tf.io.encode_png``.
-
-    Returns:
-        Tensor of the same shape, ``dtype``.
-    """
-    frames = tf.convert_to_tensor(frames, tf.float32)
-    pixels = (frames * tf.constant(IMAGENET_STD) + tf.constant(IMAGENET_MEAN)) * 255.0
-    if dtype == tf.float32:
-        return pixels
-    return tf.saturate_cast(tf.round(pixels), dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -381,12 +337,11 @@ def _window_labels(label: tf.Tensor, gt_position: tf.Tensor, seq_len: int) -> tf
         seq_len: window length ``L``.
 
     Returns:
-        int32 ``[B, L, H, W]``: ``label`` at ``gt_position``, 255 on every other frame.
+        uint8 ``[B, L, H, W]``: ``label`` at ``gt_position``, 255 on every other frame.
     """
-    label = tf.cast(label, tf.int32)
     positions = tf.range(seq_len, dtype=tf.int32)[tf.newaxis, :, tf.newaxis, tf.newaxis]
     is_gt = tf.equal(positions, gt_position[:, tf.newaxis, tf.newaxis, tf.newaxis])  # [B, L, 1, 1]
-    return tf.where(is_gt, label[:, tf.newaxis], IGNORE_INDEX)
+    return tf.where(is_gt, label[:, tf.newaxis], tf.constant(IGNORE_INDEX, tf.uint8))
 
 
 @functools.cache
@@ -397,11 +352,10 @@ def _batch_finisher(
 
     The batch holds ``frames`` ``[B, L, H, W, 3]``, ``label`` uint8 ``[B, H, W]``, ``gt_position`` int32
     ``[B]`` and, if ``flip``, ``flip`` bool ``[B]`` (flip that window horizontally). The result is
-    frames float32 ``[B, L, H, W, 3]`` (normalised) and labels int32 ``[B, L, H, W]``.
+    frames uint8 ``[B, L, H, W, 3]`` and labels uint8 ``[B, L, H, W]``.
 
-    Runs once per batch, not per window, so batching copies compact uint8 data (4x smaller than float32,
-    ``L``x smaller for the labels), and is compiled with XLA: flip, cast, multiply-add and label windows
-    fuse into one pass over memory (about 3x less CPU than the same ops unfused; see docs/BENCHMARKS.md).
+    Runs once per batch, not per window, so batching copies one label per window (``L``x less than label
+    windows), and is compiled with XLA: flip and label windows fuse into one pass over memory.
     """
 
     def finish(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -411,7 +365,7 @@ def _batch_finisher(
             frames = tf.where(flipped[:, None, None, None, None], tf.reverse(frames, axis=[3]), frames)
             label = tf.where(flipped[:, None, None], tf.reverse(label, axis=[2]), label)
         labels = _window_labels(label, batch["gt_position"], seq_len)
-        return normalize_frames(frames), labels
+        return frames, labels
 
     return tf.function(finish, jit_compile=True, reduce_retracing=True)
 
@@ -424,12 +378,12 @@ def _batch_finisher(
 def _random_scale(
     frames: tf.Tensor, label: tf.Tensor, scale_range: tuple[float, float], seed: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Resizes frames ``[L, H, W, 3]`` (bilinear, float32) and label ``[H, W]`` (nearest) by one factor."""
+    """Resizes frames ``[L, H, W, 3]`` (bilinear, rounded back to uint8) and label ``[H, W]`` (nearest)."""
     low, high = scale_range
     factor = tf.random.stateless_uniform([], seed=seed, minval=low, maxval=high)
     size = tf.cast(tf.round(tf.cast(tf.shape(label), tf.float32) * factor), tf.int32)
     size = tf.maximum(size, 1)
-    frames = tf.image.resize(frames, size, method="bilinear")
+    frames = tf.saturate_cast(tf.round(tf.image.resize(frames, size, method="bilinear")), tf.uint8)
     label = tf.image.resize(label[:, :, tf.newaxis], size, method="nearest")[:, :, 0]
     return frames, label
 
@@ -444,7 +398,7 @@ def _random_crop(
     normalised), the label with 255.
 
     Args:
-        frames: ``[L, H, W, 3]``, uint8 or float32.
+        frames: uint8 ``[L, H, W, 3]``.
         label: uint8 ``[H, W]``.
         crop: ``(height, width)``.
         pad: whether a side may be shorter than the crop (adds the padding ops).
@@ -516,7 +470,7 @@ def make_train_dataset(
     position of the labelled frame in ``0..seq_len-1`` (see :func:`choose_train_window`), decode only
     those ``seq_len`` frames and the label, rescale by a factor uniform in ``scale_range`` (frames
     bilinear, label nearest), crop a random ``crop`` window and flip horizontally with probability 1/2
-    (the same for every frame and the label), normalise (:func:`normalize_frames`).
+    (the same for every frame and the label).
 
     Args:
         data_dir: output folder of ``vseg convert`` (shards + ``manifest.json``).
@@ -542,8 +496,8 @@ def make_train_dataset(
             records are sharded by ``input_pipeline_id``.
 
     Returns:
-        A dataset of ``(frames, labels)``: frames float32 ``[B, L, H, W, 3]``, labels int32
-        ``[B, L, H, W]`` (255 = ignore, all 255 on frames without ground truth); ``H, W`` is ``crop``
+        A dataset of ``(frames, labels)``: frames uint8 ``[B, L, H, W, 3]`` (RGB pixel values), labels
+        uint8 ``[B, L, H, W]`` (255 = ignore, all 255 on frames without ground truth); ``H, W`` is ``crop``
         (or the manifest's frame size).
 
     Raises:
@@ -632,7 +586,7 @@ def make_train_dataset(
             "label": tf.ensure_shape(label, [height, width]),
             "gt_position": window["gt_position"],
         }
-        if flip:  # applied per batch by the finisher, fused with the normalisation
+        if flip:  # applied per batch by the finisher, fused with the label windows
             loaded["flip"] = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
         return loaded
 
@@ -672,8 +626,8 @@ def make_eval_dataset(
         input_context: ``tf.distribute.InputContext``; records are sharded by ``input_pipeline_id``.
 
     Returns:
-        A dataset of ``(frames, labels)``: frames float32 ``[B, L, H, W, 3]``, labels int32
-        ``[B, L, H, W]`` (only the last frame, ``labels[:, -1]``, has ground truth). With
+        A dataset of ``(frames, labels)``: frames uint8 ``[B, L, H, W, 3]`` (RGB pixel values), labels
+        uint8 ``[B, L, H, W]`` (only the last frame, ``labels[:, -1]``, has ground truth). With
         ``with_metadata`` a dataset of ``(frames, labels, metadata)`` where metadata is a dict of
         ``city`` (string ``[B]``), ``sequence`` (int64 ``[B]``), ``frame_numbers`` (int64 ``[B, L]``, the
         window's frames), ``gt_position`` (int32 ``[B]``, ``L - 1``), ``labelled`` (bool ``[B]``). Such a
@@ -777,16 +731,12 @@ def frame_size(data_dir: str) -> tuple[int, int] | None:
 
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "SplitInfo",
     "choose_train_window",
     "count_snippets",
-    "denormalize_frames",
     "frame_size",
     "make_eval_dataset",
     "make_train_dataset",
-    "normalize_frames",
     "split_info",
     "steps_per_epoch",
 ]

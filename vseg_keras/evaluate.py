@@ -90,7 +90,7 @@ def evaluate(
         predictions = np.argmax(logits, axis=-1).astype(np.uint8)  # [B, L, H, W]
         labels = labels.numpy()[:keep]
         labelled = metadata["labelled"].numpy()[:keep]
-        images = data.denormalize_frames(frames[:keep], dtype=tf.uint8).numpy()
+        images = frames[:keep].numpy()
         for i in range(keep):
             if labelled[i]:
                 confusion += confusion_matrix(labels[i, -1], predictions[i, -1])

@@ -23,7 +23,6 @@ import shutil
 import keras
 import tensorflow as tf
 
-from vseg_keras.data import normalize_frames
 from vseg_keras.segmenter import VideoSegmenter
 
 #: Folder that holds one subfolder per exported model (the repository's ``saved_models/``).
@@ -43,13 +42,13 @@ def next_version(out_dir: str) -> int:
 
 
 def _checked(images: tf.Tensor, layout: list[int | None]) -> tf.Tensor:
-    """``images`` as model input after checking their layout at run time.
+    """``images`` (uint8 RGB, normalised by the model's first layer) after checking their layout at run time.
 
     The signatures declare unknown-rank inputs so that this check runs on every request
     (a declared shape is not enforced by the signature): a wrong rank or channel count is
     refused with "Shape of tensor ... is not compatible with expected shape [...]".
     """
-    return normalize_frames(tf.ensure_shape(images, layout))
+    return tf.ensure_shape(images, layout)
 
 
 def _labels(logits: tf.Tensor) -> tf.Tensor:

@@ -1,8 +1,10 @@
-"""Small shape layers shared by the UNet assembly and the task.
+"""Small layers shared by the UNet assembly and the task.
 
 Frame-wise work runs on time folded into the batch (``[B*T, H, W, C]``), which
 is one reshape away from the sequence layout ``[B, T, H, W, C]`` and lets every
-2-D layer see all frames of all sequences in one call.
+2-D layer see all frames of all sequences in one call. The task's first layer,
+:class:`FrameNormalization`, takes raw RGB pixel values, so data pipelines,
+prediction and serving hand the model compact uint8 frames.
 """
 
 from __future__ import annotations
@@ -12,6 +14,53 @@ import tensorflow as tf
 from keras import ops
 
 _PACKAGE = "vseg"
+
+#: Per-channel RGB mean of ImageNet, for pixel values scaled to [0, 1].
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+
+#: Per-channel RGB standard deviation of ImageNet, for pixel values scaled to [0, 1].
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def normalize_frames(frames):
+    """Maps RGB pixel values in ``[0, 255]`` to the backbone's input scale.
+
+    ``(frames / 255 - IMAGENET_MEAN) / IMAGENET_STD``, computed in float32 as one
+    multiply-add. :class:`FrameNormalization` (the first layer of every
+    :class:`~vseg_keras.segmenter.VideoSegmenter`) applies it; call it yourself
+    only to feed a backbone directly.
+
+    Args:
+        frames: RGB images ``[..., 3]`` (e.g. ``[B, T, H, W, 3]``), any integer or
+            float dtype, pixel values in ``[0, 255]`` (a float image is *not*
+            assumed to be in ``[0, 1]``).
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    scale = ops.convert_to_tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], "float32")
+    offset = ops.convert_to_tensor([m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)], "float32")
+    return ops.cast(frames, "float32") * scale - offset
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FrameNormalization(keras.layers.Layer):
+    """Raw RGB pixel values ``[..., 3]`` in ``[0, 255]`` -> ImageNet-normalised float32.
+
+    Applies :func:`normalize_frames`. It has no weights and computes in float32
+    by default, also under a mixed-precision policy (the next layer casts), so
+    uint8 input is normalised exactly before any rounding to a 16-bit float.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        return normalize_frames(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

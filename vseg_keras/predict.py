@@ -21,7 +21,6 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from vseg_keras.cityscapes import CLASS_NAMES, TRAIN_PALETTE, colorize_train_ids, train_ids_to_label_ids
-from vseg_keras.data import normalize_frames
 from vseg_keras.export import latest_version
 from vseg_keras.files import atomic_write_png
 
@@ -141,7 +140,7 @@ class FrameSegmenter:
             return outputs["labels"].numpy()[0]
         if self.states is None:
             self.states = self.model.initial_states(1, frame.shape[0], frame.shape[1])
-        outputs = self._step_model({"frame": normalize_frames(batch), **self.states}, training=False)
+        outputs = self._step_model({"frame": batch, **self.states}, training=False)
         self.states = {key: outputs[key] for key in self.states}
         return np.argmax(keras.ops.convert_to_numpy(outputs["logits"])[0], axis=-1).astype(np.uint8)
 

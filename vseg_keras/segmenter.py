@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from vseg_keras.layers import FoldTime, UnfoldTime
+from vseg_keras.layers import FoldTime, FrameNormalization, UnfoldTime
 from vseg_keras.unet import VideoUNetBackbone
 
 
@@ -15,7 +15,7 @@ def _downscaled(size: int | None, factor: int) -> int | None:
 
 @keras.saving.register_keras_serializable(package="vseg")
 class VideoSegmenter(keras.Model):
-    """Video semantic segmentation model: :class:`VideoUNetBackbone` + 3x3 conv head.
+    """Video semantic segmentation model: normalisation + :class:`VideoUNetBackbone` + 3x3 conv head.
 
     Args:
         backbone: the recurrent UNet backbone.
@@ -24,20 +24,24 @@ class VideoSegmenter(keras.Model):
         **kwargs: :class:`keras.Model` arguments (``name``, ``dtype``, ...).
 
     Inputs:
-        frames ``[B, T, H, W, 3]``, float32, normalised.
+        frames ``[B, T, H, W, 3]``: RGB pixel values in ``[0, 255]``, uint8 or
+        float (as decoded; :class:`~vseg_keras.layers.FrameNormalization`
+        normalises them inside the model).
 
     Outputs:
         logits ``[B, T, H, W, num_classes]``.
     """
 
     def __init__(self, backbone: VideoUNetBackbone, num_classes: int = 20, **kwargs):
+        normalization = FrameNormalization(name="normalize_frames")
         head = keras.layers.Conv2D(num_classes, 3, padding="same", name="head")
         frames = keras.Input(shape=(None, None, None, 3), name="frames")
-        features = FoldTime(name="fold_features")(backbone(frames))
+        features = FoldTime(name="fold_features")(backbone(normalization(frames)))
         logits = UnfoldTime(name="unfold_logits")(head(features), frames)
         super().__init__(inputs=frames, outputs=logits, **kwargs)
         self.backbone = backbone
         self.num_classes = int(num_classes)
+        self.normalization = normalization
         self.head = head
 
     def check_frame_size(self, height: int, width: int) -> None:
@@ -74,7 +78,8 @@ class VideoSegmenter(keras.Model):
     def make_streaming_model(self) -> keras.Model:
         """A one-frame step model sharing this model's weights.
 
-        Inputs ``{"frame": [B, H, W, 3], "state_i": [B, H/2**i, W/2**i, c_i], ...}``;
+        Inputs ``{"frame": [B, H, W, 3], "state_i": [B, H/2**i, W/2**i, c_i], ...}``
+        (the frame as raw RGB pixel values in ``[0, 255]``, like the model's input);
         outputs ``{"logits": [B, H, W, num_classes], "state_i": ..., ...}``.
         Feeding the frames of a sequence one by one, starting from
         :meth:`initial_states` and passing each step's states to the next,
@@ -84,7 +89,7 @@ class VideoSegmenter(keras.Model):
         for key, shape in self.state_shapes().items():
             inputs[key] = keras.Input(shape=shape[1:], name=key)
         states = [inputs[key] for key in self.state_shapes()]
-        features, new_states = self.backbone.step(inputs["frame"], states)
+        features, new_states = self.backbone.step(self.normalization(inputs["frame"]), states)
         outputs = {"logits": self.head(features)}
         outputs.update(zip(self.state_shapes(), new_states, strict=True))
         return keras.Model(inputs, outputs, name=f"{self.name}_streaming")

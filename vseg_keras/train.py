@@ -272,7 +272,7 @@ class PredictionImages(keras.callbacks.Callback):
         predictions = np.argmax(keras.ops.convert_to_numpy(logits)[:, -1], axis=-1)
         images = np.concatenate(
             [
-                np.asarray(data.denormalize_frames(self.frames[:, -1], dtype=tf.uint8)),
+                np.asarray(self.frames[:, -1]),
                 colorize_train_ids(np.asarray(self.labels)[:, -1]),
                 colorize_train_ids(predictions),
             ],
