@@ -255,7 +255,7 @@ class PredictionImages(keras.callbacks.Callback):
     """Writes a few predicted label maps of a fixed validation batch to TensorBoard each epoch.
 
     Args:
-        frames: ``[B, L, H, W, 3]`` normalised validation frames (the labelled frame last).
+        frames: uint8 ``[B, L, H, W, 3]`` validation frames (the labelled frame last).
         labels: ``[B, L, H, W]`` their labels.
         log_dir: TensorBoard folder.
         max_images: how many sequences to show.

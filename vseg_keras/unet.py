@@ -93,8 +93,10 @@ class VideoUNetBackbone(keras.Model):
         **kwargs: :class:`keras.Model` arguments (``name``, ``dtype``, ...).
 
     Inputs:
-        frames ``[B, T, H, W, 3]`` (any ``T >= 1``; ``H``, ``W`` multiples of
-        ``2**(levels - 1)``).
+        frames ``[B, T, H, W, 3]``, ImageNet-normalised float (see
+        :func:`vseg_keras.layers.normalize_frames`; :class:`~vseg_keras.segmenter.VideoSegmenter`
+        does this in its first layer), any ``T >= 1``; ``H``, ``W`` multiples
+        of ``2**(levels - 1)``.
 
     Outputs:
         Decoder features ``[B, T, H, W, filters[0]]``.
@@ -146,7 +148,7 @@ class VideoUNetBackbone(keras.Model):
         Works eagerly and on symbolic Keras tensors (to build a step model).
 
         Args:
-            frame: ``[B, H, W, 3]``.
+            frame: ``[B, H, W, 3]``, normalised like the backbone's input.
             states: list of the previous states, one ``[B, H/2**i, W/2**i, filters[i]]``
                 per level (empty for ``temporal="none"``).
 
