@@ -13,10 +13,14 @@ does per batch: the model from the registry, :func:`vseg_keras.train.compile_for
   usual convention) of ``B * T`` frames, from :func:`vseg_keras.model_info.frame_gflops`,
   divided by ``step_s``; and its fraction of the conv peak measured by
   :func:`machine.conv_peak_gflops` in the same run (in bfloat16 for the mixed cases);
-* ``peak_step_mib``: the TensorFlow CPU allocator's peak during the last timed
-  step (``TF_CPU_ALLOCATOR_USE_BFC=true`` in the case's process, whose
-  allocator keeps statistics), i.e. the step's working set including weights
-  and optimizer state; ``peak_rss_mib``: the process's peak resident memory
+* ``peak_step_mib``: the highest of the TensorFlow allocator's peaks of the
+  timed steps, each measured from a reset before that step
+  (``TF_CPU_ALLOCATOR_USE_BFC=true`` in the case's process, whose allocator
+  keeps statistics), i.e. the step's working set including weights and
+  optimizer state; ``peak_step_mib_each`` lists them. The peak depends on the
+  order in which the runtime's threads happen to run independent ops, so it
+  varies by up to ~20 % between steps and processes: take the highest of
+  several; ``peak_rss_mib``: the process's peak resident memory
   (``ru_maxrss``), which adds the Python/TF runtime (about 0.6 GiB) and
   allocator slack.
 
@@ -40,6 +44,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 
 SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit")
 
@@ -97,7 +102,7 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) ->
     """Measures one case in this process (called in the child)."""
     import keras
     import tensorflow as tf
-    from machine import median, time_calls
+    from machine import median
 
     from vseg_keras.model_info import frame_gflops
     from vseg_keras.registry import build_model
@@ -112,13 +117,15 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) ->
     steps = int(frames.shape[1])
     device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
 
-    def step():
+    for _ in range(warmup):
         model.train_on_batch(frames, labels)
-
-    seconds = time_calls(step, max(repeats - 1, 0), warmup)
-    tf.config.experimental.reset_memory_stats(device)
-    seconds += time_calls(step, 1, 0)
-    peak = tf.config.experimental.get_memory_info(device)["peak"]
+    seconds, peaks = [], []
+    for _ in range(repeats):
+        tf.config.experimental.reset_memory_stats(device)
+        start = time.perf_counter()
+        model.train_on_batch(frames, labels)
+        seconds.append(time.perf_counter() - start)
+        peaks.append(tf.config.experimental.get_memory_info(device)["peak"])
     step_s = median(seconds)
     achieved = 3 * gflops_per_frame * batch * steps / step_s
     return {
@@ -131,7 +138,8 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) ->
         "frames_per_s": round(batch * steps / step_s, 3),
         "gflops_per_frame": round(gflops_per_frame, 3),
         "achieved_gflops_per_s": round(achieved, 1),
-        "peak_step_mib": round(peak / 2**20, 1),
+        "peak_step_mib": round(max(peaks) / 2**20, 1),
+        "peak_step_mib_each": [round(p / 2**20, 1) for p in peaks],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
