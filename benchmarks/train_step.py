@@ -22,7 +22,8 @@ does per batch: the model from the registry, :func:`vseg_keras.train.compile_for
   varies by up to ~20 % between steps and processes: take the highest of
   several; ``peak_rss_mib``: the process's peak resident memory
   (``ru_maxrss``), which adds the Python/TF runtime (about 0.6 GiB) and
-  allocator slack.
+  allocator slack. ``--default-allocator`` leaves TensorFlow's default CPU
+  allocator in place (as ``vseg train`` runs): RSS only, no allocator peaks.
 
 Switches: ``base`` (float32), ``remat`` (``--remat``), ``mixed``
 (``--mixed-precision``: mixed_bfloat16 on CPU, mixed_float16 on GPU),
@@ -119,13 +120,16 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) ->
 
     for _ in range(warmup):
         model.train_on_batch(frames, labels)
+    statistics = device != "CPU:0" or os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "true"
     seconds, peaks = [], []
     for _ in range(repeats):
-        tf.config.experimental.reset_memory_stats(device)
+        if statistics:
+            tf.config.experimental.reset_memory_stats(device)
         start = time.perf_counter()
         model.train_on_batch(frames, labels)
         seconds.append(time.perf_counter() - start)
-        peaks.append(tf.config.experimental.get_memory_info(device)["peak"])
+        if statistics:
+            peaks.append(tf.config.experimental.get_memory_info(device)["peak"])
     step_s = median(seconds)
     achieved = 3 * gflops_per_frame * batch * steps / step_s
     return {
@@ -138,17 +142,20 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) ->
         "frames_per_s": round(batch * steps / step_s, 3),
         "gflops_per_frame": round(gflops_per_frame, 3),
         "achieved_gflops_per_s": round(achieved, 1),
-        "peak_step_mib": round(max(peaks) / 2**20, 1),
+        "peak_step_mib": round(max(peaks) / 2**20, 1) if peaks else None,
         "peak_step_mib_each": [round(p / 2**20, 1) for p in peaks],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
-def child_environment(code_dir: str | None = None) -> dict:
+def child_environment(code_dir: str | None = None, default_allocator: bool = False) -> dict:
     env = dict(os.environ)
     if code_dir:  # measure the vseg_keras found there (e.g. a checkout of an older commit)
         env["PYTHONPATH"] = os.path.abspath(code_dir) + os.pathsep + env.get("PYTHONPATH", "")
-    env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # allocator statistics on CPU
+    if default_allocator:
+        env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    else:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # allocator statistics on CPU
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 
@@ -159,7 +166,8 @@ def measure_in_child(case: dict, args: argparse.Namespace, code_dir: str | None)
                str(args.seq_len), "--batch", str(args.batch), "--repeats", str(args.repeats),
                "--warmup", str(args.warmup)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=child_environment(code_dir),
+        environment = child_environment(code_dir, args.default_allocator)
+        done = subprocess.run(command, capture_output=True, text=True, env=environment,
                               timeout=args.timeout, check=False)
     except subprocess.TimeoutExpired:
         return {**case, "error": f"over {args.timeout:.0f} s"}
@@ -168,6 +176,10 @@ def measure_in_child(case: dict, args: argparse.Namespace, code_dir: str | None)
         reason = "killed (out of memory?)" if done.returncode < 0 else done.stderr.strip().splitlines()[-1:]
         return {**case, "error": f"exit {done.returncode}: {reason}"}
     return json.loads(lines[-1])
+
+
+def gib(mib: float | None) -> str:
+    return "—" if mib is None else f"{mib / 1024:.2f}"
 
 
 def markdown_table(cases: list[dict], peaks: dict) -> str:
@@ -186,7 +198,7 @@ def markdown_table(cases: list[dict], peaks: dict) -> str:
             f"| {c['model']} | {c['height']}×{c['width']} | {c['seq_len']} | {c['switch']} | {c['code']} "
             f"| {c['step_s']:.3f} "
             f"| {c['sequences_per_s']:.3f} | {c['frames_per_s']:.2f} | {c['achieved_gflops_per_s']:.0f} "
-            f"| {c['achieved_gflops_per_s'] / peak:.0%} | {c['peak_step_mib'] / 1024:.2f} "
+            f"| {c['achieved_gflops_per_s'] / peak:.0%} | {gib(c['peak_step_mib'])} "
             f"| {c['peak_rss_mib'] / 1024:.2f} |"
         )
     return "\n".join(lines)
@@ -204,6 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="also measure every case with the vseg_keras in DIR (e.g. a git worktree of an older "
                              "commit), interleaved; reported with code=baseline")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="keep TensorFlow's default CPU allocator, as vseg train does "
+                             "(RSS only, no allocator peak)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
