@@ -199,7 +199,7 @@ def markdown_table(cases: list[dict], peaks: dict) -> str:
             f"| {c['step_s']:.3f} "
             f"| {c['sequences_per_s']:.3f} | {c['frames_per_s']:.2f} | {c['achieved_gflops_per_s']:.0f} "
             f"| {c['achieved_gflops_per_s'] / peak:.0%} | {gib(c['peak_step_mib'])} "
-            f"| {c['peak_rss_mib'] / 1024:.2f} |"
+            f"| {gib(c['peak_rss_mib'])} |"
         )
     return "\n".join(lines)
 

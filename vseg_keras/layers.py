@@ -22,7 +22,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
-def normalize_frames(frames):
+def normalize_frames(frames: tf.Tensor) -> tf.Tensor:
     """Maps RGB pixel values in ``[0, 255]`` to the backbone's input scale.
 
     ``(frames / 255 - IMAGENET_MEAN) / IMAGENET_STD``, computed in float32 as one
@@ -32,8 +32,8 @@ def normalize_frames(frames):
 
     Args:
         frames: RGB images ``[..., 3]`` (e.g. ``[B, T, H, W, 3]``), any integer or
-            float dtype, pixel values in ``[0, 255]`` (a float image is *not*
-            assumed to be in ``[0, 1]``).
+            float dtype (a tensor or NumPy array), pixel values in ``[0, 255]``
+            (a float image is *not* assumed to be in ``[0, 1]``).
 
     Returns:
         float32 tensor of the same shape.
