@@ -1,4 +1,4 @@
-"""Rematerialisation, the fused BatchNorm and the lean GELU: less memory, same numbers."""
+"""Rematerialisation, the fused BatchNorm, the lean GELU and the concatenation-free conv: less memory, same numbers."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vseg_keras.layers import GELU, FusedBatchNormalization
+from vseg_keras.layers import GELU, Conv2D, FusedBatchNormalization
 from vseg_keras.registry import build_model
-from vseg_keras.remat import Stage, set_rematerialization
-from vseg_keras.temporal import ConvRecurrent
+from vseg_keras.remat import Stage, recompute_recurrence, set_rematerialization
+from vseg_keras.temporal import ConvGRUCell, ConvRecurrent
 
 
 def one_training_step(model, frames, labels):
@@ -128,3 +128,62 @@ def test_lean_gelu_matches_keras_gelu_and_its_gradient(dtype, tolerance):
     np.testing.assert_allclose(np.float32(lean), np.float32(reference), rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(np.float32(tape.gradient(lean, x)), np.float32(tape.gradient(reference, x)),
                                rtol=tolerance, atol=tolerance)
+
+
+def test_conv2d_on_a_list_equals_keras_conv2d_on_the_concatenation():
+    rng = np.random.default_rng(4)
+    parts = [tf.constant(rng.normal(size=(2, 6, 7, c)).astype("float32")) for c in (3, 5)]
+    ours = Conv2D(4, 3, padding="same", bias_initializer="random_normal")
+    keras_conv = keras.layers.Conv2D(4, 3, padding="same")
+    ours(parts)
+    keras_conv(tf.concat(parts, axis=-1))
+    assert [w.shape for w in ours.weights] == [(3, 3, 8, 4), (4,)]
+    keras_conv.set_weights(ours.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(parts)
+        ours_out = ours(parts)
+        keras_out = keras_conv(tf.concat(parts, axis=-1))
+    np.testing.assert_allclose(ours_out.numpy(), keras_out.numpy(), rtol=1e-5, atol=1e-5)
+    for ours_grad, keras_grad in zip(tape.gradient(ours_out, parts + ours.trainable_weights),
+                                     tape.gradient(keras_out, parts + keras_conv.trainable_weights), strict=True):
+        np.testing.assert_allclose(ours_grad.numpy(), keras_grad.numpy(), rtol=1e-5, atol=1e-5)
+    # One tensor: Keras' Conv2D itself.
+    np.testing.assert_allclose(ours(tf.concat(parts, axis=-1)).numpy(), keras_out.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_model_saved_before_the_concatenation_free_decoder_loads_with_the_same_logits():
+    # Saved by commit 8ddc583, whose decoder had Keras Concatenate + Conv2D layers (tests/data/README.md).
+    data = np.load("tests/data/resnet-crnn-small-shallow-8ddc583.npz")
+    model = keras.saving.load_model("tests/data/resnet-crnn-small-shallow-8ddc583.keras", safe_mode=True)
+    np.testing.assert_allclose(model(data["frames"]).numpy(), data["logits"], rtol=1e-4, atol=1e-5)
+
+
+def test_recompute_recurrence_gives_the_gradients_of_the_plain_recurrence():
+    rng = np.random.default_rng(5)
+    cell = ConvGRUCell(3)
+    cell.build((2, 5, 4, 3))
+    frames = [tf.constant(rng.normal(size=(2, 5, 4, 3)).astype("float32")) for _ in range(3)]
+    initial = tf.constant(rng.normal(size=(2, 5, 4, 3)).astype("float32"))
+    weights = {name: tf.constant(value) for name, value in cell.weight_values().items()}
+    sources = [initial, *frames, *weights.values()]
+
+    @tf.function
+    def loss_and_grads(checkpointed: bool):
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            if checkpointed:
+                outputs = recompute_recurrence(cell.step, frames, initial, weights)
+            else:
+                state, states = initial, []
+                for frame in frames:
+                    state = cell.step(frame, state, weights)
+                    states.append(state)
+                outputs = tf.stack(states, axis=1)
+            loss = tf.reduce_sum(tf.square(outputs) * tf.range(1.0, 4.0)[None, :, None, None, None])
+        return loss, tape.gradient(loss, sources)
+
+    plain_loss, plain_grads = loss_and_grads(False)
+    loss, grads = loss_and_grads(True)
+    assert float(loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    for plain, recomputed in zip(plain_grads, grads, strict=True):
+        np.testing.assert_allclose(recomputed.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)

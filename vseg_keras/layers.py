@@ -63,6 +63,70 @@ class FrameNormalization(keras.layers.Layer):
         return input_shape
 
 
+def conv_of_concatenation(parts, kernel, **conv_kwargs):
+    """``conv(concatenate(parts, axis=-1), kernel)`` without building the concatenation.
+
+    The kernel is split along its input channels and the convolutions of the
+    parts are summed: the same result (up to float rounding) without the
+    concatenated input and its gradient, which are the largest buffers of a
+    decoder stage or a cGRU step in training.
+
+    Args:
+        parts: tensors ``[N, H, W, C_i]`` (channels last).
+        kernel: ``[k, k, sum(C_i), C_out]`` (a tensor or a variable).
+        **conv_kwargs: :func:`keras.ops.conv` arguments (``strides``, ``padding``, ...).
+
+    Returns:
+        ``[N, H', W', C_out]``.
+    """
+    outputs, start = None, 0
+    for part in parts:
+        channels = part.shape[-1]
+        output = ops.conv(part, kernel[:, :, start : start + channels], **conv_kwargs)
+        outputs = output if outputs is None else outputs + output
+        start += channels
+    return outputs
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Conv2D(keras.layers.Conv2D):
+    """:class:`keras.layers.Conv2D` that also takes a list of tensors: their channel concatenation.
+
+    On a list of tensors ``[N, H, W, C_i]`` it computes exactly what Keras'
+    ``Conv2D`` computes on ``concatenate(inputs, axis=-1)``, with the same
+    weights (kernel ``[k, k, sum(C_i), filters]``, the inputs' channels in list
+    order), through :func:`conv_of_concatenation`, never materialising the
+    concatenation. On one tensor it is Keras' ``Conv2D``. Channels-last only.
+
+    It keeps Keras' class name on purpose: a ``.keras`` file addresses a
+    layer's weights by its class name and position, so models saved when the
+    decoder still had a ``Concatenate`` layer and a Keras ``Conv2D`` load
+    unchanged.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.input_spec = None  # Keras' spec describes a single input
+
+    @staticmethod
+    def _concatenated_shape(input_shape):
+        if not isinstance(input_shape[0], (list, tuple)):  # already one shape (Conv2D.build passes it on)
+            return input_shape
+        return (*input_shape[0][:-1], sum(int(shape[-1]) for shape in input_shape))
+
+    def build(self, input_shape):
+        super().build(self._concatenated_shape(input_shape))
+        self.input_spec = None
+
+    def convolution_op(self, inputs, kernel):
+        parts = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        return conv_of_concatenation(parts, kernel, strides=list(self.strides), padding=self.padding,
+                                     dilation_rate=self.dilation_rate, data_format=self.data_format)
+
+    def compute_output_shape(self, input_shape):
+        return super().compute_output_shape(self._concatenated_shape(input_shape))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class FoldTime(keras.layers.Layer):
     """Folds time into the batch: ``[B, T, H, W, C] -> [B*T, H, W, C]``."""
@@ -219,3 +283,4 @@ class GELU(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+

@@ -1,28 +1,39 @@
-"""Rematerialisation (gradient checkpointing) of UNet stages and temporal-cell steps.
+"""Rematerialisation (gradient checkpointing) of UNet stages and temporal units.
 
 With rematerialisation on, a training step keeps only the inputs and outputs
-of every encoder/decoder stage and of every temporal-cell step; the
-activations inside are recomputed during the backward pass. This trades
-about one extra forward pass for a large cut in peak memory (figures in
-``docs/BENCHMARKS.md``). It changes neither the architecture, nor the saved
-files, nor the numbers: gradients and BatchNorm statistics equal those of a
-step without it.
+of every encoder/decoder stage and the output sequence of every temporal
+unit; the activations inside are recomputed during the backward pass, one
+stage or one time step at a time. This trades about one extra forward pass
+for a large cut in peak memory (figures in ``docs/BENCHMARKS.md``). It
+changes neither the architecture, nor the saved files, nor the numbers:
+gradients and BatchNorm statistics equal those of a step without it.
 
-``keras.RematScope`` is not used: on the TensorFlow backend it wraps a
-layer's ``call`` with its keyword arguments, which ``tf.recompute_grad``
-rejects in graph mode, and its recomputation would apply BatchNorm's
-moving-statistics update a second time. :func:`recompute` calls
-``keras.remat`` (``tf.recompute_grad``) with positional tensors only and runs
-the recomputation inside a ``keras.StatelessScope``, which discards the
-repeated variable updates.
+The checkpoints are ``tf.custom_gradient`` functions of our own rather than
+``keras.remat``/``tf.recompute_grad`` or ``keras.RematScope``:
+
+- the backward pass orders the work: a stage is recomputed only once the
+  gradients of its outputs exist, and passes its input gradients on only
+  after its weight gradients, so two stages' recomputed activations are
+  never held at once (with ``tf.recompute_grad`` the next stage's backward
+  ran beside the unfinished one, and the peak varied by 20-50 % with thread
+  scheduling);
+- ``tf.recompute_grad`` orders its recomputation with a data dependency that
+  copies every input (``x + 0``), a full-resolution copy per stage;
+- the recomputation runs inside a ``keras.StatelessScope``, which discards
+  BatchNorm's second moving-statistics update (``keras.RematScope`` would
+  apply it twice, and on the TensorFlow backend it passes ``training=`` as a
+  keyword, which graph-mode ``tf.recompute_grad`` rejects).
+
+Under XLA (``--jit``) control dependencies do not bind, so the compiler may
+schedule the recomputation differently (``--jit`` is not recommended on CPU).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import keras
+import tensorflow as tf
 from keras import tree
 
 _PACKAGE = "vseg"
@@ -31,11 +42,19 @@ _PACKAGE = "vseg"
 def recompute(function: Callable, inputs):
     """``function(inputs)`` whose internal activations are recomputed in the backward pass.
 
+    The forward pass keeps only ``inputs`` (and what ``function`` returns).
+    The backward pass recomputes ``function`` once the gradients of its
+    outputs exist, differentiates it, and passes the gradients of ``inputs``
+    on only after the gradients of the variables it read: the next piece's
+    backward pass then starts when this piece's recomputed activations are no
+    longer needed, so two pieces' activations are never held at once.
+
     Args:
         function: maps ``inputs`` (a tensor or a nested structure of tensors)
-            to tensors. It runs once in the forward pass and once more when
-            the gradient is computed; variable assignments of that second run
-            (e.g. BatchNorm moving statistics) are discarded.
+            to a tensor or a nested structure of tensors. It runs once in the
+            forward pass and once more when the gradient is computed;
+            variable assignments of that second run (e.g. BatchNorm moving
+            statistics) are discarded.
         inputs: the tensors ``function`` needs; anything else it reads must be
             a variable.
 
@@ -43,15 +62,90 @@ def recompute(function: Callable, inputs):
         What ``function(inputs)`` returns.
     """
     flat_inputs = tree.flatten(inputs)
-    calls = []
 
-    def flat_function(*flat):
-        calls.append(None)
-        scope = keras.StatelessScope() if len(calls) > 1 else contextlib.nullcontext()
-        with scope:
-            return function(tree.pack_sequence_as(inputs, list(flat)))
+    @tf.custom_gradient
+    def checkpointed(*flat):
+        outputs = function(tree.pack_sequence_as(inputs, list(flat)))
 
-    return keras.remat(flat_function)(*flat_inputs)
+        def gradient(*upstream, variables=None):
+            variables = list(variables or [])
+            with tf.control_dependencies(upstream):  # recompute no earlier than needed
+                replayed = [tf.identity(x) for x in flat]
+            with tf.GradientTape() as tape:
+                tape.watch(replayed)
+                tape.watch(variables)
+                with keras.StatelessScope():
+                    recomputed = tree.flatten(function(tree.pack_sequence_as(inputs, replayed)))
+            grads = tape.gradient(recomputed, replayed + variables, output_gradients=list(upstream),
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            input_grads, variable_grads = grads[: len(flat)], grads[len(flat):]
+            with tf.control_dependencies(variable_grads):
+                input_grads = [tf.identity(g) for g in input_grads]
+            return (input_grads, variable_grads) if variables else input_grads
+
+        return outputs, gradient
+
+    return checkpointed(*flat_inputs)
+
+
+def recompute_recurrence(step: Callable, frames: list, initial_state, params: dict):
+    """Runs ``h_t = step(x_t, h_{t-1}, params)`` over ``frames``, keeping only the outputs for the backward pass.
+
+    The checkpoint of a whole recurrence: the forward pass keeps the frames
+    (the caller's input), ``initial_state`` and the stacked outputs. The
+    backward pass goes through the steps in reverse and recomputes one step at
+    a time, its previous state read back from the stacked outputs, so neither
+    a step's activations nor a second copy of the states are kept. Gradients
+    equal those of the plain recurrence.
+
+    Args:
+        step: ``(x_t [B, ...], h_{t-1} [B, ...], params) -> h_t [B, ...]``,
+            reading no variables (pass their values in ``params``).
+        frames: the inputs ``x_t``, one tensor ``[B, ...]`` per step.
+        initial_state: ``h_0`` ``[B, ...]``.
+        params: name -> tensor (e.g. the cell's weights).
+
+    Returns:
+        ``[B, T, ...]``: ``h_1 .. h_T`` stacked along axis 1.
+    """
+    names = sorted(params)
+
+    @tf.custom_gradient
+    def recurrence(initial, *flat):
+        inputs, values = flat[: len(frames)], dict(zip(names, flat[len(frames):], strict=True))
+        state, outputs = initial, []
+        for frame in inputs:
+            state = step(frame, state, values)
+            outputs.append(state)
+        stacked = tf.stack(outputs, axis=1)
+
+        def gradient(upstream):
+            state_grad = tf.zeros_like(initial)
+            param_grads = [tf.zeros_like(values[name]) for name in names]
+            input_grads = [None] * len(inputs)
+            for t in reversed(range(len(inputs))):
+                # No earlier than needed, one step at a time: a step's state and upstream gradient are
+                # sliced out of the sequences only when its turn comes.
+                with tf.control_dependencies([upstream, state_grad, *param_grads]):
+                    # gather, not a slice: Grappler rewrites a slice of a stack to the stacked tensor,
+                    # which would keep every forward state alive until the backward pass
+                    previous = tf.gather(stacked, t - 1, axis=1) if t else tf.identity(initial)
+                    replayed = [tf.identity(inputs[t]), previous]
+                    replayed_params = {name: tf.identity(values[name]) for name in names}
+                    output_grad = upstream[:, t] + state_grad
+                with tf.GradientTape() as tape:
+                    tape.watch([*replayed, *replayed_params.values()])
+                    output = step(replayed[0], replayed[1], replayed_params)
+                grads = tape.gradient(output, [*replayed, *(replayed_params[name] for name in names)],
+                                      output_gradients=output_grad,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                input_grads[t], state_grad = grads[0], grads[1]
+                param_grads = [total + grad for total, grad in zip(param_grads, grads[2:], strict=True)]
+            return [state_grad, *input_grads, *param_grads]
+
+        return stacked, gradient
+
+    return recurrence(initial_state, *frames, *(params[name] for name in names))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -10,9 +10,11 @@ channels as the input (``filters``). A cell processes one frame
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
-from vseg_keras.remat import recompute
+from vseg_keras.layers import conv_of_concatenation
+from vseg_keras.remat import recompute, recompute_recurrence
 
 _PACKAGE = "vseg"
 
@@ -22,8 +24,10 @@ class _ConvCellBase(keras.layers.Layer):
 
     Subclasses implement :meth:`step`, one step of the recurrence. With
     :attr:`rematerialize` on (see :func:`vseg_keras.remat.set_rematerialization`),
-    a training step keeps only each step's input and state and recomputes the
-    gate activations in the backward pass.
+    a training step keeps only the states and recomputes the gate activations
+    in the backward pass (:class:`ConvRecurrent` checkpoints an unrolled
+    sequence as a whole; a single call, e.g. in the RNN loop, checkpoints its
+    step).
     """
 
     rematerialize: bool = False
@@ -64,8 +68,9 @@ class _ConvCellBase(keras.layers.Layer):
         return self.add_weight(name=name, shape=(channels,), initializer=self.bias_initializer)
 
     @staticmethod
-    def _conv(x, kernel, bias):
-        return ops.add(ops.conv(x, kernel, strides=1, padding="same"), bias)
+    def _conv(parts, kernel, bias):
+        """3x3 "same" conv with bias of the channel concatenation of ``parts`` (never materialised)."""
+        return ops.add(conv_of_concatenation(parts, kernel, strides=1, padding="same"), bias)
 
     def step(self, inputs, previous, weights: dict):
         """One step: ``(x_t [B, H, W, C], h_{t-1} [B, H, W, C]) -> h_t [B, H, W, C]``.
@@ -76,9 +81,13 @@ class _ConvCellBase(keras.layers.Layer):
         """
         raise NotImplementedError
 
+    def weight_values(self) -> dict:
+        """The cell's weights as tensors, by name (what :meth:`step` takes)."""
+        return {weight.name: tf.convert_to_tensor(weight) for weight in self.weights}
+
     def call(self, inputs, states, training=None):
         previous = states[0] if isinstance(states, (list, tuple)) else states
-        weights = {weight.name: ops.convert_to_tensor(weight) for weight in self.weights}
+        weights = self.weight_values()
         if self.rematerialize and training:
             output = recompute(lambda args: self.step(*args), (inputs, previous, weights))
         else:
@@ -145,8 +154,8 @@ class ConvRNNCell(_ConvCellBase):
 
     def step(self, inputs, previous, weights: dict):
         return ops.relu(
-            self._conv(inputs, weights["input_kernel"], weights["input_bias"])
-            + self._conv(previous, weights["recurrent_kernel"], weights["recurrent_bias"])
+            self._conv([inputs], weights["input_kernel"], weights["input_bias"])
+            + self._conv([previous], weights["recurrent_kernel"], weights["recurrent_bias"])
         )
 
 
@@ -183,16 +192,10 @@ class ConvGRUCell(_ConvCellBase):
         self.candidate_bias = self._bias("candidate_bias", c)
 
     def step(self, inputs, previous, weights: dict):
-        gates = ops.sigmoid(
-            self._conv(ops.concatenate([inputs, previous], axis=-1), weights["gate_kernel"], weights["gate_bias"])
-        )
+        gates = ops.sigmoid(self._conv([inputs, previous], weights["gate_kernel"], weights["gate_bias"]))
         reset, update = ops.split(gates, 2, axis=-1)
         candidate = ops.tanh(
-            self._conv(
-                ops.concatenate([inputs, reset * previous], axis=-1),
-                weights["candidate_kernel"],
-                weights["candidate_bias"],
-            )
+            self._conv([inputs, reset * previous], weights["candidate_kernel"], weights["candidate_bias"])
         )
         return (1.0 - update) * candidate + update * previous
 
@@ -206,7 +209,10 @@ class ConvRecurrent(keras.layers.RNN):
     and sequence length (Keras' own ``ConvLSTM2D`` fixes them at build time).
     It always returns the whole sequence of outputs. When ``T`` is known at
     trace time the steps are unrolled (less memory and time in training);
-    otherwise Keras' RNN loop runs them. Both give the same results.
+    otherwise Keras' RNN loop runs them. Both give the same results. With
+    rematerialisation on, a training call checkpoints the unrolled recurrence
+    as a whole (:func:`vseg_keras.remat.recompute_recurrence`: only the output
+    sequence is kept) and the RNN loop each step.
 
     Args:
         cell: a :class:`ConvRNNCell` or :class:`ConvGRUCell`.
@@ -237,8 +243,11 @@ class ConvRecurrent(keras.layers.RNN):
         # `unstack` rather than slicing: a slice's gradient writes into a zero tensor of the whole
         # sequence, T times over; and for B = 1 the transpose and the unstack along axis 0 share
         # the input's buffer instead of copying it.
+        frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
+        if training and self.cell.rematerialize:  # one checkpoint for the whole recurrence
+            return recompute_recurrence(self.cell.step, frames, initial_state[0], self.cell.weight_values())
         states, outputs = list(initial_state), []
-        for frame in ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0):
+        for frame in frames:
             output, states = self.cell(frame, states, training=training)
             outputs.append(output)
         return ops.stack(outputs, axis=1)

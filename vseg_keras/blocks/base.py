@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import keras
 
-from vseg_keras.layers import GELU, FusedBatchNormalization
+from vseg_keras.layers import GELU, Conv2D, FusedBatchNormalization
+
+
+def conv2d(x, filters: int, kernel_size: int, name: str, **kwargs):
+    """A 2-D convolution of ``x``, or of the channel concatenation of a list ``x``.
+
+    A :class:`vseg_keras.layers.Conv2D`: Keras' layer and weights, and for a
+    list the same result without materialising the concatenation.
+    """
+    return Conv2D(filters, kernel_size, name=name, **kwargs)(x)
 
 
 def conv_bn(x, filters: int, kernel_size: int, name: str, activation: str | None = None):
-    """``kernel_size`` conv with bias, "same" padding -> BatchNorm -> optional activation."""
-    x = keras.layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv")(x)
+    """``kernel_size`` conv with bias, "same" padding -> BatchNorm -> optional activation.
+
+    ``x`` is a tensor or a list of tensors to concatenate along channels (see :func:`conv2d`).
+    """
+    x = conv2d(x, filters, kernel_size, f"{name}_conv", padding="same")
     x = FusedBatchNormalization(name=f"{name}_bn")(x)
     if activation is not None:
         x = activation_layer(activation, f"{name}_{activation}")(x)
@@ -39,7 +51,11 @@ class BlockFamily:
     min_level_size: int = 1
 
     def block(self, x, filters: int, name: str):
-        """The family's convolutional block: ``[N, H, W, C_in] -> [N, H, W, filters]``."""
+        """The family's convolutional block: ``[N, H, W, C_in] -> [N, H, W, filters]``.
+
+        ``x`` may also be a list of tensors, taken as their channel
+        concatenation (the decoder passes ``[upsampled, skip]``).
+        """
         raise NotImplementedError
 
     def stem(self, x, filters: int, name: str):
@@ -58,8 +74,8 @@ class BlockFamily:
         """2x2 stride-2 transposed conv to ``filters`` -> concat with ``skip`` -> block.
 
         ``x``: ``[N, h, w, 2*filters]``; ``skip``: ``[N, 2h, 2w, filters]``;
-        returns ``[N, 2h, 2w, filters]``.
+        returns ``[N, 2h, 2w, filters]``. The concatenation is the block's
+        list input, never materialised (see :func:`conv2d`).
         """
         x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_up")(x)
-        x = keras.layers.Concatenate(name=f"{name}_concat")([x, skip])
-        return self.block(x, filters, f"{name}_block")
+        return self.block([x, skip], filters, f"{name}_block")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from vseg_keras.blocks.base import BlockFamily, activation_layer, conv_bn
+from vseg_keras.blocks.base import BlockFamily, activation_layer, conv2d, conv_bn
 from vseg_keras.layers import FusedBatchNormalization
 
 _PACKAGE = "vseg"
@@ -142,6 +142,5 @@ class ConvNeXtFamily(BlockFamily):
         x = FusedBatchNormalization(name=f"{name}_bn")(x)
         upsampled = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_up")(x)
         gated = AttentionGate(filters, name=f"{name}_gate")([upsampled, skip])
-        x = keras.layers.Concatenate(name=f"{name}_concat")([gated, upsampled])
-        x = keras.layers.Conv2D(filters, 1, name=f"{name}_fuse")(x)
+        x = conv2d([gated, upsampled], filters, 1, f"{name}_fuse")  # 1x1 conv of their concatenation
         return self.block(x, filters, f"{name}_block")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from vseg_keras.blocks.base import BlockFamily, conv_bn
+from vseg_keras.blocks.base import BlockFamily, conv2d, conv_bn
 
 
 class ResNetFamily(BlockFamily):
@@ -18,7 +18,7 @@ class ResNetFamily(BlockFamily):
     name = "resnet"
 
     def block(self, x, filters: int, name: str):
-        shortcut = keras.layers.Conv2D(filters, 1, name=f"{name}_shortcut")(x)
+        shortcut = conv2d(x, filters, 1, f"{name}_shortcut")
         x = conv_bn(x, filters, 3, f"{name}_1", activation="relu")
         x = conv_bn(x, filters, 3, f"{name}_2")
         x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
