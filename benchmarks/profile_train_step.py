@@ -1,4 +1,4 @@
-"""Where a training step's time goes: TensorFlow profiler, self-time per op type.
+"""Where a training step's time and memory go: TensorFlow profiler, self-time per op type.
 
 Builds the model, compiles it like ``vseg train``, runs ``--warmup`` steps,
 then records ``--steps`` steps with ``tf.profiler.experimental`` and converts
@@ -8,10 +8,17 @@ by total self-time (all threads; ``IDLE`` is time the op threads waited) and
 writes the JSON report to ``--out``. The raw trace stays in ``--logdir`` for
 TensorBoard.
 
+With ``--memory`` (run it with ``TF_CPU_ALLOCATOR_USE_BFC=true`` on CPU, so the
+allocator is traced) it prints instead the buffers alive at the allocator's
+peak ("memory_profile" conversion): which op made each and its shape, i.e.
+what a step's peak memory is made of.
+
 Usage::
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/profile_train_step.py \\
         --model vanilla-cgru-original --size 128x256 [--remat] [--mixed] --out profile.json
+    TF_CPU_ALLOCATOR_USE_BFC=true TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/profile_train_step.py \\
+        --model vanilla-cgru-original --size 512x1024 --remat --warmup 1 --steps 1 --memory --top 25
 """
 
 from __future__ import annotations
@@ -47,6 +54,31 @@ def op_type_self_times(logdir: str) -> dict[str, float]:
     return dict(totals)
 
 
+def buffers_at_peak(logdir: str) -> dict:
+    """The allocator's peak and the buffers alive then, largest first, from the profile under ``logdir``."""
+    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin  # TF's own converter
+
+    paths = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
+    raw, ok = _pywrap_profiler_plugin.xspace_to_tools_data(paths, "memory_profile", {})
+    if not ok:
+        raise SystemExit(f"{logdir}: the memory profile could not be converted")
+    report = {}
+    for allocator, profile in json.loads(raw)["memoryProfilePerAllocator"].items():
+        snapshots, special = profile.get("memoryProfileSnapshots", []), profile.get("specialAllocations", [])
+        sizes: dict[str, int] = collections.Counter()
+        for allocation in profile.get("activeAllocations", []):
+            index = int(allocation.get("snapshotIndex", 0))
+            activity = snapshots[index]["activityMetadata"] if index >= 0 else special[-index - 1]
+            key = f"{activity.get('tfOpName')} {activity.get('tensorShape')}"
+            sizes[key] += int(activity.get("allocationBytes", 0))
+        peak = profile.get("profileSummary", {}).get("peakStats", {})
+        report[allocator] = {
+            "peak_mib": round(int(peak.get("peakBytesInUse", 0)) / 2**20, 1),
+            "alive_at_peak_mib": {key: round(size / 2**20, 1) for key, size in sizes.most_common()},
+        }
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="vanilla-cgru-original")
@@ -58,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--memory", action="store_true",
+                        help="report the buffers alive at the allocator's peak instead of the op times")
     parser.add_argument("--logdir", default=None, help="keep the trace here (default: a temporary folder)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -71,6 +105,14 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(args.steps):
         model.train_on_batch(frames, labels)
     tf.profiler.experimental.stop()
+    if args.memory:
+        report = {**report_header("profile_train_step", argv), "logdir": logdir, "memory": buffers_at_peak(logdir)}
+        write_report(report, args.out)
+        for allocator, memory in report["memory"].items():
+            print(f"{allocator}: peak {memory['peak_mib']} MiB\n| op (shape) | MiB alive at the peak |\n|---|--:|")
+            for key, mib in list(memory["alive_at_peak_mib"].items())[: args.top]:
+                print(f"| {key} | {mib} |")
+        return report
     totals = op_type_self_times(logdir)
     total = sum(totals.values())
     ranked = sorted(totals.items(), key=lambda item: -item[1])
