@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ from vseg_keras.layers import GELU, Conv2D, FusedBatchNormalization
 from vseg_keras.registry import build_model
 from vseg_keras.remat import Stage, recompute_recurrence, set_rematerialization
 from vseg_keras.temporal import ConvGRUCell, ConvRecurrent
+
+DATA_DIR = Path(__file__).parent / "data"
 
 
 def one_training_step(model, frames, labels):
@@ -153,8 +157,8 @@ def test_conv2d_on_a_list_equals_keras_conv2d_on_the_concatenation():
 
 def test_model_saved_before_the_concatenation_free_decoder_loads_with_the_same_logits():
     # Saved by commit 8ddc583, whose decoder had Keras Concatenate + Conv2D layers (tests/data/README.md).
-    data = np.load("tests/data/resnet-crnn-small-shallow-8ddc583.npz")
-    model = keras.saving.load_model("tests/data/resnet-crnn-small-shallow-8ddc583.keras", safe_mode=True)
+    data = np.load(DATA_DIR / "resnet-crnn-small-shallow-8ddc583.npz")
+    model = keras.saving.load_model(DATA_DIR / "resnet-crnn-small-shallow-8ddc583.keras", safe_mode=True)
     np.testing.assert_allclose(model(data["frames"]).numpy(), data["logits"], rtol=1e-4, atol=1e-5)
 
 
