@@ -34,17 +34,22 @@ from machine import report_header, write_report
 from train_step import prepare_training_step
 
 
-def op_type_self_times(logdir: str) -> dict[str, float]:
-    """Microseconds of self-time per op type in the profile under ``logdir``."""
+def converted_profile(logdir: str, tool: str):
+    """The profile under ``logdir`` converted by TensorBoard's ``tool`` (e.g. "memory_profile"), parsed JSON."""
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin  # TF's own converter
 
     paths = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
     if not paths:
         raise SystemExit(f"{logdir}: no profile was written")
-    raw, ok = _pywrap_profiler_plugin.xspace_to_tools_data(paths, "framework_op_stats", {})
+    raw, ok = _pywrap_profiler_plugin.xspace_to_tools_data(paths, tool, {})
     if not ok:
-        raise SystemExit(f"{logdir}: the profile could not be converted")
-    table = json.loads(raw)
+        raise SystemExit(f"{logdir}: the profile could not be converted to {tool}")
+    return json.loads(raw)
+
+
+def op_type_self_times(logdir: str) -> dict[str, float]:
+    """Microseconds of self-time per op type in the profile under ``logdir``."""
+    table = converted_profile(logdir, "framework_op_stats")
     table = table[0] if isinstance(table, list) else table
     columns = [column["id"] for column in table["cols"]]
     totals: dict[str, float] = collections.Counter()
@@ -56,14 +61,8 @@ def op_type_self_times(logdir: str) -> dict[str, float]:
 
 def buffers_at_peak(logdir: str) -> dict:
     """The allocator's peak and the buffers alive then, largest first, from the profile under ``logdir``."""
-    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin  # TF's own converter
-
-    paths = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
-    raw, ok = _pywrap_profiler_plugin.xspace_to_tools_data(paths, "memory_profile", {})
-    if not ok:
-        raise SystemExit(f"{logdir}: the memory profile could not be converted")
     report = {}
-    for allocator, profile in json.loads(raw)["memoryProfilePerAllocator"].items():
+    for allocator, profile in converted_profile(logdir, "memory_profile")["memoryProfilePerAllocator"].items():
         snapshots, special = profile.get("memoryProfileSnapshots", []), profile.get("specialAllocations", [])
         sizes: dict[str, int] = collections.Counter()
         for allocation in profile.get("activeAllocations", []):

@@ -79,6 +79,8 @@ def conv_of_concatenation(parts, kernel, **conv_kwargs):
     Returns:
         ``[N, H', W', C_out]``.
     """
+    if len(parts) == 1:  # a plain convolution: no kernel slice
+        return ops.conv(parts[0], kernel, **conv_kwargs)
     outputs, start = None, 0
     for part in parts:
         channels = part.shape[-1]

@@ -39,6 +39,12 @@ from keras import tree
 _PACKAGE = "vseg"
 
 
+def _after(dependencies, tensors):
+    """``tensors`` passed through identities that run only after ``dependencies`` (ordering, no copies)."""
+    with tf.control_dependencies(list(dependencies)):
+        return [tf.identity(tensor) for tensor in tensors]
+
+
 def recompute(function: Callable, inputs):
     """``function(inputs)`` whose internal activations are recomputed in the backward pass.
 
@@ -69,8 +75,7 @@ def recompute(function: Callable, inputs):
 
         def gradient(*upstream, variables=None):
             variables = list(variables or [])
-            with tf.control_dependencies(upstream):  # recompute no earlier than needed
-                replayed = [tf.identity(x) for x in flat]
+            replayed = _after(upstream, flat)  # recompute no earlier than needed
             with tf.GradientTape() as tape:
                 tape.watch(replayed)
                 tape.watch(variables)
@@ -79,8 +84,7 @@ def recompute(function: Callable, inputs):
             grads = tape.gradient(recomputed, replayed + variables, output_gradients=list(upstream),
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
             input_grads, variable_grads = grads[: len(flat)], grads[len(flat):]
-            with tf.control_dependencies(variable_grads):
-                input_grads = [tf.identity(g) for g in input_grads]
+            input_grads = _after(variable_grads, input_grads)
             return (input_grads, variable_grads) if variables else input_grads
 
         return outputs, gradient
@@ -125,10 +129,10 @@ def recompute_recurrence(step: Callable, frames: list, initial_state, params: di
             input_grads = [None] * len(inputs)
             for t in reversed(range(len(inputs))):
                 # No earlier than needed, one step at a time: a step's state and upstream gradient are
-                # sliced out of the sequences only when its turn comes.
+                # taken out of the sequences only when its turn comes (gather, not a slice: Grappler
+                # rewrites a slice of a stack to the stacked tensor, which would keep every forward
+                # state alive until the backward pass).
                 with tf.control_dependencies([upstream, state_grad, *param_grads]):
-                    # gather, not a slice: Grappler rewrites a slice of a stack to the stacked tensor,
-                    # which would keep every forward state alive until the backward pass
                     previous = tf.gather(stacked, t - 1, axis=1) if t else tf.identity(initial)
                     replayed = [tf.identity(inputs[t]), previous]
                     replayed_params = {name: tf.identity(values[name]) for name in names}
