@@ -231,3 +231,22 @@ def test_models_take_raw_pixels_and_normalise_them_in_float32():
         assert FrameNormalization.from_config(layer.get_config()).compute_dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_logits_are_float32_under_a_mixed_precision_policy():
+    pixels = np.random.default_rng(5).integers(0, 256, size=(1, 2, 16, 16, 3), dtype=np.uint8)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = vseg_keras.build_model("vanilla-cgru-small-shallow", seed=6)
+        assert model.head.compute_dtype == "bfloat16"
+        logits = model(pixels, training=False)
+        assert logits.dtype == "float32"
+        streaming = model.make_streaming_model()
+        step = streaming({"frame": keras.ops.convert_to_tensor(pixels[:, 0]), **model.initial_states(1, 16, 16)})
+        assert step["logits"].dtype == "float32"
+        # The cast is exact: the float32 logits are the head's bf16 values.
+        head_logits = model.head(keras.ops.reshape(model.backbone(model.normalization(pixels)), (2, 16, 16, 16)))
+        expected = keras.ops.cast(head_logits, "float32")
+        np.testing.assert_array_equal(keras.ops.reshape(logits, (2, 16, 16, 20)), expected)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

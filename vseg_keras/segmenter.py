@@ -29,20 +29,25 @@ class VideoSegmenter(keras.Model):
         normalises them inside the model).
 
     Outputs:
-        logits ``[B, T, H, W, num_classes]``.
+        logits ``[B, T, H, W, num_classes]``, float32 also under a mixed-precision
+        policy (the head computes in the policy's dtype; its output is cast, as
+        Keras recommends for a model's last layer).
     """
 
     def __init__(self, backbone: VideoUNetBackbone, num_classes: int = 20, **kwargs):
         normalization = FrameNormalization(name="normalize_frames")
         head = keras.layers.Conv2D(num_classes, 3, padding="same", name="head")
+        # Weightless, so existing .keras files load unchanged.
+        float32_logits = keras.layers.Activation("linear", dtype="float32", name="float32_logits")
         frames = keras.Input(shape=(None, None, None, 3), name="frames")
         features = FoldTime(name="fold_features")(backbone(normalization(frames)))
-        logits = UnfoldTime(name="unfold_logits")(head(features), frames)
+        logits = float32_logits(UnfoldTime(name="unfold_logits")(head(features), frames))
         super().__init__(inputs=frames, outputs=logits, **kwargs)
         self.backbone = backbone
         self.num_classes = int(num_classes)
         self.normalization = normalization
         self.head = head
+        self.float32_logits = float32_logits
 
     def check_frame_size(self, height: int, width: int) -> None:
         """Raises ``ValueError`` (one clear sentence) if frames of ``height x width`` are not supported."""
@@ -80,7 +85,8 @@ class VideoSegmenter(keras.Model):
 
         Inputs ``{"frame": [B, H, W, 3], "state_i": [B, H/2**i, W/2**i, c_i], ...}``
         (the frame as raw RGB pixel values in ``[0, 255]``, like the model's input);
-        outputs ``{"logits": [B, H, W, num_classes], "state_i": ..., ...}``.
+        outputs ``{"logits": [B, H, W, num_classes], "state_i": ..., ...}`` (float32 logits,
+        as the model's).
         Feeding the frames of a sequence one by one, starting from
         :meth:`initial_states` and passing each step's states to the next,
         gives the same logits as calling the model on the whole sequence.
@@ -90,7 +96,7 @@ class VideoSegmenter(keras.Model):
             inputs[key] = keras.Input(shape=shape[1:], name=key)
         states = [inputs[key] for key in self.state_shapes()]
         features, new_states = self.backbone.step(self.normalization(inputs["frame"]), states)
-        outputs = {"logits": self.head(features)}
+        outputs = {"logits": self.float32_logits(self.head(features))}
         outputs.update(zip(self.state_shapes(), new_states, strict=True))
         return keras.Model(inputs, outputs, name=f"{self.name}_streaming")
 
