@@ -153,6 +153,10 @@ def test_conv2d_on_a_list_equals_keras_conv2d_on_the_concatenation():
         np.testing.assert_allclose(ours_grad.numpy(), keras_grad.numpy(), rtol=1e-5, atol=1e-5)
     # One tensor: Keras' Conv2D itself.
     np.testing.assert_allclose(ours(tf.concat(parts, axis=-1)).numpy(), keras_out.numpy(), rtol=1e-5, atol=1e-5)
+    # A wrong channel count is refused like Keras' input spec would, eagerly and symbolically.
+    for wrong in ([parts[0], parts[0]], tf.zeros((2, 6, 7, 9)), [keras.Input((6, 7, 3)), keras.Input((6, 7, 6))]):
+        with pytest.raises(ValueError, match="expects inputs with 8 channels in all"):
+            ours(wrong)
 
 
 def test_model_saved_before_the_concatenation_free_decoder_loads_with_the_same_logits():

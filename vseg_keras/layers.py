@@ -120,13 +120,22 @@ class Conv2D(keras.layers.Conv2D):
         super().build(self._concatenated_shape(input_shape))
         self.input_spec = None
 
+    def _check_channels(self, input_shape):
+        """Keras' input-spec check, on the channels of all parts together (a spec describes one input)."""
+        shape = self._concatenated_shape(input_shape)
+        if self.built and shape[-1] is not None and int(shape[-1]) != self.kernel.shape[2]:
+            raise ValueError(f'Layer "{self.name}" expects inputs with {self.kernel.shape[2]} channels in all, '
+                             f"got {tuple(input_shape)}")
+        return shape
+
     def convolution_op(self, inputs, kernel):
         parts = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        self._check_channels([tuple(part.shape) for part in parts])
         return conv_of_concatenation(parts, kernel, strides=list(self.strides), padding=self.padding,
                                      dilation_rate=self.dilation_rate, data_format=self.data_format)
 
     def compute_output_shape(self, input_shape):
-        return super().compute_output_shape(self._concatenated_shape(input_shape))
+        return super().compute_output_shape(self._check_channels(input_shape))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
