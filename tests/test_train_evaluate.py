@@ -213,14 +213,21 @@ def test_nan_loss_stops_with_a_clear_error(shards, tmp_path):
     assert not (tmp_path / "run" / "last.keras").exists()
 
 
-def test_mixed_precision_trains_in_bfloat16_on_cpu_and_restores_the_policy(shards, tmp_path):
+def test_mixed_precision_trains_in_bfloat16_on_cpu_with_user_callbacks_and_restores_the_policy(shards, tmp_path):
     from vseg_keras.train import train
 
     lines: list[str] = []
+    batches: list[tuple[int, str]] = []  # a user's callback sees every batch, with vseg's own callbacks
+
+    def batch_end(batch, logs):
+        batches.append((batch, keras.mixed_precision.global_policy().name))
+
     train(shards, str(tmp_path / "run"),
-          TrainConfig(model=MODEL, epochs=1, batch_size=2, seq_len=2, crop=(32, 64), steps_per_epoch=1,
-                      val_steps=1, mixed_precision=True), log=lines.append, verbose=0)
+          TrainConfig(model=MODEL, epochs=1, batch_size=2, seq_len=2, crop=(32, 64), steps_per_epoch=2,
+                      val_steps=1, mixed_precision=True), log=lines.append, verbose=0,
+          callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=batch_end)])
     assert "mixed precision: mixed_bfloat16" in lines
+    assert batches == [(0, "mixed_bfloat16"), (1, "mixed_bfloat16")]
     assert keras.mixed_precision.global_policy().name == "float32"
     model = load_trained_model(str(tmp_path / "run"))  # float32 weights, loads as a float32 model
     assert model.backbone.cells[0].dtype_policy.name == "float32"

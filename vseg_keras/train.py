@@ -25,7 +25,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -324,6 +324,7 @@ def train(
     config: TrainConfig,
     log: Callable[[str], None] = print,
     verbose: int | str = "auto",
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
     """Trains ``config.model`` on the shards in ``data_dir``, writing everything to ``run_dir``.
 
@@ -339,6 +340,8 @@ def train(
         log: where progress lines go.
         verbose: Keras progress mode (0, 1 bar, 2 one line per epoch); ``"auto"``: a bar on a
             terminal, one line per epoch otherwise.
+        callbacks: more Keras callbacks (early stopping, timing, ...), run on every worker after
+            vseg's own (NaN guard; on the chief: CSV history, crash-safe checkpoint, TensorBoard).
 
     Returns:
         A summary: ``best_miou``, ``best_epoch``, ``epochs_done``, paths, strategy.
@@ -387,18 +390,19 @@ def train(
         train_data, val_data, steps, val_steps, val_used, sample = _make_datasets(data_dir, config, strategy)
         log(f"{steps} training batches per epoch; validation on {val_used} val sequence(s) per epoch")
         nan_guard = StopOnNaN()
-        callbacks = [nan_guard]
+        run_callbacks = [nan_guard]
         if chief:
             log_dir = os.path.join(run_dir, "logs")
-            callbacks += [
+            run_callbacks += [
                 keras.callbacks.CSVLogger(history_path, append=True),
                 CrashSafeCheckpoint(run_dir),
                 keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
                 PredictionImages(*sample, log_dir=log_dir),
             ]
+        run_callbacks += list(callbacks)
         fit = _fit_multi_worker if _is_multi_worker(strategy) else _keras_fit
         fit(model, strategy, train_data, val_data, epochs=config.epochs, initial_epoch=epochs_done, steps=steps,
-            val_steps=val_steps, callbacks=callbacks, verbose=verbose)
+            val_steps=val_steps, callbacks=run_callbacks, verbose=verbose)
     finally:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
