@@ -253,3 +253,39 @@ def test_gradient_accumulation_updates_every_k_batches():
     assert np.array_equal(before, after_one)  # accumulated, not applied
     assert not np.array_equal(after_one, kernel.numpy())  # applied on the 2nd batch
     keras.backend.clear_session()
+
+
+def test_loss_and_metrics_skip_unlabelled_frames_with_the_same_values_and_gradients():
+    import numpy as np
+    import tensorflow as tf
+
+    from vseg_keras import build_model
+    from vseg_keras.train import compile_for_training
+
+    model = build_model(MODEL, seed=0)
+    compile_for_training(model, TrainConfig(model=MODEL))
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 20, size=(2, 4, 16, 16), dtype=np.uint8)
+    labels[0, [0, 1, 3]] = 255  # one labelled frame per window, as the pipeline makes them
+    labels[1, [0, 1, 2]] = 255
+    labels[1, 3, :5] = 255  # partly unlabelled
+    logits = tf.constant(rng.normal(size=(2, 4, 16, 16, 20)).astype("float32"))
+
+    kept_labels, kept_logits = model.labelled_frames(labels, logits)
+    assert kept_labels.shape == (2, 16, 16) and kept_logits.shape == (2, 16, 16, 20)
+    np.testing.assert_array_equal(kept_labels, labels[[0, 1], [2, 3]])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = model.compute_loss(y=labels, y_pred=logits)
+        keras_loss = keras.Model.compute_loss(model, y=labels, y_pred=logits)  # on every frame
+    np.testing.assert_allclose(ours, keras_loss, rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(ours, logits), tape.gradient(keras_loss, logits), atol=1e-8)
+    ours_miou = model.compute_metrics(None, labels, logits)["miou"]
+    model.reset_metrics()
+    np.testing.assert_allclose(ours_miou, keras.Model.compute_metrics(model, None, labels, logits)["miou"], rtol=1e-6)
+
+    # Left alone with sample weights and under XLA (static shapes).
+    assert model.labelled_frames(labels, logits, sample_weight=np.ones(2))[0].shape == labels.shape
+    model.compile(loss=model.loss, jit_compile=True)
+    assert model.labelled_frames(labels, logits)[0].shape == labels.shape
+    keras.backend.clear_session()

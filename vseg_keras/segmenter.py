@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
+from vseg_keras.cityscapes import IGNORE_INDEX
 from vseg_keras.layers import FoldTime, FrameNormalization, UnfoldTime
 from vseg_keras.unet import VideoUNetBackbone
 
@@ -99,6 +101,32 @@ class VideoSegmenter(keras.Model):
         outputs = {"logits": self.float32_logits(self.head(features))}
         outputs.update(zip(self.state_shapes(), new_states, strict=True))
         return keras.Model(inputs, outputs, name=f"{self.name}_streaming")
+
+    def labelled_frames(self, y, y_pred, sample_weight=None):
+        """The labels and logits of the frames that have at least one labelled pixel.
+
+        Labels ``[B, T, H, W]`` (:data:`~vseg_keras.cityscapes.IGNORE_INDEX` = not labelled) and
+        logits ``[B, T, H, W, C]`` become ``[N, H, W]`` and ``[N, H, W, C]``. A Cityscapes window
+        has one labelled frame, so the loss and metrics do ``1/T`` of the work for the same values
+        (and gradients): a frame without labels adds nothing to a loss that ignores that index and
+        averages over labelled pixels, nor to a confusion matrix. Returned unchanged with sample
+        weights, other layouts, or under XLA (``jit_compile``), which needs static shapes.
+        """
+        if (y is None or sample_weight is not None or self.jit_compile
+                or len(y.shape) != 4 or len(y_pred.shape) != 5):
+            return y, y_pred
+        keep = tf.reduce_any(tf.not_equal(y, tf.cast(IGNORE_INDEX, y.dtype)), axis=[2, 3])  # [B, T]
+        return tf.boolean_mask(y, keep), tf.boolean_mask(y_pred, keep)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras' loss computation on :meth:`labelled_frames` only."""
+        y, y_pred = self.labelled_frames(y, y_pred, sample_weight)
+        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Keras' metric update on :meth:`labelled_frames` only."""
+        y, y_pred = self.labelled_frames(y, y_pred, sample_weight)
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         return {
