@@ -4,7 +4,8 @@ Every case runs in its own fresh process (so that mixed precision, XLA and
 memory figures do not leak between cases) and does exactly what ``vseg train``
 does per batch: the model from the registry, :func:`vseg_keras.train.compile_for_training`
 (Adam, sparse cross-entropy ignoring 255, streaming mIoU) and Keras'
-``train_on_batch`` on a random ``[B, T, H, W, 3]`` batch with labels. Reported:
+``train_on_batch`` on a random ``[B, T, H, W, 3]`` batch with labels on its last frame (as the
+pipeline's windows: one labelled frame, 255 elsewhere). Reported:
 
 * ``step_s``: median wall-clock seconds per step over ``--repeats`` steps,
   after ``--warmup`` untimed ones (the first also traces and compiles);
@@ -71,7 +72,8 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     """The model compiled exactly like ``vseg train`` and a random batch: ``(model, frames, labels)``.
 
     ``frames`` is ``[batch, T, height, width, 3]`` uint8 and ``labels`` ``[batch, T, height, width]``
-    uint8 (the pipeline's dtypes), with ``T = seq_len`` (1 for a frame-wise model). ``mixed`` sets the
+    uint8 (the pipeline's dtypes), with ``T = seq_len`` (1 for a frame-wise model); like the pipeline's
+    windows, only the last frame is labelled (255 elsewhere). ``mixed`` sets the
     global policy first.
     """
     import keras
@@ -95,8 +97,9 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     compile_for_training(model, TrainConfig(model=model_name, jit=jit))
     rng = np.random.default_rng(0)
     frames = random_pixels((batch, steps, height, width, 3), rng)
-    labels = tf.constant(rng.integers(0, 20, size=(batch, steps, height, width), dtype=np.uint8))  # as the pipeline
-    return model, frames, labels
+    labels = rng.integers(0, 20, size=(batch, steps, height, width), dtype=np.uint8)
+    labels[:, :-1] = 255  # as the pipeline: one labelled frame per window (here the last), 255 elsewhere
+    return model, frames, tf.constant(labels)
 
 
 def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) -> dict:
