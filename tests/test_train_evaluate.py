@@ -289,3 +289,28 @@ def test_loss_and_metrics_skip_unlabelled_frames_with_the_same_values_and_gradie
     model.compile(loss=model.loss, jit_compile=True)
     assert model.labelled_frames(labels, logits)[0].shape == labels.shape
     keras.backend.clear_session()
+
+
+def test_float16_policy_of_gpus_trains_with_loss_scaling():
+    """What ``--mixed-precision`` picks on a GPU (mixed_float16): Keras' loss scaling wraps Adam
+    (and keeps gradient accumulation); float16 kernels run on CPU too, so the step is checked here."""
+    import numpy as np
+
+    from vseg_keras import build_model
+    from vseg_keras.train import compile_for_training
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(MODEL, seed=0)
+        compile_for_training(model, TrainConfig(model=MODEL, grad_accum=2))
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert model.optimizer.inner_optimizer.gradient_accumulation_steps == 2
+        frames = np.random.default_rng(0).integers(0, 256, size=(1, 2, 16, 16, 3), dtype=np.uint8)
+        labels = np.full((1, 2, 16, 16), 255, np.uint8)
+        labels[:, 1] = 3
+        loss, _ = model.train_on_batch(frames, labels)
+        assert np.isfinite(loss) and model.predict_on_batch(frames).dtype == np.float32
+        assert model.head.kernel.dtype == "float32"  # weights stay float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        keras.backend.clear_session()
