@@ -18,7 +18,8 @@ pipeline shares the cores with the model, as it does for a user. Reported:
 * ``fit_s``: wall time of the whole ``train`` call (tracing, all batches, validation, the commit).
 
 Synthetic data is written once per size into ``--data-dir`` (reused afterwards): ``--snippets`` train
-snippets of 30 frames and one val snippet; training repeats them as often as the steps need.
+snippets of 30 frames and one val snippet; training repeats them as often as the steps need. With
+``--shards DIR`` it times your own converted dataset instead (e.g. Cityscapes from ``vseg convert``).
 
 Usage::
 
@@ -83,6 +84,7 @@ def measure(args: argparse.Namespace) -> dict:
     import tensorflow as tf
     from machine import median
 
+    from vseg_keras.data import frame_size
     from vseg_keras.train import TrainConfig, train
 
     class BatchTimer(keras.callbacks.Callback):
@@ -103,9 +105,15 @@ def measure(args: argparse.Namespace) -> dict:
     height, width = parse_size(args.size)
     epoch_steps = math.ceil(EPOCH_SEQUENCES / args.batch)
     timed = epoch_steps if args.steps == "epoch" else int(args.steps)
-    os.makedirs(args.data_dir, exist_ok=True)
     start = time.perf_counter()
-    shards = synthetic_shards(args.data_dir, height, width, args.snippets)
+    if args.shards:  # a converted dataset of the user's (e.g. Cityscapes): its frame size applies
+        if not os.path.isfile(os.path.join(args.shards, "manifest.json")):
+            raise SystemExit(f"--shards {args.shards}: no manifest.json (expected the output folder of vseg convert)")
+        shards = args.shards
+        height, width = frame_size(shards) or (None, None)  # None: stored at the source's size
+    else:
+        os.makedirs(args.data_dir, exist_ok=True)
+        shards = synthetic_shards(args.data_dir, height, width, args.snippets)
     data_s = time.perf_counter() - start
 
     config = TrainConfig(model=args.model, epochs=1, batch_size=args.batch, seq_len=args.seq_len,
@@ -162,6 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--snippets", type=int, default=8, help="synthetic train snippets (repeated as needed)")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "vseg-epoch-bench"),
                         help="where the synthetic data is written once and reused")
+    parser.add_argument("--shards", default=None, metavar="DIR",
+                        help="train on this converted dataset (vseg convert output, train and val splits) "
+                             "instead of synthetic data; --size is then its frame size")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.steps != "epoch" and (not args.steps.isdigit() or int(args.steps) < 1):
