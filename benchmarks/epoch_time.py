@@ -47,14 +47,6 @@ EPOCH_SEQUENCES = 2975
 REPORT_EPOCH_MIN = 50
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--size {text!r}: expected HxW, e.g. 512x1024") from None
-    return height, width
-
-
 def synthetic_shards(data_dir: str, height: int, width: int, snippets: int) -> str:
     """A converted synthetic dataset of ``height x width`` frames in ``data_dir/{H}x{W}-{snippets}``.
 
@@ -82,7 +74,7 @@ def synthetic_shards(data_dir: str, height: int, width: int, snippets: int) -> s
 def measure(args: argparse.Namespace) -> dict:
     import keras
     import tensorflow as tf
-    from machine import median
+    from machine import median, parse_size
 
     from vseg_keras.data import frame_size
     from vseg_keras.train import TrainConfig, train

@@ -31,7 +31,7 @@ import argparse
 
 import keras
 import tensorflow as tf
-from machine import median, random_pixels, report_header, time_calls, write_report
+from machine import median, parse_size, random_pixels, report_header, time_calls, write_report
 
 from vseg_keras.model_info import frame_gflops
 from vseg_keras.registry import build_model, get_model_config
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    height, width = (int(v) for v in args.size.lower().split("x"))
+    height, width = parse_size(args.size)
     rows = [measure(name, height, width, args.window, args.repeats) for name in args.model]
     report = {
         **report_header("inference", argv),

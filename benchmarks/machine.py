@@ -54,6 +54,14 @@ def report_header(benchmark: str, argv: list[str] | None) -> dict:
             "machine": machine_info()}
 
 
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """``HxW`` (e.g. ``512x1024``) -> ``(height, width)``; a bad value exits with one line naming ``option``."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise SystemExit(f"{option} {text!r}: expected HxW, e.g. 512x1024")
+    return int(parts[0]), int(parts[1])
+
+
 def time_calls(function: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
     """Wall-clock seconds of ``repeats`` calls of ``function`` after ``warmup`` untimed ones.
 

@@ -30,7 +30,7 @@ import json
 import tempfile
 
 import tensorflow as tf
-from machine import report_header, write_report
+from machine import parse_size, report_header, write_report
 from train_step import prepare_training_step
 
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--logdir", default=None, help="keep the trace here (default: a temporary folder)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    height, width = (int(v) for v in args.size.lower().split("x"))
+    height, width = parse_size(args.size)
     model, frames, labels = prepare_training_step(args.model, height, width, args.seq_len, args.batch,
                                                   mixed=args.mixed, remat=args.remat)
     for _ in range(args.warmup):

@@ -60,10 +60,9 @@ def parse_case(text: str) -> dict:
     switch = parts[2] if len(parts) == 3 else "base"
     if switch not in SWITCHES:
         raise SystemExit(f"--case {text!r}: switch must be one of {SWITCHES}")
-    try:
-        height, width = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--case {text!r}: size must be HxW, e.g. 256x512") from None
+    from machine import parse_size
+
+    height, width = parse_size(size, f"--case {text!r}: size")
     return {"model": model, "height": height, "width": width, "switch": switch}
 
 
