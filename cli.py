@@ -213,6 +213,9 @@ def parse_contexts(text: str) -> list[int]:
 @click.option("--max-frame-skip", default=1, show_default=True, type=click.IntRange(min=1),
               help="Random temporal stride 1..K (temporal augmentation).")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips.")
+@click.option("--full-windows/--causal-windows", default=False, show_default=True,
+              help="The report's full windows (decoder on every frame) instead of causal windows that end "
+                   "at the labelled frame (decoder there only; same gradients, BatchNorm statistics aside).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds weights and data order.")
 @click.option("--num-classes", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--logical-cpus", default=0, show_default=True, type=click.IntRange(min=0),
@@ -252,9 +255,11 @@ def train(data_dir, run_dir, model_name, crop, **options):
 @click.option("--prediction-size", default=None, metavar="HxW",
               help="Size of saved predictions (default: the original ground truth's size when available).")
 @click.option("--max-sequences", default=None, type=click.IntRange(min=1), help="Evaluate only the first N.")
+@click.option("--temporal-consistency/--no-temporal-consistency", default=True, show_default=True,
+              help="Also measure TC (predicts every frame); without it only the labelled frame is decoded.")
 @user_errors
 def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, out_dir, report_path,
-             save_predictions, prediction_size, max_sequences):
+             save_predictions, prediction_size, max_sequences, temporal_consistency):
     """Cityscapes-standard metrics and temporal consistency of a model on a converted split.
 
     MODEL is a run directory (best.keras, else last.keras) or a .keras file.
@@ -269,6 +274,7 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
         model, data_dir, out_dir, contexts=contexts, report_path=report_path, split=split, context=context,
         batch_size=batch_size, max_sequences=max_sequences, save_predictions=save_predictions,
         prediction_size=parse_size(prediction_size) if prediction_size else None,
+        with_temporal_consistency=temporal_consistency,
     )
     if contexts:
         for k, miou, tc in zip(result["contexts"], result["miou"], result["temporal_consistency"], strict=True):

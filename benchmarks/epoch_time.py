@@ -11,7 +11,9 @@ pipeline shares the cores with the model, as it does for a user. Reported:
 
 * ``batch_seconds``: wall time of each timed batch, after ``--warmup`` untimed ones (the first traces);
 * ``step_s``: their median; ``mean_step_s``: wall time from the first timed batch's start to the last
-  one's end, per batch (what an epoch adds up); ``sequences_per_s`` and ``frames_per_s`` from it;
+  one's end, per batch (what an epoch adds up); ``sequences_per_s`` from it, and ``frames_per_s`` for
+  ``--full-windows`` (a causal window has 1..T frames, drawn per window: time enough batches, e.g. 30,
+  for the mix to average out);
 * ``epoch_min``: ``ceil(2975 / batch)`` batches at the mean batch time. It is *measured* when
   ``--steps`` covers a whole epoch (``--steps epoch``), else ``extrapolated`` (flagged) from the timed
   batches; the epoch-end work (one validation batch, checkpoint commit) is in ``fit_s`` only;
@@ -47,20 +49,21 @@ EPOCH_SEQUENCES = 2975
 REPORT_EPOCH_MIN = 50
 
 
-def synthetic_shards(data_dir: str, height: int, width: int, snippets: int) -> str:
-    """A converted synthetic dataset of ``height x width`` frames in ``data_dir/{H}x{W}-{snippets}``.
+def synthetic_shards(data_dir: str, height: int, width: int, snippets: int, val_sequences: int = 1) -> str:
+    """A converted synthetic dataset of ``height x width`` frames in ``data_dir/{H}x{W}-{snippets}[-val{n}]``.
 
     Written through temporary names on first use (``vseg synth`` then ``vseg convert``), reused after.
     """
     from data_tools.convert import convert_cityscapes
     from data_tools.synth import make_synthetic_cityscapes
 
-    target = os.path.join(data_dir, f"{height}x{width}-{snippets}")
+    suffix = f"-val{val_sequences}" if val_sequences > 1 else ""
+    target = os.path.join(data_dir, f"{height}x{width}-{snippets}{suffix}")
     if os.path.exists(os.path.join(target, "manifest.json")):
         return target
     work = tempfile.mkdtemp(prefix="epoch-data-", dir=data_dir)
     try:
-        make_synthetic_cityscapes(os.path.join(work, "src"), train_sequences=snippets, val_sequences=1,
+        make_synthetic_cityscapes(os.path.join(work, "src"), train_sequences=snippets, val_sequences=val_sequences,
                                   height=height, width=width, seed=0)
         convert_cityscapes(os.path.join(work, "src"), os.path.join(work, "data"), height=height, width=width,
                            progress=False)
@@ -110,7 +113,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     config = TrainConfig(model=args.model, epochs=1, batch_size=args.batch, seq_len=args.seq_len,
                          steps_per_epoch=args.warmup + timed, val_steps=1, mixed_precision=args.mixed,
-                         remat=args.remat, jit=args.jit)
+                         remat=args.remat, jit=args.jit, full_windows=args.full_windows)
     timer = BatchTimer()
     run_dir = tempfile.mkdtemp(prefix="epoch-run-")
     try:
@@ -130,6 +133,7 @@ def measure(args: argparse.Namespace) -> dict:
         "seq_len": config.seq_len,
         "batch": args.batch,
         "switches": [name for name in ("mixed", "remat", "jit") if getattr(args, name)] or ["base"],
+        "windows": "full" if args.full_windows else "causal",
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "warmup_batches": args.warmup,
         "timed_batches": len(batch_seconds),
@@ -137,7 +141,7 @@ def measure(args: argparse.Namespace) -> dict:
         "step_s": round(median(batch_seconds), 4),
         "mean_step_s": round(mean_step, 4),
         "sequences_per_s": round(args.batch / mean_step, 3),
-        "frames_per_s": round(args.batch * config.seq_len / mean_step, 3),
+        "frames_per_s": round(args.batch * config.seq_len / mean_step, 3) if args.full_windows else None,
         "epoch_batches": epoch_steps,
         "epoch_min": round(epoch_steps * mean_step / 60, 2),
         "extrapolated": len(batch_seconds) < epoch_steps,
@@ -159,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mixed", action="store_true", help="--mixed-precision")
     parser.add_argument("--remat", action="store_true", help="--remat")
     parser.add_argument("--jit", action="store_true", help="--jit (XLA)")
+    parser.add_argument("--full-windows", action="store_true",
+                        help="--full-windows (the report's computation; default: causal windows, as vseg train)")
     parser.add_argument("--snippets", type=int, default=8, help="synthetic train snippets (repeated as needed)")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "vseg-epoch-bench"),
                         help="where the synthetic data is written once and reused")

@@ -4,13 +4,26 @@ Every case runs in its own fresh process (so that mixed precision, XLA and
 memory figures do not leak between cases) and does exactly what ``vseg train``
 does per batch: the model from the registry, :func:`vseg_keras.train.compile_for_training`
 (Adam, sparse cross-entropy ignoring 255, streaming mIoU) and Keras'
-``train_on_batch`` on a random ``[B, T, H, W, 3]`` batch with labels on its last frame (as the
-pipeline's windows: one labelled frame, 255 elsewhere). Reported:
+``train_on_batch`` on random uint8 batches shaped like the pipeline's windows. ``--windows`` picks
+them (several, comma-separated, are measured interleaved, each case in its own process):
 
-* ``step_s``: median wall-clock seconds per step over ``--repeats`` steps,
-  after ``--warmup`` untimed ones (the first also traces and compiles);
-* ``sequences_per_s`` and ``frames_per_s`` (``B / step_s``, ``B * T / step_s``);
-* ``achieved_gflops_per_s``: 3 x the forward FLOPs (forward + backward, the
+* ``causal`` (what ``vseg train`` does by default): windows ending at their labelled frame, labels
+  ``[B, H, W]`` of that frame, the decoder and head on it only. With the report's augmentation the
+  labelled frame is uniform over the ``L = --seq-len`` positions, i.e. a window has ``T = 1..L``
+  frames, each equally likely: every repeat times one step of each ``T`` (one traced graph with a
+  dynamic ``T``, as ``fit`` on the pipeline runs), and ``step_s`` is the mean over ``T`` of the
+  per-``T`` medians (``step_seconds_by_t``): the expected time per window;
+* ``full`` (``vseg train --full-windows``, the report's computation): ``[B, L, H, W, 3]`` windows,
+  labels ``[B, L, H, W]`` with the last frame labelled and 255 elsewhere (where the labelled frame
+  sits does not change the work), the decoder on every frame.
+
+Reported:
+
+* ``step_s``: median wall-clock seconds per step over ``--repeats`` steps (per ``T`` for causal
+  windows, see above), after ``--warmup`` untimed ones (the first also traces and compiles);
+* ``sequences_per_s`` (windows/s, ``B / step_s``) and ``frames_per_s`` (frames run through the
+  encoder per second: ``B * mean(T) / step_s``);
+* ``achieved_gflops_per_s`` (full windows): 3 x the forward FLOPs (forward + backward, the
   usual convention) of ``B * T`` frames, from :func:`vseg_keras.model_info.frame_gflops`,
   divided by ``step_s``; and its fraction of the conv peak measured by
   :func:`machine.conv_peak_gflops` in the same run (in bfloat16 for the mixed cases);
@@ -34,6 +47,9 @@ Usage::
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/train_step.py \\
         --case vanilla-cgru-original:128x256:base --case vanilla-cgru-original:128x256:remat --out train.json
+    # causal windows against --full-windows, interleaved:
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/train_step.py --windows full,causal \\
+        --case vanilla-cgru-small-shallow:256x512:base --case vanilla-cgru-small-shallow:256x512:mixed
 
 Prints one JSON object (also written to ``--out``) and a Markdown table.
 """
@@ -49,6 +65,7 @@ import sys
 import time
 
 SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit")
+WINDOWS = ("causal", "full")
 
 
 def parse_case(text: str) -> dict:
@@ -67,12 +84,14 @@ def parse_case(text: str) -> dict:
 
 
 def prepare_training_step(model_name: str, height: int, width: int, seq_len: int, batch: int, *,
-                          mixed: bool = False, remat: bool = False, jit: bool = False):
+                          mixed: bool = False, remat: bool = False, jit: bool = False, causal: bool = False):
     """The model compiled exactly like ``vseg train`` and a random batch: ``(model, frames, labels)``.
 
     ``frames`` is ``[batch, T, height, width, 3]`` uint8 and ``labels`` ``[batch, T, height, width]``
     uint8 (the pipeline's dtypes), with ``T = seq_len`` (1 for a frame-wise model); like the pipeline's
-    windows, only the last frame is labelled (255 elsewhere). ``mixed`` sets the
+    full windows, only the last frame is labelled (255 elsewhere). ``causal``: the model outputs the
+    last frame's logits only (``vseg train`` without ``--full-windows``) and ``labels`` is that frame's,
+    ``[batch, height, width]``; ``frames[:, :t]`` is then a window of ``t`` frames. ``mixed`` sets the
     global policy first.
     """
     import keras
@@ -93,12 +112,14 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
         from vseg_keras.remat import set_rematerialization
 
         set_rematerialization(model, True)
+    if causal:  # absent before causal windows: only asked for the current code
+        model.outputs_last_frame = True
     compile_for_training(model, TrainConfig(model=model_name, jit=jit))
     rng = np.random.default_rng(0)
     frames = random_pixels((batch, steps, height, width, 3), rng)
     labels = rng.integers(0, 20, size=(batch, steps, height, width), dtype=np.uint8)
     labels[:, :-1] = 255  # as the pipeline: one labelled frame per window (here the last), 255 elsewhere
-    return model, frames, tf.constant(labels)
+    return model, frames, tf.constant(labels[:, -1] if causal else labels)
 
 
 def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) -> dict:
@@ -114,36 +135,42 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) ->
     height, width = case["height"], case["width"]
     gflops_per_frame = frame_gflops(build_model(case["model"]), height, width)
     keras.backend.clear_session()
+    causal = case.get("windows", "full") == "causal"
     model, frames, labels = prepare_training_step(case["model"], height, width, seq_len, batch,
                                                   mixed="mixed" in switch, remat="remat" in switch,
-                                                  jit=switch == "jit")
+                                                  jit=switch == "jit", causal=causal)
     steps = int(frames.shape[1])
+    lengths = list(range(1, steps + 1)) if causal else [steps]  # causal: T = 1..L, equally likely
     device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
 
     for _ in range(warmup):
-        model.train_on_batch(frames, labels)
+        for length in lengths:  # the second length retraces with a dynamic T, as fit on the pipeline runs
+            model.train_on_batch(frames[:, :length], labels)
     statistics = device != "CPU:0" or os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "true"
-    seconds, peaks = [], []
+    seconds, peaks = {length: [] for length in lengths}, []
     for _ in range(repeats):
-        if statistics:
-            tf.config.experimental.reset_memory_stats(device)
-        start = time.perf_counter()
-        model.train_on_batch(frames, labels)
-        seconds.append(time.perf_counter() - start)
-        if statistics:
-            peaks.append(tf.config.experimental.get_memory_info(device)["peak"])
-    step_s = median(seconds)
-    achieved = 3 * gflops_per_frame * batch * steps / step_s
+        for length in lengths:
+            if statistics:
+                tf.config.experimental.reset_memory_stats(device)
+            start = time.perf_counter()
+            model.train_on_batch(frames[:, :length], labels)
+            seconds[length].append(time.perf_counter() - start)
+            if statistics:
+                peaks.append(tf.config.experimental.get_memory_info(device)["peak"])
+    step_s = sum(median(values) for values in seconds.values()) / len(lengths)
+    mean_frames = sum(lengths) / len(lengths)
+    achieved = None if causal else 3 * gflops_per_frame * batch * steps / step_s
     return {
         **case,
         "seq_len": steps,
         "batch": batch,
         "step_s": round(step_s, 4),
-        "step_seconds": [round(s, 4) for s in seconds],
+        "step_seconds": [round(s, 4) for values in seconds.values() for s in values],
+        "step_seconds_by_t": {str(length): round(median(values), 4) for length, values in seconds.items()},
         "sequences_per_s": round(batch / step_s, 3),
-        "frames_per_s": round(batch * steps / step_s, 3),
+        "frames_per_s": round(batch * mean_frames / step_s, 3),
         "gflops_per_frame": round(gflops_per_frame, 3),
-        "achieved_gflops_per_s": round(achieved, 1),
+        "achieved_gflops_per_s": None if achieved is None else round(achieved, 1),
         "peak_step_mib": round(max(peaks) / 2**20, 1) if peaks else None,
         "peak_step_mib_each": [round(p / 2**20, 1) for p in peaks],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -186,22 +213,24 @@ def gib(mib: float | None) -> str:
 
 def markdown_table(cases: list[dict], peaks: dict) -> str:
     lines = [
-        "| model | H×W | T | switch | code | step (s) | seq/s | frames/s | GFLOP/s | of conv peak "
+        "| model | H×W | T | windows | switch | code | step (s) | windows/s | frames/s | GFLOP/s | of conv peak "
         "| peak step memory (GiB) | peak RSS (GiB) |",
-        "|---|---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|---|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for c in cases:
+        windows = c.get("windows", "full")
         if "error" in c:
-            lines.append(f"| {c['model']} | {c['height']}×{c['width']} | | {c['switch']} | {c['code']} "
+            lines.append(f"| {c['model']} | {c['height']}×{c['width']} | | {windows} | {c['switch']} | {c['code']} "
                          f"| {c['error']} |")
             continue
         peak = peaks["bfloat16" if "mixed" in c["switch"] else "float32"]
+        achieved = c["achieved_gflops_per_s"]
+        rate = "—" if achieved is None else f"{achieved:.0f} | {achieved / peak:.0%}"
         lines.append(
-            f"| {c['model']} | {c['height']}×{c['width']} | {c['seq_len']} | {c['switch']} | {c['code']} "
-            f"| {c['step_s']:.3f} "
-            f"| {c['sequences_per_s']:.3f} | {c['frames_per_s']:.2f} | {c['achieved_gflops_per_s']:.0f} "
-            f"| {c['achieved_gflops_per_s'] / peak:.0%} | {gib(c['peak_step_mib'])} "
-            f"| {gib(c['peak_rss_mib'])} |"
+            f"| {c['model']} | {c['height']}×{c['width']} | {'1–' if windows == 'causal' else ''}{c['seq_len']} "
+            f"| {windows} | {c['switch']} | {c['code']} | {c['step_s']:.3f} "
+            f"| {c['sequences_per_s']:.3f} | {c['frames_per_s']:.2f} | {rate if achieved is not None else '— | —'} "
+            f"| {gib(c['peak_step_mib'])} | {gib(c['peak_rss_mib'])} |"
         )
     return "\n".join(lines)
 
@@ -210,14 +239,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", action="append", default=[], metavar="MODEL:HxW[:SWITCH]",
                         help=f"a case to measure (repeatable); SWITCH in {', '.join(SWITCHES)}")
-    parser.add_argument("--seq-len", type=int, default=5, help="frames per training window (1 for frame-wise)")
+    parser.add_argument("--seq-len", type=int, default=5,
+                        help="frames per training window, the longest for causal windows (1 for frame-wise)")
+    parser.add_argument("--windows", default="causal", metavar="LIST",
+                        help=f"comma-separated, measured interleaved: {', '.join(WINDOWS)} (see above)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first traces)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per case before it is abandoned")
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="also measure every case with the vseg_keras in DIR (e.g. a git worktree of an older "
-                             "commit), interleaved; reported with code=baseline")
+                             "commit), interleaved, with full windows; reported with code=baseline")
     parser.add_argument("--default-allocator", action="store_true",
                         help="keep TensorFlow's default CPU allocator, as vseg train does "
                              "(RSS only, no allocator peak)")
@@ -234,18 +266,21 @@ def main(argv: list[str] | None = None) -> dict:
     import tensorflow as tf
     from machine import conv_peak_gflops, report_header, write_report
 
-    cases = [parse_case(text) for text in args.case]
+    windows = args.windows.split(",")
+    if not windows or not set(windows) <= set(WINDOWS):
+        parser.error(f"--windows {args.windows!r}: expected a comma-separated list of {', '.join(WINDOWS)}")
+    cases = [{**parse_case(text), "windows": kind} for text in args.case for kind in windows]
     probes = {dtype: conv_peak_gflops(dtype) for dtype in ("float32", "bfloat16")}
     results = []
     for case in cases:
         for code, code_dir in (("current", None), ("baseline", args.baseline)):
-            if code == "baseline" and not code_dir:
+            if code == "baseline" and (not code_dir or case["windows"] != "full"):
                 continue
             results.append({**measure_in_child(case, args, code_dir), "code": code})
             print(json.dumps(results[-1]), file=sys.stderr)
     peaks = {dtype: probe["peak"] for dtype, probe in probes.items()}
     for result in results:
-        if "achieved_gflops_per_s" in result:
+        if result.get("achieved_gflops_per_s") is not None:
             peak = peaks["bfloat16" if "mixed" in result["switch"] else "float32"]
             result["fraction_of_conv_peak"] = round(result["achieved_gflops_per_s"] / peak, 3)
     report = {

@@ -153,7 +153,7 @@ def gt_position(labels: np.ndarray) -> int:
 
 def test_train_window_covers_every_position(write_split):
     data_dir = write_split(num_snippets=4)
-    dataset = data.make_train_dataset(data_dir, batch_size=8, seq_len=5, flip=False, seed=1)
+    dataset = data.make_train_dataset(data_dir, batch_size=8, seq_len=5, flip=False, seed=1, full_windows=True)
     assert dataset.element_spec[0].shape == (8, 5, HEIGHT, WIDTH, 3)
     assert dataset.element_spec[1].shape == (8, 5, HEIGHT, WIDTH)
     positions = collections.Counter()
@@ -172,7 +172,8 @@ def test_train_window_covers_every_position(write_split):
 
 def test_frame_skip_strides(write_split):
     data_dir = write_split(num_snippets=4)
-    dataset = data.make_train_dataset(data_dir, batch_size=8, seq_len=5, max_frame_skip=3, flip=False, seed=2)
+    dataset = data.make_train_dataset(data_dir, batch_size=8, seq_len=5, max_frame_skip=3, flip=False, seed=2,
+                                      full_windows=True)
     strides, positions = collections.Counter(), collections.Counter()
     for frames, labels in windows(dataset, batches=20):
         index = frames[:, 0, 0, 2].astype(int)
@@ -189,7 +190,8 @@ def test_frame_skip_strides(write_split):
 def test_window_choice_when_not_every_position_fits(write_split):
     # gt_index 2 of 8 frames, L=5: stride 1 fits positions 0..2 only; stride 2 fits none.
     data_dir = write_split(num_snippets=2, num_shards=1, gt_index=2, num_frames=8)
-    dataset = data.make_train_dataset(data_dir, batch_size=4, seq_len=5, max_frame_skip=2, flip=False, seed=3)
+    dataset = data.make_train_dataset(data_dir, batch_size=4, seq_len=5, max_frame_skip=2, flip=False, seed=3,
+                                      full_windows=True)
     positions = collections.Counter()
     for frames, labels in windows(dataset, batches=15):
         index = frames[:, 0, 0, 2].astype(int)
@@ -197,6 +199,41 @@ def test_window_choice_when_not_every_position_fits(write_split):
         positions[gt_position(labels)] += 1
         assert index[gt_position(labels)] == 2
     assert sorted(positions) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("edge", [False, True])
+def test_causal_windows_are_the_full_windows_up_to_the_labelled_frame(write_split, edge):
+    """Same seed, same draws: what precedes the labelled frame (context, stride, edge rules, scale, crop,
+    flip) is exactly the report's window; only the frames after the labelled one are gone."""
+    layout = dict(gt_index=3, num_frames=8) if edge else {}  # edge: stride 2 fits positions 0..1 only
+    data_dir = write_split(num_snippets=4, **layout)
+    kwargs = dict(batch_size=1, seq_len=5, max_frame_skip=2, crop=(12, 16), scale_range=(0.8, 1.25), seed=12)
+    full = data.make_train_dataset(data_dir, full_windows=True, **kwargs)
+    causal = data.make_train_dataset(data_dir, **kwargs)
+    assert causal.element_spec[0].shape.as_list() == [1, None, 12, 16, 3]
+    assert causal.element_spec[1].shape == (1, 12, 16)
+    contexts = collections.Counter()
+    for (full_frames, full_labels), (frames, label) in zip(windows(full, 60), windows(causal, 60), strict=True):
+        position = gt_position(full_labels)
+        np.testing.assert_array_equal(frames, full_frames[: position + 1])
+        np.testing.assert_array_equal(label, full_labels[position])
+        contexts[position] += 1
+    assert sorted(contexts) == ([0, 1, 2, 3] if edge else [0, 1, 2, 3, 4])
+
+
+def test_causal_batches_hold_windows_of_one_length(write_split):
+    data_dir = write_split(num_snippets=5)
+    dataset = data.make_train_dataset(data_dir, batch_size=3, seq_len=3, max_frame_skip=2, flip=False, seed=13)
+    lengths = collections.Counter()
+    for frames, labels in dataset.take(30):
+        frames = pixels(frames)
+        assert labels.shape == (3, HEIGHT, WIDTH) and 1 <= frames.shape[1] <= 3
+        index = frames[:, :, 0, 0, 2].astype(int)  # [B, T] stored frame indices
+        np.testing.assert_array_equal(index[:, -1], 19)  # every window ends at its labelled frame
+        assert (np.diff(index, axis=1) >= 1).all() and (np.diff(index, axis=1) <= 2).all()
+        np.testing.assert_array_equal(labels.numpy()[0], source_label(*np.indices((HEIGHT, WIDTH))))
+        lengths[frames.shape[1]] += 1
+    assert sorted(lengths) == [1, 2, 3]
 
 
 def test_no_valid_window_is_a_clear_error(write_split):
@@ -225,7 +262,7 @@ def test_training_is_reproducible_with_a_seed(write_split):
 
 def test_crop_and_flip_are_pixel_aligned(write_split):
     data_dir = write_split(num_snippets=4)
-    dataset = data.make_train_dataset(data_dir, batch_size=8, seq_len=3, crop=(12, 16), seed=4)
+    dataset = data.make_train_dataset(data_dir, batch_size=8, seq_len=3, crop=(12, 16), seed=4, full_windows=True)
     assert dataset.element_spec[0].shape == (8, 3, 12, 16, 3)
     flips, offsets = collections.Counter(), set()
     for frames, labels in windows(dataset, batches=8):
@@ -246,7 +283,7 @@ def test_crop_and_flip_are_pixel_aligned(write_split):
 def test_random_scale_keeps_valid_label_ids(write_split):
     data_dir = write_split(num_snippets=4)
     dataset = data.make_train_dataset(
-        data_dir, batch_size=4, seq_len=2, crop=(16, 24), scale_range=(0.5, 1.5), seed=5
+        data_dir, batch_size=4, seq_len=2, crop=(16, 24), scale_range=(0.5, 1.5), seed=5, full_windows=True
     )
     assert dataset.element_spec[0].shape == (4, 2, 16, 24, 3)
     seen = set()
@@ -261,7 +298,8 @@ def test_random_scale_keeps_valid_label_ids(write_split):
 
 def test_crop_larger_than_frame_pads_with_ignore(write_split):
     data_dir = write_split(num_snippets=2, num_shards=1)
-    dataset = data.make_train_dataset(data_dir, batch_size=2, seq_len=2, crop=(24, 32), flip=False, seed=6)
+    dataset = data.make_train_dataset(data_dir, batch_size=2, seq_len=2, crop=(24, 32), flip=False, seed=6,
+                                      full_windows=True)
     for frames, labels in windows(dataset, batches=2):
         position = gt_position(labels)
         content = labels[position] != IGNORE_INDEX
@@ -271,7 +309,7 @@ def test_crop_larger_than_frame_pads_with_ignore(write_split):
 
 def test_void_as_class_maps_only_the_labelled_frame(write_split):
     data_dir = write_split(num_snippets=4)
-    kwargs = dict(batch_size=4, seq_len=4, crop=(12, 16), seed=7)
+    kwargs = dict(batch_size=4, seq_len=4, crop=(12, 16), seed=7, full_windows=True)
     plain = data.make_train_dataset(data_dir, **kwargs)
     void = data.make_train_dataset(data_dir, void_as_class=True, **kwargs)
     for (frames_a, labels_a), (frames_b, labels_b) in zip(windows(plain, 3), windows(void, 3), strict=True):
@@ -286,7 +324,7 @@ def test_void_as_class_maps_only_the_labelled_frame(write_split):
 def test_void_as_class_leaves_crop_padding_ignored(write_split):
     data_dir = write_split(num_snippets=2, num_shards=1)
     dataset = data.make_train_dataset(
-        data_dir, batch_size=2, seq_len=2, crop=(24, 32), flip=False, void_as_class=True, seed=10
+        data_dir, batch_size=2, seq_len=2, crop=(24, 32), flip=False, void_as_class=True, seed=10, full_windows=True
     )
     source = source_label(*np.indices((HEIGHT, WIDTH)))
     for _, labels in windows(dataset, batches=2):
@@ -312,7 +350,7 @@ def test_unlabelled_snippets_skipped_or_all_ignore(write_split):
 
 def test_fit_consumes_the_training_dataset(write_split):
     data_dir = write_split(num_snippets=4)
-    dataset = data.make_train_dataset(data_dir, batch_size=2, seq_len=3, crop=(8, 12), seed=8)
+    dataset = data.make_train_dataset(data_dir, batch_size=2, seq_len=3, crop=(8, 12), seed=8, full_windows=True)
     model = keras.Sequential(
         [keras.Input((3, 8, 12, 3)), keras.layers.TimeDistributed(keras.layers.Conv2D(19, 1))]
     )
@@ -431,10 +469,11 @@ def test_works_with_tf_distribute(write_split):
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         batch_size = context.get_per_replica_batch_size(2)
-        return data.make_train_dataset(data_dir, batch_size=batch_size, seq_len=2, input_context=context)
+        return data.make_train_dataset(data_dir, batch_size=batch_size, seq_len=2, input_context=context,
+                                       full_windows=True)
 
     frames, labels = next(iter(strategy.distribute_datasets_from_function(dataset_fn)))
     assert frames.shape == (2, 2, HEIGHT, WIDTH, 3) and labels.shape == (2, 2, HEIGHT, WIDTH)
-    dataset = data.make_train_dataset(data_dir, batch_size=2, seq_len=2, crop=(8, 8), seed=0)
+    dataset = data.make_train_dataset(data_dir, batch_size=2, seq_len=2, crop=(8, 8), seed=0, full_windows=True)
     frames, labels = next(iter(strategy.experimental_distribute_dataset(dataset)))
     assert frames.shape == (2, 2, 8, 8, 3)

@@ -20,7 +20,7 @@ from vseg_keras.train import TrainConfig, TrainingError, load_trained_model, rea
 
 MODEL = "vanilla-crnn-small-shallow"
 TRAIN_ARGS = ["--model", MODEL, "--batch-size", "2", "--seq-len", "3", "--crop", "32x64",
-              "--steps-per-epoch", "2", "--val-context", "2"]
+              "--steps-per-epoch", "2", "--val-context", "2", "--max-frame-skip", "2"]
 
 
 def vseg(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -51,6 +51,7 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     result = vseg("train", shards, str(run_dir), "--epochs", "2", *TRAIN_ARGS, "--remat")
     assert result.returncode == 0, result.stderr
     assert "_DefaultDistributionStrategy, 1 replica(s)" in result.stdout
+    assert "windows: causal, 1-3 frames ending at the labelled frame" in result.stdout
     assert "best val mIoU" in result.stdout
     for name in ("config.json", "last.keras", "best.keras", "history.csv", "backup/state.json"):
         assert (run_dir / name).exists(), name
@@ -81,6 +82,13 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     assert report["context"] == 2 and report["num_sequences"] == 3
     assert 0 <= report["miou"] <= 1 and 0 <= report["temporal_consistency"] <= 1
     assert (out / "confusion_matrix.png").stat().st_size > 0
+    # Without TC only the labelled frame is decoded: the same scores.
+    result = vseg("evaluate", str(run_dir), shards, "--context", "2", "--out", str(tmp_path / "eval-no-tc"),
+                  "--no-temporal-consistency")
+    assert result.returncode == 0, result.stderr
+    without_tc = json.loads((tmp_path / "eval-no-tc" / "report.json").read_text())
+    assert without_tc.pop("temporal_consistency") is None
+    assert without_tc == {k: v for k, v in report.items() if k != "temporal_consistency"}
     predictions = sorted(os.listdir(tmp_path / "pred"))
     assert len(predictions) == 3 and all(p.endswith("_pred_labelIds.png") for p in predictions)
     # The official Cityscapes evaluator finds them by name and agrees with our mIoU.
@@ -234,17 +242,19 @@ def test_mixed_precision_trains_in_bfloat16_on_cpu_with_user_callbacks_and_resto
     keras.backend.clear_session()
 
 
-def test_gradient_accumulation_updates_every_k_batches():
+@pytest.mark.parametrize("full_windows", [False, True])
+def test_gradient_accumulation_updates_every_k_batches(full_windows):
     import numpy as np
 
     from vseg_keras import build_model
     from vseg_keras.train import compile_for_training
 
     model = build_model(MODEL, seed=0)
+    model.outputs_last_frame = not full_windows
     compile_for_training(model, TrainConfig(model=MODEL, grad_accum=2, lr=1e-2))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(1, 2, 16, 16, 3), dtype=np.uint8)
-    labels = rng.integers(0, 19, size=(1, 2, 16, 16), dtype=np.uint8)
+    labels = rng.integers(0, 19, size=(1, 2, 16, 16) if full_windows else (1, 16, 16), dtype=np.uint8)
     kernel = model.head.kernel
     before = kernel.numpy().copy()
     model.train_on_batch(frames, labels)
@@ -288,6 +298,40 @@ def test_loss_and_metrics_skip_unlabelled_frames_with_the_same_values_and_gradie
     assert model.labelled_frames(labels, logits, sample_weight=np.ones(2))[0].shape == labels.shape
     model.compile(loss=model.loss, jit_compile=True)
     assert model.labelled_frames(labels, logits)[0].shape == labels.shape
+    keras.backend.clear_session()
+
+
+def test_full_windows_and_a_run_dir_from_before_causal_windows_resume(shards, tmp_path):
+    from vseg_keras.train import train
+
+    run_dir = tmp_path / "run"
+    options = dict(model=MODEL, batch_size=2, seq_len=3, crop=(32, 64), steps_per_epoch=2, val_steps=1)
+    lines: list[str] = []
+    train(shards, str(run_dir), TrainConfig(epochs=1, full_windows=True, **options), log=lines.append, verbose=0)
+    keras.backend.clear_session()
+    assert "windows: full, 3 frames, decoder on every frame" in lines
+    # A run dir written before the switch existed (trained on full windows) resumes with causal windows.
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["options"]["full_windows"]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    lines.clear()
+    train(shards, str(run_dir), TrainConfig(epochs=2, **options), log=lines.append, verbose=0)
+    keras.backend.clear_session()
+    assert "resuming after epoch 1 from" in " ".join(lines) and history_epochs(run_dir) == [0, 1]
+    assert json.loads((run_dir / "config.json").read_text())["options"]["full_windows"] is False
+
+
+@pytest.mark.parametrize("name", ["convnext-cgru-small-shallow", "resnet-crnn-small-shallow",
+                                  "vanilla-none-small-shallow"])
+def test_evaluation_without_temporal_consistency_reports_the_same_scores(shards, name):
+    from vseg_keras import build_model
+    from vseg_keras.evaluate import evaluate
+
+    model = build_model(name, seed=2)
+    full = evaluate(model, shards, context=3, progress=False)
+    scored_only = evaluate(model, shards, context=3, progress=False, with_temporal_consistency=False)
+    assert 0 <= full.pop("temporal_consistency") <= 1 and scored_only.pop("temporal_consistency") is None
+    assert scored_only == full
     keras.backend.clear_session()
 
 

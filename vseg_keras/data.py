@@ -274,10 +274,11 @@ def _uniform_true_index(mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def _gather_window(
-    snippet: dict[str, tf.Tensor], start: tf.Tensor, stride: tf.Tensor, gt_position: tf.Tensor, seq_len: int
+    snippet: dict[str, tf.Tensor], start: tf.Tensor, stride: tf.Tensor, gt_position: tf.Tensor,
+    length: int | tf.Tensor,
 ) -> dict[str, tf.Tensor]:
-    """Keeps only what the window needs: ``seq_len`` encoded frames (not decoded), the label, metadata."""
-    indices = start + stride * tf.range(seq_len, dtype=tf.int64)
+    """Keeps only what the window needs: ``length`` encoded frames (not decoded), the label, metadata."""
+    indices = start + stride * tf.range(length, dtype=tf.int64)
     return {
         "pngs": tf.gather(snippet[records.FRAMES_PNG], indices),  # [L] strings
         "label_png": snippet[records.LABEL_PNG],
@@ -289,15 +290,23 @@ def _gather_window(
     }
 
 
+def _decode_frames(pngs: tf.Tensor, length: int | None) -> tf.Tensor:
+    """Decodes ``[L]`` encoded frames to uint8 ``[L, H, W, 3]``; ``length=None``: ``L`` known only when run."""
+    if length is not None:  # unrolled: the decodes run in parallel
+        return tf.stack([tf.io.decode_png(pngs[i], channels=3) for i in range(length)])
+    return tf.map_fn(lambda png: tf.io.decode_png(png, channels=3), pngs,
+                     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+
 def _decode_window(
-    window: dict[str, tf.Tensor], seq_len: int, height: int | None, width: int | None
+    window: dict[str, tf.Tensor], seq_len: int | None, height: int | None, width: int | None
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Decodes the window: frames uint8 ``[L, H, W, 3]``, label uint8 ``[H, W]``, labelled (bool).
 
+    ``seq_len`` is ``L``, or ``None`` for windows of varying length (causal training windows).
     An unlabelled window (no ``label/png``) gets an all-255 label of the frame size.
     """
-    pngs = window["pngs"]
-    frames = tf.stack([tf.io.decode_png(pngs[i], channels=3) for i in range(seq_len)])
+    frames = _decode_frames(window["pngs"], seq_len)
     frames.set_shape([seq_len, height, width, 3])
     label_png = window["label_png"]
     labelled = tf.strings.length(label_png) > 0
@@ -346,13 +355,14 @@ def _window_labels(label: tf.Tensor, gt_position: tf.Tensor, seq_len: int) -> tf
 
 @functools.cache
 def _batch_finisher(
-    seq_len: int, flip: bool
+    seq_len: int | None, flip: bool
 ) -> Callable[[dict[str, tf.Tensor]], tuple[tf.Tensor, tf.Tensor]]:
     """``finish(batch) -> (frames, labels)`` for a batch of uint8 windows.
 
     The batch holds ``frames`` ``[B, L, H, W, 3]``, ``label`` uint8 ``[B, H, W]``, ``gt_position`` int32
     ``[B]`` and, if ``flip``, ``flip`` bool ``[B]`` (flip that window horizontally). The result is
-    frames uint8 ``[B, L, H, W, 3]`` and labels uint8 ``[B, L, H, W]``.
+    frames uint8 ``[B, L, H, W, 3]`` and labels uint8 ``[B, L, H, W]``, or with ``seq_len=None`` (windows
+    that end at their labelled frame) the labelled frame's labels ``[B, H, W]``.
 
     Runs once per batch, not per window, so batching copies one label per window (``L``x less than label
     windows), and is compiled with XLA: flip and label windows fuse into one pass over memory.
@@ -364,8 +374,9 @@ def _batch_finisher(
             flipped = batch["flip"]
             frames = tf.where(flipped[:, None, None, None, None], tf.reverse(frames, axis=[3]), frames)
             label = tf.where(flipped[:, None, None], tf.reverse(label, axis=[2]), label)
-        labels = _window_labels(label, batch["gt_position"], seq_len)
-        return frames, labels
+        if seq_len is None:
+            return frames, label
+        return frames, _window_labels(label, batch["gt_position"], seq_len)
 
     return tf.function(finish, jit_compile=True, reduce_retracing=True)
 
@@ -458,6 +469,7 @@ def make_train_dataset(
     scale_range: tuple[float, float] | None = None,
     max_frame_skip: int = 1,
     void_as_class: bool = False,
+    full_windows: bool = False,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     seed: int | None = None,
     repeat: bool = True,
@@ -467,10 +479,20 @@ def make_train_dataset(
     """The training pipeline: random windows with temporal and spatial augmentation.
 
     Per labelled snippet (unlabelled ones are skipped): draw a stride in ``1..max_frame_skip`` and the
-    position of the labelled frame in ``0..seq_len-1`` (see :func:`choose_train_window`), decode only
-    those ``seq_len`` frames and the label, rescale by a factor uniform in ``scale_range`` (frames
+    position ``p`` of the labelled frame in ``0..seq_len-1`` (see :func:`choose_train_window`), decode only
+    the window's frames and the label, rescale by a factor uniform in ``scale_range`` (frames
     bilinear, label nearest), crop a random ``crop`` window and flip horizontally with probability 1/2
     (the same for every frame and the label).
+
+    By default the windows are *causal*: a window ends at its labelled frame, i.e. it keeps the
+    ``p + 1`` frames up to it and drops the ``seq_len - 1 - p`` after it, which a causal model's
+    labelled-frame prediction never reads. ``(p, stride)`` is drawn exactly as for the full window
+    (same rule, same edge cases, same random numbers for the same ``seed``), so what precedes the
+    labelled frame is distributed exactly as in the report's augmentation: a context of ``0..seq_len-1``
+    frames. Windows of one length are batched together (``group_by_window``), so every batch has one
+    shape, its ``T`` between 1 and ``seq_len``; with ``repeat=False`` the last partial batch of each
+    length is dropped. ``full_windows=True`` gives the report's windows instead: always ``seq_len``
+    frames, the labelled one anywhere.
 
     Args:
         data_dir: output folder of ``vseg convert`` (shards + ``manifest.json``).
@@ -486,6 +508,8 @@ def make_train_dataset(
         max_frame_skip: largest temporal stride ``k`` (stride uniform in ``1..k``; 1 = no skip).
         void_as_class: map ignored pixels (255) of the labelled frame to class 19 (the report's 20-class
             set-up); frames without ground truth and crop padding stay 255 either way.
+        full_windows: the report's windows of ``seq_len`` frames (labels for every frame) instead of
+            causal windows that end at the labelled frame.
         shuffle_buffer: size of the shuffle buffer in windows. It holds ``shuffle_buffer * seq_len``
             encoded PNGs (about 0.6 MB each at 512x1024, so ~190 MB for 64 x 5) and is filled before the
             first batch; shard order is shuffled too (except under multi-worker sharding). 0 or 1: off.
@@ -496,9 +520,11 @@ def make_train_dataset(
             records are sharded by ``input_pipeline_id``.
 
     Returns:
-        A dataset of ``(frames, labels)``: frames uint8 ``[B, L, H, W, 3]`` (RGB pixel values), labels
-        uint8 ``[B, L, H, W]`` (255 = ignore, all 255 on frames without ground truth); ``H, W`` is ``crop``
-        (or the manifest's frame size).
+        A dataset of ``(frames, labels)``: frames uint8 ``[B, T, H, W, 3]`` (RGB pixel values; ``T`` varies
+        between batches, 1..``seq_len``, the labelled frame last) and labels uint8 ``[B, H, W]`` of the
+        labelled frame (255 = ignore). With ``full_windows``: frames ``[B, L, H, W, 3]`` with
+        ``L = seq_len`` and labels uint8 ``[B, L, H, W]`` (all 255 on frames without ground truth).
+        ``H, W`` is ``crop`` (or the manifest's frame size).
 
     Raises:
         ValueError: bad arguments, a missing/truncated shard, an unknown split, or a manifest whose
@@ -562,7 +588,8 @@ def make_train_dataset(
             window_seed,
             _snippet_name(snippet),
         )
-        window = _gather_window(snippet, start, stride, position, seq_len)
+        length = seq_len if full_windows else position + 1
+        window = _gather_window(snippet, start, stride, position, length)
         window["seed"] = augment_seed
         return window
 
@@ -570,8 +597,10 @@ def make_train_dataset(
     if shuffle_buffer > 1:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
+    window_len = seq_len if full_windows else None
+
     def load(window: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        frames, label, _ = _decode_window(window, seq_len, info.height, info.width)
+        frames, label, _ = _decode_window(window, window_len, info.height, info.width)
         if void_as_class:
             label = _void_as_class(label)
         scale_seed, crop_seed, flip_seed = tf.unstack(
@@ -582,7 +611,7 @@ def make_train_dataset(
         if crop is not None:
             frames, label = _random_crop(frames, label, crop, needs_padding, crop_seed)
         loaded = {
-            "frames": tf.ensure_shape(frames, [seq_len, height, width, 3]),
+            "frames": tf.ensure_shape(frames, [window_len, height, width, 3]),
             "label": tf.ensure_shape(label, [height, width]),
             "gt_position": window["gt_position"],
         }
@@ -591,13 +620,30 @@ def make_train_dataset(
         return loaded
 
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    dataset = dataset.batch(batch_size, drop_remainder=True)
+    if full_windows:
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+    else:
+        dataset = _batch_by_length(dataset, batch_size)
     dataset = dataset.map(
-        _batch_finisher(seq_len, flip),
+        _batch_finisher(window_len, flip),
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
     return _with_options(dataset.prefetch(AUTOTUNE), deterministic)
+
+
+def _batch_by_length(windows: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """Batches ``batch_size`` windows of the same length (``frames`` ``[T, H, W, 3]``) at a time.
+
+    At most one partial batch per length waits; each window keeps its own draw, only the order in
+    which windows leave changes (for ``batch_size=1``: not at all). Partial batches left at the end
+    of a finite dataset are dropped.
+    """
+    return windows.group_by_window(
+        key_func=lambda window: tf.cast(tf.shape(window["frames"])[0], tf.int64),
+        reduce_func=lambda _, same_length: same_length.batch(batch_size, drop_remainder=True),
+        window_size=batch_size,
+    )
 
 
 def make_eval_dataset(
@@ -608,6 +654,7 @@ def make_eval_dataset(
     context: int = 11,
     void_as_class: bool = False,
     with_metadata: bool = False,
+    last_frame_labels: bool = False,
     input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """The evaluation pipeline: deterministic windows ending on the labelled frame.
@@ -623,11 +670,14 @@ def make_eval_dataset(
         void_as_class: map ignored pixels (255) of the labelled frame to class 19.
         with_metadata: also yield metadata and keep unlabelled snippets (all-255 labels), for saving
             predictions. Without it unlabelled snippets are skipped.
+        last_frame_labels: yield only the labelled (last) frame's labels ``[B, H, W]``, as a model
+            scoring only that frame needs (:meth:`~vseg_keras.segmenter.VideoSegmenter.last_frame_logits`).
         input_context: ``tf.distribute.InputContext``; records are sharded by ``input_pipeline_id``.
 
     Returns:
         A dataset of ``(frames, labels)``: frames uint8 ``[B, L, H, W, 3]`` (RGB pixel values), labels
-        uint8 ``[B, L, H, W]`` (only the last frame, ``labels[:, -1]``, has ground truth). With
+        uint8 ``[B, L, H, W]`` (only the last frame, ``labels[:, -1]``, has ground truth; ``[B, H, W]``, that
+        frame's, with ``last_frame_labels``). With
         ``with_metadata`` a dataset of ``(frames, labels, metadata)`` where metadata is a dict of
         ``city`` (string ``[B]``), ``sequence`` (int64 ``[B]``), ``frame_numbers`` (int64 ``[B, L]``, the
         window's frames), ``gt_position`` (int32 ``[B]``, ``L - 1``), ``labelled`` (bool ``[B]``). Such a
@@ -700,7 +750,7 @@ def make_eval_dataset(
             },
         }
 
-    finisher = _batch_finisher(seq_len, flip=False)
+    finisher = _batch_finisher(None if last_frame_labels else seq_len, flip=False)
 
     def finish(batch: dict[str, tf.Tensor]):
         metadata = batch.pop("metadata")  # strings stay out of the XLA function

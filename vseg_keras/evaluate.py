@@ -43,12 +43,15 @@ def evaluate(
     prediction_size: tuple[int, int] | None = None,
     max_sequences: int | None = None,
     progress: bool = True,
+    with_temporal_consistency: bool = True,
 ) -> dict:
     """Evaluates ``model`` on a converted split with windows of ``context + 1`` frames, the GT last.
 
     Metrics come from one confusion matrix over the split (see :mod:`vseg_keras.metrics`).
     Temporal consistency is averaged over every consecutive frame pair of every window,
-    labelled or not.
+    labelled or not; it needs a prediction for every frame. Without it only the scored (last)
+    frame is decoded (:meth:`~vseg_keras.segmenter.VideoSegmenter.last_frame_logits`; a
+    frame-wise model computes only that frame), with the same scores.
 
     Args:
         model: the model to evaluate.
@@ -64,6 +67,7 @@ def evaluate(
             manifest is readable, else the stored frame size.
         max_sequences: evaluate at most this many windows.
         progress: show a progress bar.
+        with_temporal_consistency: measure temporal consistency (``None`` in the report otherwise).
 
     Returns:
         The report: ``miou``, ``per_class_iou``, ``pixel_accuracy``,
@@ -79,6 +83,7 @@ def evaluate(
     if save_predictions:
         os.makedirs(save_predictions, exist_ok=True)
     bar = keras.utils.Progbar(total, unit_name="sequence") if progress else None
+    predict = _window_predictor(model, every_frame=with_temporal_consistency)
     confusion = np.zeros((CONFUSION_SIZE, CONFUSION_SIZE), np.int64)
     consistency: list[float] = []
     seen = 0
@@ -86,18 +91,21 @@ def evaluate(
         if seen >= total:
             break
         keep = min(int(frames.shape[0]), total - seen)
-        logits = model.predict_on_batch(frames[:keep])
-        predictions = np.argmax(logits, axis=-1).astype(np.uint8)  # [B, L, H, W]
+        logits = predict(frames[:keep])  # [B, L, H, W, C], or the last frame's [B, H, W, C]
+        predictions = np.argmax(logits, axis=-1).astype(np.uint8)
+        last_logits, last_predictions = (logits[:, -1], predictions[:, -1]) if with_temporal_consistency else (
+            logits, predictions)
         labels = labels.numpy()[:keep]
         labelled = metadata["labelled"].numpy()[:keep]
         images = frames[:keep].numpy()
         for i in range(keep):
             if labelled[i]:
-                confusion += confusion_matrix(labels[i, -1], predictions[i, -1])
-            consistency.extend(temporal_consistency(predictions[i], images[i]))
+                confusion += confusion_matrix(labels[i, -1], last_predictions[i])
+            if with_temporal_consistency:
+                consistency.extend(temporal_consistency(predictions[i], images[i]))
             if save_predictions:
                 _save_prediction(
-                    save_predictions, manifest, split, logits[i, -1], metadata, i, prediction_size
+                    save_predictions, manifest, split, last_logits[i], metadata, i, prediction_size
                 )
         seen += keep
         if bar is not None:
@@ -116,6 +124,15 @@ def evaluate(
         }
     )
     return report
+
+
+def _window_predictor(model: VideoSegmenter, every_frame: bool):
+    """``predict(frames [B, L, H, W, 3]) -> logits``: every frame's ``[B, L, H, W, C]``, or the last frame's
+    ``[B, H, W, C]`` (NumPy) computed by :meth:`~vseg_keras.segmenter.VideoSegmenter.last_frame_logits`."""
+    if every_frame:
+        return model.predict_on_batch
+    last_frame = tf.function(lambda frames: model.last_frame_logits(frames, training=False), reduce_retracing=True)
+    return lambda frames: last_frame(frames).numpy()
 
 
 def _save_prediction(folder, manifest, split, logits, metadata, index, prediction_size) -> None:

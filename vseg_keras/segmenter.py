@@ -51,6 +51,33 @@ class VideoSegmenter(keras.Model):
         self.head = head
         self.float32_logits = float32_logits
 
+    #: Runtime switch (not saved): when true, calling the model returns only the last frame's
+    #: logits ``[B, H, W, num_classes]``, computed by :meth:`last_frame_logits`. Training and
+    #: evaluation set it (see :func:`last_frame_only`); the saved model, the streaming model and
+    #: the export are the full sequence model.
+    outputs_last_frame: bool = False
+
+    def call(self, inputs, training=None, mask=None):
+        if self.outputs_last_frame:
+            return self.last_frame_logits(inputs, training=training)
+        return super().call(inputs, training=training, mask=mask)
+
+    def compute_output_spec(self, inputs, training=None, mask=None):
+        spec = super().compute_output_spec(inputs, training=training, mask=mask)
+        if not self.outputs_last_frame:
+            return spec
+        return keras.KerasTensor((spec.shape[0], *spec.shape[2:]), dtype=spec.dtype)
+
+    def last_frame_logits(self, frames, training=None):
+        """Logits of the last frame of each window: ``[B, T, H, W, 3] -> [B, H, W, num_classes]``.
+
+        The same numbers as ``self(frames)[:, -1]`` (BatchNorm in inference mode), computing only
+        what reaches them (:meth:`VideoUNetBackbone.last_frame_features`): the decoder and head
+        run on one frame per window, and a frame-wise model encodes only that frame.
+        """
+        features = self.backbone.last_frame_features(self.normalization(frames), training=training)
+        return self.float32_logits(self.head(features))
+
     def check_frame_size(self, height: int, width: int) -> None:
         """Raises ``ValueError`` (one clear sentence) if frames of ``height x width`` are not supported."""
         self.backbone.encoder.get_layer("size_check").validate(height, width)

@@ -54,7 +54,8 @@ class TrainConfig:
         model: zoo name, e.g. ``"resnet-cgru-small-deep"``.
         epochs: total epochs (the report trains up to 100).
         batch_size: global batch (split across replicas).
-        seq_len: frames per training window; forced to 1 for frame-wise models.
+        seq_len: frames per training window (the longest, with causal windows); forced to 1 for
+            frame-wise models.
         crop: ``(height, width)`` random crop, or ``None`` for full frames.
         lr: Adam learning rate (beta1 0.9, beta2 0.999, epsilon 1e-8, no weight decay: the report).
         grad_accum: gradient accumulation steps (Keras ``gradient_accumulation_steps``).
@@ -72,6 +73,11 @@ class TrainConfig:
         num_classes: logits per pixel.
         max_frame_skip: random temporal stride 1..k (temporal augmentation).
         flip: random horizontal flip.
+        full_windows: train on the report's full windows (``seq_len`` frames, the labelled one
+            anywhere, decoder and head on every frame) instead of causal windows that end at the
+            labelled frame, with the decoder and head on that frame only (the default: same loss
+            and gradients with BatchNorm in inference mode, a fraction of the work; BatchNorm's
+            batch statistics in training cover only the frames computed).
         logical_cpus: split the CPU into this many logical devices and mirror
             across them (to exercise multi-replica training without GPUs).
     """
@@ -94,9 +100,11 @@ class TrainConfig:
     num_classes: int = DEFAULT_NUM_CLASSES
     max_frame_skip: int = 1
     flip: bool = True
+    full_windows: bool = False
     logical_cpus: int = 0
-    # Options that may differ when a run is resumed (extending it is allowed).
-    RESUMABLE_CHANGES: tuple[str, ...] = field(default=("epochs", "remat"), init=False, repr=False)
+    # Options that may differ when a run is resumed (extending it is allowed; a run dir made before
+    # full_windows existed was trained with full windows and resumes with whatever is asked now).
+    RESUMABLE_CHANGES: tuple[str, ...] = field(default=("epochs", "remat", "full_windows"), init=False, repr=False)
 
     def __post_init__(self) -> None:
         config = get_model_config(self.model)
@@ -256,7 +264,7 @@ class PredictionImages(keras.callbacks.Callback):
 
     Args:
         frames: uint8 ``[B, L, H, W, 3]`` validation frames (the labelled frame last).
-        labels: ``[B, L, H, W]`` their labels.
+        labels: ``[B, H, W]`` the labels of their last frames.
         log_dir: TensorBoard folder.
         max_images: how many sequences to show.
     """
@@ -268,12 +276,12 @@ class PredictionImages(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "images"))
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = self.model(self.frames, training=False)
-        predictions = np.argmax(keras.ops.convert_to_numpy(logits)[:, -1], axis=-1)
+        logits = self.model.last_frame_logits(self.frames, training=False)
+        predictions = np.argmax(keras.ops.convert_to_numpy(logits), axis=-1)
         images = np.concatenate(
             [
                 np.asarray(self.frames[:, -1]),
-                colorize_train_ids(np.asarray(self.labels)[:, -1]),
+                colorize_train_ids(np.asarray(self.labels)),
                 colorize_train_ids(predictions),
             ],
             axis=2,
@@ -359,6 +367,8 @@ def train(
     if config.batch_size % replicas:
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {replicas} replicas")
     log(f"strategy: {strategy_name(strategy)}, {replicas} replica(s), global batch {config.batch_size}")
+    log(f"windows: full, {config.seq_len} frames, decoder on every frame" if config.full_windows else
+        f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on that frame only")
 
     # Only the chief writes; every worker resumes from the chief's committed state (so on
     # several machines RUN_DIR must be on storage they share).
@@ -382,6 +392,7 @@ def train(
         with strategy.scope():
             model = build_model(config.model, num_classes=config.num_classes, seed=config.seed)
             set_rematerialization(model, config.remat)
+            model.outputs_last_frame = not config.full_windows
             compile_for_training(model, config)
             if epochs_done:
                 model.optimizer.build(model.trainable_variables)
@@ -447,9 +458,11 @@ def _make_datasets(data_dir: str, config: TrainConfig, strategy: tf.distribute.S
         "flip": config.flip,
         "max_frame_skip": config.max_frame_skip,
         "void_as_class": config.void_as_class,
+        "full_windows": config.full_windows,
         "seed": config.seed,
     }
-    val_options = {"batch_size": per_replica, "context": config.val_context, "void_as_class": config.void_as_class}
+    val_options = {"batch_size": per_replica, "context": config.val_context, "void_as_class": config.void_as_class,
+                   "last_frame_labels": not config.full_windows}
 
     def train_fn(context):
         return data.make_train_dataset(data_dir, "train", input_context=context, **train_options)
@@ -457,12 +470,19 @@ def _make_datasets(data_dir: str, config: TrainConfig, strategy: tf.distribute.S
     def val_fn(context):
         return data.make_eval_dataset(data_dir, "val", input_context=context, **val_options)
 
-    if replicas > 1 or _is_multi_worker(strategy):
+    if _is_multi_worker(strategy):  # a pipeline per worker (its windows' lengths are its own: see the loop)
         train_data = strategy.distribute_datasets_from_function(train_fn)
+        val_data = strategy.distribute_datasets_from_function(val_fn)
+    elif replicas > 1:
+        # One global batch split across the replicas, so that all of them get windows of one length
+        # (Keras' fit averages the first batch over the replicas to build the model).
+        global_batch = data.make_train_dataset(data_dir, "train", **{**train_options, "batch_size": config.batch_size})
+        train_data = strategy.experimental_distribute_dataset(global_batch)
         val_data = strategy.distribute_datasets_from_function(val_fn)
     else:
         train_data, val_data = train_fn(None), val_fn(None)
-    sample_frames, sample_labels = next(iter(data.make_eval_dataset(data_dir, "val", **val_options)))
+    sample_frames, sample_labels = next(iter(data.make_eval_dataset(data_dir, "val",
+                                                                     **{**val_options, "last_frame_labels": True})))
     steps = config.steps_per_epoch or data.steps_per_epoch(data_dir, "train", config.batch_size)
     val_snippets = data.count_snippets(data_dir, "val")
     if config.val_steps:

@@ -8,7 +8,7 @@ from functools import partial
 import keras
 
 from vseg_keras.blocks import get_block_family
-from vseg_keras.layers import FoldTime, SpatialSizeCheck, UnfoldTime
+from vseg_keras.layers import FoldTime, SpatialSizeCheck, UnfoldTime, fold_time, unfold_time
 from vseg_keras.remat import Stage
 from vseg_keras.temporal import ConvRecurrent, make_temporal_cell
 
@@ -131,6 +131,7 @@ class VideoUNetBackbone(keras.Model):
         self.filters = filters
         self.encoder = encoder
         self.decoder = decoder
+        self.recurrents = recurrents
         self.cells = [recurrent.cell for recurrent in recurrents]
 
     @property
@@ -141,6 +142,31 @@ class VideoUNetBackbone(keras.Model):
         ``[B, H // factor, W // factor, channels]``.
         """
         return [(2**level, c) for level, c in enumerate(self.filters)] if self.cells else []
+
+    def last_frame_features(self, frames, training=None):
+        """Decoder features of the last frame of each sequence only: ``[B, T, H, W, 3] -> [B, H, W, filters[0]]``.
+
+        Equal to ``self(frames)[:, -1]`` (with BatchNorm in inference mode; in training mode
+        BatchNorm's batch statistics cover only what is computed), for a fraction of the work:
+        the decoder runs on one frame per sequence instead of ``T``, and a frame-wise backbone
+        (``temporal="none"``) encodes only the last frame, since nothing else reaches it. The
+        temporal units are causal, so frames after a sequence's last one never matter: a
+        training window that ends at its labelled frame loses nothing.
+
+        Args:
+            frames: ``[B, T, H, W, 3]``, normalised like the backbone's input; ``T`` may be
+                dynamic (the temporal units then run in Keras' RNN loop).
+            training: Keras' training flag.
+        """
+        if not self.recurrents:
+            frames = frames[:, -1:]
+        features = list(self.encoder(fold_time(frames), training=training))
+        if self.recurrents:
+            features = [
+                recurrent(unfold_time(level_features, frames), training=training)[:, -1]
+                for level_features, recurrent in zip(features, self.recurrents, strict=True)
+            ]
+        return self.decoder(features, training=training)
 
     def step(self, frame, states):
         """One streaming step on a single frame, sharing this backbone's weights.
