@@ -71,7 +71,9 @@ def end_to_end(name: str, shards: str, window: int, sequences: int, rounds: int)
                 seconds[with_tc].append(time.perf_counter() - start)
     keras.backend.clear_session()
     with_tc, without_tc = (sequences / median(seconds[key]) for key in (True, False))
-    return {"evaluate_windows_per_s_with_tc": round(with_tc, 3),
+    return {"evaluate_seconds_with_tc": [round(t, 2) for t in seconds[True]],
+            "evaluate_seconds_without_tc": [round(t, 2) for t in seconds[False]],
+            "evaluate_windows_per_s_with_tc": round(with_tc, 3),
             "evaluate_windows_per_s_without_tc": round(without_tc, 3),
             "evaluate_speedup_without_tc": round(without_tc / with_tc, 3)}
 

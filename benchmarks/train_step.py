@@ -12,7 +12,9 @@ them (several, comma-separated, are measured interleaved, each case in its own p
   labelled frame is uniform over the ``L = --seq-len`` positions, i.e. a window has ``T = 1..L``
   frames, each equally likely: every repeat times one step of each ``T`` (one traced graph with a
   dynamic ``T``, as ``fit`` on the pipeline runs), and ``step_s`` is the mean over ``T`` of the
-  per-``T`` medians (``step_seconds_by_t``): the expected time per window;
+  per-``T`` medians (``step_seconds_by_t``): the expected time per window. ``--lengths`` times only
+  the given ``T`` (e.g. ``--lengths 5``, the longest window, for the peak memory of a large model;
+  a step of ``T = 1`` is then added to the warm-up so that the graph has a dynamic ``T``);
 * ``full`` (``vseg train --full-windows``, the report's computation): ``[B, L, H, W, 3]`` windows,
   labels ``[B, L, H, W]`` with the last frame labelled and 255 elsewhere (where the labelled frame
   sits does not change the work), the decoder on every frame.
@@ -122,7 +124,8 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     return model, frames, tf.constant(labels[:, -1] if causal else labels)
 
 
-def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) -> dict:
+def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
+             lengths: list[int] | None = None) -> dict:
     """Measures one case in this process (called in the child)."""
     import keras
     import tensorflow as tf
@@ -140,11 +143,15 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) ->
                                                   mixed="mixed" in switch, remat="remat" in switch,
                                                   jit=switch == "jit", causal=causal)
     steps = int(frames.shape[1])
-    lengths = list(range(1, steps + 1)) if causal else [steps]  # causal: T = 1..L, equally likely
+    if not causal:
+        lengths = [steps]
+    elif not lengths:
+        lengths = list(range(1, steps + 1))  # causal: T = 1..L, equally likely
+    warmup_lengths = lengths if len(lengths) > 1 or not causal else sorted({1, *lengths})
     device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
 
     for _ in range(warmup):
-        for length in lengths:  # the second length retraces with a dynamic T, as fit on the pipeline runs
+        for length in warmup_lengths:  # a second length retraces with a dynamic T, as fit on the pipeline runs
             model.train_on_batch(frames[:, :length], labels)
     statistics = device != "CPU:0" or os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "true"
     seconds, peaks = {length: [] for length in lengths}, []
@@ -194,6 +201,8 @@ def measure_in_child(case: dict, args: argparse.Namespace, code_dir: str | None)
     command = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(case), "--seq-len",
                str(args.seq_len), "--batch", str(args.batch), "--repeats", str(args.repeats),
                "--warmup", str(args.warmup)]
+    if args.lengths:
+        command += ["--lengths", args.lengths]
     try:
         environment = child_environment(code_dir, args.default_allocator)
         done = subprocess.run(command, capture_output=True, text=True, env=environment,
@@ -243,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="frames per training window, the longest for causal windows (1 for frame-wise)")
     parser.add_argument("--windows", default="causal", metavar="LIST",
                         help=f"comma-separated, measured interleaved: {', '.join(WINDOWS)} (see above)")
+    parser.add_argument("--lengths", default=None, metavar="LIST",
+                        help="causal windows: time only these T (comma-separated; default 1..seq-len)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first traces)")
@@ -258,7 +269,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     if args.child:  # one case, in a fresh process
-        print(json.dumps(run_case(json.loads(args.child), args.seq_len, args.batch, args.repeats, args.warmup)))
+        lengths = [int(t) for t in args.lengths.split(",")] if args.lengths else None
+        print(json.dumps(run_case(json.loads(args.child), args.seq_len, args.batch, args.repeats, args.warmup,
+                                  lengths)))
         return {}
 
     if not args.case:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 
 import cv2
@@ -126,12 +127,20 @@ def evaluate(
     return report
 
 
+#: One traced last-frame function per model, reused by later evaluations (as Keras keeps ``predict_function``).
+_LAST_FRAME_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _window_predictor(model: VideoSegmenter, every_frame: bool):
     """``predict(frames [B, L, H, W, 3]) -> logits``: every frame's ``[B, L, H, W, C]``, or the last frame's
     ``[B, H, W, C]`` (NumPy) computed by :meth:`~vseg_keras.segmenter.VideoSegmenter.last_frame_logits`."""
     if every_frame:
         return model.predict_on_batch
-    last_frame = tf.function(lambda frames: model.last_frame_logits(frames, training=False), reduce_retracing=True)
+    if model not in _LAST_FRAME_FUNCTIONS:
+        owner = weakref.ref(model)  # the cached function must not keep its model alive
+        _LAST_FRAME_FUNCTIONS[model] = tf.function(
+            lambda frames: owner().last_frame_logits(frames, training=False), reduce_retracing=True)
+    last_frame = _LAST_FRAME_FUNCTIONS[model]
     return lambda frames: last_frame(frames).numpy()
 
 
