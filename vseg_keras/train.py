@@ -367,8 +367,7 @@ def train(
     if config.batch_size % replicas:
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {replicas} replicas")
     log(f"strategy: {strategy_name(strategy)}, {replicas} replica(s), global batch {config.batch_size}")
-    log(f"windows: full, {config.seq_len} frames, decoder on every frame" if config.full_windows else
-        f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on that frame only")
+    log(_describe_windows(config))
 
     # Only the chief writes; every worker resumes from the chief's committed state (so on
     # several machines RUN_DIR must be on storage they share).
@@ -433,6 +432,14 @@ def train(
         else f"done: {summary['epochs_done']} epochs -> {summary['last_model']}"
     )
     return summary
+
+
+def _describe_windows(config: TrainConfig) -> str:
+    if config.seq_len == 1:
+        return "windows: single labelled frames"
+    if config.full_windows:
+        return f"windows: full, {config.seq_len} frames, decoder on every frame"
+    return f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on that frame only"
 
 
 def _summary(run_dir: str, state: dict, strategy: tf.distribute.Strategy, replicas: int) -> dict:
