@@ -10,8 +10,9 @@ prediction and serving hand the model compact uint8 frames.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
+
+from vseg_keras.kernels import normal_cdf, on_tensorflow
 
 _PACKAGE = "vseg"
 
@@ -22,7 +23,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
-def normalize_frames(frames: tf.Tensor) -> tf.Tensor:
+def normalize_frames(frames):
     """Maps RGB pixel values in ``[0, 255]`` to the backbone's input scale.
 
     ``(frames / 255 - IMAGENET_MEAN) / IMAGENET_STD``, computed in float32 as one
@@ -36,7 +37,7 @@ def normalize_frames(frames: tf.Tensor) -> tf.Tensor:
             (a float image is *not* assumed to be in ``[0, 1]``).
 
     Returns:
-        float32 tensor of the same shape.
+        float32 tensor (of the Keras backend) of the same shape.
     """
     scale = ops.convert_to_tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], "float32")
     offset = ops.convert_to_tensor([m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)], "float32")
@@ -186,8 +187,9 @@ class SpatialSizeCheck(keras.layers.Layer):
     ``W`` must be multiples of ``2**(L-1)``; some blocks also need a minimum
     size (a 7x7 reflect-padded conv needs at least 4 pixels at every level).
     Static sizes are checked when the model is traced (``ValueError``); sizes
-    only known at run time are checked by an assertion in the graph
-    (``InvalidArgumentError``).
+    only known at run time (TensorFlow graphs) are checked by an assertion in
+    the graph (``InvalidArgumentError``). JAX and PyTorch always trace with
+    known sizes.
 
     Args:
         multiple: the number ``H`` and ``W`` must be divisible by.
@@ -214,15 +216,11 @@ class SpatialSizeCheck(keras.layers.Layer):
         if height is not None and width is not None:
             self.validate(height, width)
             return inputs
-        dynamic = tf.shape(inputs)
-        height, width = dynamic[-3], dynamic[-2]
-        valid = tf.logical_and(
-            tf.equal(tf.math.floormod(height, self.multiple) + tf.math.floormod(width, self.multiple), 0),
-            tf.greater_equal(tf.minimum(height, width), self.minimum),
-        )
-        check = tf.debugging.Assert(valid, [f"Frame size not supported: {self._requirement()}; got", height, width])
-        with tf.control_dependencies([check]):
-            return tf.identity(inputs)
+        if not on_tensorflow():
+            return inputs
+        from vseg_keras.kernels import tensorflow as tf_kernels
+
+        return tf_kernels.assert_frame_size(inputs, self.multiple, self.minimum, self._requirement())
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -241,13 +239,14 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     ``moments`` and ``batch_normalization`` from element-wise ops (several
     passes over the tensor, a float32 copy of a bfloat16 input, and extra
     tensors held for the backward pass). Moving statistics are updated exactly
-    as Keras does (biased batch variance). Inference, masks, renorm and
-    other axes use the Keras implementation.
+    as Keras does (biased batch variance). Inference, masks, renorm, other
+    axes and other backends than TensorFlow use the Keras implementation.
     """
 
     def call(self, inputs, training=None, mask=None):
         fusable = (
             training
+            and on_tensorflow()
             and self.trainable
             and mask is None
             and not self.renorm
@@ -257,32 +256,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
         if not fusable:
             return super().call(inputs, training=training, mask=mask)
-        channels = inputs.shape[-1]
-        scale = ops.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
-        offset = ops.cast(self.beta, "float32") if self.center else tf.zeros([channels])
-        outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, scale, offset, epsilon=self.epsilon, is_training=True, data_format="NHWC"
+        from vseg_keras.kernels import tensorflow as tf_kernels
+
+        outputs, mean, variance = tf_kernels.fused_batch_norm(
+            inputs,
+            ops.cast(self.gamma, "float32") if self.scale else None,
+            ops.cast(self.beta, "float32") if self.center else None,
+            self.epsilon,
         )
-        # The kernel returns the unbiased variance; Keras' moving average uses the biased one.
-        count = tf.cast(tf.size(inputs) // channels, "float32")
-        variance = tf.math.multiply_no_nan(unbiased_variance, (count - 1.0) / count)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return ops.cast(outputs, self.compute_dtype)
-
-
-def _normal_cdf(x):
-    """``Phi(x) = 0.5 * (1 + erf(x / sqrt(2)))``, as ``tf.nn.gelu(approximate=False)`` computes it."""
-    return 0.5 * (1.0 + tf.math.erf(x / tf.cast(1.4142135623730951, x.dtype)))
-
-
-@tf.custom_gradient
-def _gelu_keeping_only_its_input(x):
-    def gradient(upstream):  # Phi(x) + x * phi(x), recomputed from x alone
-        pdf = tf.exp(-0.5 * tf.square(x)) * tf.cast(0.3989422804014327, x.dtype)  # 1 / sqrt(2 pi)
-        return upstream * (_normal_cdf(x) + x * pdf)
-
-    return x * _normal_cdf(x), gradient
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -294,11 +278,16 @@ class GELU(keras.layers.Layer):
     layer keeps only its input and evaluates the derivative
     ``Phi(x) + x * phi(x)`` from it. In ConvNeXt blocks, where GELU runs on
     4x-expanded channels at full resolution, that is most of the training
-    memory.
+    memory. On TensorFlow (:func:`vseg_keras.kernels.tensorflow.gelu`); other
+    backends compute ``x * Phi(x)`` in ``keras.ops`` (same values, plain autodiff).
     """
 
     def call(self, inputs):
-        return _gelu_keeping_only_its_input(inputs)
+        if on_tensorflow():
+            from vseg_keras.kernels import tensorflow as tf_kernels
+
+            return tf_kernels.gelu(inputs)
+        return inputs * normal_cdf(inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-from vseg_keras.cityscapes import IGNORE_INDEX
+from vseg_keras.kernels import on_tensorflow
 from vseg_keras.layers import FoldTime, FrameNormalization, UnfoldTime
 from vseg_keras.unet import VideoUNetBackbone
 
@@ -23,6 +22,8 @@ class VideoSegmenter(keras.Model):
         backbone: the recurrent UNet backbone.
         num_classes: logits per pixel (20 in the report: 19 Cityscapes train
             classes plus void).
+        ignore_index: the label value of pixels without ground truth (Cityscapes: 255); only
+            :meth:`labelled_frames` reads it.
         **kwargs: :class:`keras.Model` arguments (``name``, ``dtype``, ...).
 
     Inputs:
@@ -36,7 +37,7 @@ class VideoSegmenter(keras.Model):
         Keras recommends for a model's last layer).
     """
 
-    def __init__(self, backbone: VideoUNetBackbone, num_classes: int = 20, **kwargs):
+    def __init__(self, backbone: VideoUNetBackbone, num_classes: int = 20, ignore_index: int = 255, **kwargs):
         normalization = FrameNormalization(name="normalize_frames")
         head = keras.layers.Conv2D(num_classes, 3, padding="same", name="head")
         # Weightless, so existing .keras files load unchanged.
@@ -47,6 +48,7 @@ class VideoSegmenter(keras.Model):
         super().__init__(inputs=frames, outputs=logits, **kwargs)
         self.backbone = backbone
         self.num_classes = int(num_classes)
+        self.ignore_index = int(ignore_index)
         self.normalization = normalization
         self.head = head
         self.float32_logits = float32_logits
@@ -132,18 +134,21 @@ class VideoSegmenter(keras.Model):
     def labelled_frames(self, y, y_pred, sample_weight=None):
         """The labels and logits of the frames that have at least one labelled pixel.
 
-        Labels ``[B, T, H, W]`` (:data:`~vseg_keras.cityscapes.IGNORE_INDEX` = not labelled) and
-        logits ``[B, T, H, W, C]`` become ``[N, H, W]`` and ``[N, H, W, C]``. A Cityscapes window
-        has one labelled frame, so the loss and metrics do ``1/T`` of the work for the same values
-        (and gradients): a frame without labels adds nothing to a loss that ignores that index and
-        averages over labelled pixels, nor to a confusion matrix. Returned unchanged with sample
-        weights, other layouts, or under XLA (``jit_compile``), which needs static shapes.
+        Labels ``[B, T, H, W]`` (:attr:`ignore_index` = not labelled) and logits
+        ``[B, T, H, W, C]`` become ``[N, H, W]`` and ``[N, H, W, C]``. A Cityscapes window (with
+        ``--full-windows``) has one labelled frame, so the loss and metrics do ``1/T`` of the work
+        for the same values (and gradients): a frame without labels adds nothing to a loss that
+        ignores that index and averages over labelled pixels, nor to a confusion matrix. A
+        TensorFlow kernel (:func:`vseg_keras.kernels.tensorflow.labelled_frames`); returned
+        unchanged on other backends (the same values, more work), with sample weights, other
+        layouts, or under XLA (``jit_compile``), which needs static shapes.
         """
-        if (y is None or sample_weight is not None or self.jit_compile
+        if (y is None or sample_weight is not None or self.jit_compile or not on_tensorflow()
                 or len(y.shape) != 4 or len(y_pred.shape) != 5):
             return y, y_pred
-        keep = tf.reduce_any(tf.not_equal(y, tf.cast(IGNORE_INDEX, y.dtype)), axis=[2, 3])  # [B, T]
-        return tf.boolean_mask(y, keep), tf.boolean_mask(y_pred, keep)
+        from vseg_keras.kernels import tensorflow as tf_kernels
+
+        return tf_kernels.labelled_frames(y, y_pred, self.ignore_index)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras' loss computation on :meth:`labelled_frames` only."""
@@ -161,6 +166,7 @@ class VideoSegmenter(keras.Model):
             "trainable": self.trainable,
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
         }
 
     @classmethod

@@ -10,11 +10,9 @@ channels as the input (``filters``). A cell processes one frame
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from vseg_keras.layers import conv_of_concatenation
-from vseg_keras.remat import recompute, recompute_recurrence
 
 _PACKAGE = "vseg"
 
@@ -83,13 +81,15 @@ class _ConvCellBase(keras.layers.Layer):
 
     def weight_values(self) -> dict:
         """The cell's weights as tensors, by name (what :meth:`step` takes)."""
-        return {weight.name: tf.convert_to_tensor(weight) for weight in self.weights}
+        return {weight.name: ops.convert_to_tensor(weight) for weight in self.weights}
 
     def call(self, inputs, states, training=None):
         previous = states[0] if isinstance(states, (list, tuple)) else states
         weights = self.weight_values()
-        if self.rematerialize and training:
-            output = recompute(lambda args: self.step(*args), (inputs, previous, weights))
+        if self.rematerialize and training:  # switched on only on TensorFlow (vseg_keras.remat)
+            from vseg_keras.kernels import tensorflow as tf_kernels
+
+            output = tf_kernels.recompute(lambda args: self.step(*args), (inputs, previous, weights))
         else:
             output = self.step(inputs, previous, weights)
         return output, [output]
@@ -211,7 +211,7 @@ class ConvRecurrent(keras.layers.RNN):
     trace time the steps are unrolled (less memory and time in training);
     otherwise Keras' RNN loop runs them. Both give the same results. With
     rematerialisation on, a training call checkpoints the unrolled recurrence
-    as a whole (:func:`vseg_keras.remat.recompute_recurrence`: only the output
+    as a whole (:func:`vseg_keras.kernels.tensorflow.recompute_recurrence`: only the output
     sequence is kept) and the RNN loop each step.
 
     Args:
@@ -244,8 +244,11 @@ class ConvRecurrent(keras.layers.RNN):
         # sequence, T times over; and for B = 1 the transpose and the unstack along axis 0 share
         # the input's buffer instead of copying it.
         frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
-        if training and self.cell.rematerialize:  # one checkpoint for the whole recurrence
-            return recompute_recurrence(self.cell.step, frames, initial_state[0], self.cell.weight_values())
+        if training and self.cell.rematerialize:  # one checkpoint for the whole recurrence (TensorFlow)
+            from vseg_keras.kernels import tensorflow as tf_kernels
+
+            return tf_kernels.recompute_recurrence(self.cell.step, frames, initial_state[0],
+                                                   self.cell.weight_values())
         states, outputs = list(initial_state), []
         for frame in frames:
             output, states = self.cell(frame, states, training=training)

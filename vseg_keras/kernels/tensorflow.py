@@ -1,0 +1,210 @@
+"""TensorFlow kernels of the model layers: same numbers as the portable ``keras.ops`` code, less time or memory.
+
+Imported by the layers only on the TensorFlow backend (see :mod:`vseg_keras.kernels`):
+
+- :func:`fused_batch_norm` (``FusedBatchNormalization`` in training): TensorFlow's fused kernel
+  normalises in one pass and keeps only its input for the gradient;
+- :func:`gelu` (``GELU``): keeps only its input for the backward pass;
+- :func:`assert_frame_size` (``SpatialSizeCheck``): a run-time check of sizes unknown when traced;
+- :func:`labelled_frames` (``VideoSegmenter``'s loss and metrics on full windows): a boolean mask;
+- :func:`recompute` and :func:`recompute_recurrence` (``--remat``): checkpoints of our own.
+
+Rematerialisation: with it on, a training step keeps only the inputs and outputs of every
+encoder/decoder stage and the output sequence of every temporal unit; the activations inside are
+recomputed during the backward pass, one stage or one time step at a time (the model side, the
+``Stage`` sub-models and the switch, is :mod:`vseg_keras.remat`). The checkpoints are
+``tf.custom_gradient`` functions of our own rather than ``keras.remat``/``tf.recompute_grad`` or
+``keras.RematScope``:
+
+- the backward pass orders the work: a stage is recomputed only once the
+  gradients of its outputs exist, and passes its input gradients on only
+  after its weight gradients, so two stages' recomputed activations are
+  never held at once (with ``tf.recompute_grad`` the next stage's backward
+  ran beside the unfinished one, and the peak varied by 20-50 % with thread
+  scheduling);
+- ``tf.recompute_grad`` orders its recomputation with a data dependency that
+  copies every input (``x + 0``), a full-resolution copy per stage;
+- the recomputation runs inside a ``keras.StatelessScope``, which discards
+  BatchNorm's second moving-statistics update (``keras.RematScope`` would
+  apply it twice, and on the TensorFlow backend it passes ``training=`` as a
+  keyword, which graph-mode ``tf.recompute_grad`` rejects).
+
+Under XLA (``--jit``) control dependencies do not bind, so the compiler may
+schedule the recomputation differently (``--jit`` is not recommended on CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+from keras import tree
+
+from vseg_keras.kernels import normal_cdf
+
+
+def fused_batch_norm(inputs, gamma, beta, epsilon: float):
+    """Training-mode batch normalisation of ``[N, H, W, C]`` over ``N, H, W`` in one fused kernel.
+
+    Args:
+        inputs: ``[N, H, W, C]``, any float dtype.
+        gamma: scale ``[C]`` (float32), or ``None`` for ones.
+        beta: offset ``[C]`` (float32), or ``None`` for zeros.
+        epsilon: variance epsilon (the kernel's floor is 1.001e-5).
+
+    Returns:
+        ``(outputs [N, H, W, C] in the input's dtype, batch mean [C], biased batch variance [C])``;
+        the kernel returns the unbiased variance, Keras' moving average uses the biased one.
+    """
+    channels = inputs.shape[-1]
+    scale = tf.ones([channels]) if gamma is None else gamma
+    offset = tf.zeros([channels]) if beta is None else beta
+    outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
+        inputs, scale, offset, epsilon=epsilon, is_training=True, data_format="NHWC"
+    )
+    count = tf.cast(tf.size(inputs) // channels, "float32")
+    return outputs, mean, tf.math.multiply_no_nan(unbiased_variance, (count - 1.0) / count)
+
+
+@tf.custom_gradient
+def gelu(x):
+    """Exact GELU ``x * Phi(x)`` whose backward pass keeps only ``x``: ``Phi(x) + x * phi(x)`` from it."""
+
+    def gradient(upstream):
+        pdf = tf.exp(-0.5 * tf.square(x)) * tf.cast(0.3989422804014327, x.dtype)  # 1 / sqrt(2 pi)
+        return upstream * (normal_cdf(x) + x * pdf)
+
+    return x * normal_cdf(x), gradient
+
+
+def assert_frame_size(inputs, multiple: int, minimum: int, requirement: str):
+    """``inputs [..., H, W, C]`` after a run-time check of ``H``, ``W`` (``InvalidArgumentError`` naming them)."""
+    dynamic = tf.shape(inputs)
+    height, width = dynamic[-3], dynamic[-2]
+    valid = tf.logical_and(
+        tf.equal(tf.math.floormod(height, multiple) + tf.math.floormod(width, multiple), 0),
+        tf.greater_equal(tf.minimum(height, width), minimum),
+    )
+    check = tf.debugging.Assert(valid, [f"Frame size not supported: {requirement}; got", height, width])
+    with tf.control_dependencies([check]):
+        return tf.identity(inputs)
+
+
+def labelled_frames(y, y_pred, ignore_index: int):
+    """Labels ``[B, T, H, W]`` and logits ``[B, T, H, W, C]`` of the frames with a labelled pixel: ``[N, ...]``."""
+    keep = tf.reduce_any(tf.not_equal(y, tf.cast(ignore_index, y.dtype)), axis=[2, 3])  # [B, T]
+    return tf.boolean_mask(y, keep), tf.boolean_mask(y_pred, keep)
+
+
+def _after(dependencies, tensors):
+    """``tensors`` passed through identities that run only after ``dependencies`` (ordering, no copies)."""
+    with tf.control_dependencies(list(dependencies)):
+        return [tf.identity(tensor) for tensor in tensors]
+
+
+def recompute(function: Callable, inputs):
+    """``function(inputs)`` whose internal activations are recomputed in the backward pass.
+
+    The forward pass keeps only ``inputs`` (and what ``function`` returns).
+    The backward pass recomputes ``function`` once the gradients of its
+    outputs exist, differentiates it, and passes the gradients of ``inputs``
+    on only after the gradients of the variables it read: the next piece's
+    backward pass then starts when this piece's recomputed activations are no
+    longer needed, so two pieces' activations are never held at once.
+
+    Args:
+        function: maps ``inputs`` (a tensor or a nested structure of tensors)
+            to a tensor or a nested structure of tensors. It runs once in the
+            forward pass and once more when the gradient is computed;
+            variable assignments of that second run (e.g. BatchNorm moving
+            statistics) are discarded.
+        inputs: the tensors ``function`` needs; anything else it reads must be
+            a variable.
+
+    Returns:
+        What ``function(inputs)`` returns.
+    """
+    flat_inputs = tree.flatten(inputs)
+
+    @tf.custom_gradient
+    def checkpointed(*flat):
+        outputs = function(tree.pack_sequence_as(inputs, list(flat)))
+
+        def gradient(*upstream, variables=None):
+            variables = list(variables or [])
+            replayed = _after(upstream, flat)  # recompute no earlier than needed
+            with tf.GradientTape() as tape:
+                tape.watch(replayed)
+                tape.watch(variables)
+                with keras.StatelessScope():
+                    recomputed = tree.flatten(function(tree.pack_sequence_as(inputs, replayed)))
+            grads = tape.gradient(recomputed, replayed + variables, output_gradients=list(upstream),
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            input_grads, variable_grads = grads[: len(flat)], grads[len(flat):]
+            input_grads = _after(variable_grads, input_grads)
+            return (input_grads, variable_grads) if variables else input_grads
+
+        return outputs, gradient
+
+    return checkpointed(*flat_inputs)
+
+
+def recompute_recurrence(step: Callable, frames: list, initial_state, params: dict):
+    """Runs ``h_t = step(x_t, h_{t-1}, params)`` over ``frames``, keeping only the outputs for the backward pass.
+
+    The checkpoint of a whole recurrence: the forward pass keeps the frames
+    (the caller's input), ``initial_state`` and the stacked outputs. The
+    backward pass goes through the steps in reverse and recomputes one step at
+    a time, its previous state read back from the stacked outputs, so neither
+    a step's activations nor a second copy of the states are kept. Gradients
+    equal those of the plain recurrence.
+
+    Args:
+        step: ``(x_t [B, ...], h_{t-1} [B, ...], params) -> h_t [B, ...]``,
+            reading no variables (pass their values in ``params``).
+        frames: the inputs ``x_t``, one tensor ``[B, ...]`` per step.
+        initial_state: ``h_0`` ``[B, ...]``.
+        params: name -> tensor (e.g. the cell's weights).
+
+    Returns:
+        ``[B, T, ...]``: ``h_1 .. h_T`` stacked along axis 1.
+    """
+    names = sorted(params)
+
+    @tf.custom_gradient
+    def recurrence(initial, *flat):
+        inputs, values = flat[: len(frames)], dict(zip(names, flat[len(frames):], strict=True))
+        state, outputs = initial, []
+        for frame in inputs:
+            state = step(frame, state, values)
+            outputs.append(state)
+        stacked = tf.stack(outputs, axis=1)
+
+        def gradient(upstream):
+            state_grad = tf.zeros_like(initial)
+            param_grads = [tf.zeros_like(values[name]) for name in names]
+            input_grads = [None] * len(inputs)
+            for t in reversed(range(len(inputs))):
+                # No earlier than needed, one step at a time: a step's state and upstream gradient are
+                # taken out of the sequences only when its turn comes (gather, not a slice: Grappler
+                # rewrites a slice of a stack to the stacked tensor, which would keep every forward
+                # state alive until the backward pass).
+                with tf.control_dependencies([upstream, state_grad, *param_grads]):
+                    previous = tf.gather(stacked, t - 1, axis=1) if t else tf.identity(initial)
+                    replayed = [tf.identity(inputs[t]), previous]
+                    replayed_params = {name: tf.identity(values[name]) for name in names}
+                    output_grad = upstream[:, t] + state_grad
+                with tf.GradientTape() as tape:
+                    tape.watch([*replayed, *replayed_params.values()])
+                    output = step(replayed[0], replayed[1], replayed_params)
+                grads = tape.gradient(output, [*replayed, *(replayed_params[name] for name in names)],
+                                      output_gradients=output_grad,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                input_grads[t], state_grad = grads[0], grads[1]
+                param_grads = [total + grad for total, grad in zip(param_grads, grads[2:], strict=True)]
+            return [state_grad, *input_grads, *param_grads]
+
+        return stacked, gradient
+
+    return recurrence(initial_state, *frames, *(params[name] for name in names))
