@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 from machine import median, parse_size, random_pixels, report_header, write_report
 
-from vseg_keras.registry import build_model
+from vseg_keras.models.registry import build_model
 
 
 def forward_times(name: str, height: int, width: int, window: int, repeats: int) -> dict:

@@ -34,7 +34,7 @@ import tensorflow as tf
 from machine import median, parse_size, random_pixels, report_header, time_calls, write_report
 
 from vseg_keras.model_info import frame_gflops
-from vseg_keras.registry import build_model, get_model_config
+from vseg_keras.models.registry import build_model, get_model_config
 
 
 def step_time_ms(name: str, height: int, width: int, repeats: int) -> tuple[float, float]:

@@ -101,7 +101,7 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     import tensorflow as tf
     from machine import random_pixels
 
-    from vseg_keras.registry import build_model, get_model_config
+    from vseg_keras.models.registry import build_model, get_model_config
     from vseg_keras.train import TrainConfig, compile_for_training
 
     steps = seq_len if get_model_config(model_name).is_temporal else 1
@@ -111,7 +111,7 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
         keras.mixed_precision.set_global_policy(mixed_precision_policy())
     model = build_model(model_name, seed=0)
     if remat:  # imported only when asked: a --baseline checkout may predate it
-        from vseg_keras.remat import set_rematerialization
+        from vseg_keras.models.remat import set_rematerialization
 
         set_rematerialization(model, True)
     if causal:  # absent before causal windows: only asked for the current code
@@ -132,7 +132,7 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
     from machine import median
 
     from vseg_keras.model_info import frame_gflops
-    from vseg_keras.registry import build_model
+    from vseg_keras.models.registry import build_model
 
     switch = case["switch"]
     height, width = case["height"], case["width"]

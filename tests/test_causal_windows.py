@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from vseg_keras.cityscapes import IGNORE_INDEX
-from vseg_keras.registry import build_model
+from vseg_keras.models.registry import build_model
 from vseg_keras.train import TrainConfig, compile_for_training
 
 # Every block family with both cells, and a frame-wise model.

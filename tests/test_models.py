@@ -8,30 +8,8 @@ import pytest
 import tensorflow as tf
 
 import vseg_keras
+from tests.test_portable_models import TABLE_3
 from vseg_keras.model_info import trainable_params
-
-# Report Table 3 (trainable parameters, 20 classes).
-TABLE_3 = {
-    "vanilla-none-small-shallow": 125_732,
-    "vanilla-none-small-deep": 507_940,
-    "vanilla-none-original": 1_958_996,
-    "vanilla-crnn-small-shallow": 222_724,
-    "vanilla-crnn-small-deep": 900_100,
-    "vanilla-crnn-original": 3_508_180,
-    "vanilla-cgru-small-shallow": 416_372,
-    "vanilla-cgru-small-deep": 1_683_700,
-    "vanilla-cgru-original": 6_605_204,
-    "resnet-crnn-small-shallow": 229_908,
-    "resnet-crnn-small-deep": 923_860,
-    "resnet-crnn-original": 3_598_356,
-    "resnet-cgru-small-shallow": 423_556,
-    "resnet-cgru-small-deep": 1_707_460,
-    "resnet-cgru-original": 6_695_380,
-    "convnext-crnn-small-deep": 760_420,
-    "convnext-crnn-original": 2_933_588,
-    "convnext-cgru-small-deep": 1_544_020,
-    "convnext-cgru-original": 6_030_612,
-}
 
 # One small model per (family, temporal unit), covering both depths.
 SMALL_TEMPORAL = [
@@ -209,7 +187,7 @@ def test_state_shapes_follow_levels():
 
 
 def test_models_take_raw_pixels_and_normalise_them_in_float32():
-    from vseg_keras.layers import IMAGENET_MEAN, IMAGENET_STD, FrameNormalization
+    from vseg_keras.models.layers import IMAGENET_MEAN, IMAGENET_STD, FrameNormalization
 
     pixels = np.random.default_rng(3).integers(0, 256, size=(1, 2, 16, 16, 3), dtype=np.uint8)
     normalised = FrameNormalization()(pixels)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vseg_keras.kernels.tensorflow import recompute_recurrence
-from vseg_keras.layers import GELU, Conv2D, FusedBatchNormalization
-from vseg_keras.registry import build_model
-from vseg_keras.remat import Stage, set_rematerialization
-from vseg_keras.temporal import ConvGRUCell, ConvRecurrent
+from vseg_keras.models.kernels.tensorflow import recompute_recurrence
+from vseg_keras.models.layers import GELU, Conv2D, FusedBatchNormalization
+from vseg_keras.models.registry import build_model
+from vseg_keras.models.remat import Stage, set_rematerialization
+from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent
 
 DATA_DIR = Path(__file__).parent / "data"
 

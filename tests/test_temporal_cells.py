@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vseg_keras.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell, make_temporal_cell
+from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell, make_temporal_cell
 
 
 def conv_same(x, kernel, bias):

@@ -6,7 +6,7 @@ frame (by default 19 before and 10 after it). The pipelines here cut a window of
 each snippet and yield
 
 * ``frames``: uint8 ``[B, L, H, W, 3]``, RGB pixel values as decoded (the model normalises them in its
-  first layer, :class:`~vseg_keras.layers.FrameNormalization`, so only compact uint8 data is batched,
+  first layer, :class:`~vseg_keras.models.layers.FrameNormalization`, so only compact uint8 data is batched,
   prefetched and copied to an accelerator);
 * ``labels``: uint8 ``[B, L, H, W]``; the labelled frame of the window holds its trainIds, every other
   frame is all :data:`~vseg_keras.cityscapes.IGNORE_INDEX` (255), so a loss or metric built with
@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from vseg_keras import records
 from vseg_keras.cityscapes import IGNORE_INDEX, VOID_CLASS
-from vseg_keras.layers import IMAGENET_MEAN
+from vseg_keras.models.layers import IMAGENET_MEAN
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -671,7 +671,7 @@ def make_eval_dataset(
         with_metadata: also yield metadata and keep unlabelled snippets (all-255 labels), for saving
             predictions. Without it unlabelled snippets are skipped.
         last_frame_labels: yield only the labelled (last) frame's labels ``[B, H, W]``, as a model
-            scoring only that frame needs (:meth:`~vseg_keras.segmenter.VideoSegmenter.last_frame_logits`).
+            scoring only that frame needs (:meth:`~vseg_keras.models.segmenter.VideoSegmenter.last_frame_logits`).
         input_context: ``tf.distribute.InputContext``; records are sharded by ``input_pipeline_id``.
 
     Returns:

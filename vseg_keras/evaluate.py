@@ -15,8 +15,8 @@ from vseg_keras import data
 from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
 from vseg_keras.files import atomic_write_json, atomic_write_png
 from vseg_keras.metrics import CONFUSION_SIZE, confusion_matrix, segmentation_scores, temporal_consistency
+from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.records import read_manifest
-from vseg_keras.segmenter import VideoSegmenter
 
 #: The report's evaluation window: the labelled frame after 11 frames of context (12 frames).
 DEFAULT_CONTEXT = 11
@@ -51,7 +51,7 @@ def evaluate(
     Metrics come from one confusion matrix over the split (see :mod:`vseg_keras.metrics`).
     Temporal consistency is averaged over every consecutive frame pair of every window,
     labelled or not; it needs a prediction for every frame. Without it only the scored (last)
-    frame is decoded (:meth:`~vseg_keras.segmenter.VideoSegmenter.last_frame_logits`; a
+    frame is decoded (:meth:`~vseg_keras.models.segmenter.VideoSegmenter.last_frame_logits`; a
     frame-wise model computes only that frame), with the same scores.
 
     Args:
@@ -133,7 +133,7 @@ _LAST_FRAME_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _window_predictor(model: VideoSegmenter, every_frame: bool):
     """``predict(frames [B, L, H, W, 3]) -> logits``: every frame's ``[B, L, H, W, C]``, or the last frame's
-    ``[B, H, W, C]`` (NumPy) computed by :meth:`~vseg_keras.segmenter.VideoSegmenter.last_frame_logits`."""
+    ``[B, H, W, C]`` (NumPy) computed by :meth:`~vseg_keras.models.segmenter.VideoSegmenter.last_frame_logits`."""
     if every_frame:
         return model.predict_on_batch
     if model not in _LAST_FRAME_FUNCTIONS:

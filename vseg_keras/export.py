@@ -23,7 +23,7 @@ import shutil
 import keras
 import tensorflow as tf
 
-from vseg_keras.segmenter import VideoSegmenter
+from vseg_keras.models.segmenter import VideoSegmenter
 
 #: Folder that holds one subfolder per exported model (the repository's ``saved_models/``).
 DEFAULT_EXPORT_ROOT = "saved_models"

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vseg_keras.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config, list_models
-from vseg_keras.segmenter import VideoSegmenter
+from vseg_keras.models.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config, list_models
+from vseg_keras.models.segmenter import VideoSegmenter
 
 
 def trainable_params(model: keras.Model) -> int:

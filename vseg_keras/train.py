@@ -36,10 +36,10 @@ from keras import tree
 from vseg_keras import data
 from vseg_keras.cityscapes import IGNORE_INDEX, colorize_train_ids
 from vseg_keras.files import atomic_save_model, atomic_write_json
+from vseg_keras.models.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config
+from vseg_keras.models.remat import set_rematerialization
+from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.records import MANIFEST_NAME, read_manifest
-from vseg_keras.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config
-from vseg_keras.remat import set_rematerialization
-from vseg_keras.segmenter import VideoSegmenter
 
 
 class TrainingError(RuntimeError):
@@ -67,7 +67,7 @@ class TrainConfig:
         mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
         jit: XLA-compile the train step.
         remat: rematerialise every UNet stage and temporal-cell step in the
-            backward pass (:func:`vseg_keras.remat.set_rematerialization`):
+            backward pass (:func:`vseg_keras.models.remat.set_rematerialization`):
             much less memory for about a quarter more time, same numbers.
         seed: seeds weights and data order.
         num_classes: logits per pixel.

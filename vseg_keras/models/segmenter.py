@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from vseg_keras.kernels import on_tensorflow
-from vseg_keras.layers import FoldTime, FrameNormalization, UnfoldTime
-from vseg_keras.unet import VideoUNetBackbone
+from vseg_keras.models.kernels import on_tensorflow
+from vseg_keras.models.layers import FoldTime, FrameNormalization, UnfoldTime
+from vseg_keras.models.unet import VideoUNetBackbone
 
 
 def _downscaled(size: int | None, factor: int) -> int | None:
@@ -28,7 +28,7 @@ class VideoSegmenter(keras.Model):
 
     Inputs:
         frames ``[B, T, H, W, 3]``: RGB pixel values in ``[0, 255]``, uint8 or
-        float (as decoded; :class:`~vseg_keras.layers.FrameNormalization`
+        float (as decoded; :class:`~vseg_keras.models.layers.FrameNormalization`
         normalises them inside the model).
 
     Outputs:
@@ -139,14 +139,14 @@ class VideoSegmenter(keras.Model):
         ``--full-windows``) has one labelled frame, so the loss and metrics do ``1/T`` of the work
         for the same values (and gradients): a frame without labels adds nothing to a loss that
         ignores that index and averages over labelled pixels, nor to a confusion matrix. A
-        TensorFlow kernel (:func:`vseg_keras.kernels.tensorflow.labelled_frames`); returned
+        TensorFlow kernel (:func:`vseg_keras.models.kernels.tensorflow.labelled_frames`); returned
         unchanged on other backends (the same values, more work), with sample weights, other
         layouts, or under XLA (``jit_compile``), which needs static shapes.
         """
         if (y is None or sample_weight is not None or self.jit_compile or not on_tensorflow()
                 or len(y.shape) != 4 or len(y_pred.shape) != 5):
             return y, y_pred
-        from vseg_keras.kernels import tensorflow as tf_kernels
+        from vseg_keras.models.kernels import tensorflow as tf_kernels
 
         return tf_kernels.labelled_frames(y, y_pred, self.ignore_index)
 

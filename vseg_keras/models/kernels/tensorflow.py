@@ -1,6 +1,6 @@
 """TensorFlow kernels of the model layers: same numbers as the portable ``keras.ops`` code, less time or memory.
 
-Imported by the layers only on the TensorFlow backend (see :mod:`vseg_keras.kernels`):
+Imported by the layers only on the TensorFlow backend (see :mod:`vseg_keras.models.kernels`):
 
 - :func:`fused_batch_norm` (``FusedBatchNormalization`` in training): TensorFlow's fused kernel
   normalises in one pass and keeps only its input for the gradient;
@@ -12,7 +12,7 @@ Imported by the layers only on the TensorFlow backend (see :mod:`vseg_keras.kern
 Rematerialisation: with it on, a training step keeps only the inputs and outputs of every
 encoder/decoder stage and the output sequence of every temporal unit; the activations inside are
 recomputed during the backward pass, one stage or one time step at a time (the model side, the
-``Stage`` sub-models and the switch, is :mod:`vseg_keras.remat`). The checkpoints are
+``Stage`` sub-models and the switch, is :mod:`vseg_keras.models.remat`). The checkpoints are
 ``tf.custom_gradient`` functions of our own rather than ``keras.remat``/``tf.recompute_grad`` or
 ``keras.RematScope``:
 
@@ -41,7 +41,7 @@ import keras
 import tensorflow as tf
 from keras import tree
 
-from vseg_keras.kernels import normal_cdf
+from vseg_keras.models.kernels import normal_cdf
 
 
 def fused_batch_norm(inputs, gamma, beta, epsilon: float):

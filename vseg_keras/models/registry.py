@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import keras
 
-from vseg_keras.blocks import BLOCK_FAMILIES
-from vseg_keras.segmenter import VideoSegmenter
-from vseg_keras.unet import TEMPORAL_UNITS, VideoUNetBackbone
+from vseg_keras.models.blocks import BLOCK_FAMILIES
+from vseg_keras.models.segmenter import VideoSegmenter
+from vseg_keras.models.unet import TEMPORAL_UNITS, VideoUNetBackbone
 
 #: Encoder channels per level for each size (report Table 1).
 SIZES: dict[str, tuple[int, ...]] = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from vseg_keras.blocks.base import BlockFamily, activation_layer, conv2d, conv_bn
-from vseg_keras.layers import FusedBatchNormalization
+from vseg_keras.models.blocks.base import BlockFamily, activation_layer, conv2d, conv_bn
+from vseg_keras.models.layers import FusedBatchNormalization
 
 _PACKAGE = "vseg"
 

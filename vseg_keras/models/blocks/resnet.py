@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from vseg_keras.blocks.base import BlockFamily, conv2d, conv_bn
+from vseg_keras.models.blocks.base import BlockFamily, conv2d, conv_bn
 
 
 class ResNetFamily(BlockFamily):

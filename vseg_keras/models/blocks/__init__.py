@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from vseg_keras.blocks.base import BlockFamily
-from vseg_keras.blocks.convnext import AttentionGate, ConvNeXtFamily, ReflectionPad2D
-from vseg_keras.blocks.resnet import ResNetFamily
-from vseg_keras.blocks.vanilla import VanillaFamily
+from vseg_keras.models.blocks.base import BlockFamily
+from vseg_keras.models.blocks.convnext import AttentionGate, ConvNeXtFamily, ReflectionPad2D
+from vseg_keras.models.blocks.resnet import ResNetFamily
+from vseg_keras.models.blocks.vanilla import VanillaFamily
 
 BLOCK_FAMILIES: dict[str, BlockFamily] = {
     family.name: family for family in (VanillaFamily(), ResNetFamily(), ConvNeXtFamily())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from vseg_keras.layers import conv_of_concatenation
+from vseg_keras.models.layers import conv_of_concatenation
 
 _PACKAGE = "vseg"
 
@@ -21,7 +21,7 @@ class _ConvCellBase(keras.layers.Layer):
     """Shared plumbing of the convolutional cells (config, shapes, state size, call).
 
     Subclasses implement :meth:`step`, one step of the recurrence. With
-    :attr:`rematerialize` on (see :func:`vseg_keras.remat.set_rematerialization`),
+    :attr:`rematerialize` on (see :func:`vseg_keras.models.remat.set_rematerialization`),
     a training step keeps only the states and recomputes the gate activations
     in the backward pass (:class:`ConvRecurrent` checkpoints an unrolled
     sequence as a whole; a single call, e.g. in the RNN loop, checkpoints its
@@ -86,8 +86,8 @@ class _ConvCellBase(keras.layers.Layer):
     def call(self, inputs, states, training=None):
         previous = states[0] if isinstance(states, (list, tuple)) else states
         weights = self.weight_values()
-        if self.rematerialize and training:  # switched on only on TensorFlow (vseg_keras.remat)
-            from vseg_keras.kernels import tensorflow as tf_kernels
+        if self.rematerialize and training:  # switched on only on TensorFlow (vseg_keras.models.remat)
+            from vseg_keras.models.kernels import tensorflow as tf_kernels
 
             output = tf_kernels.recompute(lambda args: self.step(*args), (inputs, previous, weights))
         else:
@@ -211,7 +211,7 @@ class ConvRecurrent(keras.layers.RNN):
     trace time the steps are unrolled (less memory and time in training);
     otherwise Keras' RNN loop runs them. Both give the same results. With
     rematerialisation on, a training call checkpoints the unrolled recurrence
-    as a whole (:func:`vseg_keras.kernels.tensorflow.recompute_recurrence`: only the output
+    as a whole (:func:`vseg_keras.models.kernels.tensorflow.recompute_recurrence`: only the output
     sequence is kept) and the RNN loop each step.
 
     Args:
@@ -245,7 +245,7 @@ class ConvRecurrent(keras.layers.RNN):
         # the input's buffer instead of copying it.
         frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
         if training and self.cell.rematerialize:  # one checkpoint for the whole recurrence (TensorFlow)
-            from vseg_keras.kernels import tensorflow as tf_kernels
+            from vseg_keras.models.kernels import tensorflow as tf_kernels
 
             return tf_kernels.recompute_recurrence(self.cell.step, frames, initial_state[0],
                                                    self.cell.weight_values())

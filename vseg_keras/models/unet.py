@@ -7,16 +7,16 @@ from functools import partial
 
 import keras
 
-from vseg_keras.blocks import get_block_family
-from vseg_keras.layers import FoldTime, SpatialSizeCheck, UnfoldTime, fold_time, unfold_time
-from vseg_keras.remat import Stage
-from vseg_keras.temporal import ConvRecurrent, make_temporal_cell
+from vseg_keras.models.blocks import get_block_family
+from vseg_keras.models.layers import FoldTime, SpatialSizeCheck, UnfoldTime, fold_time, unfold_time
+from vseg_keras.models.remat import Stage
+from vseg_keras.models.temporal import ConvRecurrent, make_temporal_cell
 
 TEMPORAL_UNITS = ("none", "crnn", "cgru")
 
 
 def build_stage(name: str, input_channels: Sequence[int], build: Callable) -> Stage:
-    """Wraps one UNet stage in its own :class:`~vseg_keras.remat.Stage` sub-model.
+    """Wraps one UNet stage in its own :class:`~vseg_keras.models.remat.Stage` sub-model.
 
     Args:
         name: the stage's name (``"stem"``, ``"enc1"``, ``"dec0"``, ...); its
@@ -36,7 +36,7 @@ def build_frame_encoder(block: str, filters: Sequence[int]) -> keras.Model:
 
     Level 0 is the family's stem at full resolution; every further level is a
     2x2 stride-2 convolution followed by the family's block. Each level is one
-    :class:`~vseg_keras.remat.Stage`. ``H`` and ``W`` must be multiples of
+    :class:`~vseg_keras.models.remat.Stage`. ``H`` and ``W`` must be multiples of
     ``2**(len(filters) - 1)`` (and, for ConvNeXt, give at least 4 pixels at
     the deepest level).
     """
@@ -56,7 +56,7 @@ def build_frame_encoder(block: str, filters: Sequence[int]) -> keras.Model:
 def build_frame_decoder(block: str, filters: Sequence[int]) -> keras.Model:
     """Frame-wise UNet decoder: level features (deepest last) -> ``[N, H, W, filters[0]]``.
 
-    One decoder stage (a :class:`~vseg_keras.remat.Stage`) per level above the
+    One decoder stage (a :class:`~vseg_keras.models.remat.Stage`) per level above the
     deepest; the deepest features are the bottleneck, the others the skip
     connections.
     """
@@ -94,7 +94,7 @@ class VideoUNetBackbone(keras.Model):
 
     Inputs:
         frames ``[B, T, H, W, 3]``, ImageNet-normalised float (see
-        :func:`vseg_keras.layers.normalize_frames`; :class:`~vseg_keras.segmenter.VideoSegmenter`
+        :func:`vseg_keras.models.layers.normalize_frames`; :class:`~vseg_keras.models.segmenter.VideoSegmenter`
         does this in its first layer), any ``T >= 1``; ``H``, ``W`` multiples
         of ``2**(levels - 1)``.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from vseg_keras.kernels import normal_cdf, on_tensorflow
+from vseg_keras.models.kernels import normal_cdf, on_tensorflow
 
 _PACKAGE = "vseg"
 
@@ -28,7 +28,7 @@ def normalize_frames(frames):
 
     ``(frames / 255 - IMAGENET_MEAN) / IMAGENET_STD``, computed in float32 as one
     multiply-add. :class:`FrameNormalization` (the first layer of every
-    :class:`~vseg_keras.segmenter.VideoSegmenter`) applies it; call it yourself
+    :class:`~vseg_keras.models.segmenter.VideoSegmenter`) applies it; call it yourself
     only to feed a backbone directly.
 
     Args:
@@ -218,7 +218,7 @@ class SpatialSizeCheck(keras.layers.Layer):
             return inputs
         if not on_tensorflow():
             return inputs
-        from vseg_keras.kernels import tensorflow as tf_kernels
+        from vseg_keras.models.kernels import tensorflow as tf_kernels
 
         return tf_kernels.assert_frame_size(inputs, self.multiple, self.minimum, self._requirement())
 
@@ -256,7 +256,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
         if not fusable:
             return super().call(inputs, training=training, mask=mask)
-        from vseg_keras.kernels import tensorflow as tf_kernels
+        from vseg_keras.models.kernels import tensorflow as tf_kernels
 
         outputs, mean, variance = tf_kernels.fused_batch_norm(
             inputs,
@@ -278,13 +278,13 @@ class GELU(keras.layers.Layer):
     layer keeps only its input and evaluates the derivative
     ``Phi(x) + x * phi(x)`` from it. In ConvNeXt blocks, where GELU runs on
     4x-expanded channels at full resolution, that is most of the training
-    memory. On TensorFlow (:func:`vseg_keras.kernels.tensorflow.gelu`); other
+    memory. On TensorFlow (:func:`vseg_keras.models.kernels.tensorflow.gelu`); other
     backends compute ``x * Phi(x)`` in ``keras.ops`` (same values, plain autodiff).
     """
 
     def call(self, inputs):
         if on_tensorflow():
-            from vseg_keras.kernels import tensorflow as tf_kernels
+            from vseg_keras.models.kernels import tensorflow as tf_kernels
 
             return tf_kernels.gelu(inputs)
         return inputs * normal_cdf(inputs)

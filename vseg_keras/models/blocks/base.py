@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import keras
 
-from vseg_keras.layers import GELU, Conv2D, FusedBatchNormalization
+from vseg_keras.models.layers import GELU, Conv2D, FusedBatchNormalization
 
 
 def conv2d(x, filters: int, kernel_size: int, name: str, **kwargs):
     """A 2-D convolution of ``x``, or of the channel concatenation of a list ``x``.
 
-    A :class:`vseg_keras.layers.Conv2D`: Keras' layer and weights, and for a
+    A :class:`vseg_keras.models.layers.Conv2D`: Keras' layer and weights, and for a
     list the same result without materialising the concatenation.
     """
     return Conv2D(filters, kernel_size, name=name, **kwargs)(x)
@@ -35,7 +35,7 @@ def conv_bn(x, filters: int, kernel_size: int, name: str, activation: str | None
 
 
 def activation_layer(kind: str, name: str) -> keras.layers.Layer:
-    """The activation ``kind`` as a layer; GELU is :class:`vseg_keras.layers.GELU` (same values, less memory)."""
+    """The activation ``kind`` as a layer; GELU is :class:`vseg_keras.models.layers.GELU` (same values, less memory)."""
     return GELU(name=name) if kind == "gelu" else keras.layers.Activation(kind, name=name)
 
 

@@ -1,10 +1,10 @@
 """Backend kernels of the model layers, apart from the layers (as Keras keeps ``backend/tensorflow/rnn.py``).
 
-The layers in :mod:`vseg_keras.layers`, :mod:`vseg_keras.temporal`, :mod:`vseg_keras.remat` and
-:mod:`vseg_keras.segmenter` are written in ``keras.ops``. Where TensorFlow offers a faster or leaner
+The layers in :mod:`vseg_keras.models.layers`, :mod:`vseg_keras.models.temporal`, :mod:`vseg_keras.models.remat` and
+:mod:`vseg_keras.models.segmenter` are written in ``keras.ops``. Where TensorFlow offers a faster or leaner
 way to compute the same numbers (a fused BatchNorm kernel, a GELU that keeps only its input, ordered
 rematerialisation, selecting the labelled frames, a run-time size assertion), the layer dispatches on
-:func:`on_tensorflow` to :mod:`vseg_keras.kernels.tensorflow`, imported only then; every other backend
+:func:`on_tensorflow` to :mod:`vseg_keras.models.kernels.tensorflow`, imported only then; every other backend
 runs the portable ``keras.ops`` version. This module holds only what both share.
 """
 

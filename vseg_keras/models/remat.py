@@ -9,7 +9,7 @@ changes neither the architecture, nor the saved files, nor the numbers:
 gradients and BatchNorm statistics equal those of a step without it.
 
 The checkpoints themselves are TensorFlow kernels
-(:func:`vseg_keras.kernels.tensorflow.recompute` and ``recompute_recurrence``; why they are our
+(:func:`vseg_keras.models.kernels.tensorflow.recompute` and ``recompute_recurrence``; why they are our
 own is said there); on another backend :func:`set_rematerialization` refuses to switch it on.
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import keras
 
-from vseg_keras.kernels import on_tensorflow
-from vseg_keras.temporal import ConvRecurrent
+from vseg_keras.models.kernels import on_tensorflow
+from vseg_keras.models.temporal import ConvRecurrent
 
 _PACKAGE = "vseg"
 
@@ -30,7 +30,7 @@ class Stage(keras.Model):
     Built exactly like a functional :class:`keras.Model`
     (``Stage(inputs, outputs, name=...)``). When :attr:`rematerialize` is true,
     a call in training mode goes through the TensorFlow checkpoint
-    :func:`vseg_keras.kernels.tensorflow.recompute`. The switch is a runtime
+    :func:`vseg_keras.models.kernels.tensorflow.recompute`. The switch is a runtime
     setting, not part of the saved config.
     """
 
@@ -39,7 +39,7 @@ class Stage(keras.Model):
     def call(self, inputs, training=None, mask=None):
         if not (self.rematerialize and training):
             return super().call(inputs, training=training, mask=mask)
-        from vseg_keras.kernels import tensorflow as tf_kernels
+        from vseg_keras.models.kernels import tensorflow as tf_kernels
 
         return tf_kernels.recompute(lambda x: super(Stage, self).call(x, training=True), inputs)
 

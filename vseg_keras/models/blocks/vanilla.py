@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vseg_keras.blocks.base import BlockFamily, conv_bn
+from vseg_keras.models.blocks.base import BlockFamily, conv_bn
 
 
 class VanillaFamily(BlockFamily):

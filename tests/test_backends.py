@@ -1,0 +1,99 @@
+"""The model package on other Keras backends (JAX here), its imports, and weights moving between backends.
+
+Keras fixes its backend per process, so the JAX side runs in subprocesses (``KERAS_BACKEND=jax``).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import vseg_keras.models  # noqa: F401  (registers the layers that loading needs)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_on(backend: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+
+
+def test_the_portable_model_tests_pass_on_jax():
+    result = run_on("jax", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_portable_models.py")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_the_model_package_imports_and_builds_without_tensorflow_or_cityscapesscripts():
+    code = (
+        "import sys, json, keras, vseg_keras.models as vm\n"
+        "names = ['vanilla-cgru-small-shallow', 'resnet-crnn-small-deep', 'convnext-cgru-small-deep']\n"
+        "for name in names: vm.build_model(name)\n"
+        "print(json.dumps([keras.backend.backend(), [m for m in ('tensorflow', 'cityscapesscripts')"
+        " if m in sys.modules]]))\n"
+    )
+    result = run_on("jax", "-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["jax", []]
+
+
+def test_a_keras_file_saved_on_jax_gives_the_same_logits_on_tensorflow(tmp_path):
+    code = (
+        "import sys, numpy as np, keras, vseg_keras.models as vm\n"
+        "model = vm.build_model('convnext-cgru-small-deep', seed=0)\n"
+        "frames = np.random.default_rng(1).integers(0, 256, size=(1, 3, 32, 32, 3), dtype=np.uint8)\n"
+        "model.save(sys.argv[1] + '/model.keras')\n"
+        "np.savez(sys.argv[1] + '/logits.npz', frames=frames, logits=keras.ops.convert_to_numpy(model(frames)))\n"
+    )
+    result = run_on("jax", "-c", code, str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = keras.saving.load_model(str(tmp_path / "model.keras"), safe_mode=True)
+    saved = np.load(tmp_path / "logits.npz")
+    logits = keras.ops.convert_to_numpy(model(saved["frames"]))
+    np.testing.assert_allclose(logits, saved["logits"], rtol=1e-4, atol=1e-4)
+    keras.backend.clear_session()
+
+
+def _imports(path: Path, package_root: Path) -> set[str]:
+    """The ``vseg_keras`` modules that ``path`` imports, at any level of the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    modules = {_module_name(p, package_root) for p in package_root.rglob("*.py")}
+    return {name for name in found if name in modules}
+
+
+def _module_name(path: Path, package_root: Path) -> str:
+    parts = path.relative_to(package_root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycles_in_vseg_keras():
+    package = ROOT / "vseg_keras"
+    graph = {_module_name(p, package): _imports(p, package) for p in package.rglob("*.py")}
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                raise AssertionError("import cycle: " + " -> ".join([*path, module, target]))
+            if target not in state:
+                visit(target, [*path, module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    assert "vseg_keras.models.remat" in graph and graph["vseg_keras.models.temporal"]

@@ -1,0 +1,187 @@
+"""Model checks written for every Keras backend: run here on TensorFlow, and by ``test_backends.py`` on JAX.
+
+This file uses only NumPy, ``keras`` and ``vseg_keras.models`` (plus ``tf.data`` to feed ``fit``, as Keras
+supports on every backend), so ``KERAS_BACKEND=jax pytest tests/test_portable_models.py`` (or ``torch``)
+runs it unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import vseg_keras.models as vm
+from vseg_keras.models.blocks.convnext import AttentionGate, ReflectionPad2D
+from vseg_keras.models.layers import (
+    GELU,
+    Conv2D,
+    FoldTime,
+    FrameNormalization,
+    FusedBatchNormalization,
+    SpatialSizeCheck,
+    UnfoldTime,
+)
+from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell
+
+DATA_DIR = Path(__file__).parent / "data"
+
+# Report Table 3 (trainable parameters, 20 classes); the small-shallow ConvNeXt models are not in it.
+TABLE_3 = {
+    "vanilla-none-small-shallow": 125_732,
+    "vanilla-none-small-deep": 507_940,
+    "vanilla-none-original": 1_958_996,
+    "vanilla-crnn-small-shallow": 222_724,
+    "vanilla-crnn-small-deep": 900_100,
+    "vanilla-crnn-original": 3_508_180,
+    "vanilla-cgru-small-shallow": 416_372,
+    "vanilla-cgru-small-deep": 1_683_700,
+    "vanilla-cgru-original": 6_605_204,
+    "resnet-crnn-small-shallow": 229_908,
+    "resnet-crnn-small-deep": 923_860,
+    "resnet-crnn-original": 3_598_356,
+    "resnet-cgru-small-shallow": 423_556,
+    "resnet-cgru-small-deep": 1_707_460,
+    "resnet-cgru-original": 6_695_380,
+    "convnext-crnn-small-deep": 760_420,
+    "convnext-crnn-original": 2_933_588,
+    "convnext-cgru-small-deep": 1_544_020,
+    "convnext-cgru-original": 6_030_612,
+}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    yield
+    keras.backend.clear_session()
+
+
+def numpy(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def pixels(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def count_trainable(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def test_all_27_configs_build_with_the_table_3_counts():
+    assert len(vm.list_models()) == 27
+    for name in vm.list_models():
+        model = vm.build_model(name)
+        if name in TABLE_3:
+            assert count_trainable(model) == TABLE_3[name], name
+        keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", ["vanilla-cgru-small-shallow", "resnet-crnn-small-deep", "convnext-cgru-small-deep"])
+def test_streaming_equals_sequence(name):
+    model = vm.build_model(name, seed=1)
+    frames = pixels((1, 4, 32, 32, 3), seed=2)
+    sequence = numpy(model(frames, training=False))
+    step = model.make_streaming_model()
+    states = model.initial_states(1, 32, 32)
+    for t in range(4):
+        out = step({"frame": ops.convert_to_tensor(frames[:, t]), **states})
+        states = {key: out[key] for key in states}
+        np.testing.assert_allclose(numpy(out["logits"]), sequence[:, t], rtol=1e-4, atol=1e-4)
+
+
+def test_a_keras_file_saved_on_tensorflow_gives_its_logits_here():
+    """The fixture was saved by the TensorFlow backend with its logits (tests/data/README.md)."""
+    model = keras.saving.load_model(str(DATA_DIR / "resnet-crnn-small-shallow-8ddc583.keras"), safe_mode=True)
+    reference = np.load(DATA_DIR / "resnet-crnn-small-shallow-8ddc583.npz")
+    logits = numpy(model(reference["frames"], training=False))
+    np.testing.assert_allclose(logits, reference["logits"], rtol=1e-4, atol=1e-4)
+
+
+def test_keras_file_round_trip_in_safe_mode(tmp_path):
+    model = vm.build_model("convnext-crnn-small-deep", seed=3)
+    frames = pixels((1, 2, 32, 32, 3), seed=4)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(numpy(restored(frames)), numpy(model(frames)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("last_frame", [False, True])
+def test_fit_on_a_tf_data_pipeline_reduces_the_loss(last_frame):
+    import tensorflow as tf  # tf.data feeds every backend's fit
+
+    model = vm.build_model("vanilla-cgru-small-shallow", seed=5)
+    model.outputs_last_frame = last_frame
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
+    rng = np.random.default_rng(6)
+    frames = rng.integers(0, 256, size=(4, 3, 16, 16, 3), dtype=np.uint8)
+    labels = (frames[..., 0] > 127).astype(np.uint8)  # a class per pixel the model can learn
+    labels = labels[:, -1] if last_frame else labels
+    dataset = tf.data.Dataset.from_tensor_slices((frames, labels)).batch(2).repeat()
+    history = model.fit(dataset, steps_per_epoch=2, epochs=6, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every custom layer, in the manner of Keras' run_layer_test: config round trip, symbolic call and output
+# shape, output dtype under a mixed policy, one training step.
+# ---------------------------------------------------------------------------------------------------------
+
+LAYER_CASES = {
+    "ConvRNNCell": (lambda: ConvRecurrent(ConvRNNCell(4)), [(2, 3, 8, 8, 4)], (2, 3, 8, 8, 4)),
+    "ConvGRUCell": (lambda: ConvRecurrent(ConvGRUCell(4)), [(2, 3, 8, 8, 4)], (2, 3, 8, 8, 4)),
+    "AttentionGate": (lambda: AttentionGate(4), [(2, 8, 8, 4), (2, 8, 8, 4)], (2, 8, 8, 4)),
+    "ReflectionPad2D": (lambda: ReflectionPad2D(2), [(2, 8, 8, 4)], (2, 12, 12, 4)),
+    "SpatialSizeCheck": (lambda: SpatialSizeCheck(4, 8), [(2, 8, 8, 4)], (2, 8, 8, 4)),
+    "FoldTime": (lambda: FoldTime(), [(2, 3, 8, 8, 4)], (6, 8, 8, 4)),
+    "UnfoldTime": (lambda: UnfoldTime(), [(6, 8, 8, 4), (2, 3, 8, 8, 4)], (2, 3, 8, 8, 4)),
+    "Conv2D": (lambda: Conv2D(5, 3, padding="same"), [(2, 8, 8, 4), (2, 8, 8, 3)], (2, 8, 8, 5)),
+    "GELU": (lambda: GELU(), [(2, 8, 8, 4)], (2, 8, 8, 4)),
+    "FusedBatchNormalization": (lambda: FusedBatchNormalization(), [(2, 8, 8, 4)], (2, 8, 8, 4)),
+    "FrameNormalization": (lambda: FrameNormalization(), [(2, 8, 8, 3)], (2, 8, 8, 3)),
+}
+
+
+def call_layer(layer, inputs, **kwargs):
+    if isinstance(layer, UnfoldTime):
+        return layer(inputs[0], inputs[1], **kwargs)
+    return layer(inputs if len(inputs) > 1 else inputs[0], **kwargs)
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_custom_layer(case):
+    make, input_shapes, output_shape = LAYER_CASES[case]
+    rng = np.random.default_rng(7)
+    inputs = [rng.uniform(0, 1, size=shape).astype("float32") for shape in input_shapes]
+
+    layer = make()
+    outputs = call_layer(layer, inputs)
+    assert tuple(outputs.shape) == output_shape
+    # Config round trip: the same layer, the same numbers with the same weights.
+    clone = layer.__class__.from_config(layer.get_config())
+    call_layer(clone, inputs)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(numpy(call_layer(clone, inputs)), numpy(outputs), rtol=1e-6, atol=1e-6)
+    # Symbolic call: output shape without data.
+    symbolic = [keras.KerasTensor(shape) for shape in input_shapes]
+    assert tuple(call_layer(make(), symbolic).shape) == output_shape
+    # Mixed precision: bfloat16 computation (FrameNormalization keeps float32 on purpose).
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed_outputs = call_layer(make(), inputs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed_dtype = "float32" if case == "FrameNormalization" else "bfloat16"
+    assert keras.backend.standardize_dtype(mixed_outputs.dtype) == mixed_dtype
+    # One training step (a model around the layer; a loss that needs every output).
+    model_inputs = [keras.Input(shape[1:]) for shape in input_shapes]
+    model = keras.Model(model_inputs, call_layer(make(), model_inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    loss = model.train_on_batch(inputs if len(inputs) > 1 else inputs[0], np.zeros(output_shape, "float32"))
+    assert np.isfinite(loss)
