@@ -71,6 +71,9 @@ def models(patterns, output_format, flops, flops_size, num_classes):
                 f"no model matches {' '.join(patterns)}; `vseg models` lists them all"
             )
     rows = describe_models(names, num_classes=num_classes, flops=flops, height=height, width=width)
+    if flops and rows and rows[0]["gflops"] is None:
+        click.echo("note: GFLOPs are counted by TensorFlow's graph profiler; set KERAS_BACKEND=tensorflow "
+                   "for that column", err=True)
     if output_format == "json":
         click.echo(json.dumps(rows, indent=2))
     else:

@@ -108,6 +108,27 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     assert (out / "context_sweep.png").stat().st_size > 0
 
 
+def test_train_evaluate_predict_on_jax_then_export_on_tensorflow(shards, tmp_path):
+    jax = {"KERAS_BACKEND": "jax"}
+    run_dir = tmp_path / "run"
+    result = vseg("train", shards, str(run_dir), "--epochs", "1", *TRAIN_ARGS[:4], "--seq-len", "2",
+                  "--crop", "32x64", "--steps-per-epoch", "2", "--val-steps", "1", env=jax)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best val mIoU" in result.stdout
+    result = vseg("evaluate", str(run_dir), shards, "--context", "2", "--out", str(tmp_path / "eval"),
+                  "--no-temporal-consistency", env=jax)  # the TC path is Keras' predict, as on TensorFlow
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["num_sequences"] == 3 and 0 <= report["miou"] <= 1
+    frames = sorted(glob.glob(os.path.join(os.path.dirname(shards), "src", "leftImg8bit_sequence", "val", "*")))[0]
+    result = vseg("predict", str(run_dir), frames, str(tmp_path / "out.mp4"), "--no-progress", env=jax)
+    assert result.returncode == 0 and (tmp_path / "out.mp4").stat().st_size > 0, result.stderr[-3000:]
+    refused = vseg("export", str(run_dir), "--out", str(tmp_path / "sm"), env=jax)
+    assert refused.returncode == 1 and "needs the TensorFlow backend" in refused.stderr
+    exported = vseg("export", str(run_dir), "--out", str(tmp_path / "sm"))  # the JAX-trained .keras on TensorFlow
+    assert exported.returncode == 0 and (tmp_path / "sm" / "1" / "saved_model.pb").exists(), exported.stderr[-3000:]
+
+
 def test_killed_training_resumes_and_finishes_every_epoch_once(shards, tmp_path):
     run_dir = tmp_path / "run"
     args = [VSEG, "train", shards, str(run_dir), "--epochs", "4", *TRAIN_ARGS]

@@ -92,13 +92,13 @@ def evaluate(
         if seen >= total:
             break
         keep = min(int(frames.shape[0]), total - seen)
-        logits = predict(frames[:keep])  # [B, L, H, W, C], or the last frame's [B, H, W, C]
+        images = frames[:keep].numpy()  # NumPy feeds any backend
+        logits = predict(images)  # [B, L, H, W, C], or the last frame's [B, H, W, C]
         predictions = np.argmax(logits, axis=-1).astype(np.uint8)
         last_logits, last_predictions = (logits[:, -1], predictions[:, -1]) if with_temporal_consistency else (
             logits, predictions)
         labels = labels.numpy()[:keep]
         labelled = metadata["labelled"].numpy()[:keep]
-        images = frames[:keep].numpy()
         for i in range(keep):
             if labelled[i]:
                 confusion += confusion_matrix(labels[i, -1], last_predictions[i])
@@ -127,21 +127,18 @@ def evaluate(
     return report
 
 
-#: One traced last-frame function per model, reused by later evaluations (as Keras keeps ``predict_function``).
-_LAST_FRAME_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: One last-frame model per model, reused by later evaluations (as Keras keeps ``predict_function``).
+_LAST_FRAME_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _window_predictor(model: VideoSegmenter, every_frame: bool):
     """``predict(frames [B, L, H, W, 3]) -> logits``: every frame's ``[B, L, H, W, C]``, or the last frame's
-    ``[B, H, W, C]`` (NumPy) computed by :meth:`~vseg_keras.models.segmenter.VideoSegmenter.last_frame_logits`."""
+    ``[B, H, W, C]`` (:meth:`~vseg_keras.models.segmenter.VideoSegmenter.make_last_frame_model`)."""
     if every_frame:
         return model.predict_on_batch
-    if model not in _LAST_FRAME_FUNCTIONS:
-        owner = weakref.ref(model)  # the cached function must not keep its model alive
-        _LAST_FRAME_FUNCTIONS[model] = tf.function(
-            lambda frames: owner().last_frame_logits(frames, training=False), reduce_retracing=True)
-    last_frame = _LAST_FRAME_FUNCTIONS[model]
-    return lambda frames: last_frame(frames).numpy()
+    if model not in _LAST_FRAME_MODELS:
+        _LAST_FRAME_MODELS[model] = model.make_last_frame_model()
+    return _LAST_FRAME_MODELS[model].predict_on_batch
 
 
 def _save_prediction(folder, manifest, split, logits, metadata, index, prediction_size) -> None:

@@ -67,8 +67,13 @@ def export_saved_model(model: VideoSegmenter, out_dir: str | None = None, versio
         The path of the written version folder.
 
     Raises:
-        ValueError: if that version already exists or is not positive.
+        ValueError: if that version already exists or is not positive, or Keras does not run on
+            TensorFlow (a ``.keras`` file trained on any backend exports under TensorFlow).
     """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"vseg export writes a TensorFlow SavedModel and needs the TensorFlow backend; Keras runs "
+                         f"on {keras.backend.backend()!r}: run it with KERAS_BACKEND=tensorflow (the .keras file "
+                         "of a run on any backend loads there)")
     out_dir = out_dir or os.path.join(DEFAULT_EXPORT_ROOT, model.name)
     version = next_version(out_dir) if version is None else int(version)
     if version < 1:

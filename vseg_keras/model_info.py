@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from vseg_keras.models.kernels import on_tensorflow
 from vseg_keras.models.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config, list_models
 from vseg_keras.models.segmenter import VideoSegmenter
 
@@ -27,7 +27,15 @@ def frame_gflops(model: VideoSegmenter, height: int = 512, width: int = 1024) ->
     graph profiler on the traced step with static shapes, with a multiply-add
     counted as 2 FLOPs; BatchNorm, activations and other element-wise ops are
     included.
+
+    Raises:
+        ValueError: Keras runs on another backend (the count needs a TensorFlow graph).
     """
+    if not on_tensorflow():
+        raise ValueError(f"GFLOPs are counted by TensorFlow's graph profiler; Keras runs on "
+                         f"{keras.backend.backend()!r} (set KERAS_BACKEND=tensorflow)")
+    import tensorflow as tf
+
     step = model.make_streaming_model()
     specs = {"frame": tf.TensorSpec([1, height, width, 3], tf.float32)}
     for key, shape in model.state_shapes(height, width, batch_size=1).items():
@@ -63,12 +71,14 @@ def describe_models(
     Args:
         names: model names (default: all of :func:`list_models`).
         num_classes: classes of the head.
-        flops: also count GFLOPs per ``height x width`` frame (about a second per model).
+        flops: also count GFLOPs per ``height x width`` frame (about a second per model; only on
+            the TensorFlow backend, see :func:`frame_gflops`).
         height, width: frame size for the FLOP count.
 
     Returns:
-        A list of dicts; ``gflops`` is ``None`` when ``flops`` is false.
+        A list of dicts; ``gflops`` is ``None`` when ``flops`` is false or Keras is not on TensorFlow.
     """
+    flops = flops and on_tensorflow()
     rows = []
     for name in names if names is not None else list_models():
         config = get_model_config(name)

@@ -129,8 +129,8 @@ class FrameSegmenter:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """trainIds ``[H, W]`` uint8 of one RGB uint8 frame ``[H, W, 3]``."""
-        batch = tf.constant(frame[None])
         if self.saved_model is not None:
+            batch = tf.constant(frame[None])
             if not self.streaming:
                 return self._serve(frames=batch[:, None])["labels"].numpy()[0, 0]
             if self.states is None:
@@ -140,7 +140,8 @@ class FrameSegmenter:
             return outputs["labels"].numpy()[0]
         if self.states is None:
             self.states = self.model.initial_states(1, frame.shape[0], frame.shape[1])
-        outputs = self._step_model({"frame": batch, **self.states}, training=False)
+        frame_tensor = keras.ops.convert_to_tensor(frame[None])  # the Keras backend's tensor
+        outputs = self._step_model({"frame": frame_tensor, **self.states}, training=False)
         self.states = {key: outputs[key] for key in self.states}
         return np.argmax(keras.ops.convert_to_numpy(outputs["logits"])[0], axis=-1).astype(np.uint8)
 

@@ -132,8 +132,15 @@ def make_strategy(logical_cpus: int = 0) -> tf.distribute.Strategy:
 
     MultiWorkerMirroredStrategy when ``TF_CONFIG`` is set; MirroredStrategy
     over all visible GPUs when there are several, or over ``logical_cpus``
-    logical CPU devices when asked; the default strategy otherwise.
+    logical CPU devices when asked; the default strategy otherwise. Under
+    another Keras backend than TensorFlow only the default strategy (one
+    device) is available; ``ValueError`` if more is asked.
     """
+    if keras.backend.backend() != "tensorflow":
+        if os.environ.get("TF_CONFIG") or logical_cpus > 1:
+            raise ValueError(f"TF_CONFIG and --logical-cpus distribute with TensorFlow strategies; Keras runs on "
+                             f"{keras.backend.backend()!r} (set KERAS_BACKEND=tensorflow)")
+        return tf.distribute.get_strategy()
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")

@@ -139,22 +139,13 @@ class Conv2D(keras.layers.Conv2D):
         return super().compute_output_shape(self._check_channels(input_shape))
 
 
-def fold_time(sequences):
-    """``[B, T, H, W, C] -> [B*T, H, W, C]`` (what :class:`FoldTime` computes)."""
-    return ops.reshape(sequences, (-1, *ops.shape(sequences)[2:]))
-
-
-def unfold_time(folded, reference):
-    """``[B*T, h, w, c] -> [B, T, h, w, c]`` with ``B, T`` from ``reference`` ``[B, T, ...]`` (:class:`UnfoldTime`)."""
-    return ops.reshape(folded, (*ops.shape(reference)[:2], *ops.shape(folded)[1:]))
-
-
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class FoldTime(keras.layers.Layer):
     """Folds time into the batch: ``[B, T, H, W, C] -> [B*T, H, W, C]``."""
 
     def call(self, inputs):
-        return fold_time(inputs)
+        shape = ops.shape(inputs)
+        return ops.reshape(inputs, (-1, *shape[2:]))
 
     def compute_output_shape(self, input_shape):
         batch, steps = input_shape[0], input_shape[1]
@@ -173,7 +164,8 @@ class UnfoldTime(keras.layers.Layer):
     """
 
     def call(self, inputs, reference):
-        return unfold_time(inputs, reference)
+        batch_and_time = ops.shape(reference)[:2]
+        return ops.reshape(inputs, (*batch_and_time, *ops.shape(inputs)[1:]))
 
     def compute_output_shape(self, inputs_shape, reference_shape):
         return (*reference_shape[:2], *inputs_shape[1:])

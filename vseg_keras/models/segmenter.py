@@ -80,6 +80,16 @@ class VideoSegmenter(keras.Model):
         features = self.backbone.last_frame_features(self.normalization(frames), training=training)
         return self.float32_logits(self.head(features))
 
+    def make_last_frame_model(self) -> keras.Model:
+        """A model sharing this model's weights that outputs only the last frame's logits.
+
+        ``[B, T, H, W, 3] -> [B, H, W, num_classes]`` through :meth:`last_frame_logits`: what
+        ``vseg evaluate`` runs without temporal consistency (``predict_on_batch`` compiles it on
+        any backend).
+        """
+        frames = keras.Input(shape=(None, None, None, 3), name="frames")
+        return keras.Model(frames, self.last_frame_logits(frames), name=f"{self.name}_last_frame")
+
     def check_frame_size(self, height: int, width: int) -> None:
         """Raises ``ValueError`` (one clear sentence) if frames of ``height x width`` are not supported."""
         self.backbone.encoder.get_layer("size_check").validate(height, width)

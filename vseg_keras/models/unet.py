@@ -8,7 +8,7 @@ from functools import partial
 import keras
 
 from vseg_keras.models.blocks import get_block_family
-from vseg_keras.models.layers import FoldTime, SpatialSizeCheck, UnfoldTime, fold_time, unfold_time
+from vseg_keras.models.layers import FoldTime, SpatialSizeCheck, UnfoldTime
 from vseg_keras.models.remat import Stage
 from vseg_keras.models.temporal import ConvRecurrent, make_temporal_cell
 
@@ -119,9 +119,11 @@ class VideoUNetBackbone(keras.Model):
             ]
 
         frames = keras.Input(shape=(None, None, None, 3), name="frames")
-        features = list(encoder(FoldTime(name="fold_frames")(frames)))
+        fold_frames = FoldTime(name="fold_frames")
+        unfold_levels = [UnfoldTime(name=f"unfold_level{level}") for level in range(len(recurrents))]
+        features = list(encoder(fold_frames(frames)))
         for level, recurrent in enumerate(recurrents):
-            sequence = UnfoldTime(name=f"unfold_level{level}")(features[level], frames)
+            sequence = unfold_levels[level](features[level], frames)
             features[level] = FoldTime(name=f"fold_level{level}")(recurrent(sequence))
         outputs = UnfoldTime(name="unfold_features")(decoder(features), frames)
         super().__init__(inputs=frames, outputs=outputs, **kwargs)
@@ -132,6 +134,8 @@ class VideoUNetBackbone(keras.Model):
         self.encoder = encoder
         self.decoder = decoder
         self.recurrents = recurrents
+        self.fold_frames = fold_frames  # weightless; reused by last_frame_features
+        self.unfold_levels = unfold_levels
         self.cells = [recurrent.cell for recurrent in recurrents]
 
     @property
@@ -160,11 +164,12 @@ class VideoUNetBackbone(keras.Model):
         """
         if not self.recurrents:
             frames = frames[:, -1:]
-        features = list(self.encoder(fold_time(frames), training=training))
+        features = list(self.encoder(self.fold_frames(frames), training=training))
         if self.recurrents:
             features = [
-                recurrent(unfold_time(level_features, frames), training=training)[:, -1]
-                for level_features, recurrent in zip(features, self.recurrents, strict=True)
+                recurrent(unfold(level_features, frames), training=training)[:, -1]
+                for level_features, unfold, recurrent in zip(features, self.unfold_levels, self.recurrents,
+                                                              strict=True)
             ]
         return self.decoder(features, training=training)
 
