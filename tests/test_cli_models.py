@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.test_models import TABLE_3
+from tests.test_portable_models import TABLE_3
 
 VSEG = shutil.which("vseg", path=os.path.dirname(sys.executable))
 
