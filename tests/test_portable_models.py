@@ -125,6 +125,17 @@ def test_fit_on_a_tf_data_pipeline_reduces_the_loss(last_frame):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+@pytest.mark.parametrize("cell_class", [ConvRNNCell, ConvGRUCell])
+def test_cells_run_in_a_plain_keras_rnn_given_an_initial_state(cell_class):
+    """The documented protocol deviation: Keras' own RNN layer runs the cells once handed a zero state."""
+    sequence = np.random.default_rng(8).normal(size=(2, 3, 8, 8, 4)).astype("float32")
+    recurrent = ConvRecurrent(cell_class(4))
+    expected = numpy(recurrent(sequence))
+    plain = keras.layers.RNN(recurrent.cell, return_sequences=True)
+    outputs = plain(sequence, initial_state=[ops.zeros((2, 8, 8, 4))])
+    np.testing.assert_allclose(numpy(outputs), expected, rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Every custom layer, in the manner of Keras' run_layer_test: config round trip, symbolic call and output
 # shape, output dtype under a mixed policy, one training step.

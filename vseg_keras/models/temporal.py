@@ -26,6 +26,14 @@ class _ConvCellBase(keras.layers.Layer):
     in the backward pass (:class:`ConvRecurrent` checkpoints an unrolled
     sequence as a whole; a single call, e.g. in the RNN loop, checkpoints its
     step).
+
+    One deviation from the Keras RNN cell protocol, on purpose: a state's
+    spatial size is the input's, known only at call time, so
+    :attr:`state_size` is the state's channel count and
+    :meth:`get_initial_state` takes a frame of the input, not ``batch_size``.
+    A plain ``keras.layers.RNN(cell)`` therefore needs an ``initial_state``
+    (then it gives the same outputs, tested on every backend);
+    :class:`ConvRecurrent` makes the zero state itself.
     """
 
     rematerialize: bool = False
