@@ -1,35 +1,12 @@
-"""vseg: video semantic segmentation with recurrent UNets (Keras 3 / TensorFlow)."""
+"""vseg: video semantic segmentation with recurrent UNets (Keras 3 / TensorFlow).
 
-from vseg_keras.models import (
-    DEFAULT_NUM_CLASSES,
-    MODEL_CONFIGS,
-    SIZES,
-    ConvGRUCell,
-    ConvRecurrent,
-    ConvRNNCell,
-    ModelConfig,
-    VideoSegmenter,
-    VideoUNetBackbone,
-    build_backbone,
-    build_model,
-    get_model_config,
-    list_models,
-)
+The top level re-exports the model package, :mod:`vseg_keras.models` (which runs on every Keras
+backend); the training, data and serving modules beside it use TensorFlow.
+"""
+
+from vseg_keras import models
+from vseg_keras.models import *  # noqa: F403  (the model package's public names, listed once there)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_NUM_CLASSES",
-    "MODEL_CONFIGS",
-    "SIZES",
-    "ConvGRUCell",
-    "ConvRNNCell",
-    "ConvRecurrent",
-    "ModelConfig",
-    "VideoSegmenter",
-    "VideoUNetBackbone",
-    "build_backbone",
-    "build_model",
-    "get_model_config",
-    "list_models",
-]
+__all__ = list(models.__all__)
