@@ -57,14 +57,16 @@ def test_models_built_on_jax_without_tensorflow_give_the_same_logits_on_tensorfl
 
 def _imports(path: Path, package_root: Path) -> set[str]:
     """The ``vseg_keras`` modules that ``path`` imports, at any level of the file."""
+    modules = {_module_name(p, package_root) for p in package_root.rglob("*.py")}
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    modules = {_module_name(p, package_root) for p in package_root.rglob("*.py")}
+            # `from a import b` imports the module a.b when there is one, else a name of a.
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                found.add(submodule if submodule in modules else node.module)
     return {name for name in found if name in modules}
 
 
