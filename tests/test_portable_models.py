@@ -26,6 +26,7 @@ from vseg_keras.models.layers import (
     SpatialSizeCheck,
     UnfoldTime,
 )
+from vseg_keras.models.remat import set_rematerialization
 from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -123,6 +124,32 @@ def test_fit_on_a_tf_data_pipeline_reduces_the_loss(last_frame):
     history = model.fit(dataset, steps_per_epoch=2, epochs=6, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def sgd_step_changes(remat: bool, frames, labels) -> tuple[list, list]:
+    """One Keras train step (SGD, learning rate 1) on the labelled frame (``outputs_last_frame``, what
+    ``vseg train`` runs): the weight changes, i.e. the gradients, and the BatchNorm moving statistics after it."""
+    model = vm.build_model("convnext-cgru-small-shallow", seed=9)  # GELU, BatchNorm, attention gates, cGRU
+    assert set_rematerialization(model, remat) == 5 + 3  # stem, enc1, enc2, dec1, dec0 and 3 cells
+    model.outputs_last_frame = True
+    model.compile(optimizer=keras.optimizers.SGD(1.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [numpy(v) for v in model.trainable_variables]
+    model.train_on_batch(frames, labels)
+    changes = [b - numpy(v) for b, v in zip(before, model.trainable_variables, strict=True)]
+    moving = [numpy(v) for v in model.non_trainable_variables if "moving" in v.path]
+    keras.backend.clear_session()
+    return changes, moving
+
+
+def test_rematerialisation_gives_the_same_gradients_and_moving_statistics():
+    """``--remat`` through Keras' own train step: the backend's checkpoints change no number."""
+    frames = pixels((2, 2, 32, 32, 3), seed=11)
+    labels = np.random.default_rng(10).integers(0, 20, size=(2, 32, 32))
+    (grads, moving), (remat_grads, remat_moving) = (sgd_step_changes(r, frames, labels) for r in (False, True))
+    assert len(moving) > 0
+    for plain, recomputed in zip(grads + moving, remat_grads + remat_moving, strict=True):
+        np.testing.assert_allclose(recomputed, plain, rtol=1e-4, atol=2e-6)
 
 
 @pytest.mark.parametrize("cell_class", [ConvRNNCell, ConvGRUCell])

@@ -33,7 +33,7 @@ def one_training_step(model, frames, labels):
     return float(loss), [g.numpy() for g in grads], moving
 
 
-@pytest.mark.parametrize("name", ["vanilla-cgru-small-shallow", "convnext-crnn-small-shallow"])
+@pytest.mark.parametrize("name", ["vanilla-cgru-small-shallow"])  # every backend, ConvNeXt: test_portable_models
 def test_rematerialisation_keeps_loss_gradients_and_batchnorm_statistics(name):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(2, 3, 32, 64, 3), dtype=np.uint8)

@@ -8,16 +8,18 @@ for a large cut in peak memory (figures in ``docs/BENCHMARKS.md``). It
 changes neither the architecture, nor the saved files, nor the numbers:
 gradients and BatchNorm statistics equal those of a step without it.
 
-The checkpoints themselves are TensorFlow kernels
-(:func:`vseg_keras.models.kernels.tensorflow.recompute` and ``recompute_recurrence``; why they are our
-own is said there); on another backend :func:`set_rematerialization` refuses to switch it on.
+The checkpoints themselves are backend kernels: TensorFlow's are ``tf.custom_gradient`` functions
+of our own (:func:`vseg_keras.models.kernels.tensorflow.recompute`, why is said there), JAX's are
+``jax.checkpoint`` (:mod:`vseg_keras.models.kernels.jax`) and PyTorch's
+``torch.utils.checkpoint`` (:mod:`vseg_keras.models.kernels.torch`). On another backend
+:func:`set_rematerialization` refuses to switch it on.
 """
 
 from __future__ import annotations
 
 import keras
 
-from vseg_keras.models.kernels import on_tensorflow
+from vseg_keras.models import kernels
 from vseg_keras.models.temporal import ConvRecurrent
 
 _PACKAGE = "vseg"
@@ -29,8 +31,8 @@ class Stage(keras.Model):
 
     Built exactly like a functional :class:`keras.Model`
     (``Stage(inputs, outputs, name=...)``). When :attr:`rematerialize` is true,
-    a call in training mode goes through the TensorFlow checkpoint
-    :func:`vseg_keras.models.kernels.tensorflow.recompute`. The switch is a runtime
+    a call in training mode goes through the backend's checkpoint
+    (:func:`vseg_keras.models.kernels.recompute`). The switch is a runtime
     setting, not part of the saved config.
     """
 
@@ -39,9 +41,7 @@ class Stage(keras.Model):
     def call(self, inputs, training=None, mask=None):
         if not (self.rematerialize and training):
             return super().call(inputs, training=training, mask=mask)
-        from vseg_keras.models.kernels import tensorflow as tf_kernels
-
-        return tf_kernels.recompute(lambda x: super(Stage, self).call(x, training=True), inputs)
+        return kernels.recompute(lambda x: super(Stage, self).call(x, training=True), inputs, self.variables)
 
 
 def set_rematerialization(model: keras.Model, enabled: bool = True) -> int:
@@ -59,11 +59,12 @@ def set_rematerialization(model: keras.Model, enabled: bool = True) -> int:
         How many stages and cells were switched.
 
     Raises:
-        ValueError: switching it on under another backend than TensorFlow.
+        ValueError: switching it on under a backend without rematerialisation kernels
+            (:data:`vseg_keras.models.kernels.REMAT_BACKENDS`).
     """
-    if enabled and not on_tensorflow():
-        raise ValueError(f"rematerialisation (--remat) needs the TensorFlow backend; Keras runs on "
-                         f"{keras.backend.backend()!r}")
+    if enabled and keras.backend.backend() not in kernels.REMAT_BACKENDS:
+        raise ValueError(f"rematerialisation (--remat) runs on {', '.join(kernels.REMAT_BACKENDS)}; "
+                         f"Keras runs on {keras.backend.backend()!r}")
     count = 0
     for layer in _walk(model):
         if isinstance(layer, Stage):

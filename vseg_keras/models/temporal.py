@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from vseg_keras.models import kernels
 from vseg_keras.models.layers import conv_of_concatenation
 
 _PACKAGE = "vseg"
@@ -94,10 +95,8 @@ class _ConvCellBase(keras.layers.Layer):
     def call(self, inputs, states, training=None):
         previous = states[0] if isinstance(states, (list, tuple)) else states
         weights = self.weight_values()
-        if self.rematerialize and training:  # switched on only on TensorFlow (vseg_keras.models.remat)
-            from vseg_keras.models.kernels import tensorflow as tf_kernels
-
-            output = tf_kernels.recompute(lambda args: self.step(*args), (inputs, previous, weights))
+        if self.rematerialize and training:  # the backend's checkpoint (vseg_keras.models.remat)
+            output = kernels.recompute(lambda args: self.step(*args), (inputs, previous, weights))
         else:
             output = self.step(inputs, previous, weights)
         return output, [output]
@@ -219,8 +218,9 @@ class ConvRecurrent(keras.layers.RNN):
     trace time the steps are unrolled (less memory and time in training);
     otherwise Keras' RNN loop runs them. Both give the same results. With
     rematerialisation on, a training call checkpoints the unrolled recurrence
-    as a whole (:func:`vseg_keras.models.kernels.tensorflow.recompute_recurrence`: only the output
-    sequence is kept) and the RNN loop each step.
+    so that only the output sequence is kept
+    (:func:`vseg_keras.models.kernels.recompute_recurrence`: TensorFlow as a whole, JAX step by
+    step) and the RNN loop each step.
 
     Args:
         cell: a :class:`ConvRNNCell` or :class:`ConvGRUCell`.
@@ -252,11 +252,8 @@ class ConvRecurrent(keras.layers.RNN):
         # sequence, T times over; and for B = 1 the transpose and the unstack along axis 0 share
         # the input's buffer instead of copying it.
         frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
-        if training and self.cell.rematerialize:  # one checkpoint for the whole recurrence (TensorFlow)
-            from vseg_keras.models.kernels import tensorflow as tf_kernels
-
-            return tf_kernels.recompute_recurrence(self.cell.step, frames, initial_state[0],
-                                                   self.cell.weight_values())
+        if training and self.cell.rematerialize:  # a checkpoint that keeps only the states
+            return kernels.recompute_recurrence(self.cell.step, frames, initial_state[0], self.cell.weight_values())
         states, outputs = list(initial_state), []
         for frame in frames:
             output, states = self.cell(frame, states, training=training)

@@ -5,10 +5,17 @@ The layers in :mod:`vseg_keras.models.layers`, :mod:`vseg_keras.models.temporal`
 way to compute the same numbers (a fused BatchNorm kernel, a GELU that keeps only its input, ordered
 rematerialisation, selecting the labelled frames, a run-time size assertion), the layer dispatches on
 :func:`on_tensorflow` to :mod:`vseg_keras.models.kernels.tensorflow`, imported only then; every other backend
-runs the portable ``keras.ops`` version. This module holds only what both share.
+runs the portable ``keras.ops`` version. Rematerialisation has no portable version: it is a kernel
+of each backend that has one (:mod:`vseg_keras.models.kernels.tensorflow`,
+:mod:`vseg_keras.models.kernels.jax`), reached through :func:`recompute` and
+:func:`recompute_recurrence` here (PyTorch's, :mod:`vseg_keras.models.kernels.torch`, is checked by
+hand: torch is not in the test extras). This module holds only what the backends share.
 """
 
 from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
 
 import keras
 from keras import ops
@@ -25,3 +32,30 @@ def on_tensorflow() -> bool:
 def normal_cdf(x):
     """``Phi(x) = 0.5 * (1 + erf(x / sqrt(2)))`` in ``keras.ops``, as ``gelu(approximate=False)`` computes it."""
     return 0.5 * (1.0 + ops.erf(x / ops.cast(_SQRT_2, x.dtype)))
+
+
+#: Backends with rematerialisation kernels (``--remat``).
+REMAT_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _remat_kernels():
+    backend = keras.backend.backend()
+    if backend not in REMAT_BACKENDS:
+        raise ValueError(f"rematerialisation (--remat) runs on {', '.join(REMAT_BACKENDS)}; Keras runs on "
+                         f"{backend!r}")
+    return importlib.import_module(f"vseg_keras.models.kernels.{backend}")
+
+
+def recompute(function, inputs, variables: Sequence[keras.Variable] = ()):
+    """``function(inputs)``, its activations recomputed in the backward pass, by the backend's kernel.
+
+    ``variables`` are those ``function`` reads or assigns (JAX passes them into its checkpoint;
+    TensorFlow's ``tf.custom_gradient`` and PyTorch's autograd find them themselves).
+    """
+    return _remat_kernels().recompute(function, inputs, variables)
+
+
+def recompute_recurrence(step, frames: list, initial_state, params: dict):
+    """``h_t = step(x_t, h_{t-1}, params)`` over ``frames`` keeping only the states, ``[B, T, ...]``, by the
+    backend's kernel."""
+    return _remat_kernels().recompute_recurrence(step, frames, initial_state, params)

@@ -103,7 +103,7 @@ def _after(dependencies, tensors):
         return [tf.identity(tensor) for tensor in tensors]
 
 
-def recompute(function: Callable, inputs):
+def recompute(function: Callable, inputs, variables=()):
     """``function(inputs)`` whose internal activations are recomputed in the backward pass.
 
     The forward pass keeps only ``inputs`` (and what ``function`` returns).
@@ -121,6 +121,8 @@ def recompute(function: Callable, inputs):
             statistics) are discarded.
         inputs: the tensors ``function`` needs; anything else it reads must be
             a variable.
+        variables: unused (``tf.custom_gradient`` finds the variables ``function`` reads); the
+            kernels of every backend take the same arguments.
 
     Returns:
         What ``function(inputs)`` returns.
