@@ -212,7 +212,7 @@ def parse_contexts(text: str) -> list[int]:
               help="XLA-compile the train step (slower on CPU; see docs/BENCHMARKS.md).")
 @click.option("--remat/--no-remat", default=False, show_default=True,
               help="Recompute stage and cell activations in the backward pass: "
-                   "about 0.4x the memory for 1.3x the time (same results).")
+                   "about 0.4x the memory for 1.3x the time on TensorFlow (same results; any backend).")
 @click.option("--max-frame-skip", default=1, show_default=True, type=click.IntRange(min=1),
               help="Random temporal stride 1..K (temporal augmentation).")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips.")
@@ -222,7 +222,8 @@ def parse_contexts(text: str) -> list[int]:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds weights and data order.")
 @click.option("--num-classes", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--logical-cpus", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Mirror across this many logical CPU devices (to test multi-replica training without GPUs).")
+              help="Split the CPU into this many devices and train data-parallel across them (to test "
+                   "multi-replica training without GPUs; TensorFlow or JAX).")
 @user_errors
 def train(data_dir, run_dir, model_name, crop, **options):
     """Train a model on converted shards; re-run the same command to resume.
@@ -301,9 +302,10 @@ def export(model_path, out_dir, version):
 
     MODEL is a run directory (best.keras, else last.keras) or a .keras file.
     """
-    from vseg_keras.export import export_saved_model
+    from vseg_keras.export import check_export_backend, export_saved_model
     from vseg_keras.train import load_trained_model
 
+    check_export_backend()  # before loading the model: the refusal is immediate
     path = export_saved_model(load_trained_model(model_path), out_dir=out_dir, version=version)
     base = os.path.abspath(os.path.dirname(path))
     click.echo(f"exported to {path}; serve with: tensorflow_model_server --model_base_path={base}")

@@ -10,7 +10,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import keras
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from tests.test_cli_models import VSEG
 from vseg_keras.train import TrainConfig, TrainingError, load_trained_model, read_resume_state
 
+ROOT = Path(__file__).resolve().parents[1]
 MODEL = "vanilla-crnn-small-shallow"
 TRAIN_ARGS = ["--model", MODEL, "--batch-size", "2", "--seq-len", "3", "--crop", "32x64",
               "--steps-per-epoch", "2", "--val-context", "2", "--max-frame-skip", "2"]
@@ -108,24 +111,43 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     assert (out / "context_sweep.png").stat().st_size > 0
 
 
-def test_train_evaluate_predict_on_jax(shards, tmp_path):
-    """The CLI on JAX (a JAX-saved .keras loading on TensorFlow, what export then does, is test_backends')."""
-    jax = {"KERAS_BACKEND": "jax"}
-    run_dir = tmp_path / "run"
-    result = vseg("train", shards, str(run_dir), "--epochs", "1", *TRAIN_ARGS[:4], "--seq-len", "2",
-                  "--crop", "32x64", "--steps-per-epoch", "2", "--val-steps", "1", env=jax)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "best val mIoU" in result.stdout
-    result = vseg("evaluate", str(run_dir), shards, "--context", "2", "--out", str(tmp_path / "eval"),
-                  "--no-temporal-consistency", env=jax)  # the TC path is Keras' predict, as on TensorFlow
-    assert result.returncode == 0, result.stderr[-3000:]
+# Runs vseg commands in one process (Keras fixes its backend per process; JAX compiles once per process).
+CLI_SESSION = """
+import json, sys
+from click.testing import CliRunner
+from cli import main
+for args in json.loads(sys.argv[1]):
+    result = CliRunner().invoke(main, args)
+    print(json.dumps({"exit_code": result.exit_code, "output": result.output}))
+"""
+
+
+def test_train_evaluate_predict_on_jax_with_data_parallel_and_remat(shards, tmp_path):
+    """The CLI on JAX: ``--logical-cpus 2`` trains with keras.distribution.DataParallel over two host devices.
+
+    (A JAX-saved .keras loading on TensorFlow, what export then does, is test_backends'.)"""
+    run_dir, out = str(tmp_path / "run"), str(tmp_path / "eval")
+    frames = sorted(glob.glob(os.path.join(os.path.dirname(shards), "src", "leftImg8bit_sequence", "val", "*")))[0]
+    commands = [
+        ["train", shards, run_dir, "--epochs", "1", *TRAIN_ARGS[:4], "--seq-len", "2", "--crop", "32x64",
+         "--steps-per-epoch", "2", "--val-steps", "1", "--logical-cpus", "2", "--remat"],
+        ["evaluate", run_dir, shards, "--context", "2", "--out", out, "--no-temporal-consistency"],
+        ["predict", run_dir, frames, str(tmp_path / "out.mp4"), "--no-progress"],
+        ["export", run_dir, "--out", str(tmp_path / "sm")],
+    ]
+    session = subprocess.run([sys.executable, "-c", CLI_SESSION, json.dumps(commands)], capture_output=True,
+                             text=True, timeout=600, cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "jax",
+                                                                     "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert session.returncode == 0, session.stderr[-3000:]
+    train, evaluate, predict, export = (json.loads(line) for line in session.stdout.strip().splitlines()[-4:])
+    assert train["exit_code"] == 0, train["output"][-3000:]
+    assert "strategy: DataParallel, 2 replica(s), global batch 2" in train["output"]
+    assert "best val mIoU" in train["output"]
+    assert evaluate["exit_code"] == 0, evaluate["output"][-3000:]  # the TC path is Keras' predict, as on TF
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["num_sequences"] == 3 and 0 <= report["miou"] <= 1
-    frames = sorted(glob.glob(os.path.join(os.path.dirname(shards), "src", "leftImg8bit_sequence", "val", "*")))[0]
-    result = vseg("predict", str(run_dir), frames, str(tmp_path / "out.mp4"), "--no-progress", env=jax)
-    assert result.returncode == 0 and (tmp_path / "out.mp4").stat().st_size > 0, result.stderr[-3000:]
-    refused = vseg("export", str(run_dir), "--out", str(tmp_path / "sm"), env=jax)
-    assert refused.returncode == 1 and "needs the TensorFlow backend" in refused.stderr
+    assert predict["exit_code"] == 0 and (tmp_path / "out.mp4").stat().st_size > 0, predict["output"][-3000:]
+    assert export["exit_code"] == 1 and "needs the TensorFlow backend" in export["output"]
 
 
 def test_killed_training_resumes_and_finishes_every_epoch_once(shards, tmp_path):

@@ -55,6 +55,14 @@ def _labels(logits: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
 
 
+def check_export_backend() -> None:
+    """Raises ``ValueError`` (one line saying what to do) unless Keras runs on TensorFlow, which the export needs."""
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"vseg export writes a TensorFlow SavedModel and needs the TensorFlow backend; Keras runs "
+                         f"on {keras.backend.backend()!r}: run it with KERAS_BACKEND=tensorflow (the .keras file "
+                         "of a run on any backend loads there)")
+
+
 def export_saved_model(model: VideoSegmenter, out_dir: str | None = None, version: int | None = None) -> str:
     """Writes ``model`` as a TF Serving SavedModel (see the module docstring).
 
@@ -70,10 +78,7 @@ def export_saved_model(model: VideoSegmenter, out_dir: str | None = None, versio
         ValueError: if that version already exists or is not positive, or Keras does not run on
             TensorFlow (a ``.keras`` file trained on any backend exports under TensorFlow).
     """
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(f"vseg export writes a TensorFlow SavedModel and needs the TensorFlow backend; Keras runs "
-                         f"on {keras.backend.backend()!r}: run it with KERAS_BACKEND=tensorflow (the .keras file "
-                         "of a run on any backend loads there)")
+    check_export_backend()
     out_dir = out_dir or os.path.join(DEFAULT_EXPORT_ROOT, model.name)
     version = next_version(out_dir) if version is None else int(version)
     if version < 1:

@@ -35,6 +35,7 @@ from keras import tree
 
 from vseg_keras import data
 from vseg_keras.cityscapes import IGNORE_INDEX, colorize_train_ids
+from vseg_keras.distribute import Placement, make_placement, mixed_precision_policy
 from vseg_keras.files import atomic_save_model, atomic_write_json
 from vseg_keras.models.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config
 from vseg_keras.models.remat import set_rematerialization
@@ -125,49 +126,6 @@ class TrainConfig:
         values.pop("RESUMABLE_CHANGES")
         values["crop"] = list(self.crop) if self.crop else None
         return values
-
-
-def make_strategy(logical_cpus: int = 0) -> tf.distribute.Strategy:
-    """The distribution strategy for this process.
-
-    MultiWorkerMirroredStrategy when ``TF_CONFIG`` is set; MirroredStrategy
-    over all visible GPUs when there are several, or over ``logical_cpus``
-    logical CPU devices when asked; the default strategy otherwise. Under
-    another Keras backend than TensorFlow only the default strategy (one
-    device) is available; ``ValueError`` if more is asked.
-    """
-    if keras.backend.backend() != "tensorflow":
-        if os.environ.get("TF_CONFIG") or logical_cpus > 1:
-            raise ValueError(f"TF_CONFIG and --logical-cpus distribute with TensorFlow strategies; Keras runs on "
-                             f"{keras.backend.backend()!r} (set KERAS_BACKEND=tensorflow)")
-        return tf.distribute.get_strategy()
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    if logical_cpus > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(logical_cpus)]
-        )
-        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(logical_cpus)])
-    return tf.distribute.get_strategy()
-
-
-def mixed_precision_policy() -> str:
-    """The Keras policy ``--mixed-precision`` uses: ``mixed_float16`` on GPU, ``mixed_bfloat16`` on CPU."""
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-
-
-def strategy_name(strategy: tf.distribute.Strategy) -> str:
-    """The public name of a strategy (TF's MultiWorkerMirroredStrategy is a CollectiveAllReduceStrategy)."""
-    return "MultiWorkerMirroredStrategy" if _is_multi_worker(strategy) else type(strategy).__name__
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True on the worker that writes the run directory (always true without multi-worker training)."""
-    return bool(strategy.extended.should_checkpoint)
 
 
 def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
@@ -368,12 +326,11 @@ def train(
         if split not in manifest.get("splits", {}):
             raise ValueError(f"{data_dir}: no {split!r} split in the manifest (have {sorted(manifest['splits'])})")
     digest = manifest_digest(data_dir)
-    strategy = make_strategy(config.logical_cpus)
-    chief = is_chief(strategy)
-    replicas = strategy.num_replicas_in_sync
+    placement = make_placement(config.logical_cpus)
+    chief, replicas = placement.chief, placement.replicas
     if config.batch_size % replicas:
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {replicas} replicas")
-    log(f"strategy: {strategy_name(strategy)}, {replicas} replica(s), global batch {config.batch_size}")
+    log(f"strategy: {placement.name}, {replicas} replica(s), global batch {config.batch_size}")
     log(_describe_windows(config))
 
     # Only the chief writes; every worker resumes from the chief's committed state (so on
@@ -388,14 +345,14 @@ def train(
         _trim_history(history_path, epochs_done)
     if epochs_done >= config.epochs:
         log(f"{run_dir}: all {config.epochs} epochs already done")
-        return _summary(run_dir, state, strategy, replicas)
+        return _summary(run_dir, state, placement)
 
     if config.mixed_precision:
         policy = mixed_precision_policy()
         keras.mixed_precision.set_global_policy(policy)
         log(f"mixed precision: {policy}")
     try:
-        with strategy.scope():
+        with placement.scope():
             model = build_model(config.model, num_classes=config.num_classes, seed=config.seed)
             set_rematerialization(model, config.remat)
             model.outputs_last_frame = not config.full_windows
@@ -404,7 +361,7 @@ def train(
                 model.optimizer.build(model.trainable_variables)
                 model.load_weights(os.path.join(run_dir, "backup", state["weights"]))
                 log(f"resuming after epoch {epochs_done} from {run_dir}/backup")
-        train_data, val_data, steps, val_steps, val_used, sample = _make_datasets(data_dir, config, strategy)
+        train_data, val_data, steps, val_steps, val_used, sample = _make_datasets(data_dir, config, placement)
         log(f"{steps} training batches per epoch; validation on {val_used} val sequence(s) per epoch")
         nan_guard = StopOnNaN()
         run_callbacks = [nan_guard]
@@ -417,8 +374,8 @@ def train(
                 PredictionImages(*sample, log_dir=log_dir),
             ]
         run_callbacks += list(callbacks)
-        fit = _fit_multi_worker if _is_multi_worker(strategy) else _keras_fit
-        fit(model, strategy, train_data, val_data, epochs=config.epochs, initial_epoch=epochs_done, steps=steps,
+        fit = _fit_multi_worker if placement.multi_worker else _keras_fit
+        fit(model, placement, train_data, val_data, epochs=config.epochs, initial_epoch=epochs_done, steps=steps,
             val_steps=val_steps, callbacks=run_callbacks, verbose=verbose)
     finally:
         if config.mixed_precision:
@@ -431,7 +388,7 @@ def train(
             f"loss became NaN/inf at epoch {epoch}, batch {batch}; training stopped "
             f"(try a lower --lr or without --mixed-precision); {where}"
         )
-    summary = _summary(run_dir, read_resume_state(run_dir), strategy, replicas)
+    summary = _summary(run_dir, read_resume_state(run_dir), placement)
     log(
         f"done: {summary['epochs_done']} epochs; best val mIoU {summary['best_miou']:.4f} at epoch "
         f"{summary['best_epoch']} -> {summary['best_model']}"
@@ -449,7 +406,7 @@ def _describe_windows(config: TrainConfig) -> str:
     return f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on that frame only"
 
 
-def _summary(run_dir: str, state: dict, strategy: tf.distribute.Strategy, replicas: int) -> dict:
+def _summary(run_dir: str, state: dict, placement: Placement) -> dict:
     return {
         "run_dir": run_dir,
         "epochs_done": int(state.get("epochs_done", 0)),
@@ -457,14 +414,15 @@ def _summary(run_dir: str, state: dict, strategy: tf.distribute.Strategy, replic
         "best_epoch": state.get("best_epoch"),
         "best_model": os.path.join(run_dir, "best.keras"),
         "last_model": os.path.join(run_dir, "last.keras"),
-        "strategy": strategy_name(strategy),
-        "replicas": replicas,
+        "strategy": placement.name,
+        "replicas": placement.replicas,
     }
 
 
-def _make_datasets(data_dir: str, config: TrainConfig, strategy: tf.distribute.Strategy):
-    replicas = strategy.num_replicas_in_sync
-    per_replica = config.batch_size // replicas
+def _make_datasets(data_dir: str, config: TrainConfig, placement: Placement):
+    strategy = placement.strategy
+    # TensorFlow's replicas read per-replica batches; Keras' JAX distribution splits global ones.
+    per_replica = config.batch_size // strategy.num_replicas_in_sync
     train_options = {
         "batch_size": per_replica,
         "seq_len": config.seq_len,
@@ -484,10 +442,10 @@ def _make_datasets(data_dir: str, config: TrainConfig, strategy: tf.distribute.S
     def val_fn(context):
         return data.make_eval_dataset(data_dir, "val", input_context=context, **val_options)
 
-    if _is_multi_worker(strategy):  # a pipeline per worker (its windows' lengths are its own: see the loop)
+    if placement.multi_worker:  # a pipeline per worker (its windows' lengths are its own: see the loop)
         train_data = strategy.distribute_datasets_from_function(train_fn)
         val_data = strategy.distribute_datasets_from_function(val_fn)
-    elif replicas > 1:
+    elif placement.split_pipelines:
         # One global batch split across the replicas, so that all of them get windows of one length
         # (Keras' fit averages the first batch over the replicas to build the model).
         global_batch = data.make_train_dataset(data_dir, "train", **{**train_options, "batch_size": config.batch_size})
@@ -501,7 +459,7 @@ def _make_datasets(data_dir: str, config: TrainConfig, strategy: tf.distribute.S
     val_snippets = data.count_snippets(data_dir, "val")
     if config.val_steps:
         val_steps = config.val_steps
-    elif replicas > 1 or _is_multi_worker(strategy):
+    elif placement.replicas > 1 or placement.multi_worker:
         # Every replica needs a non-empty batch at every step: full global batches only.
         val_steps = max(1, val_snippets // config.batch_size)
     else:
@@ -533,17 +491,14 @@ def load_trained_model(path: str) -> VideoSegmenter:
     return model
 
 
-def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-
-def _keras_fit(model, strategy, train_data, val_data, *, epochs, initial_epoch, steps, val_steps, callbacks,
+def _keras_fit(model, placement, train_data, val_data, *, epochs, initial_epoch, steps, val_steps, callbacks,
                verbose) -> None:
-    model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
-              validation_data=val_data, validation_steps=val_steps, callbacks=callbacks, verbose=verbose)
+    with placement.scope():
+        model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
+                  validation_data=val_data, validation_steps=val_steps, callbacks=callbacks, verbose=verbose)
 
 
-def _fit_multi_worker(model, strategy, train_data, val_data, *, epochs, initial_epoch, steps, val_steps,
+def _fit_multi_worker(model, placement, train_data, val_data, *, epochs, initial_epoch, steps, val_steps,
                       callbacks, verbose) -> None:
     """``Model.fit``'s epoch loop for MultiWorkerMirroredStrategy.
 
@@ -552,6 +507,7 @@ def _fit_multi_worker(model, strategy, train_data, val_data, *, epochs, initial_
     ``train_step``/``test_step`` on every replica, reduces the logs with ``axis=None``
     and drives the same callbacks, so checkpoints, history and resume behave as with ``fit``.
     """
+    strategy = placement.strategy
     first = next(iter(train_data))
     with strategy.scope():  # build metrics/optimizer from local values (same shapes on every replica)
         model._symbolic_build(data_batch=tree.map_structure(lambda v: strategy.experimental_local_results(v)[0],
