@@ -45,6 +45,12 @@ Switches: ``base`` (float32), ``remat`` (``--remat``), ``mixed``
 (``--mixed-precision``: mixed_bfloat16 on CPU, mixed_float16 on GPU),
 ``remat+mixed``, ``jit`` (``--jit``).
 
+Backends: ``--backend tensorflow,jax`` measures every case on each Keras backend, interleaved
+(``KERAS_BACKEND`` of the case's process). Keras' JAX trainer always compiles the step with XLA
+(``jit`` is TensorFlow's switch), so the first step of every window length compiles; the warm-up
+covers each timed length. On JAX, memory is the process's peak RSS only, and GFLOP/s use the FLOPs
+TensorFlow's profiler counts for the same model (the parent process computes them).
+
 Usage::
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/train_step.py \\
@@ -52,6 +58,9 @@ Usage::
     # causal windows against --full-windows, interleaved:
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/train_step.py --windows full,causal \\
         --case vanilla-cgru-small-shallow:256x512:base --case vanilla-cgru-small-shallow:256x512:mixed
+    # TensorFlow against JAX, interleaved:
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/train_step.py --backend tensorflow,jax \\
+        --lengths 3 --case vanilla-cgru-small-shallow:256x512:base --case vanilla-cgru-small-shallow:256x512:mixed
 
 Prints one JSON object (also written to ``--out``) and a Markdown table.
 """
@@ -68,6 +77,7 @@ import time
 
 SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit")
 WINDOWS = ("causal", "full")
+BACKENDS = ("tensorflow", "jax")
 
 
 def parse_case(text: str) -> dict:
@@ -98,7 +108,6 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     """
     import keras
     import numpy as np
-    import tensorflow as tf
     from machine import random_pixels
 
     from vseg_keras.models.registry import build_model, get_model_config
@@ -118,26 +127,21 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
         model.outputs_last_frame = True
     compile_for_training(model, TrainConfig(model=model_name, jit=jit))
     rng = np.random.default_rng(0)
-    frames = random_pixels((batch, steps, height, width, 3), rng)
+    frames = keras.ops.convert_to_tensor(random_pixels((batch, steps, height, width, 3), rng))
     labels = rng.integers(0, 20, size=(batch, steps, height, width), dtype=np.uint8)
     labels[:, :-1] = 255  # as the pipeline: one labelled frame per window (here the last), 255 elsewhere
-    return model, frames, tf.constant(labels[:, -1] if causal else labels)
+    return model, frames, keras.ops.convert_to_tensor(labels[:, -1] if causal else labels)
 
 
 def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
              lengths: list[int] | None = None) -> dict:
     """Measures one case in this process (called in the child)."""
     import keras
-    import tensorflow as tf
     from machine import median
-
-    from vseg_keras.model_info import frame_gflops
-    from vseg_keras.models.registry import build_model
 
     switch = case["switch"]
     height, width = case["height"], case["width"]
-    gflops_per_frame = frame_gflops(build_model(case["model"]), height, width)
-    keras.backend.clear_session()
+    gflops_per_frame = case.get("gflops_per_frame")
     causal = case.get("windows", "full") == "causal"
     model, frames, labels = prepare_training_step(case["model"], height, width, seq_len, batch,
                                                   mixed="mixed" in switch, remat="remat" in switch,
@@ -147,28 +151,31 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
         lengths = [steps]
     elif not lengths:
         lengths = list(range(1, steps + 1))  # causal: T = 1..L, equally likely
-    warmup_lengths = lengths if len(lengths) > 1 or not causal else sorted({1, *lengths})
-    device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+    on_tensorflow = keras.backend.backend() == "tensorflow"
+    # TensorFlow: a second length makes the traced graph's T dynamic, as fit on the pipeline runs it.
+    dynamic = len(lengths) > 1 or not causal or not on_tensorflow
+    warmup_lengths = lengths if dynamic else sorted({1, *lengths})
+    device, statistics = _memory_statistics_device(on_tensorflow)
 
     for _ in range(warmup):
         for length in warmup_lengths:  # a second length retraces with a dynamic T, as fit on the pipeline runs
             model.train_on_batch(frames[:, :length], labels)
-    statistics = device != "CPU:0" or os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "true"
     seconds, peaks = {length: [] for length in lengths}, []
     for _ in range(repeats):
         for length in lengths:
             if statistics:
-                tf.config.experimental.reset_memory_stats(device)
+                statistics.reset_memory_stats(device)
             start = time.perf_counter()
             model.train_on_batch(frames[:, :length], labels)
             seconds[length].append(time.perf_counter() - start)
             if statistics:
-                peaks.append(tf.config.experimental.get_memory_info(device)["peak"])
+                peaks.append(statistics.get_memory_info(device)["peak"])
     step_s = sum(median(values) for values in seconds.values()) / len(lengths)
     mean_frames = sum(lengths) / len(lengths)
-    achieved = None if causal else 3 * gflops_per_frame * batch * steps / step_s
+    achieved = None if causal or gflops_per_frame is None else 3 * gflops_per_frame * batch * steps / step_s
     return {
         **case,
+        "backend": keras.backend.backend(),
         "seq_len": steps,
         "batch": batch,
         "step_s": round(step_s, 4),
@@ -176,7 +183,7 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
         "step_seconds_by_t": {str(length): round(median(values), 4) for length, values in seconds.items()},
         "sequences_per_s": round(batch / step_s, 3),
         "frames_per_s": round(batch * mean_frames / step_s, 3),
-        "gflops_per_frame": round(gflops_per_frame, 3),
+        "gflops_per_frame": None if gflops_per_frame is None else round(gflops_per_frame, 3),
         "achieved_gflops_per_s": None if achieved is None else round(achieved, 1),
         "peak_step_mib": round(max(peaks) / 2**20, 1) if peaks else None,
         "peak_step_mib_each": [round(p / 2**20, 1) for p in peaks],
@@ -184,8 +191,22 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
     }
 
 
-def child_environment(code_dir: str | None = None, default_allocator: bool = False) -> dict:
+def _memory_statistics_device(on_tensorflow: bool):
+    """``(device, tf.config.experimental)`` where TensorFlow's allocator keeps statistics, else ``(None, None)``."""
+    if not on_tensorflow:
+        return None, None
+    import tensorflow as tf
+
+    device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+    keeps = device != "CPU:0" or os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "true"
+    return device, tf.config.experimental if keeps else None
+
+
+def child_environment(code_dir: str | None = None, default_allocator: bool = False,
+                      backend: str | None = None) -> dict:
     env = dict(os.environ)
+    if backend:
+        env["KERAS_BACKEND"] = backend
     if code_dir:  # measure the vseg_keras found there (e.g. a checkout of an older commit)
         env["PYTHONPATH"] = os.path.abspath(code_dir) + os.pathsep + env.get("PYTHONPATH", "")
     if default_allocator:
@@ -204,7 +225,7 @@ def measure_in_child(case: dict, args: argparse.Namespace, code_dir: str | None)
     if args.lengths:
         command += ["--lengths", args.lengths]
     try:
-        environment = child_environment(code_dir, args.default_allocator)
+        environment = child_environment(code_dir, args.default_allocator, case.get("backend"))
         done = subprocess.run(command, capture_output=True, text=True, env=environment,
                               timeout=args.timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -216,28 +237,52 @@ def measure_in_child(case: dict, args: argparse.Namespace, code_dir: str | None)
     return json.loads(lines[-1])
 
 
+def add_frame_gflops(cases: list[dict]) -> None:
+    """Sets each case's ``gflops_per_frame`` (TensorFlow's profiler, in this process, once per model and size)."""
+    import keras
+
+    from vseg_keras.model_info import frame_gflops
+    from vseg_keras.models.registry import build_model
+
+    counted = {}
+    for case in cases:
+        key = (case["model"], case["height"], case["width"])
+        if key not in counted:
+            counted[key] = frame_gflops(build_model(case["model"]), case["height"], case["width"])
+            keras.backend.clear_session()
+        case["gflops_per_frame"] = counted[key]
+
+
+def window_lengths(case: dict) -> str:
+    """The T column: ``5`` (full windows), ``1–5`` (causal, every length) or the lengths timed."""
+    timed = list(case.get("step_seconds_by_t", {}))
+    if case.get("windows", "full") == "full" or len(timed) == case["seq_len"]:
+        return f"{'1–' if case.get('windows') == 'causal' else ''}{case['seq_len']}"
+    return ",".join(timed)
+
+
 def gib(mib: float | None) -> str:
     return "—" if mib is None else f"{mib / 1024:.2f}"
 
 
 def markdown_table(cases: list[dict], peaks: dict) -> str:
     lines = [
-        "| model | H×W | T | windows | switch | code | step (s) | windows/s | frames/s | GFLOP/s | of conv peak "
-        "| peak step memory (GiB) | peak RSS (GiB) |",
-        "|---|---|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| model | H×W | T | windows | switch | backend | code | step (s) | windows/s | frames/s | GFLOP/s "
+        "| of conv peak | peak step memory (GiB) | peak RSS (GiB) |",
+        "|---|---|--:|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for c in cases:
         windows = c.get("windows", "full")
         if "error" in c:
-            lines.append(f"| {c['model']} | {c['height']}×{c['width']} | | {windows} | {c['switch']} | {c['code']} "
-                         f"| {c['error']} |")
+            lines.append(f"| {c['model']} | {c['height']}×{c['width']} | | {windows} | {c['switch']} "
+                         f"| {c.get('backend', 'tensorflow')} | {c['code']} | {c['error']} |")
             continue
         peak = peaks["bfloat16" if "mixed" in c["switch"] else "float32"]
         achieved = c["achieved_gflops_per_s"]
         rate = "—" if achieved is None else f"{achieved:.0f} | {achieved / peak:.0%}"
         lines.append(
-            f"| {c['model']} | {c['height']}×{c['width']} | {'1–' if windows == 'causal' else ''}{c['seq_len']} "
-            f"| {windows} | {c['switch']} | {c['code']} | {c['step_s']:.3f} "
+            f"| {c['model']} | {c['height']}×{c['width']} | {window_lengths(c)} "
+            f"| {windows} | {c['switch']} | {c.get('backend', 'tensorflow')} | {c['code']} | {c['step_s']:.3f} "
             f"| {c['sequences_per_s']:.3f} | {c['frames_per_s']:.2f} | {rate if achieved is not None else '— | —'} "
             f"| {gib(c['peak_step_mib'])} | {gib(c['peak_rss_mib'])} |"
         )
@@ -254,13 +299,16 @@ def main(argv: list[str] | None = None) -> dict:
                         help=f"comma-separated, measured interleaved: {', '.join(WINDOWS)} (see above)")
     parser.add_argument("--lengths", default=None, metavar="LIST",
                         help="causal windows: time only these T (comma-separated; default 1..seq-len)")
+    parser.add_argument("--backend", default="tensorflow", metavar="LIST",
+                        help=f"comma-separated Keras backends, measured interleaved: {', '.join(BACKENDS)}")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first traces)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per case before it is abandoned")
     parser.add_argument("--baseline", default=None, metavar="DIR",
-                        help="also measure every case with the vseg_keras in DIR (e.g. a git worktree of an older "
-                             "commit), interleaved, with full windows; reported with code=baseline")
+                        help="also measure every TensorFlow case with the vseg_keras in DIR (e.g. a git worktree of "
+                             "an older commit), interleaved; reported with code=baseline. Causal windows need a "
+                             "baseline from issue 13 on (older code ignores the switch and decodes every frame)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="keep TensorFlow's default CPU allocator, as vseg train does "
                              "(RSS only, no allocator peak)")
@@ -282,12 +330,17 @@ def main(argv: list[str] | None = None) -> dict:
     windows = args.windows.split(",")
     if not windows or not set(windows) <= set(WINDOWS):
         parser.error(f"--windows {args.windows!r}: expected a comma-separated list of {', '.join(WINDOWS)}")
-    cases = [{**parse_case(text), "windows": kind} for text in args.case for kind in windows]
+    backends = args.backend.split(",")
+    if not set(backends) <= set(BACKENDS):
+        parser.error(f"--backend {args.backend!r}: expected a comma-separated list of {', '.join(BACKENDS)}")
+    cases = [{**parse_case(text), "windows": kind, "backend": backend}
+             for text in args.case for kind in windows for backend in backends]
+    add_frame_gflops(cases)
     probes = {dtype: conv_peak_gflops(dtype) for dtype in ("float32", "bfloat16")}
     results = []
     for case in cases:
         for code, code_dir in (("current", None), ("baseline", args.baseline)):
-            if code == "baseline" and (not code_dir or case["windows"] != "full"):
+            if code == "baseline" and (not code_dir or case["backend"] != "tensorflow"):
                 continue
             results.append({**measure_in_child(case, args, code_dir), "code": code})
             print(json.dumps(results[-1]), file=sys.stderr)
