@@ -10,6 +10,12 @@ forward passes timed alternately in one process (``--repeats`` each, after one w
 * ``every_frame_ms`` / ``scored_frame_ms``: median ms per window;
 * ``windows_per_s`` of each and ``speedup`` (``every_frame_ms / scored_frame_ms``; target >= 1.3).
 
+Temporal consistency's own cost: ``tc_<flow>_ms``, the median ms of
+:func:`vseg_keras.metrics.consistency_confusion` (the optical flow and warp of every consecutive pair,
+one thread) on a window of the synthetic street at that size, per flow method, and ``tc_<flow>_of_forward``,
+that time over ``every_frame_ms``. ``vseg evaluate`` runs it on threads beside the forward passes
+(as many as CPUs).
+
 With ``--end-to-end`` it also times :func:`vseg_keras.evaluate.evaluate` itself on a converted
 synthetic split of that size (``--sequences`` windows; pipeline, forward, scoring, and TC's optical
 flow when on), with and without TC, alternately: what each costs a user, in windows/s.
@@ -31,6 +37,10 @@ import keras
 import tensorflow as tf
 from machine import median, parse_size, random_pixels, report_header, write_report
 
+from data_tools.synth import render_labelled_scene
+from vseg_keras.cityscapes import label_ids_to_train_ids
+from vseg_keras.flow import FLOW_METHODS
+from vseg_keras.metrics import consistency_confusion
 from vseg_keras.models.registry import build_model
 
 
@@ -56,6 +66,22 @@ def forward_times(name: str, height: int, width: int, window: int, repeats: int)
             "speedup": round(every / scored, 3)}
 
 
+def tc_times(height: int, width: int, window: int, repeats: int) -> dict:
+    """Median ms of TC's per-window work (flow + warp + counts of ``window - 1`` pairs), per flow method."""
+    frames, label_ids = render_labelled_scene(seed=0, height=height, width=width, num_frames=window)
+    predictions = label_ids_to_train_ids(label_ids)
+    result = {}
+    for flow in FLOW_METHODS:
+        seconds = []
+        for repeat in range(repeats + 1):
+            start = time.perf_counter()
+            consistency_confusion(predictions, frames, flow)
+            if repeat:
+                seconds.append(time.perf_counter() - start)
+        result[f"tc_{flow}_ms"] = round(1000 * median(seconds), 1)
+    return result
+
+
 def end_to_end(name: str, shards: str, window: int, sequences: int, rounds: int) -> dict:
     """Windows/s of ``evaluate()`` with and without TC (medians over ``rounds`` alternating runs)."""
     from vseg_keras.evaluate import evaluate
@@ -79,15 +105,18 @@ def end_to_end(name: str, shards: str, window: int, sequences: int, rounds: int)
 
 
 def markdown_table(rows: list[dict]) -> str:
+    flows = " | ".join(f"TC {flow} (ms, × forward)" for flow in FLOW_METHODS)
     lines = ["| model | H×W | window | every frame (ms) | scored frame (ms) | speedup (target ≥ 1.3) "
-             "| evaluate() with TC (windows/s) | without TC (windows/s) | ratio |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+             f"| {flows} | evaluate() with TC (windows/s) | without TC (windows/s) | ratio |",
+             "|---|---|--:|--:|--:|--:|" + "--:|" * len(FLOW_METHODS) + "--:|--:|--:|"]
     for r in rows:
         e2e = [r.get(k) for k in ("evaluate_windows_per_s_with_tc", "evaluate_windows_per_s_without_tc",
                                   "evaluate_speedup_without_tc")]
         cells = " | ".join("—" if v is None else f"{v:.2f}" for v in e2e)
+        tc = " | ".join(f"{r[f'tc_{flow}_ms']:.0f} ({r[f'tc_{flow}_ms'] / r['every_frame_ms']:.2f})"
+                        for flow in FLOW_METHODS)
         lines.append(f"| {r['model']} | {r['height']}×{r['width']} | {r['window']} | {r['every_frame_ms']:.0f} "
-                     f"| {r['scored_frame_ms']:.0f} | {r['speedup']:.2f} | {cells} |")
+                     f"| {r['scored_frame_ms']:.0f} | {r['speedup']:.2f} | {tc} | {cells} |")
     return "\n".join(lines)
 
 
@@ -112,9 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
         os.makedirs(args.data_dir, exist_ok=True)
         shards = synthetic_shards(args.data_dir, height, width, snippets=1, val_sequences=args.sequences)
     rows = []
+    tc = tc_times(height, width, args.window, args.repeats)
     for name in args.model:
         row = {"model": name, "height": height, "width": width, "window": args.window,
-               **forward_times(name, height, width, args.window, args.repeats)}
+               **forward_times(name, height, width, args.window, args.repeats), **tc}
         if shards:
             row.update(end_to_end(name, shards, args.window, args.sequences, args.rounds))
         rows.append(row)

@@ -189,10 +189,24 @@ def _moving_objects(rng: np.random.Generator, height: int, width: int, gt_index:
     return sorted(objects, key=lambda item: item.centre_at_gt[0])  # painter's order: farther first
 
 
+def render_labelled_scene(seed: int, height: int = 64, width: int = 128,
+                          num_frames: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """A moving synthetic street scene (as in ``vseg synth``) with the labelIds of *every* frame.
+
+    What ``vseg synth`` writes holds labels for one frame per snippet; this gives them all, e.g. a
+    perfectly consistent labelling to check temporal consistency with.
+
+    Returns:
+        ``(frames [T, H, W, 3] uint8 RGB, label_ids [T, H, W] uint8)``.
+    """
+    frames, labels = _render_snippet(np.random.default_rng(seed), height, width, num_frames, num_frames - 1)
+    return np.stack(frames), np.stack(labels)
+
+
 def _render_snippet(
     rng: np.random.Generator, height: int, width: int, num_frames: int, gt_index: int
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Frames (RGB uint8 ``[H, W, 3]``) and the labelIds ``[H, W]`` of the labelled frame."""
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Frames (RGB uint8 ``[H, W, 3]``) and the labelIds ``[H, W]`` of every frame."""
     scale = width / 256.0
     margin = int(np.ceil(40 * scale))
     canvas, canvas_labels = _street(rng, height, width + 2 * margin)
@@ -200,7 +214,7 @@ def _render_snippet(
     jitter = rng.integers(-1, 2, size=num_frames)
     objects = _moving_objects(rng, height, width, gt_index)
     hood_top = int(np.argmax(canvas_labels[:, 0] == _EGO))
-    frames, gt_labels = [], None
+    frames, labels_of_frames = [], []
     for index in range(num_frames):
         offset = int(np.clip(round(margin + pan_speed * (index - gt_index)) + jitter[index], 0, 2 * margin))
         image = canvas[:, offset : offset + width].copy()
@@ -211,9 +225,8 @@ def _render_snippet(
         gain = rng.uniform(0.92, 1.08)
         noise = rng.standard_normal((height, width, 3), dtype=np.float32) * 5.0
         frames.append(np.clip(image * gain + noise, 0, 255).astype(np.uint8))
-        if index == gt_index:
-            gt_labels = labels
-    return frames, gt_labels
+        labels_of_frames.append(labels)
+    return frames, labels_of_frames
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -307,7 +320,9 @@ def make_synthetic_cityscapes(
             sequence = next_sequence[city]
             last_gt_frame[city] = gt_frame
             content_rng = np.random.default_rng([seed, _SPLIT_CODES[split], 1, snippet_index])
-            frames, labels = _render_snippet(content_rng, height, width, layout.FRAMES_PER_SNIPPET, gt_index)
+            frames, labels_of_frames = _render_snippet(content_rng, height, width, layout.FRAMES_PER_SNIPPET,
+                                                       gt_index)
+            labels = labels_of_frames[gt_index]
             first_frame = gt_frame - gt_index
             frame_dir = os.path.dirname(layout.frame_path(out_dir, split, city, sequence, gt_frame))
             label_file = layout.label_path(out_dir, split, city, sequence, gt_frame)

@@ -9,8 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
-from vseg_keras.cityscapes import LABEL_TO_TRAIN, TRAIN_TO_LABEL, train_ids_to_label_ids
-from vseg_keras.metrics import confusion_matrix, segmentation_scores, temporal_consistency
+from data_tools.synth import render_labelled_scene
+from vseg_keras.cityscapes import LABEL_TO_TRAIN, TRAIN_TO_LABEL, label_ids_to_train_ids, train_ids_to_label_ids
+from vseg_keras.flow import FLOW_METHODS
+from vseg_keras.metrics import (
+    TemporalConsistency,
+    confusion_matrix,
+    consistency_confusion,
+    segmentation_scores,
+    temporal_consistency_scores,
+)
 
 
 def scores_of(labels, predictions):
@@ -90,21 +98,65 @@ def textured_video(steps, shift=0):
     return np.stack([np.roll(base, shift * t, axis=1) for t in range(steps)])
 
 
-def test_temporal_consistency_is_one_for_a_static_video_with_constant_predictions():
+def tc_of(predictions, images, flow="dis") -> dict:
+    return temporal_consistency_scores(consistency_confusion(predictions, images, flow))
+
+
+@pytest.mark.parametrize("flow", FLOW_METHODS)
+def test_identical_static_frames_score_one(flow):
     images = textured_video(4)
     predictions = np.zeros((4, 48, 64), np.uint8)
     predictions[:, 10:30, 20:40] = 13
-    assert temporal_consistency(predictions, images) == pytest.approx([1.0, 1.0, 1.0])
+    scores = tc_of(predictions, images, flow)
+    assert scores["temporal_consistency"] == 1.0 and scores["temporal_consistency_pairs"] == 3
+    assert scores["per_class_temporal_consistency"]["road"] == 1.0
+    assert scores["per_class_temporal_consistency"]["car"] == 1.0
+    assert scores["per_class_temporal_consistency"]["person"] is None  # in neither map: not averaged
 
 
-def test_temporal_consistency_follows_motion_and_drops_with_flicker():
-    images = textured_video(4, shift=2)
-    stable = np.zeros((4, 48, 64), np.uint8)
-    for t in range(4):
-        stable[t, 10:30, 20 + 2 * t : 40 + 2 * t] = 13  # the object moves with the image
-    flicker = stable.copy()
-    flicker[1::2][flicker[1::2] == 13] = 11  # every other frame calls it a person
-    moving = np.mean(temporal_consistency(stable, images))
-    flickering = np.mean(temporal_consistency(flicker, images))
-    assert moving > 0.9
-    assert flickering < moving - 0.2
+@pytest.mark.parametrize("flow", FLOW_METHODS)
+def test_a_consistent_labelling_of_a_moving_scene_scores_high_and_flicker_visibly_lower(flow):
+    """The synthetic street (panning camera, moving objects) labelled perfectly, frame by frame."""
+    frames, label_ids = render_labelled_scene(seed=4, height=128, width=256, num_frames=6)
+    consistent = label_ids_to_train_ids(label_ids)
+    assert len(np.unique(consistent)) >= 5
+    scores = tc_of(consistent, frames, flow)
+    assert scores["temporal_consistency"] >= 0.97, scores
+    flicker = consistent.copy()
+    flicker[1::2][flicker[1::2] == 11] = 12  # every other frame calls the persons riders
+    flickering = tc_of(flicker, frames, flow)
+    assert flickering["temporal_consistency"] < scores["temporal_consistency"] - 0.1
+    assert flickering["per_class_temporal_consistency"]["person"] == 0.0
+    assert flickering["per_class_temporal_consistency"]["rider"] == 0.0
+    assert flickering["per_class_temporal_consistency"]["road"] >= 0.97
+
+
+def test_tc_accumulates_intersection_and_union_over_the_split_like_etc():
+    """Two windows of static frames: a large car agreed on, then three stray car pixels in one frame only.
+    ETC sums per class over every pair (the strays barely count); the old per-pair mean halves the pair."""
+    images = textured_video(2)
+    agreed = np.zeros((2, 48, 64), np.uint8)
+    agreed[:, 10:30, 20:40] = 13  # 400 car pixels in both frames
+    stray = np.zeros((2, 48, 64), np.uint8)
+    stray[0, 0, :3] = 13  # 3 car pixels, only in P_t
+    scores = temporal_consistency_scores(np.concatenate([consistency_confusion(agreed, images),
+                                                         consistency_confusion(stray, images)]))
+    road = ((48 * 64 - 400) + (48 * 64 - 3)) / ((48 * 64 - 400) + 48 * 64)
+    car = 400 / 403
+    assert scores["per_class_temporal_consistency"]["road"] == pytest.approx(road)
+    assert scores["per_class_temporal_consistency"]["car"] == pytest.approx(car)
+    assert scores["temporal_consistency"] == pytest.approx((road + car) / 2)
+    assert scores["temporal_consistency_per_pair"] == pytest.approx((1.0 + ((48 * 64 - 3) / (48 * 64) + 0) / 2) / 2)
+
+
+def test_the_threaded_accumulator_equals_the_direct_computation():
+    frames, label_ids = render_labelled_scene(seed=5, height=64, width=128, num_frames=4)
+    windows = [label_ids_to_train_ids(np.roll(label_ids, shift, axis=2)) for shift in range(5)]
+    with TemporalConsistency("dis", workers=2) as accumulated:
+        for predictions in windows:
+            accumulated.add(predictions, frames)
+        result = accumulated.result()
+    direct = temporal_consistency_scores(np.concatenate([consistency_confusion(p, frames) for p in windows]))
+    assert result == {**direct, "temporal_consistency_flow": "dis"}
+    with pytest.raises(ValueError, match="optical flow 'raft' is not available; expected one of dis, farneback"):
+        TemporalConsistency("raft")

@@ -14,7 +14,8 @@ import tensorflow as tf
 from vseg_keras import data
 from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
 from vseg_keras.files import atomic_write_json, atomic_write_png
-from vseg_keras.metrics import CONFUSION_SIZE, confusion_matrix, segmentation_scores, temporal_consistency
+from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
+from vseg_keras.metrics import CONFUSION_SIZE, TemporalConsistency, confusion_matrix, segmentation_scores
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.records import read_manifest
 
@@ -45,12 +46,14 @@ def evaluate(
     max_sequences: int | None = None,
     progress: bool = True,
     with_temporal_consistency: bool = True,
+    flow: str = DEFAULT_FLOW,
 ) -> dict:
     """Evaluates ``model`` on a converted split with windows of ``context + 1`` frames, the GT last.
 
     Metrics come from one confusion matrix over the split (see :mod:`vseg_keras.metrics`).
-    Temporal consistency is averaged over every consecutive frame pair of every window,
-    labelled or not; it needs a prediction for every frame. Without it only the scored (last)
+    Temporal consistency follows ETC/VSPW (:func:`vseg_keras.metrics.temporal_consistency_scores`)
+    over every consecutive frame pair of every window, labelled or not; it needs a prediction for
+    every frame, and its optical flow runs on threads beside the model. Without it only the scored (last)
     frame is decoded (:meth:`~vseg_keras.models.segmenter.VideoSegmenter.last_frame_logits`; a
     frame-wise model computes only that frame), with the same scores.
 
@@ -69,13 +72,17 @@ def evaluate(
         max_sequences: evaluate at most this many windows.
         progress: show a progress bar.
         with_temporal_consistency: measure temporal consistency (``None`` in the report otherwise).
+        flow: its optical flow (:data:`vseg_keras.flow.FLOW_METHODS`; DIS by default).
 
     Returns:
         The report: ``miou``, ``per_class_iou``, ``pixel_accuracy``,
         ``mean_class_accuracy``, ``paper_miou_20``, ``paper_macc``,
-        ``temporal_consistency``, ``context``, ``num_sequences``, plus
+        ``temporal_consistency``, ``per_class_temporal_consistency``,
+        ``temporal_consistency_per_pair``, ``temporal_consistency_pairs``,
+        ``temporal_consistency_flow``, ``context``, ``num_sequences``, plus
         ``confusion_matrix`` (20x20 list), ``model``, ``split``.
     """
+    check_flow_method(flow)
     manifest = read_manifest(data_dir)
     dataset = data.make_eval_dataset(data_dir, split, batch_size=batch_size, context=context, with_metadata=True)
     total = data.count_snippets(data_dir, split)
@@ -86,37 +93,21 @@ def evaluate(
     bar = keras.utils.Progbar(total, unit_name="sequence") if progress else None
     predict = _window_predictor(model, every_frame=with_temporal_consistency)
     confusion = np.zeros((CONFUSION_SIZE, CONFUSION_SIZE), np.int64)
-    consistency: list[float] = []
+    consistency = TemporalConsistency(flow) if with_temporal_consistency else None
     seen = 0
-    for frames, labels, metadata in dataset:
-        if seen >= total:
-            break
-        keep = min(int(frames.shape[0]), total - seen)
-        images = frames[:keep].numpy()  # NumPy feeds any backend
-        logits = predict(images)  # [B, L, H, W, C], or the last frame's [B, H, W, C]
-        predictions = np.argmax(logits, axis=-1).astype(np.uint8)
-        last_logits, last_predictions = (logits[:, -1], predictions[:, -1]) if with_temporal_consistency else (
-            logits, predictions)
-        labels = labels.numpy()[:keep]
-        labelled = metadata["labelled"].numpy()[:keep]
-        for i in range(keep):
-            if labelled[i]:
-                confusion += confusion_matrix(labels[i, -1], last_predictions[i])
-            if with_temporal_consistency:
-                consistency.extend(temporal_consistency(predictions[i], images[i]))
-            if save_predictions:
-                _save_prediction(
-                    save_predictions, manifest, split, last_logits[i], metadata, i, prediction_size
-                )
-        seen += keep
-        if bar is not None:
-            bar.add(keep)
+    try:
+        seen = _score_windows(dataset, total, predict, confusion, consistency, save_predictions, manifest, split,
+                              prediction_size, bar)
+        consistency_scores = consistency.result() if consistency else dict.fromkeys(_TC_KEYS)
+    finally:
+        if consistency:
+            consistency.close()
     if seen == 0:
         raise ValueError(f"{data_dir}: split {split!r} has no labelled sequence to evaluate")
     report = segmentation_scores(confusion)
     report.update(
         {
-            "temporal_consistency": float(np.mean(consistency)) if consistency else None,
+            **consistency_scores,
             "context": int(context),
             "num_sequences": seen,
             "model": model.name,
@@ -125,6 +116,40 @@ def evaluate(
         }
     )
     return report
+
+
+#: The report's temporal-consistency entries (all ``None`` without it).
+_TC_KEYS = ("temporal_consistency", "per_class_temporal_consistency", "temporal_consistency_per_pair",
+            "temporal_consistency_pairs", "temporal_consistency_flow")
+
+
+def _score_windows(dataset, total, predict, confusion, consistency, save_predictions, manifest, split,
+                   prediction_size, bar) -> int:
+    """Runs the model over the windows, adding to ``confusion`` and ``consistency``; returns the windows seen."""
+    seen = 0
+    for frames, labels, metadata in dataset:
+        if seen >= total:
+            break
+        keep = min(int(frames.shape[0]), total - seen)
+        images = frames[:keep].numpy()  # NumPy feeds any backend
+        logits = predict(images)  # [B, L, H, W, C], or the last frame's [B, H, W, C]
+        predictions = np.argmax(logits, axis=-1).astype(np.uint8)
+        last_logits, last_predictions = (logits[:, -1], predictions[:, -1]) if consistency else (logits, predictions)
+        labels = labels.numpy()[:keep]
+        labelled = metadata["labelled"].numpy()[:keep]
+        for i in range(keep):
+            if labelled[i]:
+                confusion += confusion_matrix(labels[i, -1], last_predictions[i])
+            if consistency:
+                consistency.add(predictions[i], images[i])
+            if save_predictions:
+                _save_prediction(
+                    save_predictions, manifest, split, last_logits[i], metadata, i, prediction_size
+                )
+        seen += keep
+        if bar is not None:
+            bar.add(keep)
+    return seen
 
 
 #: One last-frame model per model, reused by later evaluations (as Keras keeps ``predict_function``).
@@ -165,7 +190,7 @@ def format_report(report: dict) -> str:
         ("mean_class_accuracy", "mean class accuracy"),
         ("paper_miou_20", "paper-style mIoU (20 incl. void)"),
         ("paper_macc", "paper-style mAcc (pixel acc. incl. void)"),
-        ("temporal_consistency", "temporal consistency"),
+        ("temporal_consistency", "temporal consistency (ETC-style)"),
     ]:
         value = report[key]
         lines.append(f"{label:<41} {'-' if value is None else f'{100 * value:6.2f}'}")

@@ -1,5 +1,9 @@
 """Segmentation metrics: Cityscapes-standard scores from a confusion matrix, and temporal consistency.
 
+Temporal consistency (TC) follows ETC (Liu et al., ECCV 2020, ``tool/eval_tc.py``) and VSPW
+(``TC_cal.py``): see :func:`temporal_consistency_scores`; only the optical flow differs
+(:mod:`vseg_keras.flow`).
+
 Cityscapes benchmark definitions (as the official ``cityscapesscripts`` evaluator):
 
 * 19 classes; ground-truth pixels that are void (trainId 255) are ignored.
@@ -17,10 +21,14 @@ calls "mAcc").
 
 from __future__ import annotations
 
-import cv2
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from vseg_keras.cityscapes import CLASS_NAMES, NUM_TRAIN_CLASSES, VOID_CLASS
+from vseg_keras.flow import DEFAULT_FLOW, check_flow_method, optical_flow, warp_labels
 
 #: Rows/columns of the accumulated confusion matrix: 19 train classes + void.
 CONFUSION_SIZE = NUM_TRAIN_CLASSES + 1
@@ -92,68 +100,106 @@ def segmentation_scores(confusion: np.ndarray) -> dict:
     }
 
 
-def flow_warp(previous: np.ndarray, previous_image: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Warps a label map of the previous frame onto the current frame with dense optical flow.
+def consistency_confusion(predictions: np.ndarray, images: np.ndarray, flow: str = DEFAULT_FLOW) -> np.ndarray:
+    """Per consecutive frame pair of a window: how ``P_t`` agrees with ``P_t+1`` warped back to frame ``t``.
 
-    The flow is Farneback's (OpenCV) from the current frame to the previous
-    one, so every current pixel looks up where it came from; labels are
-    sampled with nearest neighbour.
-
-    Args:
-        previous: labels of the previous frame ``[H, W]`` (integer).
-        previous_image: previous input frame ``[H, W, 3]`` uint8 RGB.
-        image: current input frame ``[H, W, 3]`` uint8 RGB.
-
-    Returns:
-        ``(warped [H, W], valid [H, W] bool)``; ``valid`` is false where the
-        flow points outside the previous frame.
-    """
-    gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    previous_gray = cv2.cvtColor(np.ascontiguousarray(previous_image), cv2.COLOR_RGB2GRAY)
-    flow = cv2.calcOpticalFlowFarneback(gray, previous_gray, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-    height, width = gray.shape
-    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    map_x, map_y = grid_x + flow[..., 0], grid_y + flow[..., 1]
-    warped = cv2.remap(
-        np.ascontiguousarray(previous, dtype=np.uint8), map_x, map_y,
-        interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=255,
-    )
-    valid = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
-    return warped, valid
-
-
-def temporal_consistency(predictions: np.ndarray, images: np.ndarray) -> list[float]:
-    """Temporal consistency (TC) of a predicted sequence: one score per consecutive frame pair.
-
-    For each pair ``(t-1, t)`` the prediction of ``t-1`` is warped onto frame
-    ``t`` with optical flow computed on the input frames (:func:`flow_warp`),
-    and the score is the mean IoU, over the classes present in either map,
-    between the warped and the actual prediction of ``t`` (on pixels whose
-    flow stays inside the frame). 1 means perfectly consistent.
+    ETC's and VSPW's construction: the flow from ``I_t`` to ``I_t+1`` (:func:`vseg_keras.flow.optical_flow`)
+    brings ``P_t+1`` to frame ``t`` with nearest sampling; pixels whose flow leaves the frame are ignored.
 
     Args:
         predictions: predicted class ids ``[T, H, W]``.
         images: the input frames ``[T, H, W, 3]`` uint8 RGB.
+        flow: the optical flow method (:data:`vseg_keras.flow.FLOW_METHODS`).
 
     Returns:
-        ``T - 1`` scores in [0, 1].
+        int64 ``[T - 1, 20, 20]``: per pair, counts of (class in ``P_t``, class in warped ``P_t+1``),
+        classes outside the 19 as void (row/column 19).
     """
-    predictions = np.asarray(predictions)
-    images = np.asarray(images)
+    predictions, images = np.asarray(predictions), np.asarray(images)
     if predictions.shape[0] != images.shape[0] or predictions.shape[1:3] != images.shape[1:3]:
         raise ValueError(f"predictions {predictions.shape} and images {images.shape} do not match")
-    scores = []
-    for t in range(1, predictions.shape[0]):
-        warped, valid = flow_warp(predictions[t - 1], images[t - 1], images[t])
-        valid &= warped != 255
-        current = predictions[t][valid].astype(np.int64)
-        warped = warped[valid].astype(np.int64)
-        if current.size == 0:
-            continue
-        classes = np.union1d(np.unique(current), np.unique(warped))
-        ious = [
-            np.count_nonzero((current == c) & (warped == c)) / np.count_nonzero((current == c) | (warped == c))
-            for c in classes
-        ]
-        scores.append(float(np.mean(ious)))
-    return scores
+    pairs = []
+    for t in range(predictions.shape[0] - 1):
+        warped, valid = warp_labels(predictions[t + 1], optical_flow(images[t], images[t + 1], flow))
+        pairs.append(confusion_matrix(predictions[t][valid], warped[valid]))
+    return np.asarray(pairs, np.int64).reshape(-1, CONFUSION_SIZE, CONFUSION_SIZE)
+
+
+def _agreement_per_class(confusion: np.ndarray) -> list[float | None]:
+    """Per train class: |P_t = c and warped = c| / |P_t = c or warped = c| (``None`` when neither has it)."""
+    both = np.diag(confusion)[:NUM_TRAIN_CLASSES].astype(np.float64)
+    union = confusion.sum(axis=1)[:NUM_TRAIN_CLASSES] + confusion.sum(axis=0)[:NUM_TRAIN_CLASSES] - both
+    return [float(b / u) if u > 0 else None for b, u in zip(both, union, strict=True)]
+
+
+def temporal_consistency_scores(pair_confusions: np.ndarray) -> dict:
+    """Temporal consistency (TC) as ETC and VSPW define it, from :func:`consistency_confusion` of a whole split.
+
+    The per-class intersection and union of ``P_t`` and warped ``P_t+1`` are summed over every frame
+    pair of the split; TC is the mean over the classes with a non-zero union. A predicted void class
+    (e.g. the report's class 19) is a class of its own that is not scored.
+
+    Args:
+        pair_confusions: ``[N, 20, 20]``, the pairs of every window (``N`` may be 0).
+
+    Returns:
+        ``temporal_consistency`` (``None`` without pairs), ``per_class_temporal_consistency`` (class
+        name -> value or ``None``), ``temporal_consistency_per_pair`` (the mean over pairs of each
+        pair's own TC: vseg's figure before it followed ETC, where a few stray pixels of a class weigh
+        as much as the road) and ``temporal_consistency_pairs``.
+    """
+    pair_confusions = np.asarray(pair_confusions, np.int64).reshape(-1, CONFUSION_SIZE, CONFUSION_SIZE)
+    per_class = _agreement_per_class(pair_confusions.sum(axis=0))
+    per_pair = [_mean(_agreement_per_class(pair)) for pair in pair_confusions]
+    return {
+        "temporal_consistency": _mean(per_class),
+        "per_class_temporal_consistency": dict(zip(CLASS_NAMES, per_class, strict=True)),
+        "temporal_consistency_per_pair": _mean(per_pair),
+        "temporal_consistency_pairs": len(pair_confusions),
+    }
+
+
+class TemporalConsistency:
+    """Accumulates ETC-style temporal consistency over many windows, computing the flow on threads.
+
+    OpenCV's flow releases the GIL, so ``workers`` windows are processed at once beside the model's
+    forward passes. Use as a context manager (the threads end on exit)::
+
+        with TemporalConsistency("dis") as tc:
+            for predictions, images in windows:
+                tc.add(predictions, images)
+            scores = tc.result()
+
+    Args:
+        flow: optical flow method (:data:`vseg_keras.flow.FLOW_METHODS`).
+        workers: threads (default: the CPU count).
+    """
+
+    def __init__(self, flow: str = DEFAULT_FLOW, workers: int | None = None):
+        self.flow = check_flow_method(flow)
+        self.workers = workers or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vseg-flow")
+        self._pending: deque = deque()
+        self._pairs: list[np.ndarray] = []
+
+    def add(self, predictions: np.ndarray, images: np.ndarray) -> None:
+        """Queues one window: predictions ``[T, H, W]`` and its frames ``[T, H, W, 3]`` uint8."""
+        self._pending.append(self._pool.submit(consistency_confusion, predictions, images, self.flow))
+        while len(self._pending) > 2 * self.workers:  # bounded memory: at most a few windows in flight
+            self._pairs.append(self._pending.popleft().result())
+
+    def result(self) -> dict:
+        """:func:`temporal_consistency_scores` of every window added so far, and ``temporal_consistency_flow``."""
+        while self._pending:
+            self._pairs.append(self._pending.popleft().result())
+        pairs = np.concatenate(self._pairs) if self._pairs else np.zeros((0, CONFUSION_SIZE, CONFUSION_SIZE))
+        return {**temporal_consistency_scores(pairs), "temporal_consistency_flow": self.flow}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> TemporalConsistency:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
