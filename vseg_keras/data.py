@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from vseg_keras import records
 from vseg_keras.cityscapes import IGNORE_INDEX, VOID_CLASS
+from vseg_keras.flow import check_flow_method, previous_frame_warp
 from vseg_keras.models.layers import IMAGENET_MEAN
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -470,6 +471,7 @@ def make_train_dataset(
     max_frame_skip: int = 1,
     void_as_class: bool = False,
     full_windows: bool = False,
+    previous_frame_flow: str | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     seed: int | None = None,
     repeat: bool = True,
@@ -510,6 +512,12 @@ def make_train_dataset(
             set-up); frames without ground truth and crop padding stay 255 either way.
         full_windows: the report's windows of ``seq_len`` frames (labels for every frame) instead of
             causal windows that end at the labelled frame.
+        previous_frame_flow: for the temporal loss (causal windows only): an optical flow method
+            (:data:`vseg_keras.flow.FLOW_METHODS`); the labels then become a dict with ``labels``
+            ``[B, H, W]`` and the warp from the labelled frame to the frame before it,
+            ``previous_index`` int32 and ``previous_weight`` float32 ``[B, H, W]``
+            (:func:`vseg_keras.flow.previous_frame_warp`, computed on the augmented uint8 frames in
+            a parallel map).
         shuffle_buffer: size of the shuffle buffer in windows. It holds ``shuffle_buffer * seq_len``
             encoded PNGs (about 0.6 MB each at 512x1024, so ~190 MB for 64 x 5) and is filled before the
             first batch; shard order is shuffled too (except under multi-worker sharding). 0 or 1: off.
@@ -531,6 +539,10 @@ def make_train_dataset(
             stored frames cannot hold a window of ``seq_len``.
     """
     _check_positive(batch_size=batch_size, seq_len=seq_len, max_frame_skip=max_frame_skip)
+    if previous_frame_flow is not None:
+        check_flow_method(previous_frame_flow)
+        if full_windows:
+            raise ValueError("the temporal loss needs causal windows (the labelled frame last), not full windows")
     if crop is not None:
         crop = (int(crop[0]), int(crop[1]))
         _check_positive(crop_height=crop[0], crop_width=crop[1])
@@ -629,7 +641,23 @@ def make_train_dataset(
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
+    if previous_frame_flow is not None:
+        dataset = dataset.map(_previous_frame_warper(previous_frame_flow, height, width),
+                              num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return _with_options(dataset.prefetch(AUTOTUNE), deterministic)
+
+
+def _previous_frame_warper(method: str, height: int, width: int):
+    """``(frames, labels) -> (frames, {labels, previous_index, previous_weight})`` for a batch (OpenCV flow)."""
+
+    def warp(frames: tf.Tensor, labels: tf.Tensor):
+        index, weight = tf.numpy_function(lambda f: previous_frame_warp(f, method), [frames],
+                                          [tf.int32, tf.float32], stateful=False)
+        shape = [frames.shape[0], height, width]
+        return frames, {"labels": labels, "previous_index": tf.ensure_shape(index, shape),
+                        "previous_weight": tf.ensure_shape(weight, shape)}
+
+    return warp
 
 
 def _batch_by_length(windows: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:

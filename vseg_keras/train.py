@@ -37,6 +37,7 @@ from vseg_keras import data
 from vseg_keras.cityscapes import IGNORE_INDEX, colorize_train_ids
 from vseg_keras.distribute import Placement, make_placement, mixed_precision_policy
 from vseg_keras.files import atomic_save_model, atomic_write_json
+from vseg_keras.flow import DEFAULT_FLOW
 from vseg_keras.models.registry import DEFAULT_NUM_CLASSES, build_model, get_model_config
 from vseg_keras.models.remat import set_rematerialization
 from vseg_keras.models.segmenter import VideoSegmenter
@@ -79,8 +80,13 @@ class TrainConfig:
             labelled frame, with the decoder and head on that frame only (the default: same loss
             and gradients with BatchNorm in inference mode, a fraction of the work; BatchNorm's
             batch statistics in training cover only the frames computed).
-        logical_cpus: split the CPU into this many logical devices and mirror
-            across them (to exercise multi-replica training without GPUs).
+        logical_cpus: split the CPU into this many devices and train data-parallel across them
+            (to exercise multi-replica training without GPUs; TensorFlow or JAX).
+        temporal_loss: weight of the temporal loss (the report's temporal regularisation, after
+            ETC; 0 = off): the labelled frame's prediction is tied to the frame before it, warped
+            by DIS optical flow computed in the input pipeline
+            (:func:`vseg_keras.models.losses.temporal_consistency_loss`). Needs causal windows; a
+            frame-wise model then trains on windows of up to 2 frames (``seq_len`` 2).
     """
 
     model: str
@@ -103,14 +109,19 @@ class TrainConfig:
     flip: bool = True
     full_windows: bool = False
     logical_cpus: int = 0
+    temporal_loss: float = 0.0
     # Options that may differ when a run is resumed (extending it is allowed; a run dir made before
     # full_windows existed was trained with full windows and resumes with whatever is asked now).
     RESUMABLE_CHANGES: tuple[str, ...] = field(default=("epochs", "remat", "full_windows"), init=False, repr=False)
 
     def __post_init__(self) -> None:
         config = get_model_config(self.model)
+        if self.temporal_loss < 0:
+            raise ValueError(f"temporal_loss must be >= 0, got {self.temporal_loss}")
+        if self.temporal_loss > 0 and self.full_windows:
+            raise ValueError("--temporal-loss needs causal windows (the labelled frame last); drop --full-windows")
         if not config.is_temporal:
-            self.seq_len = 1
+            self.seq_len = 2 if self.temporal_loss > 0 else 1
         if self.crop is not None:
             self.crop = (int(self.crop[0]), int(self.crop[1]))
         if self.val_context is None:
@@ -282,7 +293,9 @@ def _check_run_dir(run_dir: str, config: TrainConfig, digest: str) -> dict:
         with open(path, encoding="utf-8") as handle:
             previous = json.load(handle)
         old, new = previous.get("options", {}), record["options"]
-        changed = [k for k in new if k not in config.RESUMABLE_CHANGES and old.get(k) != new[k]]
+        # An option that a run dir predates had its default value then.
+        defaults = {f.name: f.default for f in dataclasses.fields(config) if f.init}
+        changed = [k for k in new if k not in config.RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new[k]]
         if changed:
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed)
             raise TrainingError(f"{run_dir} holds a run with other options ({details}); use another RUN_DIR")
@@ -356,6 +369,7 @@ def train(
             model = build_model(config.model, num_classes=config.num_classes, seed=config.seed)
             set_rematerialization(model, config.remat)
             model.outputs_last_frame = not config.full_windows
+            model.temporal_loss_weight = config.temporal_loss
             compile_for_training(model, config)
             if epochs_done:
                 model.optimizer.build(model.trainable_variables)
@@ -403,6 +417,9 @@ def _describe_windows(config: TrainConfig) -> str:
         return "windows: single labelled frames"
     if config.full_windows:
         return f"windows: full, {config.seq_len} frames, decoder on every frame"
+    if config.temporal_loss > 0:
+        return (f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on it and the "
+                f"frame before; temporal loss {config.temporal_loss:g} (DIS flow)")
     return f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on that frame only"
 
 
@@ -431,6 +448,7 @@ def _make_datasets(data_dir: str, config: TrainConfig, placement: Placement):
         "max_frame_skip": config.max_frame_skip,
         "void_as_class": config.void_as_class,
         "full_windows": config.full_windows,
+        "previous_frame_flow": DEFAULT_FLOW if config.temporal_loss > 0 else None,
         "seed": config.seed,
     }
     val_options = {"batch_size": per_replica, "context": config.val_context, "void_as_class": config.void_as_class,

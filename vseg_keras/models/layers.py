@@ -153,6 +153,12 @@ class FoldTime(keras.layers.Layer):
         return (folded, *input_shape[2:])
 
 
+def unfold_time(inputs, reference):
+    """``[B*T, h, w, c] -> [B, T, h, w, c]``, ``B`` and ``T`` read from ``reference`` ``[B, T, ...]``."""
+    batch_and_time = ops.shape(reference)[:2]
+    return ops.reshape(inputs, (*batch_and_time, *ops.shape(inputs)[1:]))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class UnfoldTime(keras.layers.Layer):
     """Splits a folded batch back into sequences: ``[B*T, h, w, c] -> [B, T, h, w, c]``.
@@ -164,8 +170,7 @@ class UnfoldTime(keras.layers.Layer):
     """
 
     def call(self, inputs, reference):
-        batch_and_time = ops.shape(reference)[:2]
-        return ops.reshape(inputs, (*batch_and_time, *ops.shape(inputs)[1:]))
+        return unfold_time(inputs, reference)
 
     def compute_output_shape(self, inputs_shape, reference_shape):
         return (*reference_shape[:2], *inputs_shape[1:])

@@ -6,7 +6,8 @@ import keras
 from keras import ops
 
 from vseg_keras.models.kernels import on_tensorflow
-from vseg_keras.models.layers import FoldTime, FrameNormalization, UnfoldTime
+from vseg_keras.models.layers import FoldTime, FrameNormalization, UnfoldTime, unfold_time
+from vseg_keras.models.losses import temporal_consistency_loss
 from vseg_keras.models.unet import VideoUNetBackbone
 
 
@@ -59,13 +60,24 @@ class VideoSegmenter(keras.Model):
     #: the export are the full sequence model.
     outputs_last_frame: bool = False
 
+    #: Runtime switch (not saved) for the temporal loss: when above 0, calling the model returns
+    #: the logits of the last two frames ``[B, K, H, W, num_classes]`` (``K = min(T, 2)``, the
+    #: labelled frame last, :meth:`last_frames_logits`), and the loss adds this weight times
+    #: :func:`~vseg_keras.models.losses.temporal_consistency_loss`; labels then come as a dict
+    #: (see :meth:`compute_loss`). Overrides :attr:`outputs_last_frame`.
+    temporal_loss_weight: float = 0.0
+
     def call(self, inputs, training=None, mask=None):
+        if self.temporal_loss_weight > 0:
+            return self.last_frames_logits(inputs, 2, training=training)
         if self.outputs_last_frame:
             return self.last_frame_logits(inputs, training=training)
         return super().call(inputs, training=training, mask=mask)
 
     def compute_output_spec(self, inputs, training=None, mask=None):
         spec = super().compute_output_spec(inputs, training=training, mask=mask)
+        if self.temporal_loss_weight > 0:
+            return keras.KerasTensor((spec.shape[0], None, *spec.shape[2:]), dtype=spec.dtype)
         if not self.outputs_last_frame:
             return spec
         return keras.KerasTensor((spec.shape[0], *spec.shape[2:]), dtype=spec.dtype)
@@ -79,6 +91,16 @@ class VideoSegmenter(keras.Model):
         """
         features = self.backbone.last_frame_features(self.normalization(frames), training=training)
         return self.float32_logits(self.head(features))
+
+    def last_frames_logits(self, frames, count: int, training=None):
+        """Logits of the last ``count`` frames of each window: ``[B, T, H, W, 3] -> [B, K, H, W, num_classes]``.
+
+        ``K = min(count, T)``; the same numbers as ``self(frames)[:, -count:]`` (BatchNorm in inference
+        mode), with the decoder and head on those ``K`` frames only.
+        """
+        features = self.backbone.last_frames_features(self.normalization(frames), count, training=training)
+        folded = ops.reshape(features, (-1, *ops.shape(features)[2:]))
+        return unfold_time(self.float32_logits(self.head(folded)), features)
 
     def make_last_frame_model(self) -> keras.Model:
         """A model sharing this model's weights that outputs only the last frame's logits.
@@ -161,12 +183,30 @@ class VideoSegmenter(keras.Model):
         return tf_kernels.labelled_frames(y, y_pred, self.ignore_index)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras' loss computation on :meth:`labelled_frames` only."""
+        """Keras' loss computation on :meth:`labelled_frames` only, plus the temporal loss when on.
+
+        With :attr:`temporal_loss_weight` above 0, ``y`` is a dict: ``labels`` ``[B, H, W]`` of the
+        labelled frame, and ``previous_index`` and ``previous_weight`` ``[B, H, W]``, the flow to the
+        frame before it (:func:`vseg_keras.flow.previous_frame_warp`); ``y_pred`` is
+        ``[B, K, H, W, C]`` from :meth:`last_frames_logits`.
+        """
+        if isinstance(y, dict):
+            loss = super().compute_loss(x=x, y=y["labels"], y_pred=y_pred[:, -1], sample_weight=sample_weight,
+                                        training=training)
+            temporal = temporal_consistency_loss(y_pred[:, -1], y_pred[:, 0], y["previous_index"],
+                                                 y["previous_weight"])
+            return loss + self.temporal_loss_weight * temporal
+        if self.temporal_loss_weight > 0:  # validation batches: labels of the labelled frame only
+            y_pred = y_pred[:, -1]
         y, y_pred = self.labelled_frames(y, y_pred, sample_weight)
         return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Keras' metric update on :meth:`labelled_frames` only."""
+        """Keras' metric update on :meth:`labelled_frames` only (the labelled frame with the temporal loss)."""
+        if isinstance(y, dict):
+            y = y["labels"]
+        if self.temporal_loss_weight > 0:
+            y_pred = y_pred[:, -1]
         y, y_pred = self.labelled_frames(y, y_pred, sample_weight)
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

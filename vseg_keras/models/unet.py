@@ -8,7 +8,7 @@ from functools import partial
 import keras
 
 from vseg_keras.models.blocks import get_block_family
-from vseg_keras.models.layers import FoldTime, SpatialSizeCheck, UnfoldTime
+from vseg_keras.models.layers import FoldTime, SpatialSizeCheck, UnfoldTime, unfold_time
 from vseg_keras.models.remat import Stage
 from vseg_keras.models.temporal import ConvRecurrent, make_temporal_cell
 
@@ -162,16 +162,30 @@ class VideoUNetBackbone(keras.Model):
                 dynamic (the temporal units then run in Keras' RNN loop).
             training: Keras' training flag.
         """
+        return self._decode_last(frames, 1, training)[0]
+
+    def last_frames_features(self, frames, count: int, training=None):
+        """Decoder features of the last ``count`` frames of each sequence: ``[B, T, H, W, 3] -> [B, K, H, W, F]``.
+
+        ``K = min(count, T)``; equal to ``self(frames)[:, -count:]`` (BatchNorm in inference mode),
+        computed as :meth:`last_frame_features` does: the decoder on ``K`` frames per sequence.
+        """
+        decoded, kept = self._decode_last(frames, count, training)
+        return unfold_time(decoded, kept)
+
+    def _decode_last(self, frames, count: int, training):
+        """``(decoder features [B*K, H, W, F], the kept frames [B, K, H, W, 3])`` of the last ``K`` frames."""
+        kept = frames[:, -count:]
         if not self.recurrents:
-            frames = frames[:, -1:]
+            frames = kept
         features = list(self.encoder(self.fold_frames(frames), training=training))
         if self.recurrents:
             features = [
-                recurrent(unfold(level_features, frames), training=training)[:, -1]
+                self.fold_frames(recurrent(unfold(level_features, frames), training=training)[:, -count:])
                 for level_features, unfold, recurrent in zip(features, self.unfold_levels, self.recurrents,
                                                               strict=True)
             ]
-        return self.decoder(features, training=training)
+        return self.decoder(features, training=training), kept
 
     def step(self, frame, states):
         """One streaming step on a single frame, sharing this backbone's weights.

@@ -1,0 +1,109 @@
+"""The temporal loss (`vseg train --temporal-loss`): the warp from the pipeline, the loss, the two-frame decoder."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from data_tools.synth import render_labelled_scene
+from vseg_keras.cityscapes import label_ids_to_train_ids
+from vseg_keras.flow import previous_frame_warp
+from vseg_keras.models.losses import temporal_consistency_loss
+from vseg_keras.models.registry import build_model
+from vseg_keras.train import TrainConfig, TrainingError, train
+
+
+def textured_pair(shift: int) -> np.ndarray:
+    """One window ``[1, 2, 48, 64, 3]`` whose second frame is the first moved ``shift`` pixels right."""
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 255, size=(48, 64 + shift, 3), dtype=np.uint8), (5, 5), 0)
+    return np.stack([base[:, shift:], base[:, :64]])[None]
+
+
+def test_the_warp_finds_where_each_pixel_of_the_labelled_frame_was_before():
+    frames = textured_pair(3)  # frame t holds at x what frame t-1 held at x - 3... shifted the other way
+    index, weight = previous_frame_warp(frames)
+    assert index.shape == weight.shape == (1, 48, 64) and index.dtype == np.int32
+    rows, cols = np.divmod(index[0], 64)
+    inner = (slice(8, 40), slice(12, 52))
+    np.testing.assert_array_equal(rows[inner], np.mgrid[8:40, 12:52][0])
+    np.testing.assert_array_equal(cols[inner], np.mgrid[8:40, 12:52][1] - 3)
+    assert weight[0][inner].min() > 0.9  # the colours agree: not occluded
+    assert weight[0][:, :2].max() == 0.0  # flow leaving the frame
+    # A window of one frame has no predecessor.
+    alone_index, alone_weight = previous_frame_warp(frames[:, -1:])
+    assert not alone_weight.any() and (alone_index[0] == np.arange(48 * 64).reshape(48, 64)).all()
+
+
+def one_hot_logits(labels: np.ndarray, classes: int = 20) -> np.ndarray:
+    return 10.0 * np.eye(classes, dtype=np.float32)[labels]
+
+
+def test_the_loss_is_zero_for_a_consistent_labelling_and_grows_with_flicker():
+    frames, label_ids = render_labelled_scene(seed=4, height=64, width=128, num_frames=2)
+    labels = np.minimum(label_ids_to_train_ids(label_ids), 19)
+    index, weight = previous_frame_warp(frames[None])
+    consistent = float(temporal_consistency_loss(one_hot_logits(labels[1:]), one_hot_logits(labels[:1]), index, weight))
+    flicker = labels[:1].copy()
+    flicker[flicker == 11] = 12  # the frame before calls the persons riders
+    flickering = float(temporal_consistency_loss(one_hot_logits(labels[1:]), one_hot_logits(flicker), index, weight))
+    assert consistent < 0.01 and flickering > consistent + 0.02
+    assert float(temporal_consistency_loss(one_hot_logits(labels[1:]), one_hot_logits(flicker), index,
+                                           np.zeros_like(weight))) == 0.0
+
+
+def test_the_loss_by_hand():
+    """Two pixels, two classes: the first pixel looks up the second in the frame before."""
+    logits = np.log(np.array([[[[0.75, 0.25], [0.5, 0.5]]]], np.float32))  # [1, 1, 2, 2]
+    previous = np.log(np.array([[[[0.9, 0.1], [0.25, 0.75]]]], np.float32))
+    index = np.array([[[1, 1]]], np.int32)
+    weight = np.array([[[1.0, 0.5]]], np.float32)
+    expected = (1.0 * 2 * 0.5**2 + 0.5 * 2 * 0.25**2) / 2
+    assert float(temporal_consistency_loss(logits, previous, index, weight)) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vanilla-cgru-small-shallow", "vanilla-none-small-shallow"])
+def test_the_two_frame_decoder_equals_the_sequence_models_last_frames(name):
+    model = build_model(name, seed=1)
+    frames = np.random.default_rng(2).integers(0, 256, size=(2, 3, 32, 64, 3), dtype=np.uint8)
+    sequence = keras.ops.convert_to_numpy(model(frames, training=False))
+    model.temporal_loss_weight = 0.5
+    pair = keras.ops.convert_to_numpy(model(frames, training=False))
+    np.testing.assert_allclose(pair, sequence[:, -2:], rtol=1e-5, atol=1e-5)
+    single = keras.ops.convert_to_numpy(model(frames[:, :1], training=False))  # no frame before: K = 1
+    np.testing.assert_allclose(single, sequence[:, :1], rtol=1e-5, atol=1e-5)
+    keras.backend.clear_session()
+
+
+def test_a_frame_wise_model_trains_with_the_temporal_loss_remat_accumulation_and_mixed_precision(tmp_path):
+    data_dir = synthetic_shards(tmp_path)
+    run_dir = str(tmp_path / "run")
+    config = TrainConfig(model="vanilla-none-small-shallow", epochs=1, batch_size=2, crop=(32, 64),
+                         steps_per_epoch=2, val_steps=1, remat=True, grad_accum=2, mixed_precision=True,
+                         temporal_loss=0.5)
+    assert config.seq_len == 2  # a frame-wise model needs the frame before the labelled one
+    lines = []
+    summary = train(data_dir, run_dir, config, log=lines.append, verbose=0)
+    assert summary["epochs_done"] == 1 and summary["best_miou"] is not None
+    assert any("temporal loss 0.5 (DIS flow)" in line for line in lines)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["options"]["temporal_loss"] == 0.5
+    with pytest.raises(TrainingError, match=r"other options \(seq_len: 2 -> 1, temporal_loss: 0.5 -> 0.0\)"):
+        train(data_dir, run_dir, TrainConfig(**{**config.__dict__, "epochs": 2, "temporal_loss": 0.0}), verbose=0)
+    with pytest.raises(ValueError, match="needs causal windows"):
+        TrainConfig(model="vanilla-cgru-small-shallow", full_windows=True, temporal_loss=0.5)
+    keras.backend.clear_session()
+
+
+def synthetic_shards(tmp_path) -> str:
+    from data_tools.convert import convert_cityscapes
+    from data_tools.synth import make_synthetic_cityscapes
+
+    make_synthetic_cityscapes(str(tmp_path / "src"), train_sequences=2, val_sequences=1, height=64, width=128,
+                              seed=1)
+    convert_cityscapes(str(tmp_path / "src"), str(tmp_path / "data"), height=64, width=128, frames_before=2,
+                       frames_after=0, workers=1, progress=False)
+    return str(tmp_path / "data")
