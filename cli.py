@@ -16,6 +16,8 @@ import json  # noqa: E402
 
 import click  # noqa: E402
 
+from vseg_keras.flow import DEFAULT_FLOW, FLOW_METHODS  # noqa: E402  (NumPy and OpenCV only)
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """Parses ``HxW`` (e.g. ``512x1024``) into ``(height, width)``."""
@@ -219,6 +221,9 @@ def parse_contexts(text: str) -> list[int]:
 @click.option("--full-windows/--causal-windows", default=False, show_default=True,
               help="The report's full windows (decoder on every frame) instead of causal windows that end "
                    "at the labelled frame (decoder there only; same gradients, BatchNorm statistics aside).")
+@click.option("--temporal-loss", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the temporal loss (ETC's, the report's temporal regularisation): the labelled "
+                   "frame's prediction tied to the frame before, warped by DIS optical flow. 0 = off.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds weights and data order.")
 @click.option("--num-classes", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--logical-cpus", default=0, show_default=True, type=click.IntRange(min=0),
@@ -261,9 +266,11 @@ def train(data_dir, run_dir, model_name, crop, **options):
 @click.option("--max-sequences", default=None, type=click.IntRange(min=1), help="Evaluate only the first N.")
 @click.option("--temporal-consistency/--no-temporal-consistency", default=True, show_default=True,
               help="Also measure TC (predicts every frame); without it only the labelled frame is decoded.")
+@click.option("--flow", default=DEFAULT_FLOW, show_default=True, type=click.Choice(FLOW_METHODS),
+              help="Optical flow of the TC (OpenCV's DIS or Farneback).")
 @user_errors
 def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, out_dir, report_path,
-             save_predictions, prediction_size, max_sequences, temporal_consistency):
+             save_predictions, prediction_size, max_sequences, temporal_consistency, flow):
     """Cityscapes-standard metrics and temporal consistency of a model on a converted split.
 
     MODEL is a run directory (best.keras, else last.keras) or a .keras file.
@@ -278,7 +285,7 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
         model, data_dir, out_dir, contexts=contexts, report_path=report_path, split=split, context=context,
         batch_size=batch_size, max_sequences=max_sequences, save_predictions=save_predictions,
         prediction_size=parse_size(prediction_size) if prediction_size else None,
-        with_temporal_consistency=temporal_consistency,
+        with_temporal_consistency=temporal_consistency, flow=flow,
     )
     if contexts:
         for k, miou, tc in zip(result["contexts"], result["miou"], result["temporal_consistency"], strict=True):

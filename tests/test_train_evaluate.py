@@ -22,6 +22,8 @@ from vseg_keras.train import TrainConfig, TrainingError, load_trained_model, rea
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "vanilla-crnn-small-shallow"
+TC_KEYS = ("temporal_consistency", "per_class_temporal_consistency", "temporal_consistency_per_pair",
+           "temporal_consistency_pairs", "temporal_consistency_flow")
 TRAIN_ARGS = ["--model", MODEL, "--batch-size", "2", "--seq-len", "3", "--crop", "32x64",
               "--steps-per-epoch", "2", "--val-context", "2", "--max-frame-skip", "2"]
 
@@ -75,7 +77,7 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     out = tmp_path / "eval"
     report_path = tmp_path / "report.json"
     result = vseg("evaluate", str(run_dir), shards, "--context", "2", "--out", str(out),
-                  "--report", str(report_path), "--save-predictions", str(tmp_path / "pred"))
+                  "--report", str(report_path), "--save-predictions", str(tmp_path / "pred"), "--flow", "farneback")
     assert result.returncode == 0, result.stderr
     assert "mIoU (Cityscapes, 19 classes)" in result.stdout
     report = json.loads(report_path.read_text())
@@ -84,14 +86,18 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
         assert key in report, key
     assert report["context"] == 2 and report["num_sequences"] == 3
     assert 0 <= report["miou"] <= 1 and 0 <= report["temporal_consistency"] <= 1
+    assert report["temporal_consistency_flow"] == "farneback"
+    assert report["temporal_consistency_pairs"] == 3 * 2  # every consecutive pair of the 3-frame windows
+    tc_per_class = [v for v in report["per_class_temporal_consistency"].values() if v is not None]
+    assert report["temporal_consistency"] == pytest.approx(sum(tc_per_class) / len(tc_per_class))
     assert (out / "confusion_matrix.png").stat().st_size > 0
     # Without TC only the labelled frame is decoded: the same scores.
     result = vseg("evaluate", str(run_dir), shards, "--context", "2", "--out", str(tmp_path / "eval-no-tc"),
                   "--no-temporal-consistency")
     assert result.returncode == 0, result.stderr
     without_tc = json.loads((tmp_path / "eval-no-tc" / "report.json").read_text())
-    assert without_tc.pop("temporal_consistency") is None
-    assert without_tc == {k: v for k, v in report.items() if k != "temporal_consistency"}
+    assert all(without_tc.pop(key) is None for key in TC_KEYS)
+    assert without_tc == {k: v for k, v in report.items() if k not in TC_KEYS}
     predictions = sorted(os.listdir(tmp_path / "pred"))
     assert len(predictions) == 3 and all(p.endswith("_pred_labelIds.png") for p in predictions)
     # The official Cityscapes evaluator finds them by name and agrees with our mIoU.
@@ -189,10 +195,12 @@ def load_optimizer_iterations(run_dir, epochs_done: int) -> int:
     return iterations
 
 
-def test_mirrored_strategy_over_two_logical_cpus(shards, tmp_path):
-    result = vseg("train", shards, str(tmp_path / "run"), "--epochs", "1", *TRAIN_ARGS, "--logical-cpus", "2")
+def test_mirrored_strategy_over_two_logical_cpus_with_the_temporal_loss(shards, tmp_path):
+    result = vseg("train", shards, str(tmp_path / "run"), "--epochs", "1", *TRAIN_ARGS, "--logical-cpus", "2",
+                  "--temporal-loss", "0.5")
     assert result.returncode == 0, result.stderr
     assert "MirroredStrategy, 2 replica(s), global batch 2" in result.stdout
+    assert "decoder on it and the frame before; temporal loss 0.5 (DIS flow)" in result.stdout
     assert history_epochs(tmp_path / "run") == [0]
 
 
@@ -372,7 +380,8 @@ def test_evaluation_without_temporal_consistency_reports_the_same_scores(shards,
     model = build_model(name, seed=2)
     full = evaluate(model, shards, context=3, progress=False)
     scored_only = evaluate(model, shards, context=3, progress=False, with_temporal_consistency=False)
-    assert 0 <= full.pop("temporal_consistency") <= 1 and scored_only.pop("temporal_consistency") is None
+    assert 0 <= full["temporal_consistency"] <= 1 and full["temporal_consistency_flow"] == "dis"
+    assert all(scored_only.pop(key) is None and full.pop(key) is not None for key in TC_KEYS)
     assert scored_only == full
     keras.backend.clear_session()
 
