@@ -26,6 +26,7 @@ from vseg_keras.models.layers import (
     SpatialSizeCheck,
     UnfoldTime,
 )
+from vseg_keras.models.losses import temporal_consistency_loss
 from vseg_keras.models.remat import set_rematerialization
 from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell
 
@@ -150,6 +151,29 @@ def test_rematerialisation_gives_the_same_gradients_and_moving_statistics():
     assert len(moving) > 0
     for plain, recomputed in zip(grads + moving, remat_grads + remat_moving, strict=True):
         np.testing.assert_allclose(recomputed, plain, rtol=1e-4, atol=2e-6)
+
+
+def test_the_loss_by_hand():
+    """Two pixels, two classes: the first pixel looks up the second in the frame before."""
+    logits = np.log(np.array([[[[0.75, 0.25], [0.5, 0.5]]]], np.float32))  # [1, 1, 2, 2]
+    previous = np.log(np.array([[[[0.9, 0.1], [0.25, 0.75]]]], np.float32))
+    index = np.array([[[1, 1]]], np.int32)
+    weight = np.array([[[1.0, 0.5]]], np.float32)
+    expected = (1.0 * 2 * 0.5**2 + 0.5 * 2 * 0.25**2) / 2
+    assert float(temporal_consistency_loss(logits, previous, index, weight)) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vanilla-cgru-small-shallow", "vanilla-none-small-shallow"])
+def test_the_two_frame_decoder_equals_the_sequence_models_last_frames(name):
+    model = vm.build_model(name, seed=1)
+    frames = np.random.default_rng(2).integers(0, 256, size=(2, 3, 32, 64, 3), dtype=np.uint8)
+    sequence = numpy(model(frames, training=False))
+    model.temporal_loss_weight = 0.5
+    pair = numpy(model(frames, training=False))
+    np.testing.assert_allclose(pair, sequence[:, -2:], rtol=1e-5, atol=1e-5)
+    single = numpy(model(frames[:, :1], training=False))  # no frame before: K = 1
+    np.testing.assert_allclose(single, sequence[:, :1], rtol=1e-5, atol=1e-5)
+    keras.backend.clear_session()
 
 
 @pytest.mark.parametrize("cell_class", [ConvRNNCell, ConvGRUCell])

@@ -1,4 +1,6 @@
-"""The temporal loss (`vseg train --temporal-loss`): the warp from the pipeline, the loss, the two-frame decoder."""
+"""The temporal loss (`vseg train --temporal-loss`): the warp from the pipeline, the loss, training with it.
+
+The loss by hand and the two-frame decoder, backend-agnostic, are in test_portable_models (every backend)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from data_tools.synth import render_labelled_scene
 from vseg_keras.cityscapes import label_ids_to_train_ids
 from vseg_keras.flow import previous_frame_warp
 from vseg_keras.models.losses import temporal_consistency_loss
-from vseg_keras.models.registry import build_model
 from vseg_keras.train import TrainConfig, TrainingError, train
 
 
@@ -54,29 +55,6 @@ def test_the_loss_is_zero_for_a_consistent_labelling_and_grows_with_flicker():
     assert consistent < 0.01 and flickering > consistent + 0.02
     assert float(temporal_consistency_loss(one_hot_logits(labels[1:]), one_hot_logits(flicker), index,
                                            np.zeros_like(weight))) == 0.0
-
-
-def test_the_loss_by_hand():
-    """Two pixels, two classes: the first pixel looks up the second in the frame before."""
-    logits = np.log(np.array([[[[0.75, 0.25], [0.5, 0.5]]]], np.float32))  # [1, 1, 2, 2]
-    previous = np.log(np.array([[[[0.9, 0.1], [0.25, 0.75]]]], np.float32))
-    index = np.array([[[1, 1]]], np.int32)
-    weight = np.array([[[1.0, 0.5]]], np.float32)
-    expected = (1.0 * 2 * 0.5**2 + 0.5 * 2 * 0.25**2) / 2
-    assert float(temporal_consistency_loss(logits, previous, index, weight)) == pytest.approx(expected, rel=1e-6)
-
-
-@pytest.mark.parametrize("name", ["vanilla-cgru-small-shallow", "vanilla-none-small-shallow"])
-def test_the_two_frame_decoder_equals_the_sequence_models_last_frames(name):
-    model = build_model(name, seed=1)
-    frames = np.random.default_rng(2).integers(0, 256, size=(2, 3, 32, 64, 3), dtype=np.uint8)
-    sequence = keras.ops.convert_to_numpy(model(frames, training=False))
-    model.temporal_loss_weight = 0.5
-    pair = keras.ops.convert_to_numpy(model(frames, training=False))
-    np.testing.assert_allclose(pair, sequence[:, -2:], rtol=1e-5, atol=1e-5)
-    single = keras.ops.convert_to_numpy(model(frames[:, :1], training=False))  # no frame before: K = 1
-    np.testing.assert_allclose(single, sequence[:, :1], rtol=1e-5, atol=1e-5)
-    keras.backend.clear_session()
 
 
 def test_a_frame_wise_model_trains_with_the_temporal_loss_remat_accumulation_and_mixed_precision(tmp_path):

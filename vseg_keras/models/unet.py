@@ -162,7 +162,10 @@ class VideoUNetBackbone(keras.Model):
                 dynamic (the temporal units then run in Keras' RNN loop).
             training: Keras' training flag.
         """
-        return self._decode_last(frames, 1, training)[0]
+        if not self.recurrents:
+            frames = frames[:, -1:]
+        return self.decoder(self._level_features(frames, lambda sequence: sequence[:, -1], training),
+                            training=training)
 
     def last_frames_features(self, frames, count: int, training=None):
         """Decoder features of the last ``count`` frames of each sequence: ``[B, T, H, W, 3] -> [B, K, H, W, F]``.
@@ -170,22 +173,22 @@ class VideoUNetBackbone(keras.Model):
         ``K = min(count, T)``; equal to ``self(frames)[:, -count:]`` (BatchNorm in inference mode),
         computed as :meth:`last_frame_features` does: the decoder on ``K`` frames per sequence.
         """
-        decoded, kept = self._decode_last(frames, count, training)
-        return unfold_time(decoded, kept)
-
-    def _decode_last(self, frames, count: int, training):
-        """``(decoder features [B*K, H, W, F], the kept frames [B, K, H, W, 3])`` of the last ``K`` frames."""
         kept = frames[:, -count:]
         if not self.recurrents:
             frames = kept
+        features = self._level_features(frames, lambda sequence: self.fold_frames(sequence[:, -count:]), training)
+        return unfold_time(self.decoder(features, training=training), kept)
+
+    def _level_features(self, frames, select, training) -> list:
+        """The decoder's inputs: encoder features of ``frames`` ``[B, T, H, W, 3]``, per level, and where
+        there are temporal units, ``select`` of each unit's output sequence ``[B, T, h, w, c]``."""
         features = list(self.encoder(self.fold_frames(frames), training=training))
-        if self.recurrents:
-            features = [
-                self.fold_frames(recurrent(unfold(level_features, frames), training=training)[:, -count:])
-                for level_features, unfold, recurrent in zip(features, self.unfold_levels, self.recurrents,
-                                                              strict=True)
-            ]
-        return self.decoder(features, training=training), kept
+        if not self.recurrents:
+            return features
+        return [
+            select(recurrent(unfold(level_features, frames), training=training))
+            for level_features, unfold, recurrent in zip(features, self.unfold_levels, self.recurrents, strict=True)
+        ]
 
     def step(self, frame, states):
         """One streaming step on a single frame, sharing this backbone's weights.
