@@ -21,23 +21,21 @@ def run_vseg(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([VSEG, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def models_json():
-    result = run_vseg("models", "--format", "json")
+def models_json(*args: str) -> list[dict]:
+    result = run_vseg("models", "--format", "json", *args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def test_models_json_lists_all_configs_with_table_3_sizes(models_json):
-    by_name = {row["name"]: row for row in models_json}
+def test_models_json_lists_all_configs_with_table_3_sizes():
+    rows = models_json("--no-flops")  # GFLOPs of every model: counted below for one, by hand
+    by_name = {row["name"]: row for row in rows}
     assert len(by_name) == 27
     for name, expected in TABLE_3.items():
         assert by_name[name]["trainable_params"] == expected
-    for row in models_json:
-        assert row["gflops"] > 0
 
 
-def test_gflops_agree_with_a_hand_count(models_json):
+def test_gflops_agree_with_a_hand_count():
     """vanilla-none-small-shallow at 512x1024: the convolutions alone, counted by hand."""
     height, width = 512, 1024
 
@@ -52,7 +50,8 @@ def test_gflops_agree_with_a_hand_count(models_json):
         + conv(2, 32, 16, 2) + conv(3, 32, 16, 1) + conv(3, 16, 16, 1)  # dec0
         + conv(3, 16, 20, 1)  # head
     ) / 1e9
-    gflops = {row["name"]: row["gflops"] for row in models_json}["vanilla-none-small-shallow"]
+    (row,) = models_json("vanilla-none-small-shallow")
+    gflops = row["gflops"]
     # The profiler also counts bias adds, BatchNorm and activations: a little more than the convs.
     assert convs < gflops < convs * 1.02
 
