@@ -71,6 +71,10 @@ def test_a_frame_wise_model_trains_with_the_temporal_loss_remat_accumulation_and
     assert json.loads((tmp_path / "run" / "config.json").read_text())["options"]["temporal_loss"] == 0.5
     with pytest.raises(TrainingError, match=r"other options \(seq_len: 2 -> 1, temporal_loss: 0.5 -> 0.0\)"):
         train(data_dir, run_dir, TrainConfig(**{**config.__dict__, "epochs": 2, "temporal_loss": 0.0}), verbose=0)
+    resumed = []  # the same run, one epoch longer: resumes with the temporal loss
+    assert train(data_dir, run_dir, TrainConfig(**{**config.__dict__, "epochs": 2}), log=resumed.append,
+                 verbose=0)["epochs_done"] == 2
+    assert any("resuming after epoch 1" in line for line in resumed)
     with pytest.raises(ValueError, match="needs causal windows"):
         TrainConfig(model="vanilla-cgru-small-shallow", full_windows=True, temporal_loss=0.5)
     keras.backend.clear_session()
