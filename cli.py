@@ -16,8 +16,6 @@ import json  # noqa: E402
 
 import click  # noqa: E402
 
-from vseg_keras.flow import DEFAULT_FLOW, FLOW_METHODS  # noqa: E402  (NumPy and OpenCV only)
-
 
 def parse_size(text: str) -> tuple[int, int]:
     """Parses ``HxW`` (e.g. ``512x1024``) into ``(height, width)``."""
@@ -266,8 +264,8 @@ def train(data_dir, run_dir, model_name, crop, **options):
 @click.option("--max-sequences", default=None, type=click.IntRange(min=1), help="Evaluate only the first N.")
 @click.option("--temporal-consistency/--no-temporal-consistency", default=True, show_default=True,
               help="Also measure TC (predicts every frame); without it only the labelled frame is decoded.")
-@click.option("--flow", default=DEFAULT_FLOW, show_default=True, type=click.Choice(FLOW_METHODS),
-              help="Optical flow of the TC (OpenCV's DIS or Farneback).")
+@click.option("--flow", default=None, metavar="METHOD",
+              help="Optical flow of the TC: dis (OpenCV's DIS, the default) or farneback.")
 @user_errors
 def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, out_dir, report_path,
              save_predictions, prediction_size, max_sequences, temporal_consistency, flow):
@@ -276,8 +274,10 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
     MODEL is a run directory (best.keras, else last.keras) or a .keras file.
     """
     from vseg_keras import evaluate as evaluation
+    from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
     from vseg_keras.train import load_trained_model
 
+    flow = check_flow_method(flow or DEFAULT_FLOW)  # before loading the model
     contexts = parse_contexts(context_sweep) if context_sweep else None
     model = load_trained_model(model_path)
     out_dir = out_dir or evaluation.default_output_dir(model_path)
