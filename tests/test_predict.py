@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import cv2
 import numpy as np
@@ -86,3 +87,24 @@ def test_unreadable_input_is_one_clear_line(model_file, tmp_path):
         result = vseg("predict", str(model_file), str(source), str(tmp_path / "out.mp4"))
         assert result.returncode != 0 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_model_file_is_named_as_such(tmp_path):
+    """A truncated .keras, a zip without Keras' members and a damaged SavedModel: one line each, naming them."""
+    from vseg_keras.predict import FrameSegmenter
+    from vseg_keras.train import load_trained_model
+
+    fixture = os.path.join(os.path.dirname(__file__), "data", "resnet-crnn-small-shallow-8ddc583.keras")
+    truncated = tmp_path / "broken.keras"
+    with open(fixture, "rb") as source:
+        truncated.write_bytes(source.read()[:100_000])
+    with pytest.raises(ValueError, match=r"broken.keras: not a valid .keras file \(not a complete zip archive"):
+        load_trained_model(str(truncated))
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    with pytest.raises(ValueError, match=r"other.keras: not a valid .keras file \(KeyError: .*config.json"):
+        load_trained_model(str(tmp_path / "other.keras"))
+    (tmp_path / "sm" / "1").mkdir(parents=True)
+    (tmp_path / "sm" / "1" / "saved_model.pb").write_bytes(b"\x0bnot a protobuf")
+    with pytest.raises(ValueError, match=r"sm/1: not a valid SavedModel \("):
+        FrameSegmenter(str(tmp_path / "sm"))

@@ -104,7 +104,11 @@ class FrameSegmenter:
         if latest is not None and os.path.isfile(os.path.join(model_path, str(latest), "saved_model.pb")):
             base = os.path.join(model_path, str(latest))
         if os.path.isfile(os.path.join(base, "saved_model.pb")):
-            self.saved_model = tf.saved_model.load(base)
+            try:
+                self.saved_model = tf.saved_model.load(base)
+            except (OSError, ValueError, tf.errors.OpError) as error:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise ValueError(f"{base}: not a valid SavedModel ({reason})") from None
             signatures = self.saved_model.signatures
             self.streaming = "step" in signatures
             self._serve, self._init, self._step = (

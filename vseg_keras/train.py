@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -489,7 +490,8 @@ def _make_datasets(data_dir: str, config: TrainConfig, placement: Placement):
 def load_trained_model(path: str) -> VideoSegmenter:
     """Loads a model from a ``.keras`` file or a run directory (``best.keras``, else ``last.keras``).
 
-    Loading uses Keras safe mode.
+    Loading uses Keras safe mode. A missing, truncated or corrupt file, or another kind of model, is a
+    ``ValueError``/``FileNotFoundError`` of one line naming the file.
     """
     if os.path.isdir(path):
         for name in ("best.keras", "last.keras"):
@@ -503,7 +505,12 @@ def load_trained_model(path: str) -> VideoSegmenter:
         raise FileNotFoundError(f"{path}: no such model file or run directory")
     if not path.endswith(".keras"):
         raise ValueError(f"{path}: expected a .keras file or a run directory")
-    model = keras.saving.load_model(path, safe_mode=True)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that exists
+        raise ValueError(f"{path}: not a valid .keras file (not a complete zip archive: truncated or corrupt?)")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:  # a damaged member of the archive
+        raise ValueError(f"{path}: not a valid .keras file ({type(error).__name__}: {error})") from None
     if not isinstance(model, VideoSegmenter):
         raise ValueError(f"{path}: not a vseg model (found {type(model).__name__})")
     return model
