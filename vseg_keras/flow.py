@@ -101,14 +101,14 @@ def previous_frame_warp(frames: np.ndarray, method: str = DEFAULT_FLOW) -> tuple
     weight = np.zeros((batch, height, width), np.float32)
     if steps < 2:
         return index, weight
-    grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+    grid_y, grid_x = np.mgrid[0:height, 0:width]
     for b in range(batch):
         current, previous = frames[b, -1], frames[b, -2]
         flow = optical_flow(current, previous, method)
         x = np.rint(grid_x + flow[..., 0]).astype(np.int64)
         y = np.rint(grid_y + flow[..., 1]).astype(np.int64)
         inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-        x, y = np.where(inside, x, grid_x.astype(np.int64)), np.where(inside, y, grid_y.astype(np.int64))
+        x, y = np.where(inside, x, grid_x), np.where(inside, y, grid_y)
         error = np.sum(((current.astype(np.float32) - previous[y, x].astype(np.float32)) / 255.0) ** 2, axis=-1)
         index[b] = (y * width + x).astype(np.int32)
         weight[b] = np.where(inside, np.exp(-OCCLUSION_ALPHA * error), 0.0)

@@ -190,25 +190,24 @@ class VideoSegmenter(keras.Model):
         frame before it (:func:`vseg_keras.flow.previous_frame_warp`); ``y_pred`` is
         ``[B, K, H, W, C]`` from :meth:`last_frames_logits`.
         """
-        if isinstance(y, dict):
-            loss = super().compute_loss(x=x, y=y["labels"], y_pred=y_pred[:, -1], sample_weight=sample_weight,
-                                        training=training)
-            temporal = temporal_consistency_loss(y_pred[:, -1], y_pred[:, 0], y["previous_index"],
-                                                 y["previous_weight"])
-            return loss + self.temporal_loss_weight * temporal
-        if self.temporal_loss_weight > 0:  # validation batches: labels of the labelled frame only
-            y_pred = y_pred[:, -1]
-        y, y_pred = self.labelled_frames(y, y_pred, sample_weight)
-        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        labels, logits = self._scored(y, y_pred, sample_weight)
+        loss = super().compute_loss(x=x, y=labels, y_pred=logits, sample_weight=sample_weight, training=training)
+        if isinstance(y, dict):  # training batches of the temporal loss (validation ones have labels only)
+            loss = loss + self.temporal_loss_weight * temporal_consistency_loss(
+                y_pred[:, -1], y_pred[:, 0], y["previous_index"], y["previous_weight"])
+        return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Keras' metric update on :meth:`labelled_frames` only (the labelled frame with the temporal loss)."""
-        if isinstance(y, dict):
-            y = y["labels"]
+        labels, logits = self._scored(y, y_pred, sample_weight)
+        return super().compute_metrics(x, labels, logits, sample_weight=sample_weight)
+
+    def _scored(self, y, y_pred, sample_weight):
+        """The labels and logits that the loss and metrics score: with the temporal loss the labelled
+        frame's (``y`` a dict in training, its labels alone in validation), else :meth:`labelled_frames`."""
         if self.temporal_loss_weight > 0:
-            y_pred = y_pred[:, -1]
-        y, y_pred = self.labelled_frames(y, y_pred, sample_weight)
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+            return (y["labels"] if isinstance(y, dict) else y), y_pred[:, -1]
+        return self.labelled_frames(y, y_pred, sample_weight)
 
     def get_config(self):
         return {
