@@ -20,6 +20,9 @@ import tensorflow as tf
 
 #: The XLA flag that splits the host CPU into several JAX devices (read when JAX starts its backend).
 _HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+#: Host devices share the CPU's threads, so on a busy machine one device can reach an all-reduce long
+#: after the other; XLA aborts the process after 40 s of waiting by default (seen on 2 loaded cores).
+_HOST_COLLECTIVE_TIMEOUT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds=3600"
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,12 @@ def _jax_devices(logical_cpus: int) -> list:
     import jax
 
     if logical_cpus > 1:
-        if _HOST_DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
-            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_HOST_DEVICES_FLAG}={logical_cpus}".strip()
+        flags = os.environ.get("XLA_FLAGS", "")
+        if _HOST_DEVICES_FLAG not in flags:
+            flags += f" {_HOST_DEVICES_FLAG}={logical_cpus}"
+            if _HOST_COLLECTIVE_TIMEOUT_FLAG.split("=")[0] not in flags:
+                flags += f" {_HOST_COLLECTIVE_TIMEOUT_FLAG}"
+            os.environ["XLA_FLAGS"] = flags.strip()
         cpus = jax.devices("cpu")
         if len(cpus) != logical_cpus:
             raise ValueError(f"--logical-cpus {logical_cpus}: JAX has {len(cpus)} CPU device(s); it started before the "
