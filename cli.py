@@ -275,7 +275,7 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
     """
     from vseg_keras import evaluate as evaluation
     from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
-    from vseg_keras.train import load_trained_model
+    from vseg_keras.loading import load_trained_model
 
     flow = check_flow_method(flow or DEFAULT_FLOW)  # before loading the model
     contexts = parse_contexts(context_sweep) if context_sweep else None
@@ -310,7 +310,7 @@ def export(model_path, out_dir, version):
     MODEL is a run directory (best.keras, else last.keras) or a .keras file.
     """
     from vseg_keras.export import check_export_backend, export_saved_model
-    from vseg_keras.train import load_trained_model
+    from vseg_keras.loading import load_trained_model
 
     check_export_backend()  # before loading the model: the refusal is immediate
     path = export_saved_model(load_trained_model(model_path), out_dir=out_dir, version=version)

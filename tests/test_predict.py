@@ -92,7 +92,7 @@ def test_unreadable_input_is_one_clear_line(model_file, tmp_path):
 def test_a_corrupt_model_file_is_named_as_such(tmp_path):
     """A truncated .keras, a zip without Keras' members and a damaged SavedModel: one line each, naming them."""
     from vseg_keras.predict import FrameSegmenter
-    from vseg_keras.train import load_trained_model
+    from vseg_keras.loading import load_trained_model
 
     fixture = os.path.join(os.path.dirname(__file__), "data", "resnet-crnn-small-shallow-8ddc583.keras")
     truncated = tmp_path / "broken.keras"

@@ -1,12 +1,29 @@
 """vseg: video semantic segmentation with recurrent UNets (Keras 3 / TensorFlow).
 
 The top level re-exports the model package, :mod:`vseg_keras.models` (which runs on every Keras
-backend); the training, data and serving modules beside it use TensorFlow.
+backend); the training, data and serving modules beside it use TensorFlow. The re-export is lazy
+(PEP 562): ``import vseg_keras.options`` (the defaults the CLI reads) loads neither Keras nor
+TensorFlow, and the first model name used loads the model package.
 """
 
-from vseg_keras import models
-from vseg_keras.models import *  # noqa: F403  (the model package's public names, listed once there)
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = list(models.__all__)
+
+def _models():
+    return importlib.import_module("vseg_keras.models")
+
+
+def __getattr__(name: str):
+    """The model package's public names (and ``__all__``), loaded on first use."""
+    models = _models()
+    if name == "__all__":
+        return list(models.__all__)
+    if name in models.__all__:
+        return getattr(models, name)
+    raise AttributeError(f"module 'vseg_keras' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_models().__all__])

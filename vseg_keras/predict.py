@@ -115,7 +115,7 @@ class FrameSegmenter:
                 signatures["serving_default"], signatures.get("init_state"), signatures.get("step")
             )
         else:
-            from vseg_keras.train import load_trained_model
+            from vseg_keras.loading import load_trained_model
 
             self.model = load_trained_model(model_path)
             self.streaming = bool(self.model.state_shapes())

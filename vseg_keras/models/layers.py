@@ -176,6 +176,27 @@ class UnfoldTime(keras.layers.Layer):
         return (*reference_shape[:2], *inputs_shape[1:])
 
 
+def frame_size_requirement(multiple: int, minimum: int = 1) -> str:
+    """The frame-size rule of a UNet whose frames must be multiples of ``multiple``, in words."""
+    levels = int(multiple).bit_length()
+    text = f"height and width must be multiples of {multiple} for this {levels}-level UNet"
+    return text + (f" and at least {minimum}" if minimum > multiple else "")
+
+
+def check_frame_size(height: int, width: int, multiple: int, minimum: int = 1, what: str = "Frame size") -> None:
+    """Raises ``ValueError`` (one line: ``what``, the size and the rule) unless ``height x width`` is valid.
+
+    Args:
+        height: frame height.
+        width: frame width.
+        multiple: the number both must be divisible by (``2**(L-1)`` for ``L`` levels).
+        minimum: the smallest allowed height and width.
+        what: what the size is, for the message (``"--crop"``, a file name, ...).
+    """
+    if height % multiple or width % multiple or min(height, width) < minimum:
+        raise ValueError(f"{what} {height}x{width} (HxW) is not supported: {frame_size_requirement(multiple, minimum)}.")
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SpatialSizeCheck(keras.layers.Layer):
     """Passes frames ``[..., H, W, C]`` through unchanged after checking H and W.
@@ -199,14 +220,11 @@ class SpatialSizeCheck(keras.layers.Layer):
         self.minimum = max(int(minimum), 1)
 
     def _requirement(self) -> str:
-        levels = self.multiple.bit_length()
-        text = f"height and width must be multiples of {self.multiple} for this {levels}-level UNet"
-        return text + (f" and at least {self.minimum}" if self.minimum > self.multiple else "")
+        return frame_size_requirement(self.multiple, self.minimum)
 
     def validate(self, height: int, width: int) -> None:
         """Raises ``ValueError`` naming the size and the requirement if ``height x width`` is invalid."""
-        if height % self.multiple or width % self.multiple or min(height, width) < self.minimum:
-            raise ValueError(f"Frame size {height}x{width} (HxW) is not supported: {self._requirement()}.")
+        check_frame_size(height, width, self.multiple, self.minimum)
 
     def call(self, inputs):
         height, width = inputs.shape[-3], inputs.shape[-2]

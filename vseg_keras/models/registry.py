@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import keras
 
+from vseg_keras.options import NUM_CLASSES
 from vseg_keras.models.blocks import BLOCK_FAMILIES
+from vseg_keras.models.layers import check_frame_size
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.models.unet import TEMPORAL_UNITS, VideoUNetBackbone
 
@@ -19,7 +21,7 @@ SIZES: dict[str, tuple[int, ...]] = {
 }
 
 #: Default number of classes: the 19 Cityscapes train classes plus void, as in the report.
-DEFAULT_NUM_CLASSES = 20
+DEFAULT_NUM_CLASSES = NUM_CLASSES
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,15 @@ class ModelConfig:
     def frame_multiple(self) -> int:
         """Frame height and width must be multiples of this."""
         return 2 ** (self.levels - 1)
+
+    @property
+    def min_frame_size(self) -> int:
+        """Frame height and width must be at least this."""
+        return BLOCK_FAMILIES[self.block].min_level_size * self.frame_multiple
+
+    def check_frame_size(self, height: int, width: int, what: str = "Frame size") -> None:
+        """``ValueError`` of one line (``what``, the size, the rule) if frames of ``height x width`` break the rule."""
+        check_frame_size(height, width, self.frame_multiple, self.min_frame_size, what)
 
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {

@@ -1,0 +1,56 @@
+"""Loading trained models: a ``.keras`` file or a run directory, on any TensorFlow filesystem."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import keras
+
+from vseg_keras import files
+from vseg_keras.models.segmenter import VideoSegmenter
+
+#: Model files of a run directory, in the order :func:`resolve_model_file` prefers them.
+RUN_DIR_MODELS = ("best.keras", "last.keras")
+
+
+def resolve_model_file(path: str) -> str:
+    """The ``.keras`` file that ``path`` names: itself, or a run directory's best (else last) model.
+
+    Raises:
+        FileNotFoundError: one line naming ``path``, if it is neither.
+        ValueError: a file that is not a ``.keras`` file.
+    """
+    if files.isdir(path):
+        for name in RUN_DIR_MODELS:
+            candidate = files.join(path, name)
+            if files.isfile(candidate):
+                return candidate
+        raise FileNotFoundError(f"{path}: no best.keras or last.keras; is it a vseg run directory?")
+    if not files.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file or run directory")
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: expected a .keras file or a run directory")
+    return path
+
+
+def load_trained_model(path: str) -> VideoSegmenter:
+    """Loads a model from a ``.keras`` file or a run directory (``best.keras``, else ``last.keras``).
+
+    Loading uses Keras safe mode. A missing, truncated or corrupt file, or another kind of model, is a
+    ``ValueError``/``FileNotFoundError`` of one line naming the file.
+
+    Args:
+        path: a ``.keras`` file or a run directory, local or on any TensorFlow filesystem.
+    """
+    path = resolve_model_file(path)
+    with files.local_copy(path) as local_path:
+        if not zipfile.is_zipfile(local_path):  # Keras would say "File not found" of a file that exists
+            raise ValueError(f"{path}: not a valid .keras file (not a complete zip archive: truncated or corrupt?)")
+        try:
+            model = keras.saving.load_model(local_path, safe_mode=True)
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:  # a damaged member of the archive
+            raise ValueError(f"{path}: not a valid .keras file ({type(error).__name__}: {error})") from None
+    if not isinstance(model, VideoSegmenter):
+        raise ValueError(f"{path}: not a vseg model (found {type(model).__name__})")
+    return model

@@ -1,0 +1,159 @@
+"""The options of every vseg job and their defaults: the one source the library and the CLI read.
+
+This module imports neither TensorFlow nor Keras, so the command line can read its defaults (and
+``vseg --help`` answers) at once. :class:`TrainConfig` is every option of ``vseg train``; the
+constants are the defaults of the other commands and of the library functions behind them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Logits per pixel: the 19 Cityscapes train classes plus void, as in the report.
+NUM_CLASSES = 20
+#: Frames of context before the labelled frame in evaluation (the report's 12-frame windows).
+EVAL_CONTEXT = 11
+#: Split that ``vseg evaluate`` scores.
+EVAL_SPLIT = "val"
+#: Optical flow of temporal consistency and of the temporal loss (OpenCV's DIS).
+FLOW = "dis"
+#: Base folder of ``vseg export`` (``saved_models/<model name>/<version>``).
+EXPORT_ROOT = "saved_models"
+#: Frame size (height, width) of ``vseg convert`` and of the GFLOPs column of ``vseg models``.
+FRAME_SIZE = (512, 1024)
+#: Stored frames before and after the labelled frame (Cityscapes' 30-frame snippets: 19 + 1 + 10).
+FRAMES_BEFORE = 19
+FRAMES_AFTER = 10
+#: Splits that ``vseg convert`` converts.
+CONVERT_SPLITS = ("train", "val")
+#: ``vseg synth``: snippets per split and frame size (height, width).
+SYNTH_SEQUENCES = {"train": 12, "val": 4, "test": 0}
+SYNTH_FRAME_SIZE = (128, 256)
+#: Output folder of ``vseg demo``.
+DEMO_DIR = "demo"
+
+
+def parse_size(text: str, what: str = "size") -> tuple[int, int]:
+    """Parses ``HxW`` (e.g. ``512x1024``) into ``(height, width)``.
+
+    Args:
+        text: the size, height first.
+        what: the option's name for the error message.
+
+    Raises:
+        ValueError: one line naming ``what`` and the value, if ``text`` is not two positive integers.
+    """
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"{what}: expected HEIGHTxWIDTH such as 512x1024, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or stopped abnormally (message is one clear line)."""
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (the CLI's ``vseg train`` options, one to one).
+
+    Args:
+        model: zoo name, e.g. ``"resnet-cgru-small-deep"``.
+        epochs: total epochs (the report trains up to 100).
+        batch_size: global batch (split across replicas).
+        seq_len: frames per training window (the longest, with causal windows); forced to 1 for
+            frame-wise models.
+        crop: ``(height, width)`` random crop, or ``None`` for full frames.
+        lr: Adam learning rate (beta1 0.9, beta2 0.999, epsilon 1e-8, no weight decay: the report).
+        grad_accum: gradient accumulation steps (Keras ``gradient_accumulation_steps``).
+        steps_per_epoch: training batches per epoch (default: one pass over the snippets).
+        val_steps: validation batches per epoch (default: the whole split).
+        val_context: frames of context before the labelled frame in validation
+            (default ``seq_len - 1``; ``vseg evaluate`` uses 11 like the report).
+        void_as_class: train void as class 19 (the report) instead of ignoring it (Cityscapes).
+        mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
+        jit: XLA-compile the train step.
+        remat: rematerialise every UNet stage and temporal-cell step in the
+            backward pass (:func:`vseg_keras.models.remat.set_rematerialization`):
+            much less memory for about a quarter more time, same numbers.
+        seed: seeds weights and data order.
+        num_classes: logits per pixel.
+        max_frame_skip: random temporal stride 1..k (temporal augmentation).
+        flip: random horizontal flip.
+        full_windows: train on the report's full windows (``seq_len`` frames, the labelled one
+            anywhere, decoder and head on every frame) instead of causal windows that end at the
+            labelled frame, with the decoder and head on that frame only (the default: same loss
+            and gradients with BatchNorm in inference mode, a fraction of the work; BatchNorm's
+            batch statistics in training cover only the frames computed).
+        logical_cpus: split the CPU into this many devices and train data-parallel across them
+            (to exercise multi-replica training without GPUs; TensorFlow or JAX).
+        temporal_loss: weight of the temporal loss (the report's temporal regularisation, after
+            ETC; 0 = off): the labelled frame's prediction is tied to the frame before it, warped
+            by DIS optical flow computed in the input pipeline
+            (:func:`vseg_keras.models.losses.temporal_consistency_loss`). Needs causal windows; a
+            frame-wise model then trains on windows of up to 2 frames (``seq_len`` 2).
+
+    Raises:
+        ValueError: an unknown model, a value out of range, or a crop that breaks the model's
+            frame-size rule (one line naming the value and the rule).
+    """
+
+    model: str
+    epochs: int = 100
+    batch_size: int = 1
+    seq_len: int = 5
+    crop: tuple[int, int] | None = None
+    lr: float = 3e-4
+    grad_accum: int = 1
+    steps_per_epoch: int | None = None
+    val_steps: int | None = None
+    val_context: int | None = None
+    void_as_class: bool = False
+    mixed_precision: bool = False
+    jit: bool = False
+    remat: bool = False
+    seed: int = 0
+    num_classes: int = NUM_CLASSES
+    max_frame_skip: int = 1
+    flip: bool = True
+    full_windows: bool = False
+    logical_cpus: int = 0
+    temporal_loss: float = 0.0
+    # Options that may differ when a run is resumed (extending it is allowed; a run dir made before
+    # full_windows existed was trained with full windows and resumes with whatever is asked now).
+    RESUMABLE_CHANGES: tuple[str, ...] = field(default=("epochs", "remat", "full_windows"), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from vseg_keras.models.registry import get_model_config
+
+        config = get_model_config(self.model)
+        if self.temporal_loss < 0:
+            raise ValueError(f"temporal_loss must be >= 0, got {self.temporal_loss}")
+        if self.temporal_loss > 0 and self.full_windows:
+            raise ValueError("--temporal-loss needs causal windows (the labelled frame last); drop --full-windows")
+        if not config.is_temporal:
+            self.seq_len = 2 if self.temporal_loss > 0 else 1
+        if self.crop is not None:
+            self.crop = (int(self.crop[0]), int(self.crop[1]))
+            config.check_frame_size(*self.crop, what="--crop")
+        if self.val_context is None:
+            self.val_context = self.seq_len - 1
+        for name in ("epochs", "batch_size", "seq_len", "grad_accum", "max_frame_skip"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every option's default value, by field name (``model`` has none)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.init and f.default is not dataclasses.MISSING}
+
+    def to_json(self) -> dict:
+        """The options as a JSON-ready dict (``crop`` as a list)."""
+        values = dataclasses.asdict(self)
+        values.pop("RESUMABLE_CHANGES")
+        values["crop"] = list(self.crop) if self.crop else None
+        return values
