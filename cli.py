@@ -13,26 +13,61 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import fnmatch  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
+import sys  # noqa: E402
 
 import click  # noqa: E402
 
+from vseg_keras import options as defaults  # noqa: E402  (imports neither Keras nor TensorFlow)
+from vseg_keras.options import TrainConfig, parse_size  # noqa: E402
 
-def parse_size(text: str) -> tuple[int, int]:
-    """Parses ``HxW`` (e.g. ``512x1024``) into ``(height, width)``."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}")
-    return int(parts[0]), int(parts[1])
+TRAIN_DEFAULTS = TrainConfig.defaults()
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """Click callback: ``HxW`` -> ``(height, width)``, or a usage error naming the option."""
+    if value is None:
+        return None
+    try:
+        return parse_size(value, what=param.opts[0])
+    except ValueError as error:
+        raise click.BadParameter(str(error).split(": ", 1)[1]) from None
+
+
+def size_option(name: str, help_text: str, default: tuple[int, int] | None = None):
+    """A ``--name HxW`` option parsed into ``(height, width)``."""
+    shown = f"{default[0]}x{default[1]}" if default else None
+    return click.option(name, default=shown, show_default=bool(default), metavar="HxW", callback=_size, help=help_text)
+
+
+def model_argument(command):
+    """The MODEL argument: a run directory, a .keras file (or, for predict, a SavedModel)."""
+    return click.argument("model_path", metavar="MODEL", type=click.Path())(command)
+
+
+num_classes_option = click.option("--num-classes", default=defaults.NUM_CLASSES, show_default=True,
+                                  type=click.IntRange(min=1), help="Logits per pixel (19 classes + void).")
+progress_option = click.option("--progress/--no-progress", default=True, show_default=True,
+                               help="Progress bar (shown on a terminal only).")
+
+
+def _is_user_error(error: Exception) -> bool:
+    """ValueError/OSError of the library, or a TensorFlow file error (``tf.errors.OpError``, e.g. on ``gs://``)."""
+    if isinstance(error, (ValueError, OSError)):
+        return True
+    tf = sys.modules.get("tensorflow")  # loaded only if the command used it
+    return tf is not None and isinstance(error, tf.errors.OpError)
 
 
 def user_errors(command):
-    """Turns the library's ValueError/OSError into one ``Error: ...`` line and exit code 1."""
+    """Turns the library's user errors (see :func:`_is_user_error`) into one ``Error: ...`` line and exit code 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ValueError, OSError) as error:
+        except Exception as error:
+            if not _is_user_error(error):
+                raise
             raise click.ClickException(str(error).strip().splitlines()[0]) from None
 
     return wrapper
@@ -50,9 +85,8 @@ def main() -> None:
               show_default=True, help="Text table or a JSON list of objects.")
 @click.option("--flops/--no-flops", default=True, show_default=True,
               help="Count GFLOPs per frame (about a second per model).")
-@click.option("--flops-size", default="512x1024", show_default=True, metavar="HxW",
-              help="Frame size for the GFLOPs column.")
-@click.option("--num-classes", default=20, show_default=True, type=click.IntRange(min=1))
+@size_option("--flops-size", "Frame size for the GFLOPs column.", default=defaults.FRAME_SIZE)
+@num_classes_option
 @user_errors
 def models(patterns, output_format, flops, flops_size, num_classes):
     """List the model zoo: name, trainable parameters, GFLOPs per frame.
@@ -62,7 +96,7 @@ def models(patterns, output_format, flops, flops_size, num_classes):
     from vseg_keras import list_models
     from vseg_keras.model_info import describe_models, format_model_table
 
-    height, width = parse_size(flops_size)
+    height, width = flops_size
     names = list_models()
     if patterns:
         names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
@@ -82,15 +116,15 @@ def models(patterns, output_format, flops, flops_size, num_classes):
 
 @main.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--train-sequences", default=12, show_default=True, type=click.IntRange(min=0),
-              help="Snippets (30 frames each) in the train split.")
-@click.option("--val-sequences", default=4, show_default=True, type=click.IntRange(min=0),
-              help="Snippets in the val split.")
-@click.option("--test-sequences", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Snippets in the test split (dummy all-0 labels, as in Cityscapes).")
-@click.option("--height", default=128, show_default=True, type=click.IntRange(min=32),
+@click.option("--train-sequences", default=defaults.SYNTH_SEQUENCES["train"], show_default=True,
+              type=click.IntRange(min=0), help="Snippets (30 frames each) in the train split.")
+@click.option("--val-sequences", default=defaults.SYNTH_SEQUENCES["val"], show_default=True,
+              type=click.IntRange(min=0), help="Snippets in the val split.")
+@click.option("--test-sequences", default=defaults.SYNTH_SEQUENCES["test"], show_default=True,
+              type=click.IntRange(min=0), help="Snippets in the test split (dummy all-0 labels, as in Cityscapes).")
+@click.option("--height", default=defaults.SYNTH_FRAME_SIZE[0], show_default=True, type=click.IntRange(min=32),
               help="Frame height in pixels.")
-@click.option("--width", default=256, show_default=True, type=click.IntRange(min=64),
+@click.option("--width", default=defaults.SYNTH_FRAME_SIZE[1], show_default=True, type=click.IntRange(min=64),
               help="Frame width in pixels.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Random seed; the same seed gives byte-identical files.")
@@ -120,17 +154,17 @@ def synth(out_dir, train_sequences, val_sequences, test_sequences, height, width
 @main.command()
 @click.argument("cityscapes_root", type=click.Path(file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--splits", default="train,val", show_default=True, metavar="LIST",
+@click.option("--splits", default=",".join(defaults.CONVERT_SPLITS), show_default=True, metavar="LIST",
               help="Comma-separated splits to convert (test is stored without labels).")
-@click.option("--height", default=512, show_default=True, type=click.IntRange(min=1),
+@click.option("--height", default=defaults.FRAME_SIZE[0], show_default=True, type=click.IntRange(min=1),
               help="Stored frame height (frames: area interpolation, labels: nearest neighbour).")
-@click.option("--width", default=1024, show_default=True, type=click.IntRange(min=1),
+@click.option("--width", default=defaults.FRAME_SIZE[1], show_default=True, type=click.IntRange(min=1),
               help="Stored frame width.")
 @click.option("--keep-size", is_flag=True,
               help="Store frames and labels at their original size (frame PNGs copied as they are).")
-@click.option("--frames-before", default=19, show_default=True, type=click.IntRange(min=0),
+@click.option("--frames-before", default=defaults.FRAMES_BEFORE, show_default=True, type=click.IntRange(min=0),
               help="Frames stored before the labelled frame.")
-@click.option("--frames-after", default=10, show_default=True, type=click.IntRange(min=0),
+@click.option("--frames-after", default=defaults.FRAMES_AFTER, show_default=True, type=click.IntRange(min=0),
               help="Frames stored after the labelled frame.")
 @click.option("--shards", default=None, type=click.IntRange(min=1),
               help="Shards per split (at most one per snippet). [default: about 256 MB each]")
@@ -140,8 +174,7 @@ def synth(out_dir, train_sequences, val_sequences, test_sequences, height, width
 @click.option("--skip-bad", is_flag=True,
               help="Skip snippets with a missing or corrupt file and list them in the manifest.")
 @click.option("--compress", is_flag=True, help="GZIP-compress the shards (.tfrecord.gz).")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Progress bar (shown on a terminal only).")
+@progress_option
 @user_errors
 def convert(cityscapes_root, out_dir, splits, height, width, keep_size, frames_before, frames_after, shards,
             workers, overwrite, skip_bad, compress, progress):
@@ -156,15 +189,14 @@ def convert(cityscapes_root, out_dir, splits, height, width, keep_size, frames_b
     from data_tools.convert import convert_cityscapes
 
     started = time.perf_counter()
-    split_names = [name.strip() for name in splits.split(",") if name.strip()]
     manifest = convert_cityscapes(
-        cityscapes_root, out_dir, splits=split_names, height=height, width=width, keep_size=keep_size,
+        cityscapes_root, out_dir, splits=splits, height=height, width=width, keep_size=keep_size,
         frames_before=frames_before, frames_after=frames_after, shards=shards, workers=workers,
         overwrite=overwrite, skip_bad=skip_bad, compress=compress, progress=progress,
     )
     size = "original size" if keep_size else f"{height}x{width}"
     seconds = time.perf_counter() - started
-    click.echo(f"Converted to {os.path.abspath(out_dir)} ({size}, "
+    click.echo(f"Converted to {out_dir} ({size}, "
                f"{frames_before + frames_after + 1} frames per snippet) in {seconds:.1f} s:")
     for split, info in manifest["splits"].items():
         megabytes = sum(shard["bytes"] for shard in info["shards"]) / 1e6
@@ -188,15 +220,16 @@ def parse_contexts(text: str) -> list[int]:
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--model", "model_name", required=True, help="Zoo name, e.g. resnet-cgru-small-deep (`vseg models`).")
-@click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1), help="Total epochs.")
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--epochs", default=TRAIN_DEFAULTS["epochs"], show_default=True, type=click.IntRange(min=1),
+              help="Total epochs.")
+@click.option("--batch-size", default=TRAIN_DEFAULTS["batch_size"], show_default=True, type=click.IntRange(min=1),
               help="Global batch, split across replicas.")
-@click.option("--seq-len", default=5, show_default=True, type=click.IntRange(min=1),
+@click.option("--seq-len", default=TRAIN_DEFAULTS["seq_len"], show_default=True, type=click.IntRange(min=1),
               help="Frames per training window (forced to 1 for temporal=none).")
-@click.option("--crop", default=None, metavar="HxW", help="Random crop size (default: full frames).")
-@click.option("--lr", default=3e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@size_option("--crop", "Random crop size (default: full frames).")
+@click.option("--lr", default=TRAIN_DEFAULTS["lr"], show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Adam learning rate (beta1 0.9, beta2 0.999, eps 1e-8, no weight decay).")
-@click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--grad-accum", default=TRAIN_DEFAULTS["grad_accum"], show_default=True, type=click.IntRange(min=1),
               help="Gradient accumulation steps.")
 @click.option("--steps-per-epoch", default=None, type=click.IntRange(min=1),
               help="Training batches per epoch (default: one pass over the train snippets).")
@@ -204,27 +237,30 @@ def parse_contexts(text: str) -> list[int]:
               help="Validation batches per epoch (default: the whole val split).")
 @click.option("--val-context", default=None, type=click.IntRange(min=0),
               help="Context frames before the labelled frame in validation (default: seq-len - 1).")
-@click.option("--void-as-class/--ignore-void", default=False, show_default=True,
+@click.option("--void-as-class/--ignore-void", default=TRAIN_DEFAULTS["void_as_class"], show_default=True,
               help="Train void as class 19 (the report) or ignore it (Cityscapes).")
-@click.option("--mixed-precision/--no-mixed-precision", default=False, show_default=True,
+@click.option("--mixed-precision/--no-mixed-precision", default=TRAIN_DEFAULTS["mixed_precision"], show_default=True,
               help="mixed_float16 on GPU, mixed_bfloat16 on CPU.")
-@click.option("--jit/--no-jit", default=False, show_default=True,
+@click.option("--jit/--no-jit", default=TRAIN_DEFAULTS["jit"], show_default=True,
               help="XLA-compile the train step (slower on CPU; see docs/BENCHMARKS.md).")
-@click.option("--remat/--no-remat", default=False, show_default=True,
+@click.option("--remat/--no-remat", default=TRAIN_DEFAULTS["remat"], show_default=True,
               help="Recompute stage and cell activations in the backward pass: "
                    "about 0.4x the memory for 1.3x the time on TensorFlow (same results; any backend).")
-@click.option("--max-frame-skip", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-frame-skip", default=TRAIN_DEFAULTS["max_frame_skip"], show_default=True,
+              type=click.IntRange(min=1),
               help="Random temporal stride 1..K (temporal augmentation).")
-@click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips.")
-@click.option("--full-windows/--causal-windows", default=False, show_default=True,
+@click.option("--flip/--no-flip", default=TRAIN_DEFAULTS["flip"], show_default=True, help="Random horizontal flips.")
+@click.option("--full-windows/--causal-windows", default=TRAIN_DEFAULTS["full_windows"], show_default=True,
               help="The report's full windows (decoder on every frame) instead of causal windows that end "
                    "at the labelled frame (decoder there only; same gradients, BatchNorm statistics aside).")
-@click.option("--temporal-loss", default=0.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--temporal-loss", default=TRAIN_DEFAULTS["temporal_loss"], show_default=True,
+              type=click.FloatRange(min=0),
               help="Weight of the temporal loss (ETC's, the report's temporal regularisation): the labelled "
                    "frame's prediction tied to the frame before, warped by DIS optical flow. 0 = off.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seeds weights and data order.")
-@click.option("--num-classes", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--logical-cpus", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--seed", default=TRAIN_DEFAULTS["seed"], show_default=True, type=int,
+              help="Seeds weights and data order.")
+@num_classes_option
+@click.option("--logical-cpus", default=TRAIN_DEFAULTS["logical_cpus"], show_default=True, type=click.IntRange(min=0),
               help="Split the CPU into this many devices and train data-parallel across them (to test "
                    "multi-replica training without GPUs; TensorFlow or JAX).")
 @user_errors
@@ -234,10 +270,10 @@ def train(data_dir, run_dir, model_name, crop, **options):
     DATA_DIR is the output of `vseg convert`; RUN_DIR receives config.json, last.keras,
     best.keras, history.csv, TensorBoard logs and the resume state.
     """
-    from vseg_keras.train import TrainConfig, TrainingError
+    from vseg_keras.train import TrainingError
     from vseg_keras.train import train as train_model
 
-    config = TrainConfig(model=model_name, crop=parse_size(crop) if crop else None, **options)
+    config = TrainConfig(model=model_name, crop=crop, **options)
     try:
         train_model(data_dir, run_dir, config, log=click.echo)
     except TrainingError as error:
@@ -245,10 +281,10 @@ def train(data_dir, run_dir, model_name, crop, **options):
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path())
+@model_argument
 @click.argument("data_dir", type=click.Path(file_okay=False))
-@click.option("--split", default="val", show_default=True, help="Split to evaluate.")
-@click.option("--context", default=11, show_default=True, type=click.IntRange(min=0),
+@click.option("--split", default=defaults.EVAL_SPLIT, show_default=True, help="Split to evaluate.")
+@click.option("--context", default=defaults.EVAL_CONTEXT, show_default=True, type=click.IntRange(min=0),
               help="Frames before the labelled one (11: the report's 12-frame windows).")
 @click.option("--context-sweep", default=None, metavar="K1,K2,...",
               help="Evaluate each context, write context_sweep.json and .png (e.g. 0,1,2,4,8,11,19).")
@@ -259,8 +295,7 @@ def train(data_dir, run_dir, model_name, crop, **options):
               help="Also write the report JSON here.")
 @click.option("--save-predictions", default=None, type=click.Path(file_okay=False),
               help="Write labelled-frame predictions as Cityscapes labelId PNGs here.")
-@click.option("--prediction-size", default=None, metavar="HxW",
-              help="Size of saved predictions (default: the original ground truth's size when available).")
+@size_option("--prediction-size", "Size of saved predictions (default: the original ground truth's size, if known).")
 @click.option("--max-sequences", default=None, type=click.IntRange(min=1), help="Evaluate only the first N.")
 @click.option("--temporal-consistency/--no-temporal-consistency", default=True, show_default=True,
               help="Also measure TC (predicts every frame); without it only the labelled frame is decoded.")
@@ -274,17 +309,17 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
     MODEL is a run directory (best.keras, else last.keras) or a .keras file.
     """
     from vseg_keras import evaluate as evaluation
-    from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
+    from vseg_keras.flow import check_flow_method
     from vseg_keras.loading import load_trained_model
 
-    flow = check_flow_method(flow or DEFAULT_FLOW)  # before loading the model
+    flow = check_flow_method(flow or defaults.FLOW)  # before loading the model
     contexts = parse_contexts(context_sweep) if context_sweep else None
     model = load_trained_model(model_path)
     out_dir = out_dir or evaluation.default_output_dir(model_path)
     result = evaluation.evaluate_to_files(
         model, data_dir, out_dir, contexts=contexts, report_path=report_path, split=split, context=context,
         batch_size=batch_size, max_sequences=max_sequences, save_predictions=save_predictions,
-        prediction_size=parse_size(prediction_size) if prediction_size else None,
+        prediction_size=prediction_size,
         with_temporal_consistency=temporal_consistency, flow=flow,
     )
     if contexts:
@@ -298,9 +333,9 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path())
+@model_argument
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Model base path for TF Serving (default: saved_models/<model name>).")
+              help=f"Model base path for TF Serving (default: {defaults.EXPORT_ROOT}/<model name>).")
 @click.option("--version", "version", default=None, type=click.IntRange(min=1),
               help="Version folder to write (default: one more than the highest present).")
 @user_errors
@@ -319,14 +354,14 @@ def export(model_path, out_dir, version):
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path())
+@model_argument
 @click.argument("source", metavar="INPUT", type=click.Path())
 @click.argument("output", metavar="OUTPUT", type=click.Path(dir_okay=False))
 @click.option("--labels-dir", default=None, type=click.Path(file_okay=False),
               help="Also write per-frame label PNGs and colour PNGs here.")
 @click.option("--label-ids", is_flag=True, help="Write Cityscapes labelIds instead of trainIds.")
-@click.option("--size", default=None, metavar="HxW", help="Run the model at this size (default: the frame size).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar with frames/s.")
+@size_option("--size", "Run the model at this size (default: the frame size).")
+@progress_option
 @user_errors
 def predict(model_path, source, output, labels_dir, label_ids, size, progress):
     """Segment a video (file, folder of frames or Cityscapes sequence folder) into an overlay mp4.
@@ -337,13 +372,13 @@ def predict(model_path, source, output, labels_dir, label_ids, size, progress):
     from vseg_keras.predict import predict_video
 
     result = predict_video(model_path, source, output, labels_dir=labels_dir, label_ids=label_ids,
-                           size=parse_size(size) if size else None, progress=progress)
+                           size=size, progress=progress)
     click.echo(f"segmented {result['frames']} frames ({result['clips']} clip(s)) -> {result['output']}"
                + (f"; labels in {labels_dir}" if labels_dir else ""))
 
 
 @main.command()
-@click.option("--out", "out_dir", default="demo", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", default=defaults.DEMO_DIR, show_default=True, type=click.Path(file_okay=False),
               help="Folder for everything the demo makes.")
 @click.option("--quick", is_flag=True, help="Tiny sizes: a smoke run of every step (for CI).")
 @user_errors

@@ -56,10 +56,12 @@ def report_header(benchmark: str, argv: list[str] | None) -> dict:
 
 def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     """``HxW`` (e.g. ``512x1024``) -> ``(height, width)``; a bad value exits with one line naming ``option``."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise SystemExit(f"{option} {text!r}: expected HxW, e.g. 512x1024")
-    return int(parts[0]), int(parts[1])
+    from vseg_keras.options import parse_size as parse
+
+    try:
+        return parse(text, what=option)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def time_calls(function: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:

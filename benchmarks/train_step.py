@@ -115,7 +115,7 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
 
     steps = seq_len if get_model_config(model_name).is_temporal else 1
     if mixed:
-        from vseg_keras.train import mixed_precision_policy
+        from vseg_keras.distribute import mixed_precision_policy
 
         keras.mixed_precision.set_global_policy(mixed_precision_policy())
     model = build_model(model_name, seed=0)

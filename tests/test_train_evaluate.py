@@ -18,7 +18,8 @@ import keras
 import pytest
 
 from tests.test_cli_models import VSEG
-from vseg_keras.train import TrainConfig, TrainingError, load_trained_model, read_resume_state
+from vseg_keras.loading import load_trained_model
+from vseg_keras.train import TrainConfig, TrainingError, read_resume_state
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "vanilla-crnn-small-shallow"
@@ -44,6 +45,11 @@ def shards(tmp_path_factory):
                   "--workers", "2")
     assert result.returncode == 0, result.stderr
     return str(root / "data")
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """The ``Error:`` lines of a command's stderr (TensorFlow's C++ start-up lines aside)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("Error:")]
 
 
 def history_epochs(run_dir) -> list[int]:
@@ -248,6 +254,79 @@ def test_bad_inputs_give_one_clear_line(shards, tmp_path):
     assert unknown.returncode != 0 and "Unknown model" in unknown.stderr
     bad_model = vseg("evaluate", str(tmp_path / "missing.keras"), shards)
     assert bad_model.returncode != 0 and "no such model file" in bad_model.stderr
+
+
+def test_a_size_that_breaks_the_size_rule_is_one_line_before_training(shards, tmp_path):
+    crop = vseg("train", shards, str(tmp_path / "run"), "--model", MODEL, "--crop", "63x128")
+    assert crop.returncode == 1 and error_lines(crop) == [
+        "Error: --crop 63x128 (HxW) is not supported: height and width must be multiples of 4 for this 3-level UNet."]
+    garbage = vseg("train", shards, str(tmp_path / "run"), "--model", MODEL, "--crop", "63by128")
+    assert garbage.returncode == 2 and "--crop" in garbage.stderr and "HEIGHTxWIDTH" in garbage.stderr
+    # Full frames that break the rule: named with the data folder, before anything is built or written.
+    odd = str(tmp_path / "odd")
+    converted = vseg("convert", os.path.join(os.path.dirname(shards), "src"), odd, "--height", "62", "--width", "124",
+                     "--splits", "train,val", "--workers", "2")
+    assert converted.returncode == 0, converted.stderr
+    full = vseg("train", odd, str(tmp_path / "run"), "--model", MODEL)
+    assert full.returncode == 1 and error_lines(full) == [
+        f"Error: {odd}: frames 62x124 (HxW) is not supported: height and width must be multiples of 4 for this "
+        "3-level UNet."]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_multi_worker_loop_still_has_keras_private_symbolic_build():
+    """The loop for keras-team/keras#20585 builds with Keras' private Model._symbolic_build: fail loudly without it."""
+    import numpy as np
+
+    from vseg_keras.train.multi_worker import symbolic_build
+    from vseg_keras.train.recipe import build_training_model
+
+    assert hasattr(keras.Model, "_symbolic_build"), (
+        f"Keras {keras.__version__} removed Model._symbolic_build: vseg_keras/train/multi_worker.py needs another "
+        "way to build metrics and optimizer (or Keras' fit now runs MultiWorkerMirroredStrategy: keras#20585)")
+    model = build_training_model(TrainConfig(model=MODEL))
+    symbolic_build(model, (np.zeros((1, 2, 32, 64, 3), np.uint8), np.zeros((1, 32, 64), np.uint8)))
+    assert model.built and model.optimizer.built and model.metrics[-1].built
+
+
+def test_train_resume_evaluate_and_export_on_another_filesystem(shards, tmp_path):
+    """Data, run dir, reports and exports on TensorFlow's in-memory ram:// filesystem, in one process."""
+    import dataclasses
+    import uuid
+
+    import tensorflow as tf
+
+    from vseg_keras import files
+    from vseg_keras.evaluate import evaluate_to_files
+    from vseg_keras.export import export_saved_model
+    from vseg_keras.train import train
+
+    root = f"ram://vseg-{uuid.uuid4().hex}"
+    data_dir, run_dir = f"{root}/data", f"{root}/run"
+    files.makedirs(data_dir)
+    for name in os.listdir(shards):
+        tf.io.gfile.copy(os.path.join(shards, name), f"{data_dir}/{name}")
+    config = TrainConfig(model=MODEL, epochs=1, batch_size=2, seq_len=3, crop=(32, 64), steps_per_epoch=2,
+                         val_context=2)
+    lines = []
+    assert train(data_dir, run_dir, config, log=lines.append, verbose=0)["epochs_done"] == 1
+    assert files.listdir(run_dir) == ["backup", "best.keras", "config.json", "history.csv", "last.keras", "logs"]
+    summary = train(data_dir, run_dir, dataclasses.replace(config, epochs=2), log=lines.append, verbose=0)
+    assert summary["epochs_done"] == 2 and summary["best_model"] == f"{run_dir}/best.keras"
+    assert f"resuming after epoch 1 from {run_dir}/backup" in lines
+    assert [row.split(",")[0] for row in files.read_text(f"{run_dir}/history.csv").splitlines()] == ["epoch", "0", "1"]
+    assert files.listdir(f"{run_dir}/backup") == ["epoch-00002.weights.h5", "state.json"]
+
+    model = load_trained_model(run_dir)
+    report = evaluate_to_files(model, data_dir, f"{root}/eval", report_path=f"{root}/report.json", context=2,
+                               save_predictions=f"{root}/pred", progress=False)
+    assert files.listdir(f"{root}/eval") == ["confusion_matrix.png", "report.json"]
+    assert files.read_json(f"{root}/report.json")["miou"] == report["miou"]
+    assert len(files.listdir(f"{root}/pred")) == 3
+    path = export_saved_model(model, out_dir=f"{root}/export")
+    assert path == f"{root}/export/1" and files.listdir(f"{root}/export") == ["1"]
+    served = tf.saved_model.load(path).signatures["serving_default"](frames=tf.zeros([1, 2, 32, 64, 3], tf.uint8))
+    assert served["labels"].shape == (1, 2, 32, 64)
 
 
 def test_frame_wise_models_train_on_single_frames():

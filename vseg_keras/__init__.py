@@ -7,6 +7,7 @@ TensorFlow, and the first model name used loads the model package.
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
@@ -16,7 +17,9 @@ def _models():
 
 
 def __getattr__(name: str):
-    """The model package's public names (and ``__all__``), loaded on first use."""
+    """A submodule, or one of the model package's public names (and ``__all__``), loaded on first use."""
+    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # `from vseg_keras import options` stays light
     models = _models()
     if name == "__all__":
         return list(models.__all__)

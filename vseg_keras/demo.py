@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from vseg_keras.evaluate import evaluate_to_files
 from vseg_keras.export import export_saved_model, latest_version
 from vseg_keras.files import atomic_write_json
+from vseg_keras.loading import load_trained_model
 from vseg_keras.predict import predict_video
-from vseg_keras.train import TrainConfig, load_trained_model, train
+from vseg_keras.train import TrainConfig, train
 
 TEMPORAL_MODEL = "vanilla-cgru-small-shallow"
 BASELINE_MODEL = "vanilla-none-small-shallow"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import weakref
 from collections.abc import Sequence
@@ -11,16 +12,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vseg_keras import data
+from vseg_keras import data, files
 from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
-from vseg_keras.files import atomic_write_json, atomic_write_png
 from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
 from vseg_keras.metrics import CONFUSION_SIZE, TemporalConsistency, confusion_matrix, segmentation_scores
 from vseg_keras.models.segmenter import VideoSegmenter
+from vseg_keras.options import EVAL_CONTEXT, EVAL_SPLIT
 from vseg_keras.records import read_manifest
 
 #: The report's evaluation window: the labelled frame after 11 frames of context (12 frames).
-DEFAULT_CONTEXT = 11
+DEFAULT_CONTEXT = EVAL_CONTEXT
 
 
 def _ground_truth_size(manifest: dict, split: str, city: str, sequence: int, frame: int) -> tuple[int, int] | None:
@@ -31,14 +32,16 @@ def _ground_truth_size(manifest: dict, split: str, city: str, sequence: int, fra
     path = os.path.join(
         root, "gtFine", split, city, f"{city}_{sequence:06d}_{frame:06d}_gtFine_labelIds.png"
     )
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED) if os.path.isfile(path) else None
+    if not files.isfile(path):
+        return None
+    image = cv2.imdecode(np.frombuffer(files.read_bytes(path), np.uint8), cv2.IMREAD_UNCHANGED)
     return None if image is None else image.shape[:2]
 
 
 def evaluate(
     model: VideoSegmenter,
     data_dir: str,
-    split: str = "val",
+    split: str = EVAL_SPLIT,
     context: int = DEFAULT_CONTEXT,
     batch_size: int = 1,
     save_predictions: str | None = None,
@@ -89,7 +92,7 @@ def evaluate(
     if max_sequences is not None:
         total = min(total, max_sequences)
     if save_predictions:
-        os.makedirs(save_predictions, exist_ok=True)
+        files.makedirs(save_predictions)
     bar = keras.utils.Progbar(total, unit_name="sequence") if progress else None
     predict = _window_predictor(model, every_frame=with_temporal_consistency)
     confusion = np.zeros((CONFUSION_SIZE, CONFUSION_SIZE), np.int64)
@@ -174,7 +177,7 @@ def _save_prediction(folder, manifest, split, logits, metadata, index, predictio
     if tuple(size) != tuple(logits.shape[:2]):
         logits = tf.image.resize(logits[None], size, method="bilinear")[0].numpy()
     label_ids = train_ids_to_label_ids(np.argmax(logits, axis=-1))
-    atomic_write_png(os.path.join(folder, f"{city}_{sequence:06d}_{frame:06d}_pred_labelIds.png"), label_ids)
+    files.atomic_write_png(files.join(folder, f"{city}_{sequence:06d}_{frame:06d}_pred_labelIds.png"), label_ids)
 
 
 def format_report(report: dict) -> str:
@@ -224,10 +227,10 @@ def plot_confusion_matrix(report: dict, path: str) -> None:
 def _save_figure(figure, path: str) -> None:
     import matplotlib.pyplot as plt
 
-    temporary = f"{path}.tmp.png"
-    figure.savefig(temporary, dpi=110)
+    encoded = io.BytesIO()
+    figure.savefig(encoded, format="png", dpi=110)
     plt.close(figure)
-    os.replace(temporary, path)
+    files.atomic_write_bytes(path, encoded.getvalue())
 
 
 def context_sweep(
@@ -275,8 +278,8 @@ def plot_context_sweep(sweep: dict, path: str) -> None:
 
 def default_output_dir(model_path: str) -> str:
     """Where ``vseg evaluate`` writes by default: ``RUN_DIR/eval``, or ``<stem>-eval`` beside a ``.keras`` file."""
-    if os.path.isdir(model_path):
-        return os.path.join(model_path, "eval")
+    if files.isdir(model_path):
+        return files.join(model_path, "eval")
     stem = os.path.splitext(model_path)[0]
     return f"{stem}-eval"
 
@@ -299,16 +302,16 @@ def evaluate_to_files(
     Returns:
         The report, or the sweep.
     """
-    os.makedirs(out_dir, exist_ok=True)
+    files.makedirs(out_dir)
     if contexts:
         options.pop("context", None)
         sweep = context_sweep(model, data_dir, contexts, **options)
-        atomic_write_json(os.path.join(out_dir, "context_sweep.json"), sweep)
-        plot_context_sweep(sweep, os.path.join(out_dir, "context_sweep.png"))
+        files.atomic_write_json(files.join(out_dir, "context_sweep.json"), sweep)
+        plot_context_sweep(sweep, files.join(out_dir, "context_sweep.png"))
         return sweep
     report = evaluate(model, data_dir, **options)
-    atomic_write_json(os.path.join(out_dir, "report.json"), report)
-    plot_confusion_matrix(report, os.path.join(out_dir, "confusion_matrix.png"))
+    files.atomic_write_json(files.join(out_dir, "report.json"), report)
+    plot_confusion_matrix(report, files.join(out_dir, "confusion_matrix.png"))
     if report_path:
-        atomic_write_json(report_path, report)
+        files.atomic_write_json(report_path, report)
     return report

@@ -12,28 +12,30 @@ Signatures (raw uint8 RGB in, preprocessing in the graph; any ``T >= 1`` and any
 
 Layout: ``DIR/VERSION/saved_model.pb`` + ``variables/`` (what ``tensorflow_model_server
 --model_base_path=DIR`` serves); a version is written under a temporary name and
-renamed when complete.
+renamed when complete. On other filesystems (``gs://``, ...) it is written locally and
+copied file by file, ``saved_model.pb`` last.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 
 import keras
 import tensorflow as tf
 
+from vseg_keras import files
 from vseg_keras.models.segmenter import VideoSegmenter
+from vseg_keras.options import EXPORT_ROOT
 
 #: Folder that holds one subfolder per exported model (the repository's ``saved_models/``).
-DEFAULT_EXPORT_ROOT = "saved_models"
+DEFAULT_EXPORT_ROOT = EXPORT_ROOT
 
 
 def latest_version(out_dir: str) -> int | None:
     """The highest numeric version folder in ``out_dir`` (``None`` if there is none)."""
-    if not os.path.isdir(out_dir):
+    if not files.isdir(out_dir):
         return None
-    return max((int(name) for name in os.listdir(out_dir) if name.isdigit()), default=None)
+    return max((int(name) for name in files.listdir(out_dir) if name.isdigit()), default=None)
 
 
 def next_version(out_dir: str) -> int:
@@ -68,7 +70,7 @@ def export_saved_model(model: VideoSegmenter, out_dir: str | None = None, versio
 
     Args:
         model: the model.
-        out_dir: the model base path (default ``saved_models/<model name>``).
+        out_dir: the model base path (default ``saved_models/<model name>``), any TensorFlow filesystem.
         version: version number (default: one more than the highest present).
 
     Returns:
@@ -79,15 +81,28 @@ def export_saved_model(model: VideoSegmenter, out_dir: str | None = None, versio
             TensorFlow (a ``.keras`` file trained on any backend exports under TensorFlow).
     """
     check_export_backend()
-    out_dir = out_dir or os.path.join(DEFAULT_EXPORT_ROOT, model.name)
+    out_dir = out_dir or files.join(EXPORT_ROOT, model.name)
     version = next_version(out_dir) if version is None else int(version)
     if version < 1:
         raise ValueError(f"version must be a positive integer, got {version}")
-    target = os.path.join(out_dir, str(version))
-    if os.path.exists(target):
+    target = files.join(out_dir, str(version))
+    if files.exists(target):
         raise ValueError(f"{target} already exists; choose another --version or leave it out for the next one")
-    os.makedirs(out_dir, exist_ok=True)
+    files.makedirs(out_dir)
+    archive = _serving_archive(model)
+    with files.local_scratch() as scratch:
+        # Written beside the target when local (then one rename), else locally and then copied.
+        folder = files.join(out_dir, f".{version}.tmp-{os.getpid()}") if files.is_local(out_dir) else scratch
+        try:
+            archive.write_out(folder, verbose=False)
+            files.publish_folder(folder, target, last="saved_model.pb")
+        finally:
+            files.remove_tree(folder)  # left only by a failure
+    return target
 
+
+def _serving_archive(model: VideoSegmenter) -> keras.export.ExportArchive:
+    """The export archive of ``model``: ``serving_default``, and ``init_state``/``step`` if it is temporal."""
     archive = keras.export.ExportArchive()
     archive.track(model)
 
@@ -95,38 +110,32 @@ def export_saved_model(model: VideoSegmenter, out_dir: str | None = None, versio
         logits = model(_checked(frames, [None, None, None, None, 3]), training=False)
         return {"labels": _labels(logits), "probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
 
-    archive.add_endpoint(
-        "serving_default", serve, input_signature=[tf.TensorSpec(None, tf.uint8, "frames")]
-    )
+    archive.add_endpoint("serving_default", serve, input_signature=[tf.TensorSpec(None, tf.uint8, "frames")])
+    if model.state_shapes():
+        _add_streaming_endpoints(archive, model)
+    return archive
+
+
+def _add_streaming_endpoints(archive: keras.export.ExportArchive, model: VideoSegmenter) -> None:
     state_shapes = model.state_shapes()
-    if state_shapes:
-        step_model = model.make_streaming_model()
-        archive.track(step_model)
-        names = list(state_shapes)
-        scales = [factor for factor, _ in model.backbone.state_shapes]
+    step_model = model.make_streaming_model()
+    archive.track(step_model)
+    names = list(state_shapes)
+    scales = [factor for factor, _ in model.backbone.state_shapes]
 
-        def init_state(frame):
-            size = tf.shape(_checked(frame, [None, None, None, 3]))
-            return {
-                name: tf.zeros(tf.stack([size[0], size[1] // scale, size[2] // scale, shape[-1]]), tf.float32)
-                for name, scale, shape in zip(names, scales, state_shapes.values(), strict=True)
-            }
+    def init_state(frame):
+        size = tf.shape(_checked(frame, [None, None, None, 3]))
+        return {
+            name: tf.zeros(tf.stack([size[0], size[1] // scale, size[2] // scale, shape[-1]]), tf.float32)
+            for name, scale, shape in zip(names, scales, state_shapes.values(), strict=True)
+        }
 
-        def step(frame, *states):
-            inputs = {"frame": _checked(frame, [None, None, None, 3]), **dict(zip(names, states, strict=True))}
-            outputs = step_model(inputs, training=False)
-            return {"labels": _labels(outputs["logits"]), **{name: outputs[name] for name in names}}
+    def step(frame, *states):
+        inputs = {"frame": _checked(frame, [None, None, None, 3]), **dict(zip(names, states, strict=True))}
+        outputs = step_model(inputs, training=False)
+        return {"labels": _labels(outputs["logits"]), **{name: outputs[name] for name in names}}
 
-        frame_spec = tf.TensorSpec(None, tf.uint8, "frame")
-        archive.add_endpoint("init_state", init_state, input_signature=[frame_spec])
-        state_specs = [tf.TensorSpec(shape, tf.float32, name) for name, shape in state_shapes.items()]
-        archive.add_endpoint("step", step, input_signature=[frame_spec, *state_specs])
-
-    temporary = os.path.join(out_dir, f".{version}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        archive.write_out(temporary, verbose=False)
-        os.replace(temporary, target)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    return target
+    frame_spec = tf.TensorSpec(None, tf.uint8, "frame")
+    archive.add_endpoint("init_state", init_state, input_signature=[frame_spec])
+    state_specs = [tf.TensorSpec(shape, tf.float32, name) for name, shape in state_shapes.items()]
+    archive.add_endpoint("step", step, input_signature=[frame_spec, *state_specs])

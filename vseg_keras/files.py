@@ -177,6 +177,27 @@ def publish_file(local_path: str, path: str) -> None:
         raise
 
 
+def publish_folder(local_folder: str, path: str, last: str | None = None) -> None:
+    """Moves the complete local folder ``local_folder`` to the new folder ``path`` (any filesystem).
+
+    Locally one rename (atomic). Elsewhere (object stores have no folder rename) the files are copied
+    one by one, the file called ``last`` (e.g. ``saved_model.pb``) after all others, then
+    ``local_folder`` is deleted; each copied file is itself published atomically.
+    """
+    if is_local(path):
+        gfile.rename(local_folder, path.removeprefix("file://"))
+        return
+    copies = []
+    for folder, _, names in gfile.walk(local_folder):
+        relative = os.path.relpath(folder, local_folder)
+        gfile.makedirs(path if relative == "." else join(path, relative))
+        copies += [(join(folder, name), join(path, name) if relative == "." else join(path, relative, name))
+                   for name in names]
+    for source, target in sorted(copies, key=lambda pair: os.path.basename(pair[0]) == last):
+        publish_file(source, target)
+    shutil.rmtree(local_folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def local_scratch() -> Iterator[str]:
     """A local temporary folder, deleted afterwards."""

@@ -15,9 +15,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vseg_keras.options import FLOW
+
 #: The flow methods, the default first.
 FLOW_METHODS = ("dis", "farneback")
-DEFAULT_FLOW = "dis"
+DEFAULT_FLOW = FLOW
 
 #: Label value of warped pixels whose flow leaves the frame.
 OUTSIDE = 255

@@ -194,7 +194,8 @@ def check_frame_size(height: int, width: int, multiple: int, minimum: int = 1, w
         what: what the size is, for the message (``"--crop"``, a file name, ...).
     """
     if height % multiple or width % multiple or min(height, width) < minimum:
-        raise ValueError(f"{what} {height}x{width} (HxW) is not supported: {frame_size_requirement(multiple, minimum)}.")
+        rule = frame_size_requirement(multiple, minimum)
+        raise ValueError(f"{what} {height}x{width} (HxW) is not supported: {rule}.")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -1,0 +1,357 @@
+"""The two public pipelines, built on one skeleton: read snippets, select windows, load, batch, finish.
+
+:func:`make_train_dataset` draws random windows with augmentation; :func:`make_eval_dataset` reads
+deterministic windows that end on the labelled frame. Both are :func:`_window_pipeline` with their
+own ``select``, ``load`` and batching steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+from vseg_keras.data.augment import random_crop, random_scale
+from vseg_keras.data.decoding import batch_finisher, decode_window, void_as_class
+from vseg_keras.data.reading import AUTOTUNE, read_snippets, with_options
+from vseg_keras.data.splits import SplitInfo, check_positive, split_info
+from vseg_keras.data.windows import eval_window_selector, train_window_selector
+from vseg_keras.flow import check_flow_method, previous_frame_warp
+from vseg_keras.options import EVAL_CONTEXT, EVAL_SPLIT
+
+#: Default shuffle buffer of the training pipeline, in windows (each holds ``L`` encoded PNGs).
+DEFAULT_SHUFFLE_BUFFER = 64
+
+
+def _window_pipeline(
+    info: SplitInfo,
+    *,
+    select: Callable,
+    load: Callable,
+    batch: Callable[[tf.data.Dataset], tf.data.Dataset],
+    finish: Sequence[Callable],
+    training: bool,
+    seed: int | None = None,
+    repeat: bool = False,
+    shuffle_buffer: int = 0,
+    deterministic: bool = True,
+    labelled_only: bool = True,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """snippets -> ``select`` a window -> shuffle -> ``load`` (decode, augment) -> ``batch`` -> ``finish``.
+
+    Args:
+        info: the split.
+        select: window of a snippet; with ``training`` it also takes a stateless seed ``[2]``.
+        load: decoded (and augmented) window of a selected one.
+        batch: how windows are batched.
+        finish: maps applied to each batch, in order.
+        training: shuffle the shards and seed ``select`` from ``seed``.
+        seed: seed of the shuffles and of ``select``; ``None`` = nondeterministic.
+        repeat: repeat the snippets forever.
+        shuffle_buffer: windows in the shuffle buffer (0 or 1: off).
+        deterministic: keep element order deterministic.
+        labelled_only: skip snippets without ground truth.
+        input_context: ``tf.distribute.InputContext``; records are sharded by ``input_pipeline_id``.
+    """
+    dataset = read_snippets(info, input_context=input_context, shuffle_files=training, seed=seed,
+                            deterministic=deterministic, labelled_only=labelled_only)
+    if repeat:
+        dataset = dataset.repeat()
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+        dataset = tf.data.Dataset.zip((dataset, seeds))
+    dataset = dataset.map(select, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if shuffle_buffer > 1:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = batch(dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic))
+    for step in finish:
+        dataset = dataset.map(step, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return with_options(dataset.prefetch(AUTOTUNE), deterministic)
+
+
+def make_train_dataset(
+    data_dir: str,
+    split: str = "train",
+    *,
+    batch_size: int,
+    seq_len: int = 5,
+    crop: tuple[int, int] | None = None,
+    flip: bool = True,
+    scale_range: tuple[float, float] | None = None,
+    max_frame_skip: int = 1,
+    void_as_class: bool = False,
+    full_windows: bool = False,
+    previous_frame_flow: str | None = None,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    seed: int | None = None,
+    repeat: bool = True,
+    deterministic: bool | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """The training pipeline: random windows with temporal and spatial augmentation.
+
+    Per labelled snippet (unlabelled ones are skipped): draw a stride in ``1..max_frame_skip`` and the
+    position ``p`` of the labelled frame in ``0..seq_len-1`` (see :func:`choose_train_window`), decode only
+    the window's frames and the label, rescale by a factor uniform in ``scale_range`` (frames
+    bilinear, label nearest), crop a random ``crop`` window and flip horizontally with probability 1/2
+    (the same for every frame and the label).
+
+    By default the windows are *causal*: a window ends at its labelled frame, i.e. it keeps the
+    ``p + 1`` frames up to it and drops the ``seq_len - 1 - p`` after it, which a causal model's
+    labelled-frame prediction never reads. ``(p, stride)`` is drawn exactly as for the full window
+    (same rule, same edge cases, same random numbers for the same ``seed``), so what precedes the
+    labelled frame is distributed exactly as in the report's augmentation: a context of ``0..seq_len-1``
+    frames. Windows of one length are batched together (``group_by_window``), so every batch has one
+    shape, its ``T`` between 1 and ``seq_len``; with ``repeat=False`` the last partial batch of each
+    length is dropped. ``full_windows=True`` gives the report's windows instead: always ``seq_len``
+    frames, the labelled one anywhere.
+
+    Args:
+        data_dir: output folder of ``vseg convert`` (shards + ``manifest.json``).
+        split: split to read.
+        batch_size: windows per batch (per replica when ``input_context`` is given, i.e. pass
+            ``input_context.get_per_replica_batch_size(global_batch)``); the last partial batch is
+            dropped so the batch dimension is static.
+        seq_len: window length ``L``.
+        crop: ``(height, width)`` of the random crop; sides shorter than the crop are padded (frames
+            with the mean colour, labels with 255). ``None`` keeps the full frame.
+        flip: random horizontal flip.
+        scale_range: ``(low, high)`` for a random rescale before cropping, or ``None``; needs ``crop``.
+        max_frame_skip: largest temporal stride ``k`` (stride uniform in ``1..k``; 1 = no skip).
+        void_as_class: map ignored pixels (255) of the labelled frame to class 19 (the report's 20-class
+            set-up); frames without ground truth and crop padding stay 255 either way.
+        full_windows: the report's windows of ``seq_len`` frames (labels for every frame) instead of
+            causal windows that end at the labelled frame.
+        previous_frame_flow: for the temporal loss (causal windows only): an optical flow method
+            (:data:`vseg_keras.flow.FLOW_METHODS`); the labels then become a dict with ``labels``
+            ``[B, H, W]`` and the warp from the labelled frame to the frame before it,
+            ``previous_index`` int32 and ``previous_weight`` float32 ``[B, H, W]``
+            (:func:`vseg_keras.flow.previous_frame_warp`, computed on the augmented uint8 frames in
+            a parallel map).
+        shuffle_buffer: size of the shuffle buffer in windows. It holds ``shuffle_buffer * seq_len``
+            encoded PNGs (about 0.6 MB each at 512x1024, so ~190 MB for 64 x 5) and is filled before the
+            first batch; shard order is shuffled too (except under multi-worker sharding). 0 or 1: off.
+        seed: seed of every random choice (shuffles, windows, augmentation); ``None`` = nondeterministic.
+        repeat: repeat forever (use ``steps_per_epoch``); ``False`` gives one pass.
+        deterministic: keep element order deterministic; default: ``True`` iff ``seed`` is given.
+        input_context: the ``tf.distribute.InputContext`` of ``distribute_datasets_from_function``;
+            records are sharded by ``input_pipeline_id``.
+
+    Returns:
+        A dataset of ``(frames, labels)``: frames uint8 ``[B, T, H, W, 3]`` (RGB pixel values; ``T`` varies
+        between batches, 1..``seq_len``, the labelled frame last) and labels uint8 ``[B, H, W]`` of the
+        labelled frame (255 = ignore). With ``full_windows``: frames ``[B, L, H, W, 3]`` with
+        ``L = seq_len`` and labels uint8 ``[B, L, H, W]`` (all 255 on frames without ground truth).
+        ``H, W`` is ``crop`` (or the manifest's frame size).
+
+    Raises:
+        ValueError: bad arguments, a missing/truncated shard, an unknown split, or a manifest whose
+            stored frames cannot hold a window of ``seq_len``.
+    """
+    check_positive(batch_size=batch_size, seq_len=seq_len, max_frame_skip=max_frame_skip)
+    if previous_frame_flow is not None:
+        check_flow_method(previous_frame_flow)
+        if full_windows:
+            raise ValueError("the temporal loss needs causal windows (the labelled frame last), not full windows")
+    crop, scale_range = _checked_crop(crop, scale_range)
+    info = split_info(data_dir, split)
+    _check_trainable(info, data_dir, split, seq_len)
+    window_len = seq_len if full_windows else None
+    height, width = crop if crop is not None else (info.height, info.width)
+    finish = [batch_finisher(window_len, flip)]
+    if previous_frame_flow is not None:
+        finish.append(_previous_frame_warper(previous_frame_flow, height, width))
+    return _window_pipeline(
+        info,
+        select=train_window_selector(seq_len, max_frame_skip, full_windows),
+        load=_train_loader(info, window_len, crop, scale_range, flip, void_as_class),
+        batch=(lambda windows: windows.batch(batch_size, drop_remainder=True)) if full_windows
+        else (lambda windows: _batch_by_length(windows, batch_size)),
+        finish=finish,
+        training=True,
+        seed=seed,
+        repeat=repeat,
+        shuffle_buffer=shuffle_buffer,
+        deterministic=seed is not None if deterministic is None else deterministic,
+        input_context=input_context,
+    )
+
+
+def _checked_crop(crop, scale_range) -> tuple[tuple[int, int] | None, tuple[float, float] | None]:
+    """``crop`` and ``scale_range`` as ints and floats, after checking them."""
+    if crop is not None:
+        crop = (int(crop[0]), int(crop[1]))
+        check_positive(crop_height=crop[0], crop_width=crop[1])
+    if scale_range is not None:
+        if crop is None:
+            raise ValueError("scale_range needs crop (rescaled frames of different sizes cannot be batched)")
+        low, high = float(scale_range[0]), float(scale_range[1])
+        if not 0 < low <= high:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+        scale_range = (low, high)
+    return crop, scale_range
+
+
+def _check_trainable(info: SplitInfo, data_dir: str, split: str, seq_len: int) -> None:
+    if not info.labelled:
+        raise ValueError(f"{data_dir}: split {split!r} has no ground truth; cannot train on it")
+    if info.frames_before is not None and info.frames_after is not None:
+        stored = info.frames_before + 1 + info.frames_after
+        if seq_len > stored:
+            raise ValueError(
+                f"seq_len {seq_len} exceeds the {stored} frames stored per snippet in {data_dir} "
+                f"({info.frames_before} before + labelled + {info.frames_after} after)"
+            )
+
+
+def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, flip: bool, void: bool):
+    """``load(window)``: decode, void as class, random scale and crop; the flip is drawn here, done per batch."""
+    height, width = crop if crop is not None else (info.height, info.width)
+    # Padding is only ever needed when a side can be shorter than the crop (skipped statically otherwise).
+    needs_padding = crop is not None and (
+        scale_range is not None or info.height is None or info.width is None
+        or crop[0] > info.height or crop[1] > info.width
+    )
+
+    def load(window: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        frames, label, _ = decode_window(window, window_len, info.height, info.width)
+        if void:
+            label = void_as_class(label)
+        scale_seed, crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(window["seed"], 3))
+        if scale_range is not None:
+            frames, label = random_scale(frames, label, scale_range, scale_seed)
+        if crop is not None:
+            frames, label = random_crop(frames, label, crop, needs_padding, crop_seed)
+        loaded = {
+            "frames": tf.ensure_shape(frames, [window_len, height, width, 3]),
+            "label": tf.ensure_shape(label, [height, width]),
+            "gt_position": window["gt_position"],
+        }
+        if flip:  # applied per batch by the finisher, fused with the label windows
+            loaded["flip"] = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
+        return loaded
+
+    return load
+
+
+def _previous_frame_warper(method: str, height: int, width: int):
+    """``(frames, labels) -> (frames, {labels, previous_index, previous_weight})`` for a batch (OpenCV flow)."""
+
+    def warp(frames: tf.Tensor, labels: tf.Tensor):
+        index, weight = tf.numpy_function(lambda f: previous_frame_warp(f, method), [frames],
+                                          [tf.int32, tf.float32], stateful=False)
+        shape = [frames.shape[0], height, width]
+        return frames, {"labels": labels, "previous_index": tf.ensure_shape(index, shape),
+                        "previous_weight": tf.ensure_shape(weight, shape)}
+
+    return warp
+
+
+def _batch_by_length(windows: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """Batches ``batch_size`` windows of the same length (``frames`` ``[T, H, W, 3]``) at a time.
+
+    At most one partial batch per length waits; each window keeps its own draw, only the order in
+    which windows leave changes (for ``batch_size=1``: not at all). Partial batches left at the end
+    of a finite dataset are dropped.
+    """
+    return windows.group_by_window(
+        key_func=lambda window: tf.cast(tf.shape(window["frames"])[0], tf.int64),
+        reduce_func=lambda _, same_length: same_length.batch(batch_size, drop_remainder=True),
+        window_size=batch_size,
+    )
+
+
+def make_eval_dataset(
+    data_dir: str,
+    split: str = EVAL_SPLIT,
+    *,
+    batch_size: int = 1,
+    context: int = EVAL_CONTEXT,
+    void_as_class: bool = False,
+    with_metadata: bool = False,
+    last_frame_labels: bool = False,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """The evaluation pipeline: deterministic windows ending on the labelled frame.
+
+    Each window is the labelled frame preceded by ``context`` frames (``L = context + 1``; the report
+    evaluates with ``context=11``, ``L=12``), in stored order, full frame size, no augmentation.
+
+    Args:
+        data_dir: output folder of ``vseg convert``.
+        split: split to read.
+        batch_size: windows per batch; the last batch may be smaller (every snippet is evaluated).
+        context: frames before the labelled one (``>= 0``).
+        void_as_class: map ignored pixels (255) of the labelled frame to class 19.
+        with_metadata: also yield metadata and keep unlabelled snippets (all-255 labels), for saving
+            predictions. Without it unlabelled snippets are skipped.
+        last_frame_labels: yield only the labelled (last) frame's labels ``[B, H, W]``, as a model
+            scoring only that frame needs (:meth:`~vseg_keras.models.segmenter.VideoSegmenter.last_frame_logits`).
+        input_context: ``tf.distribute.InputContext``; records are sharded by ``input_pipeline_id``.
+
+    Returns:
+        A dataset of ``(frames, labels)``: frames uint8 ``[B, L, H, W, 3]`` (RGB pixel values), labels
+        uint8 ``[B, L, H, W]`` (only the last frame, ``labels[:, -1]``, has ground truth; ``[B, H, W]``, that
+        frame's, with ``last_frame_labels``). With
+        ``with_metadata`` a dataset of ``(frames, labels, metadata)`` where metadata is a dict of
+        ``city`` (string ``[B]``), ``sequence`` (int64 ``[B]``), ``frame_numbers`` (int64 ``[B, L]``, the
+        window's frames), ``gt_position`` (int32 ``[B]``, ``L - 1``), ``labelled`` (bool ``[B]``). Such a
+        3-tuple is for your own prediction loop (``model.predict_on_batch(frames)``); Keras'
+        ``evaluate`` would read the dict as sample weights.
+
+    Raises:
+        ValueError: bad arguments, a missing/truncated shard, an unknown split, or a manifest storing
+            fewer than ``context`` frames before the labelled one. A snippet with fewer stored frames
+            before its labelled one than ``context`` raises ``tf.errors.InvalidArgumentError`` when read.
+    """
+    check_positive(batch_size=batch_size)
+    if int(context) < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
+    context = int(context)
+    info = split_info(data_dir, split)
+    if not info.labelled and not with_metadata:
+        raise ValueError(
+            f"{data_dir}: split {split!r} has no ground truth; use with_metadata=True to predict on it"
+        )
+    if info.frames_before is not None and info.frames_before < context:
+        raise ValueError(
+            f"context {context} needs {context} stored frames before the labelled one, but {data_dir} "
+            f"stores {info.frames_before}; use context <= {info.frames_before} or convert with more "
+            "frames before"
+        )
+    finisher = batch_finisher(None if last_frame_labels else context + 1, flip=False)
+
+    def finish(batch: dict[str, tf.Tensor]):
+        metadata = batch.pop("metadata")  # strings stay out of the XLA function
+        frames, labels = finisher(batch)
+        return (frames, labels, metadata) if with_metadata else (frames, labels)
+
+    return _window_pipeline(
+        info,
+        select=eval_window_selector(context),
+        load=_eval_loader(info, context + 1, void_as_class),
+        batch=lambda windows: windows.batch(batch_size),
+        finish=[finish],
+        training=False,
+        labelled_only=not with_metadata,
+        input_context=input_context,
+    )
+
+
+def _eval_loader(info: SplitInfo, seq_len: int, void: bool):
+    """``load(window)``: decode (an unlabelled snippet gets all-255 labels) and keep the metadata."""
+
+    def load(window: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        frames, label, labelled = decode_window(window, seq_len, info.height, info.width)
+        if void:
+            label = void_as_class(label, labelled)
+        metadata = {key: window[key] for key in ("city", "sequence", "frame_numbers", "gt_position")}
+        return {
+            "frames": frames,
+            "label": label,
+            "gt_position": tf.where(labelled, window["gt_position"], -1),  # unlabelled: no labelled frame
+            "metadata": {**metadata, "labelled": labelled},
+        }
+
+    return load

@@ -1,0 +1,33 @@
+"""Training: ``train(data_dir, run_dir, TrainConfig(...))``, crash-safe and resumable.
+
+The data flow, one role per module:
+
+* :mod:`vseg_keras.options` -- :class:`TrainConfig`, every option and its default;
+* :mod:`.run_dir` -- the run directory: ``config.json``, the resume state, ``history.csv``;
+* :mod:`.recipe` -- the model to train and its compile recipe (optimizer, loss, metric);
+* :mod:`.inputs` -- the training and validation pipelines, placed on the replicas;
+* :mod:`.callbacks` -- the crash-safe checkpoint, history, NaN guard and TensorBoard images;
+* :mod:`.multi_worker` -- the epoch loop for ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585);
+* :mod:`.loop` -- :func:`train`, which ties them together.
+
+A run directory holds everything of one training run (on any TensorFlow filesystem)::
+
+    RUN_DIR/config.json        every option, the model name, the data manifest digest
+    RUN_DIR/last.keras         the model after the last finished epoch
+    RUN_DIR/best.keras         the model with the best validation mIoU so far
+    RUN_DIR/history.csv        one row per finished epoch, column ``epoch``
+    RUN_DIR/logs/              TensorBoard scalars and predicted label maps
+    RUN_DIR/backup/            resume state: weights + optimizer after the last finished epoch
+
+Every file is written under a temporary name and renamed, and ``backup/state.json`` is the single
+commit point of an epoch, so killing the process at any moment (even ``kill -9``) and running the
+same command again resumes at the interrupted epoch with the optimizer state intact, and
+``history.csv`` holds each finished epoch exactly once.
+"""
+
+from vseg_keras.options import TrainConfig, TrainingError
+from vseg_keras.train.loop import train
+from vseg_keras.train.recipe import compile_for_training
+from vseg_keras.train.run_dir import read_resume_state
+
+__all__ = ["TrainConfig", "TrainingError", "compile_for_training", "read_resume_state", "train"]

@@ -1,0 +1,96 @@
+"""The training and validation pipelines of a run, placed on its replicas."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vseg_keras import data
+from vseg_keras.distribute import Placement
+from vseg_keras.options import FLOW, TrainConfig
+
+
+@dataclass
+class TrainingInputs:
+    """What ``fit`` reads, and how much of it.
+
+    Attributes:
+        train: the training dataset (distributed when there are several replicas).
+        val: the validation dataset.
+        steps: training batches per epoch.
+        val_steps: validation batches per epoch.
+        val_used: validation sequences scored per epoch.
+        sample: a validation batch (frames ``[B, L, H, W, 3]``, labels ``[B, H, W]``) for TensorBoard.
+    """
+
+    train: object
+    val: object
+    steps: int
+    val_steps: int
+    val_used: int
+    sample: tuple[np.ndarray, np.ndarray]
+
+
+def _pipeline_options(config: TrainConfig, per_replica: int) -> tuple[dict, dict]:
+    train_options = {
+        "batch_size": per_replica,
+        "seq_len": config.seq_len,
+        "crop": config.crop,
+        "flip": config.flip,
+        "max_frame_skip": config.max_frame_skip,
+        "void_as_class": config.void_as_class,
+        "full_windows": config.full_windows,
+        "previous_frame_flow": FLOW if config.temporal_loss > 0 else None,
+        "seed": config.seed,
+    }
+    val_options = {"batch_size": per_replica, "context": config.val_context, "void_as_class": config.void_as_class,
+                   "last_frame_labels": not config.full_windows}
+    return train_options, val_options
+
+
+def _validation_steps(data_dir: str, config: TrainConfig, placement: Placement) -> tuple[int, int]:
+    """``(val_steps, sequences used)``: the whole split, or full global batches with several replicas."""
+    val_snippets = data.count_snippets(data_dir, "val")
+    if config.val_steps:
+        val_steps = config.val_steps
+    elif placement.replicas > 1 or placement.multi_worker:
+        # Every replica needs a non-empty batch at every step: full global batches only.
+        val_steps = max(1, val_snippets // config.batch_size)
+    else:
+        val_steps = math.ceil(val_snippets / config.batch_size)
+    return val_steps, min(val_snippets, val_steps * config.batch_size)
+
+
+def make_training_inputs(data_dir: str, config: TrainConfig, placement: Placement) -> TrainingInputs:
+    """The ``train`` and ``val`` pipelines of ``data_dir`` for ``config``, on ``placement``'s replicas.
+
+    Under ``MultiWorkerMirroredStrategy`` every worker builds its own pipelines (records sharded by
+    worker). With several local replicas, one global training batch is split across them, so that
+    all get windows of one length (Keras' ``fit`` averages the first batch over the replicas).
+    """
+    strategy = placement.strategy
+    # TensorFlow's replicas read per-replica batches; Keras' JAX distribution splits global ones.
+    per_replica = config.batch_size // strategy.num_replicas_in_sync
+    train_options, val_options = _pipeline_options(config, per_replica)
+
+    def train_fn(context):
+        return data.make_train_dataset(data_dir, "train", input_context=context, **train_options)
+
+    def val_fn(context):
+        return data.make_eval_dataset(data_dir, "val", input_context=context, **val_options)
+
+    if placement.multi_worker:
+        train_data = strategy.distribute_datasets_from_function(train_fn)
+        val_data = strategy.distribute_datasets_from_function(val_fn)
+    elif placement.split_pipelines:
+        global_batch = data.make_train_dataset(data_dir, "train", **{**train_options, "batch_size": config.batch_size})
+        train_data = strategy.experimental_distribute_dataset(global_batch)
+        val_data = strategy.distribute_datasets_from_function(val_fn)
+    else:
+        train_data, val_data = train_fn(None), val_fn(None)
+    frames, labels = next(iter(data.make_eval_dataset(data_dir, "val", **{**val_options, "last_frame_labels": True})))
+    steps = config.steps_per_epoch or data.steps_per_epoch(data_dir, "train", config.batch_size)
+    val_steps, val_used = _validation_steps(data_dir, config, placement)
+    return TrainingInputs(train_data, val_data, steps, val_steps, val_used, (frames.numpy(), labels.numpy()))

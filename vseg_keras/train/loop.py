@@ -1,0 +1,137 @@
+"""``train``: one training run from the converted data to the run directory, resumable."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import keras
+
+from vseg_keras import data, files
+from vseg_keras.distribute import Placement, make_placement
+from vseg_keras.models.registry import get_model_config
+from vseg_keras.options import TrainConfig, TrainingError
+from vseg_keras.records import read_manifest
+from vseg_keras.train import run_dir as runs
+from vseg_keras.train.callbacks import run_callbacks
+from vseg_keras.train.inputs import make_training_inputs
+from vseg_keras.train.multi_worker import fit_multi_worker
+from vseg_keras.train.recipe import build_training_model, precision_policy
+
+
+def train(
+    data_dir: str,
+    run_dir: str,
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+    verbose: int | str = "auto",
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> dict:
+    """Trains ``config.model`` on the shards in ``data_dir``, writing everything to ``run_dir``.
+
+    Running the same call again after an interruption resumes at the
+    interrupted epoch; after completion it returns at once. Raises
+    :class:`TrainingError` or ``ValueError`` with one clear line for bad
+    input, and :class:`TrainingError` when the loss becomes NaN.
+
+    Args:
+        data_dir: output folder of ``vseg convert`` (train and val splits), any TensorFlow filesystem.
+        run_dir: run directory (created if needed), any TensorFlow filesystem.
+        config: the options.
+        log: where progress lines go.
+        verbose: Keras progress mode (0, 1 bar, 2 one line per epoch); ``"auto"``: a bar on a
+            terminal, one line per epoch otherwise.
+        callbacks: more Keras callbacks (early stopping, timing, ...), run on every worker after
+            vseg's own (NaN guard; on the chief: CSV history, crash-safe checkpoint, TensorBoard).
+
+    Returns:
+        A summary: ``best_miou``, ``best_epoch``, ``epochs_done``, paths, strategy.
+    """
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    _check_data(data_dir, config)
+    placement = make_placement(config.logical_cpus)
+    if config.batch_size % placement.replicas:
+        raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {placement.replicas} replicas")
+    log(f"strategy: {placement.name}, {placement.replicas} replica(s), global batch {config.batch_size}")
+    log(_describe_windows(config))
+    state = runs.start_run(run_dir, config, runs.manifest_digest(data_dir), placement.chief)
+    epochs_done = int(state.get("epochs_done", 0))
+    if epochs_done >= config.epochs:
+        log(f"{run_dir}: all {config.epochs} epochs already done")
+        return _summary(run_dir, state, placement)
+    with precision_policy(config, log):
+        nan_guard = _fit(data_dir, run_dir, config, placement, state, log, verbose, callbacks)
+    if nan_guard.where is not None:
+        raise TrainingError(_nan_message(run_dir, *nan_guard.where))
+    result = _summary(run_dir, runs.read_resume_state(run_dir), placement)
+    log(
+        f"done: {result['epochs_done']} epochs; best val mIoU {result['best_miou']:.4f} at epoch "
+        f"{result['best_epoch']} -> {result['best_model']}"
+        if result["best_miou"] is not None
+        else f"done: {result['epochs_done']} epochs -> {result['last_model']}"
+    )
+    return result
+
+
+def _check_data(data_dir: str, config: TrainConfig) -> None:
+    """One clear line, before anything is built, for missing splits or frames the model cannot take."""
+    manifest = read_manifest(data_dir)
+    for split in ("train", "val"):
+        if split not in manifest.get("splits", {}):
+            raise ValueError(f"{data_dir}: no {split!r} split in the manifest (have {sorted(manifest['splits'])})")
+    size = data.frame_size(data_dir)
+    if config.crop is None and size is not None:
+        get_model_config(config.model).check_frame_size(*size, what=f"{data_dir}: frames")
+
+
+def _fit(data_dir, run_dir, config, placement: Placement, state: dict, log, verbose, callbacks):
+    """Builds (or resumes) the model and the inputs and runs the remaining epochs; returns the NaN guard."""
+    epochs_done = int(state.get("epochs_done", 0))
+    with placement.scope():
+        model = build_training_model(config)
+        if epochs_done:
+            model.optimizer.build(model.trainable_variables)
+            with files.local_copy(files.join(run_dir, runs.BACKUP_DIR, state["weights"])) as weights:
+                model.load_weights(weights)
+            log(f"resuming after epoch {epochs_done} from {files.join(run_dir, runs.BACKUP_DIR)}")
+    inputs = make_training_inputs(data_dir, config, placement)
+    log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch")
+    nan_guard, own_callbacks = run_callbacks(run_dir, placement.chief, inputs.sample)
+    fit_options = {"epochs": config.epochs, "initial_epoch": epochs_done, "steps": inputs.steps,
+                   "val_steps": inputs.val_steps, "callbacks": own_callbacks + list(callbacks), "verbose": verbose}
+    if placement.multi_worker:
+        fit_multi_worker(model, placement.strategy, inputs.train, inputs.val, **fit_options)
+    else:
+        _keras_fit(model, placement, inputs.train, inputs.val, **fit_options)
+    return nan_guard
+
+
+def _keras_fit(model, placement: Placement, train_data, val_data, *, epochs, initial_epoch, steps, val_steps,
+               callbacks, verbose) -> None:
+    with placement.scope():
+        model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
+                  validation_data=val_data, validation_steps=val_steps, callbacks=callbacks, verbose=verbose)
+
+
+def _nan_message(run_dir: str, epoch: int, batch: int) -> str:
+    good = int(runs.read_resume_state(run_dir).get("epochs_done", 0))
+    last = files.join(run_dir, runs.LAST_MODEL)
+    where = f"the last good epoch ({good}) is in {last}" if good else "no epoch finished"
+    return (f"loss became NaN/inf at epoch {epoch}, batch {batch}; training stopped "
+            f"(try a lower --lr or without --mixed-precision); {where}")
+
+
+def _describe_windows(config: TrainConfig) -> str:
+    if config.seq_len == 1:
+        return "windows: single labelled frames"
+    if config.full_windows:
+        return f"windows: full, {config.seq_len} frames, decoder on every frame"
+    if config.temporal_loss > 0:
+        return (f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on it and the "
+                f"frame before; temporal loss {config.temporal_loss:g} (DIS flow)")
+    return f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on that frame only"
+
+
+def _summary(run_dir: str, state: dict, placement: Placement) -> dict:
+    return runs.summary(run_dir, state, placement.name, placement.replicas)
