@@ -5,23 +5,26 @@ Labels: ``ROOT/gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelId
 30-frame snippet, on the snippet's 20th frame. A sequence number can hold several snippets (e.g.
 ``frankfurt_000000_000294`` and ``frankfurt_000000_000576``), so a snippet is identified by its
 city, sequence *and* labelled frame number.
+
+The root may be on any TensorFlow filesystem: folders are listed through :mod:`vseg_keras.files`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
+
+from vseg_keras import files
+from vseg_keras.options import FRAMES_AFTER, FRAMES_BEFORE
 
 FRAMES_DIR = "leftImg8bit_sequence"
 LABELS_DIR = "gtFine"
 FRAME_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 
-#: Frames in a Cityscapes snippet, and how many of them come before / after the labelled one.
-FRAMES_PER_SNIPPET = 30
-FRAMES_BEFORE_GT = 19
-FRAMES_AFTER_GT = 10
+#: Frames in a Cityscapes snippet: :data:`vseg_keras.options.FRAMES_BEFORE` (19) before the labelled
+#: one and :data:`vseg_keras.options.FRAMES_AFTER` (10) after it, the one source of both numbers.
+FRAMES_PER_SNIPPET = FRAMES_BEFORE + 1 + FRAMES_AFTER
 
 _LABEL_NAME = re.compile(
     r"^(?P<city>.+)_(?P<sequence>\d{6})_(?P<frame>\d{6})" + re.escape(LABEL_SUFFIX) + "$"
@@ -53,13 +56,13 @@ def frame_path(root: str, split: str, city: str, sequence: int, frame: int) -> s
         frame: frame number.
     """
     name = f"{city}_{sequence:06d}_{frame:06d}{FRAME_SUFFIX}"
-    return os.path.join(root, FRAMES_DIR, split, city, name)
+    return files.join(root, FRAMES_DIR, split, city, name)
 
 
 def label_path(root: str, split: str, city: str, sequence: int, frame: int) -> str:
     """Path of the labelIds PNG of a labelled frame (same arguments as :func:`frame_path`)."""
     name = f"{city}_{sequence:06d}_{frame:06d}{LABEL_SUFFIX}"
-    return os.path.join(root, LABELS_DIR, split, city, name)
+    return files.join(root, LABELS_DIR, split, city, name)
 
 
 def find_snippets(root: str, split: str) -> list[SnippetId]:
@@ -72,16 +75,28 @@ def find_snippets(root: str, split: str) -> list[SnippetId]:
     Returns:
         The snippets, sorted by city, sequence and labelled frame; empty if the split has no labels.
     """
-    split_dir = os.path.join(root, LABELS_DIR, split)
+    split_dir = files.join(root, LABELS_DIR, split)
     snippets = []
-    if not os.path.isdir(split_dir):
+    if not files.isdir(split_dir):
         return snippets
-    for city in sorted(os.listdir(split_dir)):
-        city_dir = os.path.join(split_dir, city)
-        if not os.path.isdir(city_dir):
+    for city in files.listdir(split_dir):
+        city_dir = files.join(split_dir, city)
+        if not files.isdir(city_dir):
             continue
-        for file_name in os.listdir(city_dir):
+        for file_name in files.listdir(city_dir):
             match = _LABEL_NAME.match(file_name)
             if match:
                 snippets.append(SnippetId(match["city"], int(match["sequence"]), int(match["frame"])))
     return sorted(snippets)
+
+
+def find_splits(root: str) -> list[str]:
+    """The split folders under ``ROOT/gtFine`` (sorted; empty if there is none).
+
+    Args:
+        root: Cityscapes root folder.
+    """
+    labels_dir = files.join(root, LABELS_DIR)
+    if not files.isdir(labels_dir):
+        return []
+    return [name for name in files.listdir(labels_dir) if files.isdir(files.join(labels_dir, name))]

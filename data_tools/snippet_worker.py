@@ -1,7 +1,9 @@
-"""Image work of the converter, run in worker processes: read, check, resize and encode one snippet.
+"""Image work of the converter, run in its pool of worker threads: read, check, resize and encode one snippet.
 
-This module must not import TensorFlow (nor :mod:`vseg_keras`, whose package imports it): it is
-imported by every worker process. The labelId -> trainId table therefore travels inside each job.
+Files are read as bytes through :mod:`vseg_keras.files` (any TensorFlow filesystem; the reads
+release the GIL) and decoded with ``cv2.imdecode``; OpenCV releases the GIL too, so the threads run
+in parallel. Each job carries everything it needs (paths, output size, the labelId -> trainId table),
+so a worker thread shares no state with the others.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import tensorflow as tf
+
+from data_tools.folders import FILESYSTEM_ERRORS, error_reason
+from vseg_keras import files
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPE_RGB = 2
@@ -20,7 +26,7 @@ PNG_COMPRESSION = 1
 
 @dataclass(frozen=True)
 class SnippetJob:
-    """Everything a worker needs to prepare one snippet.
+    """Everything a worker thread needs to prepare one snippet.
 
     Attributes:
         name: snippet name for messages, e.g. ``aachen_000003_000019``.
@@ -73,12 +79,14 @@ class _BadFile(Exception):
 
 def _read(path: str, what: str) -> bytes:
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
+        data = files.read_bytes(path)
+    except (tf.errors.NotFoundError, FileNotFoundError):
         raise _BadFile(path, f"missing {what}") from None
-    except OSError as error:
-        raise _BadFile(path, f"unreadable {what} ({error.strerror})") from None
+    except FILESYSTEM_ERRORS as error:
+        raise _BadFile(path, f"unreadable {what} ({error_reason(error, path)})") from None
+    if not data:
+        raise _BadFile(path, f"corrupt {what}: empty file (0 bytes)")
+    return data
 
 
 def _png_header(data: bytes, path: str, what: str) -> tuple[int, int, int, int]:

@@ -12,28 +12,28 @@ the object a few frames earlier and followed it can label it.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from cityscapesscripts.helpers.labels import name2label
 
 from data_tools import cityscapes_layout as layout
+from data_tools import folders
+from vseg_keras import files
+from vseg_keras.cityscapes import LABEL_IDS
 from vseg_keras.files import atomic_write_bytes, atomic_write_json
+from vseg_keras.options import FRAMES_BEFORE, SYNTH_FRAME_SIZE, SYNTH_SEQUENCES
 
 #: Marker file that identifies a folder written by this module (and holds its summary).
 MARKER_NAME = "synth.json"
+#: Hidden marker of a synthetic dataset being written (removed once ``synth.json`` is written).
+INCOMPLETE_NAME = ".synth-incomplete"
 #: City names per split (fictional, so nobody mistakes the data for Cityscapes).
 CITIES = {"train": ("alphaburg", "betastadt"), "val": ("gammaheim", "deltadorf"), "test": ("epsilonfurt",)}
-#: labelIds used by the generator, from the official ``cityscapesscripts`` table (not
-#: ``vseg_keras.cityscapes``, whose package imports TensorFlow and would make generation slow to start).
+#: labelIds used by the generator (:data:`vseg_keras.cityscapes.LABEL_IDS`, the official table).
 _NAMES = ("road", "sidewalk", "building", "vegetation", "sky", "person", "car", "bicycle", "ego vehicle")
-_ROAD, _SIDEWALK, _BUILDING, _VEGETATION, _SKY, _PERSON, _CAR, _BICYCLE, _EGO = (
-    name2label[name].id for name in _NAMES
-)
+_ROAD, _SIDEWALK, _BUILDING, _VEGETATION, _SKY, _PERSON, _CAR, _BICYCLE, _EGO = (LABEL_IDS[name] for name in _NAMES)
 #: The object classes that become indistinguishable when cloaked.
 OBJECT_LABEL_IDS = (_CAR, _PERSON, _BICYCLE)
 #: Frames (before the labelled one) at which an object's cloak starts: one of these, per object.
@@ -244,28 +244,93 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    entries = os.listdir(out_dir)
+    """Creates ``out_dir``, or empties it of an earlier (complete or interrupted) synthetic dataset."""
+    folders.make_output_folder(out_dir, SynthError)
+    entries = files.listdir(out_dir)
     if not entries:
         return
-    if MARKER_NAME not in entries:
+    if MARKER_NAME not in entries and INCOMPLETE_NAME not in entries:
         raise SynthError(
             f"{out_dir}: not empty and not a synthetic dataset (no {MARKER_NAME}); choose an empty folder"
         )
     if not overwrite:
-        raise SynthError(f"{out_dir}: already holds a synthetic dataset; pass --overwrite to replace it")
+        what = "a synthetic dataset" if MARKER_NAME in entries else "an interrupted synthetic dataset"
+        raise SynthError(f"{out_dir}: already holds {what}; pass --overwrite to replace it")
     for name in (layout.FRAMES_DIR, layout.LABELS_DIR):
-        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-    os.remove(os.path.join(out_dir, MARKER_NAME))
+        files.remove_tree(files.join(out_dir, name))
+    for name in (MARKER_NAME, INCOMPLETE_NAME):
+        if name in entries:
+            files.remove(files.join(out_dir, name))
+
+
+def _check_request(counts: dict[str, int], height: int, width: int) -> None:
+    if any(count < 0 for count in counts.values()) or not any(counts.values()):
+        given = ", ".join(f"{split} {count}" for split, count in counts.items())
+        raise SynthError(f"expected at least one snippet and no negative count, got {given}")
+    if height < 32 or width < 64:
+        raise SynthError(f"frames must be at least 32x64 pixels, got {height}x{width}")
+
+
+def _snippet_places(seed: int, split: str, count: int) -> list[tuple[str, int, int]]:
+    """``(city, sequence, labelled frame number)`` of each snippet of a split.
+
+    Frame numbers vary per snippet, and a sequence number may hold two snippets, as in Cityscapes.
+    """
+    cities = CITIES[split]
+    layout_rng = np.random.default_rng([seed, _SPLIT_CODES[split], 0])
+    next_sequence = dict.fromkeys(cities, 0)
+    last_gt_frame: dict[str, int | None] = dict.fromkeys(cities, None)
+    places = []
+    for snippet_index in range(count):
+        city = cities[snippet_index % len(cities)]
+        shares_sequence = last_gt_frame[city] is not None and layout_rng.random() < 0.3
+        if shares_sequence:  # a later snippet of the same sequence, as frankfurt_000000_000294 / _000576
+            gt_frame = last_gt_frame[city] + layout.FRAMES_PER_SNIPPET + int(layout_rng.integers(0, 300))
+        else:
+            next_sequence[city] += 1 if last_gt_frame[city] is not None else 0
+            gt_frame = FRAMES_BEFORE + int(layout_rng.integers(0, 500))
+        last_gt_frame[city] = gt_frame
+        places.append((city, next_sequence[city], gt_frame))
+    return places
+
+
+def _write_snippet(out_dir: str, split: str, place: tuple[str, int, int], content_rng: np.random.Generator,
+                   size: tuple[int, int]) -> None:
+    """Renders one snippet and writes its frames and its label (all 0 in the test split)."""
+    city, sequence, gt_frame = place
+    frames, labels_of_frames = _render_snippet(content_rng, *size, layout.FRAMES_PER_SNIPPET, FRAMES_BEFORE)
+    labels = labels_of_frames[FRAMES_BEFORE]
+    first_frame = gt_frame - FRAMES_BEFORE
+    label_file = layout.label_path(out_dir, split, city, sequence, gt_frame)
+    files.makedirs(os.path.dirname(layout.frame_path(out_dir, split, city, sequence, gt_frame)))
+    files.makedirs(os.path.dirname(label_file))
+    for index, frame in enumerate(frames):
+        atomic_write_bytes(layout.frame_path(out_dir, split, city, sequence, first_frame + index), _png(frame))
+    atomic_write_bytes(label_file, _png(labels if split != "test" else np.zeros_like(labels)))
+
+
+def _write_split(out_dir: str, split: str, count: int, size: tuple[int, int], seed: int) -> dict:
+    """Writes the snippets of one split; returns its summary."""
+    places = _snippet_places(seed, split, count)
+    for snippet_index, place in enumerate(places):
+        content_rng = np.random.default_rng([seed, _SPLIT_CODES[split], 1, snippet_index])
+        _write_snippet(out_dir, split, place, content_rng, size)
+    cities = CITIES[split]
+    return {
+        "snippets": count,
+        "frames": count * layout.FRAMES_PER_SNIPPET,
+        "cities": list(cities[: min(count, len(cities))]),
+        "gt_frames": [f"{city}_{sequence:06d}_{gt_frame:06d}" for city, sequence, gt_frame in places],
+    }
 
 
 def make_synthetic_cityscapes(
     out_dir: str,
-    train_sequences: int = 12,
-    val_sequences: int = 4,
-    test_sequences: int = 0,
-    height: int = 128,
-    width: int = 256,
+    train_sequences: int = SYNTH_SEQUENCES["train"],
+    val_sequences: int = SYNTH_SEQUENCES["val"],
+    test_sequences: int = SYNTH_SEQUENCES["test"],
+    height: int = SYNTH_FRAME_SIZE[0],
+    width: int = SYNTH_FRAME_SIZE[1],
     seed: int = 0,
     overwrite: bool = False,
 ) -> dict:
@@ -276,7 +341,8 @@ def make_synthetic_cityscapes(
     ``[H, W, 3]``) and, for the 20th frame only, ``gtFine/.../*_gtFine_labelIds.png`` (labelIds
     ``[H, W]``; all 0 in the test split, whose Cityscapes labels are dummies too). Frame numbers vary
     per snippet and a sequence number may hold two snippets, as in Cityscapes. Output is byte-identical
-    for the same arguments; snippet ``i`` does not depend on how many snippets follow it.
+    for the same arguments; snippet ``i`` does not depend on how many snippets follow it. The
+    defaults are those of :mod:`vseg_keras.options`; ``out_dir`` may be on any TensorFlow filesystem.
 
     Args:
         out_dir: output folder; must be empty or hold an earlier synthetic dataset.
@@ -291,56 +357,24 @@ def make_synthetic_cityscapes(
     Returns:
         A summary: ``{"root", "height", "width", "seed", "splits": {split: {"snippets", "frames",
         "cities", "gt_frames"}}}`` (also written to ``out_dir/synth.json``).
+
+    Raises:
+        SynthError: a bad count or size, or an unusable output folder (one line naming the value or
+            folder). Until the summary is written, ``out_dir`` holds a hidden marker, so that an
+            interrupted run is recognised (and replaced with ``overwrite``).
     """
     counts = {"train": train_sequences, "val": val_sequences, "test": test_sequences}
-    if any(count < 0 for count in counts.values()) or not any(counts.values()):
-        raise SynthError("need a non-negative number of sequences per split, and at least one in all")
-    if height < 32 or width < 64:
-        raise SynthError(f"frames must be at least 32x64 pixels, got {height}x{width}")
-    out_dir = os.path.abspath(out_dir)
+    _check_request(counts, height, width)
+    out_dir = folders.absolute(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-    gt_index = layout.FRAMES_BEFORE_GT
     summary = {"root": out_dir, "height": height, "width": width, "seed": seed, "splits": {}}
-    for split, count in counts.items():
-        if count == 0:
-            continue
-        cities = CITIES[split]
-        layout_rng = np.random.default_rng([seed, _SPLIT_CODES[split], 0])
-        next_sequence = dict.fromkeys(cities, 0)
-        last_gt_frame: dict[str, int | None] = dict.fromkeys(cities, None)
-        gt_names = []
-        for snippet_index in range(count):
-            city = cities[snippet_index % len(cities)]
-            shares_sequence = last_gt_frame[city] is not None and layout_rng.random() < 0.3
-            if shares_sequence:  # a later snippet of the same sequence, as frankfurt_000000_000294 / _000576
-                gt_frame = last_gt_frame[city] + layout.FRAMES_PER_SNIPPET + int(layout_rng.integers(0, 300))
-            else:
-                next_sequence[city] += 1 if last_gt_frame[city] is not None else 0
-                gt_frame = layout.FRAMES_BEFORE_GT + int(layout_rng.integers(0, 500))
-            sequence = next_sequence[city]
-            last_gt_frame[city] = gt_frame
-            content_rng = np.random.default_rng([seed, _SPLIT_CODES[split], 1, snippet_index])
-            frames, labels_of_frames = _render_snippet(content_rng, height, width, layout.FRAMES_PER_SNIPPET,
-                                                       gt_index)
-            labels = labels_of_frames[gt_index]
-            first_frame = gt_frame - gt_index
-            frame_dir = os.path.dirname(layout.frame_path(out_dir, split, city, sequence, gt_frame))
-            label_file = layout.label_path(out_dir, split, city, sequence, gt_frame)
-            os.makedirs(frame_dir, exist_ok=True)
-            os.makedirs(os.path.dirname(label_file), exist_ok=True)
-            for index, frame in enumerate(frames):
-                atomic_write_bytes(
-                    layout.frame_path(out_dir, split, city, sequence, first_frame + index), _png(frame)
-                )
-            atomic_write_bytes(label_file, _png(labels if split != "test" else np.zeros_like(labels)))
-            gt_names.append(f"{city}_{sequence:06d}_{gt_frame:06d}")
-        summary["splits"][split] = {
-            "snippets": count,
-            "frames": count * layout.FRAMES_PER_SNIPPET,
-            "cities": list(cities[: min(count, len(cities))]),
-            "gt_frames": gt_names,
-        }
-    atomic_write_json(os.path.join(out_dir, MARKER_NAME), summary)
+    with folders.one_line_errors(out_dir, "write the synthetic dataset", SynthError):
+        atomic_write_bytes(files.join(out_dir, INCOMPLETE_NAME), b"")
+        for split, count in counts.items():
+            if count:
+                summary["splits"][split] = _write_split(out_dir, split, count, (height, width), seed)
+        atomic_write_json(files.join(out_dir, MARKER_NAME), summary)
+        files.remove(files.join(out_dir, INCOMPLETE_NAME))
     return summary
 
 
@@ -348,7 +382,6 @@ def read_synth_summary(root: str) -> dict:
     """The summary that :func:`make_synthetic_cityscapes` wrote to ``root/synth.json``.
 
     Args:
-        root: the synthetic dataset folder.
+        root: the synthetic dataset folder (any TensorFlow filesystem).
     """
-    with open(os.path.join(root, MARKER_NAME), encoding="utf-8") as handle:
-        return json.load(handle)
+    return files.read_json(files.join(root, MARKER_NAME))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import glob
+import hashlib
+import inspect
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import uuid
 
 import cv2
 import numpy as np
@@ -16,7 +20,9 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from cli import main
-from data_tools.convert import KILL_AFTER_RECORDS_ENV, PROGRESS_NAME, convert_cityscapes
+from data_tools import convert as convert_module
+from data_tools.convert import KILL_AFTER_RECORDS_ENV, PROGRESS_NAME, DatasetError, convert_cityscapes
+from data_tools.snippet_worker import prepare_snippet
 from data_tools.synth import make_synthetic_cityscapes
 from vseg_keras import records
 from vseg_keras.cityscapes import IGNORE_INDEX, LABEL_IDS, NUM_TRAIN_CLASSES, label_ids_to_train_ids
@@ -409,3 +415,157 @@ def test_synth_convert_pipeline_round_trip(clean_conversion, synth_root):
         assert (labels.numpy()[0, :-1] == IGNORE_INDEX).all()
         windows += 1
     assert windows == records.read_manifest(clean_conversion)["splits"]["val"]["num_snippets"]
+
+
+def test_defaults_come_from_the_options_module():
+    from data_tools.cityscapes_layout import FRAMES_PER_SNIPPET
+    from vseg_keras import options
+
+    defaults = {name: p.default for name, p in inspect.signature(convert_cityscapes).parameters.items()}
+    assert (defaults["height"], defaults["width"]) == options.FRAME_SIZE
+    assert (defaults["frames_before"], defaults["frames_after"]) == (options.FRAMES_BEFORE, options.FRAMES_AFTER)
+    assert tuple(defaults["splits"]) == options.CONVERT_SPLITS
+    assert FRAMES_PER_SNIPPET == options.FRAMES_BEFORE + 1 + options.FRAMES_AFTER == 30
+
+
+@pytest.fixture
+def ram_folder():
+    """A fresh folder on TensorFlow's in-memory filesystem, deleted afterwards."""
+    folder = f"ram://vseg-test-{uuid.uuid4().hex}"
+    yield folder
+    if tf.io.gfile.exists(folder):
+        tf.io.gfile.rmtree(folder)
+
+
+def test_synth_and_convert_on_a_tensorflow_filesystem_and_resume_there(ram_folder, monkeypatch):
+    """Source and DATA_DIR on ``ram://``: every file operation goes through tf.io.gfile."""
+    from vseg_keras import data
+
+    source, data_dir = f"{ram_folder}/source", f"{ram_folder}/data"
+    make_synthetic_cityscapes(source, train_sequences=2, val_sequences=1, height=32, width=64)
+    options = {"splits": "train,val", "height": 16, "width": 32, "shards": 2, "workers": 1, "progress": False}
+    manifest = convert_cityscapes(source, data_dir, **options)
+    assert manifest["source_root"] == source and records.read_manifest(data_dir) == manifest
+    train = data.split_info(data_dir, "train")
+    assert train.num_snippets == 2
+    assert train.files == tuple(f"{data_dir}/train-0000{i}-of-00002.tfrecord" for i in (0, 1))
+    snippets = [records.parse_snippet(r) for path in train.files for r in tf.data.TFRecordDataset(path)]
+    assert [len(snippet["frames/png"]) for snippet in snippets] == [30, 30]
+    for shard in manifest["splits"]["train"]["shards"]:
+        content = tf.io.gfile.GFile(f"{data_dir}/{shard['file']}", "rb").read()
+        assert (len(content), hashlib.sha256(content).hexdigest()) == (shard["bytes"], shard["sha256"])
+    assert not [name for name in tf.io.gfile.listdir(data_dir) if name.endswith(".tmp")]
+
+    prepared = []
+
+    def counting(job):
+        prepared.append(job.name)
+        return prepare_snippet(job)
+
+    monkeypatch.setattr(convert_module, "prepare_snippet", counting)
+    tf.io.gfile.remove(f"{data_dir}/train-00001-of-00002.tfrecord")  # as if killed after the first shard
+    tf.io.gfile.remove(f"{data_dir}/manifest.json")
+    assert convert_cityscapes(source, data_dir, **options) == manifest
+    second = snippets[1]
+    gt_frame = int(second["frame_numbers"][second["gt_index"]])
+    assert prepared == [f"{second['city'].numpy().decode()}_{int(second['sequence']):06d}_{gt_frame:06d}"]
+    prepared.clear()
+    assert convert_cityscapes(source, data_dir, **options) == manifest and prepared == []  # nothing to redo
+
+
+def assert_nothing_written(out_dir: str) -> None:
+    """No shard, temporary file or manifest in ``out_dir`` (which need not exist)."""
+    assert shard_files(out_dir) == [] and not glob.glob(os.path.join(out_dir, ".*.tmp"))
+    assert not os.path.exists(os.path.join(out_dir, "manifest.json"))
+
+
+def assert_one_error_line(result, *expected: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    for text in expected:
+        assert text in result.output, result.output
+
+
+def only_left_img8bit(root: str) -> list[str]:
+    os.rename(os.path.join(root, "leftImg8bit_sequence"), os.path.join(root, "leftImg8bit"))
+    return [f"{root}: no leftImg8bit_sequence/ folder;", "leftImg8bit/ has only the labelled frames"]
+
+
+def empty_label(root: str) -> list[str]:
+    label = sorted(glob.glob(os.path.join(root, "gtFine", "train", "*", "*_labelIds.png")))[0]
+    open(label, "wb").close()
+    return [f"{label}: corrupt label: empty file (0 bytes) (snippet", "--skip-bad"]
+
+
+def undamaged(root: str) -> list[str]:
+    return []
+
+
+BAD_INPUTS = {
+    "unknown split": (["--splits", "train,bogus"], undamaged, [
+        "gtFine/bogus: no *_gtFine_labelIds.png files", "split 'bogus' (a split this root does not have; "
+        "it has test, train, val)"]),
+    "empty --splits": (["--splits", ""], undamaged, ["no splits to convert; expected one or more split names"]),
+    "split name that no shard name can hold": (["--splits", "train-extra"], undamaged, [
+        "split 'train-extra': expected a split folder name of letters, digits and _"]),
+    "frames before beyond the snippets": (["--frames-before", "25"], undamaged, [
+        "--frames-before 25 reaches past the snippets:", "holds 19 frames before its labelled frame (",
+        "_leftImg8bit.png does not exist); expected --frames-before <= 19"]),
+    "frames after beyond the snippets": (["--frames-after", "11", "--skip-bad"], undamaged, [
+        "--frames-after 11 reaches past the snippets:", "expected --frames-after <= 10"]),
+    "root with only leftImg8bit": ([], only_left_img8bit, []),
+    "zero-byte label": ([], empty_label, []),
+}
+
+
+@pytest.mark.parametrize(("options", "damage", "expected"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_one_clear_line_and_writes_nothing(broken_root, tmp_path, options, damage, expected):
+    expected = [*expected, *damage(broken_root)]
+    out_dir = str(tmp_path / "out")
+    assert_one_error_line(cli_convert(broken_root, out_dir, *options), *expected)
+    assert_nothing_written(out_dir)
+
+
+def test_output_folder_that_is_a_file_or_not_writable(synth_root, tmp_path, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("mine")
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(a_file))}: is a file; expected a folder"):
+        convert_cityscapes(synth_root, str(a_file), splits="val", height=16, width=32, progress=False)
+    result = cli_convert(synth_root, str(a_file / "data"), "--splits", "val")
+    assert_one_error_line(result, f"{a_file / 'data'}: cannot create the output folder ({a_file} is not a directory)")
+    assert a_file.read_text() == "mine"
+
+    def refuse(path, options=None):  # as TensorFlow does in a folder without write permission
+        raise tf.errors.PermissionDeniedError(None, None, f"{path}; Permission denied")
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", refuse)  # simulated: root, who runs CI here, ignores modes
+    out_dir = tmp_path / "read-only"
+    result = cli_convert(synth_root, str(out_dir), "--splits", "val")
+    assert_one_error_line(result, f"Error: {out_dir}: cannot write the output folder ({out_dir}/.val-00000-of-00001",
+                          ".tmp; Permission denied)")
+    assert_nothing_written(str(out_dir))
+
+
+def test_skip_bad_does_not_leave_a_split_empty(broken_root, tmp_path):
+    for label in glob.glob(os.path.join(broken_root, "gtFine", "val", "*", "*_labelIds.png")):
+        open(label, "wb").close()
+    out_dir = str(tmp_path / "out")
+    result = cli_convert(broken_root, out_dir, "--splits", "train,val", "--skip-bad")
+    assert_one_error_line(result, "corrupt label: empty file (0 bytes); every snippet of split 'val' (2) has")
+    assert not os.path.exists(os.path.join(out_dir, "manifest.json"))
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "no manifest; is"),
+    (b"{not json", "not valid JSON (Expecting property name"),
+    (b"", "not valid JSON (Expecting value"),
+    (b"\xff\xfe", "not valid JSON ('utf-8' codec can't decode"),
+    (b"[1, 2]", "expected a JSON object, found list"),
+])
+def test_read_manifest_errors_are_one_line_naming_the_file(tmp_path, content, expected):
+    if content is not None:
+        (tmp_path / "manifest.json").write_bytes(content)
+    with pytest.raises((FileNotFoundError, ValueError)) as raised:
+        records.read_manifest(str(tmp_path))
+    assert str(raised.value).startswith(f"{tmp_path / 'manifest.json'}: {expected}")
+    assert "\n" not in str(raised.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from cli import main
 from data_tools import synth
 from data_tools.synth import make_synthetic_cityscapes
+from vseg_keras import options
 from vseg_keras.cityscapes import IGNORE_INDEX, LABEL_IDS, label_ids_to_train_ids
 
 HEIGHT, WIDTH = 64, 128
@@ -184,3 +186,43 @@ def test_cli_writes_and_overwrite_replaces(tmp_path):
     assert replaced.exit_code == 0, replaced.output
     assert sorted(os.listdir(os.path.join(out, "gtFine"))) == ["train"]
     assert len(snippets_of(out, "train")) == 1
+
+
+def test_defaults_come_from_the_options_module():
+    defaults = {name: p.default for name, p in inspect.signature(make_synthetic_cityscapes).parameters.items()}
+    assert {split: defaults[f"{split}_sequences"] for split in ("train", "val", "test")} == options.SYNTH_SEQUENCES
+    assert (defaults["height"], defaults["width"]) == options.SYNTH_FRAME_SIZE
+
+
+def test_bad_requests_and_output_folders_are_one_clear_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("mine")
+    small = ["--train-sequences", "1", "--val-sequences", "0", "--height", "32", "--width", "64"]
+    cases = [
+        (a_file / "x", [], f"{a_file / 'x'}: cannot create the output folder ({a_file} is not a directory)"),
+        (tmp_path / "none", ["--train-sequences", "0"],
+         "expected at least one snippet and no negative count, got train 0, val 0, test 0"),
+    ]
+    for out, extra, expected in cases:
+        result = CliRunner().invoke(main, ["synth", str(out), *small, *extra])
+        assert result.exit_code == 1 and result.output == f"Error: {expected}\n"
+    with pytest.raises(synth.SynthError, match=f"^{re.escape(str(a_file))}: is a file; expected a folder"):
+        make_synthetic_cityscapes(str(a_file), train_sequences=1, val_sequences=0, height=32, width=64)
+    assert a_file.read_text() == "mine" and not (tmp_path / "none").exists()
+
+
+def test_an_interrupted_run_is_recognised_and_replaced_with_overwrite(tmp_path, monkeypatch):
+    out = tmp_path / "synth"
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "atomic_write_json", interrupt)  # killed after the frames, before the summary
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic_cityscapes(str(out), train_sequences=1, val_sequences=0, height=32, width=64)
+    monkeypatch.undo()
+    assert (out / synth.INCOMPLETE_NAME).exists() and not (out / synth.MARKER_NAME).exists()
+    with pytest.raises(synth.SynthError, match="already holds an interrupted synthetic dataset; pass --overwrite"):
+        make_synthetic_cityscapes(str(out), train_sequences=1, val_sequences=0, height=32, width=64)
+    make_synthetic_cityscapes(str(out), train_sequences=1, val_sequences=0, height=32, width=64, overwrite=True)
+    assert sorted(os.listdir(out)) == ["gtFine", "leftImg8bit_sequence", synth.MARKER_NAME]

@@ -27,11 +27,11 @@ GZIP-compressed) and described by ``manifest.json`` in the same folder.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 
 import tensorflow as tf
+
+from vseg_keras import files
 
 CITY = "city"
 SEQUENCE = "sequence"
@@ -133,12 +133,26 @@ def parse_snippet(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
 
 
 def read_manifest(data_dir: str) -> dict:
-    """Reads ``DATA_DIR/manifest.json``; ``FileNotFoundError``/``ValueError`` with a clear message."""
-    path = os.path.join(data_dir, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no manifest; is {data_dir} the output folder of `vseg convert`?")
+    """Reads ``DATA_DIR/manifest.json`` through ``tf.io.gfile`` (``data_dir`` on any TensorFlow filesystem).
+
+    Args:
+        data_dir: output folder of ``vseg convert``.
+
+    Raises:
+        FileNotFoundError: no manifest (one line naming the file).
+        ValueError: the manifest is not a JSON object (one line naming the file).
+        OSError: the manifest cannot be read (one line naming the file and the reason).
+    """
+    path = files.join(data_dir, MANIFEST_NAME)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+        if not files.isfile(path):
+            raise FileNotFoundError(f"{path}: no manifest; is {data_dir} the output folder of `vseg convert`?")
+        manifest = files.read_json(path)
+    except tf.errors.OpError as error:
+        reason = error.message.strip().splitlines()[0] if error.message.strip() else type(error).__name__
+        raise OSError(f"{path}: cannot read the manifest ({reason})") from None
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path}: not valid JSON ({error}); re-run vseg convert") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(manifest).__name__}; re-run vseg convert")
+    return manifest

@@ -1,0 +1,78 @@
+"""Folders of the dataset tools on any TensorFlow filesystem, with filesystem errors as one line.
+
+``vseg synth`` and ``vseg convert`` read and write through :mod:`vseg_keras.files` (``tf.io.gfile``),
+so a folder may be local or ``gs://``, ``ram://``, ... TensorFlow reports a failed file operation as a
+``tf.errors.OpError`` (not an ``OSError``), sometimes over several lines; the helpers here turn it into
+the tools' own one-line error that names the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import tensorflow as tf
+
+from vseg_keras import files
+
+#: Filesystem errors: TensorFlow's, and Python's from the local fast paths.
+FILESYSTEM_ERRORS = (tf.errors.OpError, OSError)
+
+
+def absolute(path: str) -> str:
+    """``path`` made absolute if it is a plain local path; a ``scheme://`` path as it is.
+
+    Args:
+        path: a local path or a TensorFlow filesystem URL.
+    """
+    return os.path.abspath(path) if "://" not in path else path.rstrip("/")
+
+
+def error_reason(error: BaseException, path: str = "") -> str:
+    """The first line of a filesystem error's message, without a leading ``path``.
+
+    Args:
+        error: a ``tf.errors.OpError`` or ``OSError``.
+        path: a path the message may start with (TensorFlow writes ``PATH; No such file ...``).
+    """
+    if isinstance(error, tf.errors.OpError):
+        text = error.message
+    elif isinstance(error, OSError) and error.strerror:
+        text = f"{error.filename}; {error.strerror}" if error.filename else error.strerror
+    else:
+        text = str(error)
+    lines = text.strip().splitlines() or [type(error).__name__]
+    return lines[0].strip().removeprefix(f"{path}; ") if path else lines[0].strip()
+
+
+@contextlib.contextmanager
+def one_line_errors(folder: str, doing: str, error_class: type[Exception]) -> Iterator[None]:
+    """Turns a filesystem error inside the block into ``error_class("FOLDER: cannot DOING (REASON)")``.
+
+    Args:
+        folder: the folder the block works on, named first in the message.
+        doing: what the block does, e.g. ``"write the output folder"``.
+        error_class: the tool's error (a ``ValueError`` subclass, which the CLI prints as one line).
+    """
+    try:
+        yield
+    except FILESYSTEM_ERRORS as error:
+        raise error_class(f"{folder}: cannot {doing} ({error_reason(error, folder)})") from None
+
+
+def make_output_folder(path: str, error_class: type[Exception]) -> None:
+    """Creates the output folder ``path`` and its parents (no error if it is already a folder).
+
+    Args:
+        path: the folder (any TensorFlow filesystem).
+        error_class: the tool's error.
+
+    Raises:
+        error_class: one line if ``path`` is a file or cannot be created (a file on the way, no
+            permission, an unknown filesystem).
+    """
+    with one_line_errors(path, "create the output folder", error_class):
+        if files.isfile(path):
+            raise error_class(f"{path}: is a file; expected a folder (new, empty, or written by vseg)")
+        files.makedirs(path)
