@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# FFmpeg's own log lines would stand beside ours; OpenCV reads this when it first opens a video.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import fnmatch  # noqa: E402
 import functools  # noqa: E402

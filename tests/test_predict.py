@@ -8,10 +8,14 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
+from click.testing import CliRunner
 
 import vseg_keras
+from cli import main
 from tests.test_train_evaluate import vseg
 from vseg_keras.cityscapes import TRAIN_TO_LABEL
+from vseg_keras.predict import FrameSegmenter, announced_frame_count, predict_video
 
 
 def write_video(path, frames: int, height: int, width: int) -> None:
@@ -42,6 +46,39 @@ def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.keras"
     vseg_keras.build_model("vanilla-crnn-small-shallow", seed=0).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def saved_model(model_file, tmp_path_factory):
+    """``model_file`` exported by ``vseg export`` (its base folder)."""
+    from vseg_keras.export import export_saved_model
+    from vseg_keras.loading import load_trained_model
+
+    base = tmp_path_factory.mktemp("serving") / "model"
+    export_saved_model(load_trained_model(str(model_file)), out_dir=str(base))
+    return base
+
+
+def write_frames(folder, sizes: list[tuple[int, int]]) -> None:
+    """One random PNG per ``(height, width)``, named ``00.png``, ``01.png``, ..."""
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(2)
+    for index, (height, width) in enumerate(sizes):
+        cv2.imwrite(str(folder / f"{index:02d}.png"), rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8))
+
+
+def save_module(path, serve) -> None:
+    """A SavedModel that is not from `vseg export`, with ``serve`` as its serving_default."""
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+
+def single_error_line(result) -> str:
+    """The one line a failed CliRunner invocation printed (asserted to be ``Error: ...``, exit code 1)."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
 
 
 def test_predict_an_mp4_keeps_frame_count_and_size(model_file, tmp_path):
@@ -91,7 +128,6 @@ def test_unreadable_input_is_one_clear_line(model_file, tmp_path):
 
 def test_a_corrupt_model_file_is_named_as_such(tmp_path):
     """A truncated .keras, a zip without Keras' members and a damaged SavedModel: one line each, naming them."""
-    from vseg_keras.predict import FrameSegmenter
     from vseg_keras.loading import load_trained_model
 
     fixture = os.path.join(os.path.dirname(__file__), "data", "resnet-crnn-small-shallow-8ddc583.keras")
@@ -108,3 +144,121 @@ def test_a_corrupt_model_file_is_named_as_such(tmp_path):
     (tmp_path / "sm" / "1" / "saved_model.pb").write_bytes(b"\x0bnot a protobuf")
     with pytest.raises(ValueError, match=r"sm/1: not a valid SavedModel \("):
         FrameSegmenter(str(tmp_path / "sm"))
+
+
+def test_announced_frame_count_gives_the_progress_bar_a_total(model_file, tmp_path, capsys):
+    write_video(tmp_path / "in.mp4", frames=3, height=16, width=24)
+    write_frames(tmp_path / "frames", [(32, 48), (32, 48)])
+    (tmp_path / "frames" / "notes.txt").write_text("not a frame")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text.mp4").write_text("not a video")
+    assert announced_frame_count(str(tmp_path / "in.mp4")) == 3
+    assert announced_frame_count(str(tmp_path / "frames")) == 2
+    for unknown in ["empty", "text.mp4", "missing.mp4"]:
+        assert announced_frame_count(str(tmp_path / unknown)) is None
+    warnings = []
+    result = predict_video(str(model_file), str(tmp_path / "frames"), str(tmp_path / "out.mp4"), warn=warnings.append)
+    assert (result["frames"], result["announced_frames"], result["truncated"]) == (2, 2, False) and not warnings
+    assert result["run_size"] == (32, 48)
+    assert "2/2" in capsys.readouterr().err  # tqdm's bar: done/total (with an ETA while running)
+
+
+def test_a_truncated_video_warns_once_and_still_writes_what_decoded(model_file, tmp_path, capsys):
+    path = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 64))
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        writer.write(rng.integers(0, 255, size=(64, 128, 3), dtype=np.uint8))
+    writer.release()
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.4)])  # the AVI header still says 20
+    decoded = video_info(path)[0]
+    assert announced_frame_count(str(path)) == 20 and 0 < decoded < 20
+    warnings = []
+    result = predict_video(str(model_file), str(path), str(tmp_path / "out.mp4"), warn=warnings.append)
+    assert (result["frames"], result["announced_frames"], result["truncated"]) == (decoded, 20, True)
+    assert warnings == [f"warning: {path}: the container announces 20 frames but only {decoded} decoded "
+                        f"(truncated file?); wrote {decoded} frames"]
+    assert f"{decoded}/20" in capsys.readouterr().err
+    assert video_info(tmp_path / "out.mp4") == (decoded, 64, 128)
+    result = CliRunner().invoke(main, ["predict", str(model_file), str(path), str(tmp_path / "cli.mp4"),
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if "warning" in line] == warnings  # by default, on stderr
+    assert f"segmented {decoded} frames" in result.stdout
+
+
+def test_a_frame_that_breaks_the_size_rule_is_one_line_naming_it(model_file, saved_model):
+    """FrameSegmenter runs frames as they are (predict_video pads them); the SavedModel's rule is read from it."""
+    rule = r"^Frame 60x130 \(HxW\) is not supported: height and width must be multiples of 4 for this 3-level UNet\.$"
+    for model in [model_file, saved_model]:
+        segmenter = FrameSegmenter(str(model))
+        assert segmenter.size_rule == (4, 4)
+        with pytest.raises(ValueError, match=rule):  # Keras said "Exception encountered when calling ..."
+            segmenter(np.zeros((60, 130, 3), np.uint8))
+        segmenter(np.zeros((32, 64, 3), np.uint8))
+        with pytest.raises(ValueError, match=r"^Frame 32x32 \(HxW\) is not the size of the frames before it \(32x64\)"):
+            segmenter(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_a_saved_model_is_padded_to_its_own_rule(saved_model, tmp_path):
+    """Not to the zoo's strictest (8, 32): 50x70 frames run at 52x72 by a 3-level UNet, as with the .keras file."""
+    write_video(tmp_path / "in.mp4", frames=2, height=50, width=70)
+    result = predict_video(str(saved_model), str(tmp_path / "in.mp4"), str(tmp_path / "out.mp4"), size=(49, 69),
+                           progress=False)
+    assert result["run_size"] == (52, 72) and video_info(tmp_path / "out.mp4") == (2, 50, 70)
+
+
+def test_a_bad_size_is_one_line_before_the_model_loads(tmp_path):
+    write_frames(tmp_path / "frames", [(32, 48)])
+    missing_model = str(tmp_path / "no-model.keras")  # never reached: the size is checked first
+    for size, message in [
+        ((0, 64), r"^size 0x64 \(HxW\) is not supported: height and width must be positive\.$"),
+        ((10**6, 10**6), r"^size 1000000x1000000 \(HxW\) is too large: at most 1,073,741,824 pixels"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            predict_video(missing_model, str(tmp_path / "frames"), str(tmp_path / "out.mp4"), size=size)
+    result = CliRunner().invoke(main, ["predict", missing_model, str(tmp_path / "frames"), str(tmp_path / "out.mp4"),
+                                       "--size", "1000000x1000000"])
+    assert single_error_line(result).startswith("Error: size 1000000x1000000 (HxW) is too large")
+    assert not os.path.exists(tmp_path / "out.mp4")
+
+
+def test_a_saved_model_that_hides_its_size_rule_fails_in_one_line_naming_the_size(tmp_path):
+    """Its frames are padded to the zoo's strictest rule (8, 32); when it refuses them, the sizes are named."""
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, "frames")])
+    def serve(frames):
+        tf.debugging.assert_equal(tf.shape(frames)[2] % 16, 0, message="height must be a multiple of 16")
+        return {"labels": tf.zeros(tf.shape(frames)[:4], tf.uint8)}
+
+    save_module(tmp_path / "picky", serve)
+    write_frames(tmp_path / "frames", [(40, 72), (40, 72)])
+    assert FrameSegmenter(str(tmp_path / "picky")).size_rule is None
+    message = r"frames: the model failed on frames 40x72 \(HxW\) run at 40x72: .*height must be a multiple of 16"
+    with pytest.raises(ValueError, match=message):
+        predict_video(str(tmp_path / "picky"), str(tmp_path / "frames"), str(tmp_path / "out.mp4"), progress=False)
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "picky"), str(tmp_path / "frames"),
+                                       str(tmp_path / "out.mp4"), "--no-progress"])
+    assert "failed on frames 40x72 (HxW) run at 40x72" in single_error_line(result)
+    assert sorted(os.listdir(tmp_path)) == ["frames", "picky"]  # no output, no temporary file
+
+
+def test_inputs_a_new_user_gets_wrong_are_one_line(model_file, tmp_path):
+    """Frames of different sizes, an output folder that cannot be made, a SavedModel not from `vseg export`."""
+    write_frames(tmp_path / "mixed", [(32, 64), (40, 48)])
+    with pytest.raises(ValueError, match=r"mixed: 01 is 40x48 \(HxW\), not the first frame's 32x64; a video needs"):
+        predict_video(str(model_file), str(tmp_path / "mixed"), str(tmp_path / "out.mp4"), progress=False)
+    assert not any(name.startswith("out.mp4") for name in os.listdir(tmp_path))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OSError, match=r"a-file/out.mp4: cannot create the folder .*a-file \(File exists"):
+        predict_video(str(model_file), str(tmp_path / "mixed"), str(tmp_path / "a-file" / "out.mp4"))
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, "x")])
+    def double(x):
+        return {"y": 2 * x}
+
+    save_module(tmp_path / "other", double)
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "other"), str(tmp_path / "mixed"),
+                                       str(tmp_path / "out.mp4")])
+    assert single_error_line(result).endswith(
+        "other: not a SavedModel from `vseg export` (no serving_default signature taking frames; it takes x)")

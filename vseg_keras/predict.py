@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -23,9 +24,16 @@ from tqdm import tqdm
 from vseg_keras.cityscapes import CLASS_NAMES, TRAIN_PALETTE, colorize_train_ids, train_ids_to_label_ids
 from vseg_keras.export import latest_version
 from vseg_keras.files import atomic_write_png
+from vseg_keras.models.layers import check_frame_size
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: The strictest frame-size rule of the zoo, ``(multiple, minimum)``: what frames are padded to for a
+#: SavedModel whose own rule cannot be read.
+STRICTEST_ZOO_RULE = (8, 32)
+#: Most pixels a frame may be run at: OpenCV's own limit for images it decodes (``OPENCV_IO_MAX_IMAGE_PIXELS``).
+MAX_RUN_PIXELS = 1 << 30
 _CITYSCAPES_FRAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
+_SIZE_RULE = re.compile(r"multiples of (\d+) for this \d+-level UNet(?: and at least (\d+))?")
 
 
 @dataclass
@@ -37,6 +45,11 @@ class Frame:
     new_clip: bool
 
 
+def image_names(folder: str) -> list[str]:
+    """The image files (``IMAGE_SUFFIXES``) in ``folder``, sorted by name."""
+    return sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES))
+
+
 def read_frames(source: str) -> Iterator[Frame]:
     """Yields the frames of a video file or a folder of images, in order (one at a time).
 
@@ -44,7 +57,7 @@ def read_frames(source: str) -> Iterator[Frame]:
         ValueError: the input cannot be read (named in the message).
     """
     if os.path.isdir(source):
-        names = sorted(n for n in os.listdir(source) if n.lower().endswith(IMAGE_SUFFIXES))
+        names = image_names(source)
         if not names:
             raise ValueError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         previous = None
@@ -79,14 +92,36 @@ def read_frames(source: str) -> Iterator[Frame]:
         raise ValueError(f"{source}: no frames could be decoded")
 
 
+def _video_property(source: str, prop: int) -> float:
+    """One ``cv2.CAP_PROP_*`` of a video file (0 if OpenCV cannot open it)."""
+    capture = cv2.VideoCapture(source)
+    try:
+        return capture.get(prop) if capture.isOpened() else 0.0
+    finally:
+        capture.release()
+
+
 def video_fps(source: str, default: float = 17.0) -> float:
     """Frame rate of a video file (Cityscapes' 17 fps for folders or when unknown)."""
     if os.path.isdir(source):
         return default
-    capture = cv2.VideoCapture(source)
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    capture.release()
+    fps = _video_property(source, cv2.CAP_PROP_FPS)
     return fps if fps and fps > 0 else default
+
+
+def announced_frame_count(source: str) -> int | None:
+    """How many frames ``source`` announces before any is decoded (``None`` if it announces none).
+
+    A folder announces its image files; a video file the frame count its container
+    states (``cv2.CAP_PROP_FRAME_COUNT``), which a truncated file still states in full.
+    A missing or unreadable input, or a container without a count: ``None``.
+    """
+    if os.path.isdir(source):
+        return len(image_names(source)) or None
+    if not os.path.isfile(source):
+        return None
+    count = _video_property(source, cv2.CAP_PROP_FRAME_COUNT)
+    return int(count) if count and count > 0 else None
 
 
 class FrameSegmenter:
@@ -95,59 +130,129 @@ class FrameSegmenter:
     Args:
         model_path: ``.keras`` file, run directory, or SavedModel folder (a version
             folder, or a base folder whose highest version is used).
+
+    Attributes:
+        size_rule: ``(multiple, minimum)``: frame height and width must be multiples of
+            ``multiple`` and at least ``minimum``; ``None`` for a SavedModel that does not say.
     """
 
     def __init__(self, model_path: str):
         self.saved_model = None
-        base = model_path
-        latest = latest_version(model_path)
-        if latest is not None and os.path.isfile(os.path.join(model_path, str(latest), "saved_model.pb")):
-            base = os.path.join(model_path, str(latest))
-        if os.path.isfile(os.path.join(base, "saved_model.pb")):
-            try:
-                self.saved_model = tf.saved_model.load(base)
-            except (OSError, ValueError, tf.errors.OpError) as error:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise ValueError(f"{base}: not a valid SavedModel ({reason})") from None
-            signatures = self.saved_model.signatures
-            self.streaming = "step" in signatures
-            self._serve, self._init, self._step = (
-                signatures["serving_default"], signatures.get("init_state"), signatures.get("step")
-            )
+        base = _saved_model_folder(model_path)
+        if base is not None:
+            self._load_saved_model(base)
         else:
             from vseg_keras.loading import load_trained_model
 
             self.model = load_trained_model(model_path)
             self.streaming = bool(self.model.state_shapes())
             self._step_model = self.model.make_streaming_model()
+            check = self.model.backbone.encoder.get_layer("size_check")
+            self.size_rule: tuple[int, int] | None = (check.multiple, check.minimum)
         self.states: dict | None = None
+        self._state_size: tuple[int, int] | None = None
 
-    def check_size(self, height: int, width: int) -> None:
-        """Raises ``ValueError`` if the model cannot run on ``height x width`` frames (Keras models)."""
-        if self.saved_model is None:
-            self.model.check_frame_size(height, width)
+    def _load_saved_model(self, base: str) -> None:
+        try:
+            self.saved_model = tf.saved_model.load(base)
+        except (OSError, ValueError, tf.errors.OpError) as error:
+            raise ValueError(f"{base}: not a valid SavedModel ({_reason(error)})") from None
+        signatures = self.saved_model.signatures
+        _check_vseg_signatures(base, signatures)
+        self.streaming = "step" in signatures
+        self._serve, self._init, self._step = (
+            signatures["serving_default"], signatures.get("init_state"), signatures.get("step")
+        )
+        self.size_rule = _saved_model_size_rule(self._serve)
+
+    def check_size(self, height: int, width: int, what: str = "Frame") -> None:
+        """Raises ``ValueError`` (one line: ``what``, the size, the rule) if the model cannot run on
+        ``height x width`` frames; a SavedModel that does not state its rule passes every size."""
+        if self.size_rule is not None:
+            check_frame_size(height, width, *self.size_rule, what=what)
 
     def reset(self) -> None:
         """Forget the temporal state (the next frame starts a new clip)."""
         self.states = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """trainIds ``[H, W]`` uint8 of one RGB uint8 frame ``[H, W, 3]``."""
+        """trainIds ``[H, W]`` uint8 of one RGB uint8 frame ``[H, W, 3]``.
+
+        Raises:
+            ValueError: the frame size breaks the model's rule, or differs from the size of
+                the frames before it in the clip (one line naming both).
+        """
+        height, width = frame.shape[:2]
+        self.check_size(height, width)
+        if self.states and self._state_size != (height, width):  # a frame-wise Keras model has states {}
+            raise ValueError(f"Frame {height}x{width} (HxW) is not the size of the frames before it "
+                             f"({self._state_size[0]}x{self._state_size[1]}); reset() before a clip of another size")
         if self.saved_model is not None:
-            batch = tf.constant(frame[None])
-            if not self.streaming:
-                return self._serve(frames=batch[:, None])["labels"].numpy()[0, 0]
-            if self.states is None:
-                self.states = self._init(frame=batch)
-            outputs = self._step(frame=batch, **self.states)
-            self.states = {key: outputs[key] for key in self.states}
-            return outputs["labels"].numpy()[0]
+            return self._saved_model_labels(frame)
         if self.states is None:
-            self.states = self.model.initial_states(1, frame.shape[0], frame.shape[1])
+            self.states, self._state_size = self.model.initial_states(1, height, width), (height, width)
         frame_tensor = keras.ops.convert_to_tensor(frame[None])  # the Keras backend's tensor
         outputs = self._step_model({"frame": frame_tensor, **self.states}, training=False)
         self.states = {key: outputs[key] for key in self.states}
         return np.argmax(keras.ops.convert_to_numpy(outputs["logits"])[0], axis=-1).astype(np.uint8)
+
+    def _saved_model_labels(self, frame: np.ndarray) -> np.ndarray:
+        batch = tf.constant(frame[None])
+        if not self.streaming:
+            return self._serve(frames=batch[:, None])["labels"].numpy()[0, 0]
+        if self.states is None:
+            self.states, self._state_size = self._init(frame=batch), frame.shape[:2]
+        outputs = self._step(frame=batch, **self.states)
+        self.states = {key: outputs[key] for key in self.states}
+        return outputs["labels"].numpy()[0]
+
+
+def _saved_model_folder(model_path: str) -> str | None:
+    """The SavedModel version folder ``model_path`` names (itself, or its highest version), else ``None``."""
+    latest = latest_version(model_path)
+    if latest is not None and os.path.isfile(os.path.join(model_path, str(latest), "saved_model.pb")):
+        return os.path.join(model_path, str(latest))
+    return model_path if os.path.isfile(os.path.join(model_path, "saved_model.pb")) else None
+
+
+def _check_vseg_signatures(base: str, signatures) -> None:
+    """``ValueError`` unless the signatures are those of ``vseg export`` (``serving_default(frames)``,
+    and ``init_state(frame)`` with ``step(frame, ...)`` for temporal models)."""
+    expected = {"serving_default": "frames"}
+    if "step" in signatures or "init_state" in signatures:
+        expected.update(init_state="frame", step="frame")
+    for name, argument in expected.items():
+        if name not in signatures:
+            found = f"it has {', '.join(sorted(signatures)) or 'no signatures'}"
+        elif argument not in signatures[name].structured_input_signature[1]:
+            found = f"it takes {', '.join(sorted(signatures[name].structured_input_signature[1])) or 'nothing'}"
+        else:
+            continue
+        raise ValueError(f"{base}: not a SavedModel from `vseg export` (no {name} signature taking {argument}; "
+                         f"{found})")
+
+
+def _saved_model_size_rule(serve) -> tuple[int, int] | None:
+    """``(multiple, minimum)`` of a ``vseg export`` SavedModel, ``None`` if it does not say.
+
+    The SavedModel keeps no layer attributes, but its size check is an assertion whose message
+    states the rule; a 1x1 frame fails it before any convolution runs.
+    """
+    try:
+        serve(frames=tf.zeros([1, 1, 1, 1, 3], tf.uint8))
+    except tf.errors.OpError as error:
+        match = _SIZE_RULE.search(str(error))
+        if match:
+            return int(match[1]), int(match[2] or match[1])
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    """The informative line of an error (TensorFlow's start with 'Graph execution error:' and node names)."""
+    noise = ("Graph execution error", "Detected at node", "<stack traces", "[[", "Exception encountered")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(noise)]
+    return (useful or lines or [type(error).__name__])[0]
 
 
 def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -168,11 +273,82 @@ def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.
     return blended
 
 
-def _valid_size(height: int, width: int, multiple: int, minimum: int) -> tuple[int, int]:
-    def grow(size: int) -> int:
-        return max(-(-size // multiple) * multiple, minimum)
+@dataclass(frozen=True)
+class RunSize:
+    """Sizes ``(height, width)`` of a prediction: the input's frames, the size the model is asked to
+    run at (``--size``, else the frames'), and that padded at the bottom/right to the model's rule."""
 
-    return grow(height), grow(width)
+    frame: tuple[int, int]
+    run: tuple[int, int]
+    padded: tuple[int, int]
+
+
+def check_run_size(size: tuple[int, int] | None) -> None:
+    """Raises ``ValueError`` (one line naming it) unless ``size`` is ``None`` or positive and at most
+    ``MAX_RUN_PIXELS``."""
+    if size is None:
+        return
+    height, width = (int(v) for v in size)
+    if min(height, width) < 1:
+        raise ValueError(f"size {height}x{width} (HxW) is not supported: height and width must be positive.")
+    if height * width > MAX_RUN_PIXELS:
+        raise ValueError(f"size {height}x{width} (HxW) is too large: at most {MAX_RUN_PIXELS:,} pixels "
+                         "(OpenCV's limit for an image)")
+
+
+def plan_run_size(frame: tuple[int, int], size: tuple[int, int] | None, rule: tuple[int, int]) -> RunSize:
+    """The :class:`RunSize` of ``frame``-sized input run at ``size`` (``None``: the frame size) by a model
+    whose frames must be multiples of ``rule[0]`` and at least ``rule[1]``."""
+    check_run_size(size)
+    run = (int(size[0]), int(size[1])) if size else tuple(frame)
+    multiple, minimum = rule
+    padded = tuple(max(-(-side // multiple) * multiple, minimum) for side in run)
+    return RunSize(tuple(frame), run, padded)
+
+
+def segment_frame(segmenter: FrameSegmenter, image: np.ndarray, sizes: RunSize) -> np.ndarray:
+    """trainIds ``[H, W]`` of an RGB uint8 frame ``[H, W, 3]``: resized to ``sizes.run``, padded
+    (reflected) to ``sizes.padded``, segmented, cropped and resized back (nearest)."""
+    (height, width), (run_h, run_w), (padded_h, padded_w) = sizes.frame, sizes.run, sizes.padded
+    if sizes.run != sizes.frame:
+        image = cv2.resize(image, (run_w, run_h), interpolation=cv2.INTER_AREA)
+    image = cv2.copyMakeBorder(image, 0, padded_h - run_h, 0, padded_w - run_w, cv2.BORDER_REFLECT)
+    labels = segmenter(image)[:run_h, :run_w]
+    if sizes.run != sizes.frame:
+        labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+    return labels
+
+
+class _Outputs:
+    """The overlay video ``output`` (written to ``temporary``) and the optional per-frame label PNGs."""
+
+    def __init__(self, output: str, temporary: str, fps: float, size: tuple[int, int], labels_dir: str | None,
+                 label_ids: bool):
+        self.writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
+        if not self.writer.isOpened():
+            self.writer.release()
+            raise OSError(f"{output}: OpenCV cannot write an mp4 video here")
+        self.labels_dir, self.label_ids = labels_dir, label_ids
+
+    def write(self, frame: Frame, labels: np.ndarray) -> None:
+        self.writer.write(overlay(frame.image, labels)[..., ::-1])
+        if self.labels_dir:
+            stored = train_ids_to_label_ids(labels) if self.label_ids else labels
+            atomic_write_png(os.path.join(self.labels_dir, f"{frame.name}_labels.png"), stored)
+            atomic_write_png(os.path.join(self.labels_dir, f"{frame.name}_color.png"),
+                             colorize_train_ids(labels)[..., ::-1])
+
+
+def _make_folder(folder: str, what: str) -> None:
+    """Creates ``folder``; ``OSError`` of one line naming ``what`` if it cannot be."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"{what}: cannot create the folder {folder} ({error.strerror}: {error.filename})") from None
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def predict_video(
@@ -183,11 +359,14 @@ def predict_video(
     label_ids: bool = False,
     size: tuple[int, int] | None = None,
     progress: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Segments ``source`` and writes an overlay video (mp4) to ``output``.
 
     Every frame is resized to ``size`` (if given) and padded at the bottom/right to a
     size the model accepts; the labels are cropped and resized back to the frame.
+    The input is opened and ``size`` checked before the model loads; nothing is left at
+    ``output`` if it fails.
 
     Args:
         model_path: ``.keras`` file, run directory or SavedModel folder.
@@ -197,58 +376,84 @@ def predict_video(
             ``label_ids``) and ``{name}_color.png`` per frame here.
         label_ids: write Cityscapes labelIds instead of trainIds.
         size: ``(height, width)`` to run the model at (default: the frame size).
-        progress: show a progress bar with frames/s.
+        progress: show a progress bar with frames/s (with a total and ETA when the input
+            announces its frame count, see :func:`announced_frame_count`).
+        warn: called with a one-line warning (a video that decodes fewer frames than its
+            container announces); default: printed to stderr.
 
     Returns:
-        ``{"frames", "output", "labels_dir", "clips"}``.
+        ``{"frames", "announced_frames", "truncated", "output", "labels_dir", "clips", "run_size"}``:
+        frames written, frames announced (``None`` if unknown), whether fewer were decoded than
+        announced, and the ``(height, width)`` the model ran at (after padding).
+
+    Raises:
+        ValueError: an unreadable input or model, a bad ``size``, frames of different sizes, or
+            the model failing on the frames (one line naming the input and the sizes).
+        OSError: the output cannot be written.
     """
-    segmenter = FrameSegmenter(model_path)
-    if labels_dir:
-        os.makedirs(labels_dir, exist_ok=True)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    temporary = f"{output}.tmp.mp4"
-    writer = None
-    frames = clips = 0
-    bar = tqdm(unit=" frames", desc="segmenting", disable=not progress)
-    multiple, minimum = _model_size_rules(segmenter)
+    check_run_size(size)
+    announced = announced_frame_count(source)
+    frames = read_frames(source)
     try:
-        for frame in read_frames(source):
-            height, width = frame.image.shape[:2]
-            if writer is None:
-                writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), video_fps(source), (width, height))
-                if not writer.isOpened():
-                    raise OSError(f"{output}: OpenCV cannot write an mp4 video here")
+        first = next(frames)  # the input's errors come before the model loads
+        _make_folder(os.path.dirname(os.path.abspath(output)), output)
+        if labels_dir:
+            _make_folder(labels_dir, labels_dir)
+        segmenter = FrameSegmenter(model_path)
+        sizes = plan_run_size(first.image.shape[:2], size, segmenter.size_rule or STRICTEST_ZOO_RULE)
+        temporary = f"{output}.tmp.mp4"
+        try:
+            outputs = _Outputs(output, temporary, video_fps(source), sizes.frame, labels_dir, label_ids)
+            count, clips = _segment_all(segmenter, source, _chain(first, frames), sizes, outputs,
+                                        tqdm(total=announced, unit=" frames", desc="segmenting", disable=not progress))
+            os.replace(temporary, output)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    finally:
+        frames.close()
+    truncated = announced is not None and count < announced
+    if truncated:
+        (warn or _to_stderr)(f"warning: {source}: the container announces {announced} frames but only {count} "
+                             f"decoded (truncated file?); wrote {count} frames")
+    return {"frames": count, "announced_frames": announced, "truncated": truncated, "output": output,
+            "labels_dir": labels_dir, "clips": clips, "run_size": sizes.padded}
+
+
+def _chain(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
+    yield first
+    yield from rest
+
+
+def _segment_all(segmenter: FrameSegmenter, source: str, frames: Iterator[Frame], sizes: RunSize,
+                 outputs: _Outputs, bar: tqdm) -> tuple[int, int]:
+    """Segments and writes every frame; returns ``(frames, clips)``."""
+    count = clips = 0
+    try:
+        for frame in frames:
+            if frame.image.shape[:2] != sizes.frame:
+                raise ValueError(f"{source}: {frame.name} is {_hxw(frame.image.shape)} (HxW), not the first frame's "
+                                 f"{_hxw(sizes.frame)}; a video needs frames of one size")
             if frame.new_clip:
                 segmenter.reset()
                 clips += 1
-            run_h, run_w = size or (height, width)
-            image = frame.image if (run_h, run_w) == (height, width) else cv2.resize(
-                frame.image, (run_w, run_h), interpolation=cv2.INTER_AREA)
-            padded_h, padded_w = _valid_size(run_h, run_w, multiple, minimum)
-            segmenter.check_size(padded_h, padded_w)
-            image = cv2.copyMakeBorder(image, 0, padded_h - run_h, 0, padded_w - run_w, cv2.BORDER_REFLECT)
-            labels = segmenter(image)[:run_h, :run_w]
-            if (run_h, run_w) != (height, width):
-                labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-            writer.write(overlay(frame.image, labels)[..., ::-1])
-            if labels_dir:
-                stored = train_ids_to_label_ids(labels) if label_ids else labels
-                atomic_write_png(os.path.join(labels_dir, f"{frame.name}_labels.png"), stored)
-                atomic_write_png(os.path.join(labels_dir, f"{frame.name}_color.png"),
-                                 colorize_train_ids(labels)[..., ::-1])
-            frames += 1
+            outputs.write(frame, _segment_or_explain(segmenter, source, frame, sizes))
+            count += 1
             bar.update(1)
     finally:
         bar.close()
-        if writer is not None:
-            writer.release()
-    os.replace(temporary, output)
-    return {"frames": frames, "output": output, "labels_dir": labels_dir, "clips": clips}
+        outputs.writer.release()
+    return count, clips
 
 
-def _model_size_rules(segmenter: FrameSegmenter) -> tuple[int, int]:
-    """(multiple, minimum) frame size of the model; SavedModels: the strictest zoo rule (8, 32)."""
-    if segmenter.saved_model is not None:
-        return 8, 32
-    check = segmenter.model.backbone.encoder.get_layer("size_check")
-    return check.multiple, check.minimum
+def _segment_or_explain(segmenter: FrameSegmenter, source: str, frame: Frame, sizes: RunSize) -> np.ndarray:
+    """:func:`segment_frame`, with a failure of OpenCV or the model as one line naming the sizes."""
+    try:
+        return segment_frame(segmenter, frame.image, sizes)
+    except (cv2.error, tf.errors.OpError) as error:
+        raise ValueError(f"{source}: the model failed on frames {_hxw(sizes.frame)} (HxW) run at "
+                         f"{_hxw(sizes.padded)}: {_reason(error)}") from None
+
+
+def _hxw(shape) -> str:
+    return f"{shape[0]}x{shape[1]}"
