@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Logits per pixel: the 19 Cityscapes train classes plus void, as in the report.
-NUM_CLASSES = 20
+from vseg_keras.constants import NUM_CLASSES  # noqa: F401  (logits per pixel: 19 classes + void, the report)
+
 #: Frames of context before the labelled frame in evaluation (the report's 12-frame windows).
 EVAL_CONTEXT = 11
 #: Split that ``vseg evaluate`` scores.

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import keras
 
+from vseg_keras.constants import NUM_CLASSES
 from vseg_keras.models.blocks import BLOCK_FAMILIES
 from vseg_keras.models.layers import check_frame_size
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.models.unet import TEMPORAL_UNITS, VideoUNetBackbone
-from vseg_keras.options import NUM_CLASSES
 
 #: Encoder channels per level for each size (report Table 1).
 SIZES: dict[str, tuple[int, ...]] = {
