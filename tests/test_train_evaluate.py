@@ -273,6 +273,11 @@ def test_a_size_that_breaks_the_size_rule_is_one_line_before_training(shards, tm
         train(str(odd), str(run_dir), TrainConfig(model=MODEL))
     assert str(error.value) == (f"{odd}: frames 62x124 (HxW) is not supported: height and width must be multiples "
                                 "of 4 for this 3-level UNet.")
+    # Windows longer than the snippets hold: refused before the run dir is written.
+    with pytest.raises(ValueError, match=r"^seq_len 40 exceeds the 30 frames stored per snippet"):
+        train(shards, str(run_dir), TrainConfig(model=MODEL, seq_len=40))
+    with pytest.raises(ValueError, match=r"^context 25 needs 25 stored frames before the labelled one"):
+        train(shards, str(run_dir), TrainConfig(model=MODEL, val_context=25))
     assert not run_dir.exists()
 
 
@@ -329,6 +334,10 @@ def test_train_resume_evaluate_and_export_on_another_filesystem(shards, tmp_path
     assert path == f"{root}/export/1" and files.listdir(f"{root}/export") == ["1"]
     served = tf.saved_model.load(path).signatures["serving_default"](frames=tf.zeros([1, 2, 32, 64, 3], tf.uint8))
     assert served["labels"].shape == (1, 2, 32, 64)
+    # A damaged run dir (the resume state's weights gone) is one line naming the file.
+    files.remove(f"{run_dir}/backup/epoch-00002.weights.h5")
+    with pytest.raises(TrainingError, match="epoch-00002.weights.h5: missing, but backup/state.json resumes from it"):
+        train(data_dir, run_dir, dataclasses.replace(config, epochs=3), log=lines.append, verbose=0)
 
 
 def test_frame_wise_models_train_on_single_frames():

@@ -26,13 +26,14 @@ The package, in the order data flows: :mod:`.splits` (manifest, shards), :mod:`.
 :mod:`.augment` (scale, crop) and :mod:`.pipelines` (the two pipelines on one skeleton).
 """
 
-from vseg_keras.data.pipelines import DEFAULT_SHUFFLE_BUFFER, make_eval_dataset, make_train_dataset
+from vseg_keras.data.pipelines import DEFAULT_SHUFFLE_BUFFER, check_windows, make_eval_dataset, make_train_dataset
 from vseg_keras.data.splits import SplitInfo, count_snippets, frame_size, split_info, steps_per_epoch
 from vseg_keras.data.windows import choose_train_window
 
 __all__ = [
     "DEFAULT_SHUFFLE_BUFFER",
     "SplitInfo",
+    "check_windows",
     "choose_train_window",
     "count_snippets",
     "frame_size",

@@ -193,6 +193,37 @@ def _checked_crop(crop, scale_range) -> tuple[tuple[int, int] | None, tuple[floa
     return crop, scale_range
 
 
+def check_windows(data_dir: str, seq_len: int, context: int, train_split: str = "train",
+                  eval_split: str = "val") -> None:
+    """Checks, before anything is built, that ``data_dir`` holds what training with these windows reads.
+
+    Args:
+        data_dir: output folder of ``vseg convert``.
+        seq_len: training window length (:func:`make_train_dataset`).
+        context: validation context (:func:`make_eval_dataset`).
+        train_split: the labelled split to train on.
+        eval_split: the labelled split to validate on.
+
+    Raises:
+        ValueError: one line, as the pipelines would raise it: a missing split or shard, a split
+            without ground truth, or windows longer than the snippets hold.
+    """
+    _check_trainable(split_info(data_dir, train_split), data_dir, train_split, seq_len)
+    info = split_info(data_dir, eval_split)
+    if not info.labelled:
+        raise ValueError(f"{data_dir}: split {eval_split!r} has no ground truth; cannot validate on it")
+    _check_context(info, data_dir, context)
+
+
+def _check_context(info: SplitInfo, data_dir: str, context: int) -> None:
+    if info.frames_before is not None and info.frames_before < context:
+        raise ValueError(
+            f"context {context} needs {context} stored frames before the labelled one, but {data_dir} "
+            f"stores {info.frames_before}; use context <= {info.frames_before} or convert with more "
+            "frames before"
+        )
+
+
 def _check_trainable(info: SplitInfo, data_dir: str, split: str, seq_len: int) -> None:
     if not info.labelled:
         raise ValueError(f"{data_dir}: split {split!r} has no ground truth; cannot train on it")
@@ -314,12 +345,7 @@ def make_eval_dataset(
         raise ValueError(
             f"{data_dir}: split {split!r} has no ground truth; use with_metadata=True to predict on it"
         )
-    if info.frames_before is not None and info.frames_before < context:
-        raise ValueError(
-            f"context {context} needs {context} stored frames before the labelled one, but {data_dir} "
-            f"stores {info.frames_before}; use context <= {info.frames_before} or convert with more "
-            "frames before"
-        )
+    _check_context(info, data_dir, context)
     finisher = batch_finisher(None if last_frame_labels else context + 1, flip=False)
 
     def finish(batch: dict[str, tf.Tensor]):

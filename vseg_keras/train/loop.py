@@ -75,7 +75,8 @@ def train(
 
 
 def _check_data(data_dir: str, config: TrainConfig) -> None:
-    """One clear line, before anything is built, for missing splits or frames the model cannot take."""
+    """One clear line, before anything is built or written, for missing splits or shards, frames the model
+    cannot take, or windows longer than the snippets hold."""
     manifest = read_manifest(data_dir)
     for split in ("train", "val"):
         if split not in manifest.get("splits", {}):
@@ -83,6 +84,7 @@ def _check_data(data_dir: str, config: TrainConfig) -> None:
     size = data.frame_size(data_dir)
     if config.crop is None and size is not None:
         get_model_config(config.model).check_frame_size(*size, what=f"{data_dir}: frames")
+    data.check_windows(data_dir, config.seq_len, config.val_context)
 
 
 def _fit(data_dir, run_dir, config, placement: Placement, state: dict, log, verbose, callbacks):
@@ -92,7 +94,7 @@ def _fit(data_dir, run_dir, config, placement: Placement, state: dict, log, verb
         model = build_training_model(config)
         if epochs_done:
             model.optimizer.build(model.trainable_variables)
-            with files.local_copy(files.join(run_dir, runs.BACKUP_DIR, state["weights"])) as weights:
+            with files.local_copy(runs.resume_weights(run_dir, state)) as weights:
                 model.load_weights(weights)
             log(f"resuming after epoch {epochs_done} from {files.join(run_dir, runs.BACKUP_DIR)}")
     inputs = make_training_inputs(data_dir, config, placement)

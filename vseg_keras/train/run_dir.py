@@ -43,6 +43,19 @@ def read_resume_state(run_dir: str) -> dict:
         raise ValueError(f"{path}: not a valid resume state ({error}); move the run dir aside to start over") from None
 
 
+def resume_weights(run_dir: str, state: dict) -> str:
+    """The weights file (with optimizer state) that the committed resume ``state`` names.
+
+    Raises:
+        TrainingError: one line if the state names no file or the file is gone (a damaged run dir).
+    """
+    path = files.join(run_dir, BACKUP_DIR, str(state.get("weights", "")))
+    if not state.get("weights") or not files.isfile(path):
+        raise TrainingError(f"{path}: missing, but {BACKUP_DIR}/{STATE_NAME} resumes from it after epoch "
+                            f"{state.get('epochs_done')}; restore it, or move {run_dir} aside to start over")
+    return path
+
+
 def trim_history(run_dir: str, epochs_done: int) -> None:
     """Keeps only complete rows of finished epochs in ``history.csv`` (each exactly once)."""
     path = files.join(run_dir, HISTORY_NAME)
