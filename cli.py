@@ -20,7 +20,7 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from vseg_keras import options as defaults  # noqa: E402  (imports neither Keras nor TensorFlow)
-from vseg_keras.options import TrainConfig, parse_size  # noqa: E402
+from vseg_keras.options import TrainConfig, TrainingError, parse_size  # noqa: E402
 
 TRAIN_DEFAULTS = TrainConfig.defaults()
 
@@ -48,13 +48,16 @@ def model_argument(command):
 
 num_classes_option = click.option("--num-classes", default=defaults.NUM_CLASSES, show_default=True,
                                   type=click.IntRange(min=1), help="Logits per pixel (19 classes + void).")
-progress_option = click.option("--progress/--no-progress", default=True, show_default=True,
-                               help="Progress bar (shown on a terminal only).")
+
+
+def progress_option(help_text: str):
+    """``--progress/--no-progress``, on by default."""
+    return click.option("--progress/--no-progress", default=True, show_default=True, help=help_text)
 
 
 def _is_user_error(error: Exception) -> bool:
-    """ValueError/OSError of the library, or a TensorFlow file error (``tf.errors.OpError``, e.g. on ``gs://``)."""
-    if isinstance(error, (ValueError, OSError)):
+    """ValueError/OSError/TrainingError of the library, or a TensorFlow file error (``tf.errors.OpError``)."""
+    if isinstance(error, (ValueError, OSError, TrainingError)):
         return True
     tf = sys.modules.get("tensorflow")  # loaded only if the command used it
     return tf is not None and isinstance(error, tf.errors.OpError)
@@ -128,7 +131,7 @@ def models(patterns, output_format, flops, flops_size, num_classes):
               help="Frame height in pixels.")
 @click.option("--width", default=defaults.SYNTH_FRAME_SIZE[1], show_default=True, type=click.IntRange(min=64),
               help="Frame width in pixels.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--seed", default=defaults.SYNTH_SEED, show_default=True, type=click.IntRange(min=0),
               help="Random seed; the same seed gives byte-identical files.")
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset already in OUT_DIR.")
 @user_errors
@@ -176,7 +179,7 @@ def synth(out_dir, train_sequences, val_sequences, test_sequences, height, width
 @click.option("--skip-bad", is_flag=True,
               help="Skip snippets with a missing or corrupt file and list them in the manifest.")
 @click.option("--compress", is_flag=True, help="GZIP-compress the shards (.tfrecord.gz).")
-@progress_option
+@progress_option("Progress bar with snippets/s (shown on a terminal only).")
 @user_errors
 def convert(cityscapes_root, out_dir, splits, height, width, keep_size, frames_before, frames_after, shards,
             workers, overwrite, skip_bad, compress, progress):
@@ -272,14 +275,9 @@ def train(data_dir, run_dir, model_name, crop, **options):
     DATA_DIR is the output of `vseg convert`; RUN_DIR receives config.json, last.keras,
     best.keras, history.csv, TensorBoard logs and the resume state.
     """
-    from vseg_keras.train import TrainingError
     from vseg_keras.train import train as train_model
 
-    config = TrainConfig(model=model_name, crop=crop, **options)
-    try:
-        train_model(data_dir, run_dir, config, log=click.echo)
-    except TrainingError as error:
-        raise click.ClickException(str(error)) from None
+    train_model(data_dir, run_dir, TrainConfig(model=model_name, crop=crop, **options), log=click.echo)
 
 
 @main.command()
@@ -290,7 +288,7 @@ def train(data_dir, run_dir, model_name, crop, **options):
               help="Frames before the labelled one (11: the report's 12-frame windows).")
 @click.option("--context-sweep", default=None, metavar="K1,K2,...",
               help="Evaluate each context, write context_sweep.json and .png (e.g. 0,1,2,4,8,11,19).")
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=defaults.EVAL_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Folder for report.json and plots (default: RUN_DIR/eval, or <model>-eval/ beside a .keras file).")
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
@@ -351,7 +349,8 @@ def export(model_path, out_dir, version):
 
     check_export_backend()  # before loading the model: the refusal is immediate
     path = export_saved_model(load_trained_model(model_path), out_dir=out_dir, version=version)
-    base = os.path.abspath(os.path.dirname(path))
+    base = os.path.dirname(path)
+    base = os.path.abspath(base) if "://" not in base else base
     click.echo(f"exported to {path}; serve with: tensorflow_model_server --model_base_path={base}")
 
 
@@ -363,7 +362,7 @@ def export(model_path, out_dir, version):
               help="Also write per-frame label PNGs and colour PNGs here.")
 @click.option("--label-ids", is_flag=True, help="Write Cityscapes labelIds instead of trainIds.")
 @size_option("--size", "Run the model at this size (default: the frame size).")
-@progress_option
+@progress_option("Progress bar with frames/s, and a total and ETA when the video announces its length.")
 @user_errors
 def predict(model_path, source, output, labels_dir, label_ids, size, progress):
     """Segment a video (file, folder of frames or Cityscapes sequence folder) into an overlay mp4.

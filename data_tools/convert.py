@@ -104,6 +104,10 @@ class _Conversion:
         }
 
 
+#: The manifest's first keys, in the order of every earlier version (its bytes, hence its digest, stay the same).
+MANIFEST_HEADER_KEYS = ("schema_version", "tool_version", "source_root", "compression", "frames_before",
+                        "frames_after", "height", "width")
+
 #: Planned shards of every split: ``{split: [snippets of shard 0, of shard 1, ...]}``.
 _Plans = dict[str, list[list[layout.SnippetId]]]
 
@@ -521,7 +525,10 @@ def _check_not_all_skipped(split: str, summary: dict) -> None:
 
 def _write_manifest(conversion: _Conversion, plans: _Plans, shard_entries: dict[str, dict]) -> dict:
     """Writes ``manifest.json`` (the header, plus a summary per split) atomically and returns it."""
-    manifest = {**conversion.header(), "keep_size": conversion.size is None, "splits": {}}
+    header = conversion.header()
+    # Key order as every earlier version wrote it: a run dir records the manifest's SHA-256.
+    manifest = {**{key: header[key] for key in MANIFEST_HEADER_KEYS}, "keep_size": conversion.size is None,
+                "splits": {}}
     for split, plan in plans.items():
         entries = [shard_entries[conversion.shard_name(split, index, len(plan))] for index in range(len(plan))]
         summary = _split_summary(entries, split not in UNLABELLED_SPLITS, conversion.frames_per_snippet)

@@ -23,7 +23,7 @@ from data_tools import folders
 from vseg_keras import files
 from vseg_keras.cityscapes import LABEL_IDS
 from vseg_keras.files import atomic_write_bytes, atomic_write_json
-from vseg_keras.options import FRAMES_BEFORE, SYNTH_FRAME_SIZE, SYNTH_SEQUENCES
+from vseg_keras.options import FRAMES_BEFORE, SYNTH_FRAME_SIZE, SYNTH_SEED, SYNTH_SEQUENCES
 
 #: Marker file that identifies a folder written by this module (and holds its summary).
 MARKER_NAME = "synth.json"
@@ -331,7 +331,7 @@ def make_synthetic_cityscapes(
     test_sequences: int = SYNTH_SEQUENCES["test"],
     height: int = SYNTH_FRAME_SIZE[0],
     width: int = SYNTH_FRAME_SIZE[1],
-    seed: int = 0,
+    seed: int = SYNTH_SEED,
     overwrite: bool = False,
 ) -> dict:
     """Writes a synthetic dataset in the Cityscapes video layout (see the module docstring).

@@ -169,6 +169,13 @@ def test_manifest_describes_the_shards(clean_conversion, synth_root):
     assert manifest["source_root"] == os.path.abspath(synth_root)
     assert (manifest["height"], manifest["width"], manifest["keep_size"]) == (OUT_HEIGHT, OUT_WIDTH, False)
     assert (manifest["frames_before"], manifest["frames_after"]) == (19, 10)
+    # The key order of every earlier version: run dirs record the manifest's SHA-256, so a re-run of
+    # an unchanged conversion must rewrite the same bytes.
+    assert list(manifest)[:10] == ["schema_version", "tool_version", "source_root", "compression", "frames_before",
+                                   "frames_after", "height", "width", "keep_size", "splits"]
+    assert list(manifest["splits"]["train"]) == ["num_snippets", "labelled", "frames_per_snippet", "shards",
+                                                 "class_pixel_counts", "ignored_pixels", "class_frequencies",
+                                                 "skipped"]
     listed = []
     for split, info in manifest["splits"].items():
         assert info["labelled"] is (split != "test") and info["frames_per_snippet"] == 30

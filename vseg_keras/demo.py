@@ -65,6 +65,8 @@ def run_demo(out_dir: str = "demo", quick: bool = False, log: Callable[[str], No
     from data_tools.convert import convert_cityscapes
     from data_tools.synth import make_synthetic_cityscapes
 
+    if "://" in out_dir:  # it segments a video with OpenCV, which writes local files only
+        raise ValueError(f"{out_dir}: the demo writes to a local folder; give a local --out")
     settings = DemoSettings.quick() if quick else DemoSettings.full()
     source, data_dir = os.path.join(out_dir, "src"), os.path.join(out_dir, "data")
     log(f"1/5 synthetic Cityscapes-layout video set -> {source}")

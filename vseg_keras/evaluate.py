@@ -17,7 +17,7 @@ from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
 from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
 from vseg_keras.metrics import CONFUSION_SIZE, TemporalConsistency, confusion_matrix, segmentation_scores
 from vseg_keras.models.segmenter import VideoSegmenter
-from vseg_keras.options import EVAL_CONTEXT, EVAL_SPLIT
+from vseg_keras.options import EVAL_BATCH_SIZE, EVAL_CONTEXT, EVAL_SPLIT
 from vseg_keras.records import read_manifest
 
 #: The report's evaluation window: the labelled frame after 11 frames of context (12 frames).
@@ -43,7 +43,7 @@ def evaluate(
     data_dir: str,
     split: str = EVAL_SPLIT,
     context: int = DEFAULT_CONTEXT,
-    batch_size: int = 1,
+    batch_size: int = EVAL_BATCH_SIZE,
     save_predictions: str | None = None,
     prediction_size: tuple[int, int] | None = None,
     max_sequences: int | None = None,

@@ -3,10 +3,14 @@
 Every file vseg reads or writes (manifests, shards, run directories, reports, exports) goes through
 ``tf.io.gfile`` here, so a dataset, a run directory or an output folder may live on shared storage.
 
-Writes are atomic: the content goes to a hidden temporary sibling (``.NAME.PID.tmp``) that is then
-renamed over the final name, so readers see either the old file or the complete new one. On a local
-disk the temporary file is also ``fsync``-ed before the rename. On object stores such as ``gs://`` a
-rename is a copy then a delete; the final object still appears only once it is complete.
+Writes are atomic: the content goes to a hidden temporary sibling (``.NAME.PID.tmp``, or
+``.NAME.PID.tmp.keras`` for Keras files, whose format Keras picks by suffix) that is then renamed
+over the final name, so readers see either the old file or the complete new one. On a local disk
+:func:`atomic_write_bytes` also ``fsync``-s the file before the rename. On object stores such as
+``gs://`` a rename is a copy then a delete; the final object still appears only once it is complete.
+On HDFS, ``tf.io.gfile.rename(overwrite=True)`` deletes the target before renaming, so a kill in
+between leaves no file under the final name (for a run directory: no ``backup/state.json``, and the
+run would start over); keep run directories on local disks or object stores.
 
 Keras models are saved to a local temporary file first and then published the same way, and read
 from a local copy, so the Keras and HDF5 writers never see a remote path.
@@ -26,7 +30,7 @@ import tensorflow as tf
 
 gfile = tf.io.gfile
 
-#: Suffix of files that are still being written; never a complete-looking name.
+#: Suffix (before any format suffix) of files that are still being written: hidden, never a final name.
 TEMP_SUFFIX = ".tmp"
 
 
@@ -193,8 +197,12 @@ def publish_folder(local_folder: str, path: str, last: str | None = None) -> Non
         gfile.makedirs(path if relative == "." else join(path, relative))
         copies += [(join(folder, name), join(path, name) if relative == "." else join(path, relative, name))
                    for name in names]
-    for source, target in sorted(copies, key=lambda pair: os.path.basename(pair[0]) == last):
-        publish_file(source, target)
+    try:
+        for source, target in sorted(copies, key=lambda pair: os.path.basename(pair[0]) == last):
+            publish_file(source, target)
+    except BaseException:
+        remove_tree(path)  # never a half-copied folder under the final name
+        raise
     shutil.rmtree(local_folder, ignore_errors=True)
 
 

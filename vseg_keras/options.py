@@ -15,8 +15,9 @@ from vseg_keras.constants import NUM_CLASSES  # noqa: F401  (logits per pixel: 1
 
 #: Frames of context before the labelled frame in evaluation (the report's 12-frame windows).
 EVAL_CONTEXT = 11
-#: Split that ``vseg evaluate`` scores.
+#: Split that ``vseg evaluate`` scores, and its windows per batch.
 EVAL_SPLIT = "val"
+EVAL_BATCH_SIZE = 1
 #: Optical flow of temporal consistency and of the temporal loss (OpenCV's DIS).
 FLOW = "dis"
 #: Base folder of ``vseg export`` (``saved_models/<model name>/<version>``).
@@ -31,6 +32,7 @@ CONVERT_SPLITS = ("train", "val")
 #: ``vseg synth``: snippets per split and frame size (height, width).
 SYNTH_SEQUENCES = {"train": 12, "val": 4, "test": 0}
 SYNTH_FRAME_SIZE = (128, 256)
+SYNTH_SEED = 0
 #: Output folder of ``vseg demo``.
 DEMO_DIR = "demo"
 

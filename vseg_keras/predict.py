@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from vseg_keras import files
 from vseg_keras.cityscapes import CLASS_NAMES, TRAIN_PALETTE, colorize_train_ids, train_ids_to_label_ids
 from vseg_keras.export import latest_version
 from vseg_keras.files import atomic_write_png
@@ -210,9 +211,9 @@ class FrameSegmenter:
 def _saved_model_folder(model_path: str) -> str | None:
     """The SavedModel version folder ``model_path`` names (itself, or its highest version), else ``None``."""
     latest = latest_version(model_path)
-    if latest is not None and os.path.isfile(os.path.join(model_path, str(latest), "saved_model.pb")):
-        return os.path.join(model_path, str(latest))
-    return model_path if os.path.isfile(os.path.join(model_path, "saved_model.pb")) else None
+    if latest is not None and files.isfile(files.join(model_path, str(latest), "saved_model.pb")):
+        return files.join(model_path, str(latest))
+    return model_path if files.isfile(files.join(model_path, "saved_model.pb")) else None
 
 
 def _check_vseg_signatures(base: str, signatures) -> None:
@@ -340,7 +341,10 @@ class _Outputs:
 
 
 def _make_folder(folder: str, what: str) -> None:
-    """Creates ``folder``; ``OSError`` of one line naming ``what`` if it cannot be."""
+    """Creates ``folder`` (a remote one through ``tf.io.gfile``); ``OSError`` of one line naming ``what``."""
+    if not files.is_local(folder):
+        files.makedirs(folder)
+        return
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:

@@ -8,7 +8,8 @@ each snippet and yield
 * ``frames``: uint8 ``[B, L, H, W, 3]``, RGB pixel values as decoded (the model normalises them in its
   first layer, :class:`~vseg_keras.models.layers.FrameNormalization`, so only compact uint8 data is batched,
   prefetched and copied to an accelerator);
-* ``labels``: uint8 ``[B, L, H, W]``; the labelled frame of the window holds its trainIds, every other
+* ``labels``: uint8 ``[B, L, H, W]`` (full windows; causal training windows and ``last_frame_labels``
+  give the labelled frame's ``[B, H, W]`` only); the labelled frame of the window holds its trainIds, every other
   frame is all :data:`~vseg_keras.cityscapes.IGNORE_INDEX` (255), so a loss or metric built with
   ``ignore_class=255`` trains and scores exactly the labelled frame.
 

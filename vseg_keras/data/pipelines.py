@@ -12,12 +12,15 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from vseg_keras.data.augment import random_crop, random_scale
-from vseg_keras.data.decoding import batch_finisher, decode_window, void_as_class
+from vseg_keras.data.decoding import batch_finisher, decode_window
+from vseg_keras.data.decoding import void_as_class as map_void_to_class
 from vseg_keras.data.reading import AUTOTUNE, read_snippets, with_options
 from vseg_keras.data.splits import SplitInfo, check_positive, split_info
 from vseg_keras.data.windows import eval_window_selector, train_window_selector
 from vseg_keras.flow import check_flow_method, previous_frame_warp
-from vseg_keras.options import EVAL_CONTEXT, EVAL_SPLIT
+from vseg_keras.options import EVAL_CONTEXT, EVAL_SPLIT, TrainConfig
+
+TRAIN_SEQ_LEN = TrainConfig.defaults()["seq_len"]
 
 #: Default shuffle buffer of the training pipeline, in windows (each holds ``L`` encoded PNGs).
 DEFAULT_SHUFFLE_BUFFER = 64
@@ -75,7 +78,7 @@ def make_train_dataset(
     split: str = "train",
     *,
     batch_size: int,
-    seq_len: int = 5,
+    seq_len: int = TRAIN_SEQ_LEN,
     crop: tuple[int, int] | None = None,
     flip: bool = True,
     scale_range: tuple[float, float] | None = None,
@@ -248,7 +251,7 @@ def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, fl
     def load(window: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         frames, label, _ = decode_window(window, window_len, info.height, info.width)
         if void:
-            label = void_as_class(label)
+            label = map_void_to_class(label)
         scale_seed, crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(window["seed"], 3))
         if scale_range is not None:
             frames, label = random_scale(frames, label, scale_range, scale_seed)
@@ -371,7 +374,7 @@ def _eval_loader(info: SplitInfo, seq_len: int, void: bool):
     def load(window: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         frames, label, labelled = decode_window(window, seq_len, info.height, info.width)
         if void:
-            label = void_as_class(label, labelled)
+            label = map_void_to_class(label, labelled)
         metadata = {key: window[key] for key in ("city", "sequence", "frame_numbers", "gt_position")}
         return {
             "frames": frames,

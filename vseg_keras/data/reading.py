@@ -46,6 +46,7 @@ def read_snippets(
 
 
 def with_options(dataset: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
+    """``dataset`` with its order determinism set and record-level (``DATA``) auto-sharding."""
     options = tf.data.Options()
     options.deterministic = deterministic
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

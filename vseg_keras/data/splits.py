@@ -109,6 +109,7 @@ def count_snippets(data_dir: str, split: str) -> int:
 
 
 def check_positive(**values: int) -> None:
+    """Raises ``ValueError`` naming the first argument (by its keyword) that is below 1."""
     for name, value in values.items():
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")

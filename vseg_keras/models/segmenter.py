@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from vseg_keras.constants import NUM_CLASSES
 from vseg_keras.models.kernels import on_tensorflow
 from vseg_keras.models.layers import FoldTime, FrameNormalization, UnfoldTime, unfold_time
 from vseg_keras.models.losses import temporal_consistency_loss
@@ -38,7 +39,7 @@ class VideoSegmenter(keras.Model):
         Keras recommends for a model's last layer).
     """
 
-    def __init__(self, backbone: VideoUNetBackbone, num_classes: int = 20, ignore_index: int = 255, **kwargs):
+    def __init__(self, backbone: VideoUNetBackbone, num_classes: int = NUM_CLASSES, ignore_index: int = 255, **kwargs):
         normalization = FrameNormalization(name="normalize_frames")
         head = keras.layers.Conv2D(num_classes, 3, padding="same", name="head")
         # Weightless, so existing .keras files load unchanged.

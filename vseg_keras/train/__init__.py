@@ -19,10 +19,11 @@ A run directory holds everything of one training run (on any TensorFlow filesyst
     RUN_DIR/logs/              TensorBoard scalars and predicted label maps
     RUN_DIR/backup/            resume state: weights + optimizer after the last finished epoch
 
-Every file is written under a temporary name and renamed, and ``backup/state.json`` is the single
-commit point of an epoch, so killing the process at any moment (even ``kill -9``) and running the
-same command again resumes at the interrupted epoch with the optimizer state intact, and
-``history.csv`` holds each finished epoch exactly once.
+Every file is written under a temporary name and renamed (``history.csv`` and the TensorBoard logs
+are appended to, and ``history.csv`` is trimmed to the committed epochs on resume), and
+``backup/state.json`` is the single commit point of an epoch, so killing the process at any moment
+(even ``kill -9``) and running the same command again resumes at the interrupted epoch with the
+optimizer state intact, and ``history.csv`` holds each finished epoch exactly once.
 """
 
 from vseg_keras.options import TrainConfig, TrainingError
@@ -31,3 +32,16 @@ from vseg_keras.train.recipe import compile_for_training
 from vseg_keras.train.run_dir import read_resume_state
 
 __all__ = ["TrainConfig", "TrainingError", "compile_for_training", "read_resume_state", "train"]
+
+
+def __getattr__(name: str):
+    """``load_trained_model`` moved to :mod:`vseg_keras.loading`; the old import still works, with a warning."""
+    if name == "load_trained_model":
+        import warnings
+
+        from vseg_keras.loading import load_trained_model
+
+        warnings.warn("vseg_keras.train.load_trained_model moved to vseg_keras.loading.load_trained_model",
+                      DeprecationWarning, stacklevel=2)
+        return load_trained_model
+    raise AttributeError(f"module 'vseg_keras.train' has no attribute {name!r}")

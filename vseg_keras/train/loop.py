@@ -80,7 +80,8 @@ def _check_data(data_dir: str, config: TrainConfig) -> None:
     manifest = read_manifest(data_dir)
     for split in ("train", "val"):
         if split not in manifest.get("splits", {}):
-            raise ValueError(f"{data_dir}: no {split!r} split in the manifest (have {sorted(manifest['splits'])})")
+            raise ValueError(f"{data_dir}: no {split!r} split in the manifest "
+                             f"(have {sorted(manifest.get('splits') or {})})")
     size = data.frame_size(data_dir)
     if config.crop is None and size is not None:
         get_model_config(config.model).check_frame_size(*size, what=f"{data_dir}: frames")
@@ -94,7 +95,7 @@ def _fit(data_dir, run_dir, config, placement: Placement, state: dict, log, verb
         model = build_training_model(config)
         if epochs_done:
             model.optimizer.build(model.trainable_variables)
-            with files.local_copy(runs.resume_weights(run_dir, state)) as weights:
+            with files.local_copy(files.join(run_dir, runs.BACKUP_DIR, state["weights"])) as weights:
                 model.load_weights(weights)
             log(f"resuming after epoch {epochs_done} from {files.join(run_dir, runs.BACKUP_DIR)}")
     inputs = make_training_inputs(data_dir, config, placement)

@@ -103,10 +103,11 @@ def start_run(run_dir: str, config: TrainConfig, digest: str, chief: bool) -> di
     committed state, so on several machines RUN_DIR must be on storage they share.
     """
     files.makedirs(run_dir)
+    state = read_resume_state(run_dir)
+    if state.get("epochs_done"):
+        resume_weights(run_dir, state)  # a damaged run dir is refused before anything is rewritten
     if chief:
         files.atomic_write_json(files.join(run_dir, CONFIG_NAME), check_run_dir(run_dir, config, digest))
-    state = read_resume_state(run_dir)
-    if chief:
         trim_history(run_dir, int(state.get("epochs_done", 0)))
     return state
 
