@@ -31,8 +31,8 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
         return None
     try:
         return parse_size(value, what=param.opts[0])
-    except ValueError as error:
-        raise click.BadParameter(str(error).split(": ", 1)[1]) from None
+    except ValueError as error:  # click names the option itself
+        raise click.BadParameter(str(error).removeprefix(f"{param.opts[0]}: ")) from None
 
 
 def size_option(name: str, help_text: str, default: tuple[int, int] | None = None):

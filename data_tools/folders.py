@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import tensorflow as tf
 
 from vseg_keras import files
+from vseg_keras.files import error_reason
 
 #: Filesystem errors: TensorFlow's, and Python's from the local fast paths.
 FILESYSTEM_ERRORS = (tf.errors.OpError, OSError)
@@ -27,23 +28,6 @@ def absolute(path: str) -> str:
         path: a local path or a TensorFlow filesystem URL.
     """
     return os.path.abspath(path) if "://" not in path else path.rstrip("/")
-
-
-def error_reason(error: BaseException, path: str = "") -> str:
-    """The first line of a filesystem error's message, without a leading ``path``.
-
-    Args:
-        error: a ``tf.errors.OpError`` or ``OSError``.
-        path: a path the message may start with (TensorFlow writes ``PATH; No such file ...``).
-    """
-    if isinstance(error, tf.errors.OpError):
-        text = error.message
-    elif isinstance(error, OSError) and error.strerror:
-        text = f"{error.filename}; {error.strerror}" if error.filename else error.strerror
-    else:
-        text = str(error)
-    lines = text.strip().splitlines() or [type(error).__name__]
-    return lines[0].strip().removeprefix(f"{path}; ") if path else lines[0].strip()
 
 
 @contextlib.contextmanager

@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from data_tools.folders import FILESYSTEM_ERRORS, error_reason
+from data_tools.folders import FILESYSTEM_ERRORS
 from vseg_keras import files
+from vseg_keras.files import error_reason
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPE_RGB = 2

@@ -101,6 +101,30 @@ def read_json(path: str) -> Any:
     return json.loads(read_text(path))
 
 
+#: Lines of TensorFlow's error messages that say where, not what (graph and node names).
+_ERROR_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[", "Exception encountered")
+
+
+def error_reason(error: BaseException, path: str = "") -> str:
+    """The informative first line of an error's message, without a leading ``path``.
+
+    Args:
+        error: a ``tf.errors.OpError`` (its message, without TensorFlow's graph and node lines), an
+            ``OSError`` (``FILE; REASON``) or any other exception.
+        path: a path the message may start with (TensorFlow writes ``PATH; No such file ...``).
+    """
+    if isinstance(error, tf.errors.OpError):
+        text = error.message
+    elif isinstance(error, OSError) and error.strerror:
+        text = f"{error.filename}; {error.strerror}" if error.filename else error.strerror
+    else:
+        text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_ERROR_NOISE)]
+    first = (useful or lines or [type(error).__name__])[0]
+    return first.removeprefix(f"{path}; ") if path else first
+
+
 def temp_path_for(path: str) -> str:
     """Temporary sibling of ``path`` (hidden, same folder, ends with :data:`TEMP_SUFFIX`).
 

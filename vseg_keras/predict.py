@@ -26,11 +26,13 @@ from vseg_keras.cityscapes import CLASS_NAMES, TRAIN_PALETTE, colorize_train_ids
 from vseg_keras.export import latest_version
 from vseg_keras.files import atomic_write_png
 from vseg_keras.models.layers import check_frame_size
+from vseg_keras.models.registry import MODEL_CONFIGS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 #: The strictest frame-size rule of the zoo, ``(multiple, minimum)``: what frames are padded to for a
 #: SavedModel whose own rule cannot be read.
-STRICTEST_ZOO_RULE = (8, 32)
+STRICTEST_ZOO_RULE = (max(c.frame_multiple for c in MODEL_CONFIGS.values()),
+                      max(c.min_frame_size for c in MODEL_CONFIGS.values()))
 #: Most pixels a frame may be run at: OpenCV's own limit for images it decodes (``OPENCV_IO_MAX_IMAGE_PIXELS``).
 MAX_RUN_PIXELS = 1 << 30
 _CITYSCAPES_FRAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
@@ -157,7 +159,7 @@ class FrameSegmenter:
         try:
             self.saved_model = tf.saved_model.load(base)
         except (OSError, ValueError, tf.errors.OpError) as error:
-            raise ValueError(f"{base}: not a valid SavedModel ({_reason(error)})") from None
+            raise ValueError(f"{base}: not a valid SavedModel ({files.error_reason(error)})") from None
         signatures = self.saved_model.signatures
         _check_vseg_signatures(base, signatures)
         self.streaming = "step" in signatures
@@ -246,14 +248,6 @@ def _saved_model_size_rule(serve) -> tuple[int, int] | None:
         if match:
             return int(match[1]), int(match[2] or match[1])
     return None
-
-
-def _reason(error: BaseException) -> str:
-    """The informative line of an error (TensorFlow's start with 'Graph execution error:' and node names)."""
-    noise = ("Graph execution error", "Detected at node", "<stack traces", "[[", "Exception encountered")
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(noise)]
-    return (useful or lines or [type(error).__name__])[0]
 
 
 def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -456,7 +450,7 @@ def _segment_or_explain(segmenter: FrameSegmenter, source: str, frame: Frame, si
         return segment_frame(segmenter, frame.image, sizes)
     except (cv2.error, tf.errors.OpError) as error:
         raise ValueError(f"{source}: the model failed on frames {_hxw(sizes.frame)} (HxW) run at "
-                         f"{_hxw(sizes.padded)}: {_reason(error)}") from None
+                         f"{_hxw(sizes.padded)}: {files.error_reason(error)}") from None
 
 
 def _hxw(shape) -> str:

@@ -149,8 +149,7 @@ def read_manifest(data_dir: str) -> dict:
             raise FileNotFoundError(f"{path}: no manifest; is {data_dir} the output folder of `vseg convert`?")
         manifest = files.read_json(path)
     except tf.errors.OpError as error:
-        reason = error.message.strip().splitlines()[0] if error.message.strip() else type(error).__name__
-        raise OSError(f"{path}: cannot read the manifest ({reason})") from None
+        raise OSError(f"{path}: cannot read the manifest ({files.error_reason(error, path)})") from None
     except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
         raise ValueError(f"{path}: not valid JSON ({error}); re-run vseg convert") from None
     if not isinstance(manifest, dict):

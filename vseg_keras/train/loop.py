@@ -11,7 +11,6 @@ from vseg_keras import data, files
 from vseg_keras.distribute import Placement, make_placement
 from vseg_keras.models.registry import get_model_config
 from vseg_keras.options import TrainConfig, TrainingError
-from vseg_keras.records import read_manifest
 from vseg_keras.train import run_dir as runs
 from vseg_keras.train.callbacks import run_callbacks
 from vseg_keras.train.inputs import make_training_inputs
@@ -77,12 +76,7 @@ def train(
 def _check_data(data_dir: str, config: TrainConfig) -> None:
     """One clear line, before anything is built or written, for missing splits or shards, frames the model
     cannot take, or windows longer than the snippets hold."""
-    manifest = read_manifest(data_dir)
-    for split in ("train", "val"):
-        if split not in manifest.get("splits", {}):
-            raise ValueError(f"{data_dir}: no {split!r} split in the manifest "
-                             f"(have {sorted(manifest.get('splits') or {})})")
-    size = data.frame_size(data_dir)
+    size = data.frame_size(data_dir)  # reads the manifest: one line if there is none
     if config.crop is None and size is not None:
         get_model_config(config.model).check_frame_size(*size, what=f"{data_dir}: frames")
     data.check_windows(data_dir, config.seq_len, config.val_context)
