@@ -50,6 +50,10 @@ num_classes_option = click.option("--num-classes", default=defaults.NUM_CLASSES,
                                   type=click.IntRange(min=1), help="Logits per pixel (19 classes + void).")
 
 
+threads_option = click.option("--threads", default=None, type=click.IntRange(min=1),
+                              help="CPU threads of a .tflite/.onnx model (default: the runtime's).")
+
+
 def progress_option(help_text: str):
     """``--progress/--no-progress``, on by default."""
     return click.option("--progress/--no-progress", default=True, show_default=True, help=help_text)
@@ -301,20 +305,21 @@ def train(data_dir, run_dir, model_name, crop, **options):
               help="Also measure TC (predicts every frame); without it only the labelled frame is decoded.")
 @click.option("--flow", default=None, metavar="METHOD",
               help="Optical flow of the TC: dis (OpenCV's DIS, the default) or farneback.")
+@threads_option
 @user_errors
 def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, out_dir, report_path,
-             save_predictions, prediction_size, max_sequences, temporal_consistency, flow):
+             save_predictions, prediction_size, max_sequences, temporal_consistency, flow, threads):
     """Cityscapes-standard metrics and temporal consistency of a model on a converted split.
 
-    MODEL is a run directory (best.keras, else last.keras) or a .keras file.
+    MODEL is a run directory (best.keras, else last.keras) or a .keras file; or a .tflite/.onnx file
+    or SavedModel from `vseg export`, run frame by frame from zero states in each window.
     """
     from vseg_keras import evaluate as evaluation
     from vseg_keras.flow import check_flow_method
-    from vseg_keras.loading import load_trained_model
 
     flow = check_flow_method(flow or defaults.FLOW)  # before loading the model
     contexts = parse_contexts(context_sweep) if context_sweep else None
-    model = load_trained_model(model_path)
+    model = evaluation.open_model_to_evaluate(model_path, threads=threads)
     out_dir = out_dir or evaluation.default_output_dir(model_path)
     result = evaluation.evaluate_to_files(
         model, data_dir, out_dir, contexts=contexts, report_path=report_path, split=split, context=context,
@@ -334,21 +339,65 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
 
 @main.command()
 @model_argument
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help=f"Model base path for TF Serving (default: {defaults.EXPORT_ROOT}/<model name>).")
+@click.option("--format", "export_format", default=defaults.EXPORT_FORMATS[0], show_default=True,
+              type=click.Choice(defaults.EXPORT_FORMATS),
+              help="savedmodel: TF Serving. litert (.tflite) or onnx: the streaming step for edge runtimes.")
+@click.option("--out", default=None, type=click.Path(),
+              help=f"savedmodel: the model base path (default: {defaults.EXPORT_ROOT}/<model name>). litert/onnx: "
+                   f"the file (default: {defaults.EXPORT_ROOT}/edge/<model>-<H>x<W>-<quantization>.tflite|.onnx).")
 @click.option("--version", "version", default=None, type=click.IntRange(min=1),
-              help="Version folder to write (default: one more than the highest present).")
+              help="savedmodel: version folder to write (default: one more than the highest present).")
+@size_option("--size", "litert/onnx: frame size fixed in the file (default: the run's data frame size).")
+@click.option("--quantize", "quantization", default=defaults.EDGE_QUANTIZATIONS[0], show_default=True,
+              type=click.Choice(defaults.EDGE_QUANTIZATIONS),
+              help="litert: float16 stores the weights as float16; int8 is full-integer (needs --calibration).")
+@click.option("--calibration", "calibration_dir", default=None, type=click.Path(file_okay=False),
+              help="int8: converted data (vseg convert) to calibrate on.")
+@click.option("--calibration-split", default=defaults.CALIBRATION_SPLIT, show_default=True,
+              help="int8: its split to calibrate on.")
+@click.option("--calibration-windows", default=defaults.CALIBRATION_WINDOWS, show_default=True,
+              type=click.IntRange(min=1), help=f"int8: windows of {defaults.CALIBRATION_CONTEXT + 1} frames to read.")
+@click.option("--logits", is_flag=True, help="litert/onnx: also output the float32 logits.")
 @user_errors
-def export(model_path, out_dir, version):
-    """Export a trained model as a TF Serving SavedModel (uint8 in, labels out; streaming for temporal models).
+def export(model_path, export_format, out, version, size, quantization, calibration_dir, calibration_split,
+           calibration_windows, logits):
+    """Export a trained model for TF Serving (SavedModel) or edge runtimes (LiteRT, ONNX).
 
-    MODEL is a run directory (best.keras, else last.keras) or a .keras file.
+    MODEL is a run directory (best.keras, else last.keras) or a .keras file. A SavedModel takes uint8
+    frames of any size and has streaming signatures for temporal models; a .tflite or .onnx file is the
+    streaming step (one uint8 frame and the states in; labels and the next states out) at a fixed size.
     """
-    from vseg_keras.export import check_export_backend, export_saved_model
+    from vseg_keras.export import check_export_backend
     from vseg_keras.loading import load_trained_model
 
+    edge_only = {"--size": size, "--calibration": calibration_dir, "--logits": logits,
+                 "--quantize": quantization != defaults.EDGE_QUANTIZATIONS[0]}
+    if export_format == "savedmodel" and any(edge_only.values()):
+        raise click.UsageError(f"{', '.join(k for k, v in edge_only.items() if v)}: for --format litert or onnx")
+    if export_format != "savedmodel" and version is not None:
+        raise click.UsageError("--version: for --format savedmodel (an edge export is one file: give --out)")
     check_export_backend()  # before loading the model: the refusal is immediate
-    path = export_saved_model(load_trained_model(model_path), out_dir=out_dir, version=version)
+    if export_format == "savedmodel":
+        if out and os.path.isfile(out):
+            raise click.BadParameter(f"{out!r} is a file (a SavedModel base path is a folder)", param_hint="'--out'")
+        _export_saved_model(load_trained_model(model_path), out, version)
+        return
+    from vseg_keras import edge
+
+    edge.check_edge_options(export_format, quantization, calibration_dir, calibration_split, out)
+    size = edge.edge_export_size(model_path, size)
+    path = edge.export_edge_model(load_trained_model(model_path), export_format, size, path=out,
+                                  quantization=quantization, calibration_dir=calibration_dir,
+                                  calibration_split=calibration_split, calibration_windows_count=calibration_windows,
+                                  logits=logits)
+    click.echo(f"exported the streaming step ({export_format}, {quantization}, {size[0]}x{size[1]}) to {path}; "
+               f"run it with: vseg predict {path} INPUT OUTPUT.mp4")
+
+
+def _export_saved_model(model, out_dir: str | None, version: int | None) -> None:
+    from vseg_keras.export import export_saved_model
+
+    path = export_saved_model(model, out_dir=out_dir, version=version)
     base = os.path.dirname(path)
     base = os.path.abspath(base) if "://" not in base else base
     click.echo(f"exported to {path}; serve with: tensorflow_model_server --model_base_path={base}")
@@ -361,19 +410,21 @@ def export(model_path, out_dir, version):
 @click.option("--labels-dir", default=None, type=click.Path(file_okay=False),
               help="Also write per-frame label PNGs and colour PNGs here.")
 @click.option("--label-ids", is_flag=True, help="Write Cityscapes labelIds instead of trainIds.")
-@size_option("--size", "Run the model at this size (default: the frame size).")
+@size_option("--size", "Run the model at this size (default: the frame size; a .tflite/.onnx file's own size).")
+@threads_option
 @progress_option("Progress bar with frames/s, and a total and ETA when the video announces its length.")
 @user_errors
-def predict(model_path, source, output, labels_dir, label_ids, size, progress):
+def predict(model_path, source, output, labels_dir, label_ids, size, threads, progress):
     """Segment a video (file, folder of frames or Cityscapes sequence folder) into an overlay mp4.
 
-    MODEL is a .keras file, a run directory or a SavedModel from `vseg export`. Temporal models
-    stream with carried state: memory does not grow with the video length.
+    MODEL is a .keras file, a run directory, a SavedModel from `vseg export`, or a .tflite/.onnx file
+    from `vseg export --format litert|onnx`. Temporal models stream with carried state: memory does not
+    grow with the video length.
     """
     from vseg_keras.predict import predict_video
 
     result = predict_video(model_path, source, output, labels_dir=labels_dir, label_ids=label_ids,
-                           size=size, progress=progress)
+                           size=size, progress=progress, threads=threads)
     click.echo(f"segmented {result['frames']} frames ({result['clips']} clip(s)) -> {result['output']}"
                + (f"; labels in {labels_dir}" if labels_dir else ""))
 

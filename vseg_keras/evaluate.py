@@ -15,6 +15,8 @@ import tensorflow as tf
 from vseg_keras import data, files
 from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
 from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
+from vseg_keras.frame_models import FrameModel, saved_model_folder
+from vseg_keras.loading import load_trained_model, open_frame_model
 from vseg_keras.metrics import CONFUSION_SIZE, TemporalConsistency, confusion_matrix, segmentation_scores
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.options import EVAL_BATCH_SIZE, EVAL_CONTEXT, EVAL_SPLIT
@@ -39,7 +41,7 @@ def _ground_truth_size(manifest: dict, split: str, city: str, sequence: int, fra
 
 
 def evaluate(
-    model: VideoSegmenter,
+    model: VideoSegmenter | FrameModel,
     data_dir: str,
     split: str = EVAL_SPLIT,
     context: int = DEFAULT_CONTEXT,
@@ -60,8 +62,12 @@ def evaluate(
     frame is decoded (:meth:`~vseg_keras.models.segmenter.VideoSegmenter.last_frame_logits`; a
     frame-wise model computes only that frame), with the same scores.
 
+    A :class:`~vseg_keras.frame_models.FrameModel` (a ``.tflite``/``.onnx`` file or a SavedModel, see
+    :func:`open_model_to_evaluate`) runs each window frame by frame from zero states, as it would on
+    a device; its labels are scored the same way.
+
     Args:
-        model: the model to evaluate.
+        model: the model to evaluate: a Keras model, or a frame model.
         data_dir: output folder of ``vseg convert``.
         split: the split (with ground truth).
         context: frames before the labelled one (a frame-wise model's labelled-frame
@@ -87,6 +93,8 @@ def evaluate(
     """
     check_flow_method(flow)
     manifest = read_manifest(data_dir)
+    if isinstance(model, FrameModel) and data.frame_size(data_dir):
+        model.check_size(*data.frame_size(data_dir), what=f"{data_dir}: frames")
     dataset = data.make_eval_dataset(data_dir, split, batch_size=batch_size, context=context, with_metadata=True)
     total = data.count_snippets(data_dir, split)
     if max_sequences is not None:
@@ -135,9 +143,9 @@ def _score_windows(dataset, total, predict, confusion, consistency, save_predict
             break
         keep = min(int(frames.shape[0]), total - seen)
         images = frames[:keep].numpy()  # NumPy feeds any backend
-        logits = predict(images)  # [B, L, H, W, C], or the last frame's [B, H, W, C]
-        predictions = np.argmax(logits, axis=-1).astype(np.uint8)
-        last_logits, last_predictions = (logits[:, -1], predictions[:, -1]) if consistency else (logits, predictions)
+        predictions, logits = predict(images)  # [B, L, H, W] (and [..., C]), or the last frame's [B, H, W]
+        last_predictions = predictions[:, -1] if consistency else predictions
+        last_logits = None if logits is None else logits[:, -1] if consistency else logits
         labels = labels.numpy()[:keep]
         labelled = metadata["labelled"].numpy()[:keep]
         for i in range(keep):
@@ -146,9 +154,8 @@ def _score_windows(dataset, total, predict, confusion, consistency, save_predict
             if consistency:
                 consistency.add(predictions[i], images[i])
             if save_predictions:
-                _save_prediction(
-                    save_predictions, manifest, split, last_logits[i], metadata, i, prediction_size
-                )
+                _save_prediction(save_predictions, manifest, split, last_predictions[i],
+                                 None if last_logits is None else last_logits[i], metadata, i, prediction_size)
         seen += keep
         if bar is not None:
             bar.add(keep)
@@ -159,25 +166,45 @@ def _score_windows(dataset, total, predict, confusion, consistency, save_predict
 _LAST_FRAME_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _window_predictor(model: VideoSegmenter, every_frame: bool):
-    """``predict(frames [B, L, H, W, 3]) -> logits``: every frame's ``[B, L, H, W, C]``, or the last frame's
-    ``[B, H, W, C]`` (:meth:`~vseg_keras.models.segmenter.VideoSegmenter.make_last_frame_model`)."""
+def _window_predictor(model: VideoSegmenter | FrameModel, every_frame: bool):
+    """``predict(frames [B, L, H, W, 3]) -> (labels, logits)``: every frame's uint8 labels ``[B, L, H, W]``
+    and logits ``[B, L, H, W, C]``, or the last frame's ``[B, H, W]`` and ``[B, H, W, C]``
+    (:meth:`~vseg_keras.models.segmenter.VideoSegmenter.make_last_frame_model`). A frame model gives
+    labels only (logits ``None``)."""
+    if isinstance(model, FrameModel):
+        def predict_frame_by_frame(frames):
+            labels = np.stack([model.clip_labels(window) for window in frames])
+            return (labels if every_frame else labels[:, -1]), None
+
+        return predict_frame_by_frame
     if every_frame:
-        return model.predict_on_batch
-    if model not in _LAST_FRAME_MODELS:
-        _LAST_FRAME_MODELS[model] = model.make_last_frame_model()
-    return _LAST_FRAME_MODELS[model].predict_on_batch
+        predict_logits = model.predict_on_batch
+    else:
+        if model not in _LAST_FRAME_MODELS:
+            _LAST_FRAME_MODELS[model] = model.make_last_frame_model()
+        predict_logits = _LAST_FRAME_MODELS[model].predict_on_batch
+
+    def predict(frames):
+        logits = predict_logits(frames)
+        return np.argmax(logits, axis=-1).astype(np.uint8), logits
+
+    return predict
 
 
-def _save_prediction(folder, manifest, split, logits, metadata, index, prediction_size) -> None:
+def _save_prediction(folder, manifest, split, labels, logits, metadata, index, prediction_size) -> None:
+    """Writes one labelled frame's prediction; resized bilinearly on the logits, or nearest on the labels
+    when there are none."""
     city = metadata["city"].numpy()[index].decode()
     sequence = int(metadata["sequence"].numpy()[index])
     frame = int(metadata["frame_numbers"].numpy()[index][-1])
-    size = prediction_size or _ground_truth_size(manifest, split, city, sequence, frame) or logits.shape[:2]
-    if tuple(size) != tuple(logits.shape[:2]):
-        logits = tf.image.resize(logits[None], size, method="bilinear")[0].numpy()
-    label_ids = train_ids_to_label_ids(np.argmax(logits, axis=-1))
-    files.atomic_write_png(files.join(folder, f"{city}_{sequence:06d}_{frame:06d}_pred_labelIds.png"), label_ids)
+    size = prediction_size or _ground_truth_size(manifest, split, city, sequence, frame) or labels.shape[:2]
+    if tuple(size) != tuple(labels.shape[:2]):
+        if logits is not None:
+            labels = np.argmax(tf.image.resize(logits[None], size, method="bilinear")[0].numpy(), axis=-1)
+        else:
+            labels = cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    files.atomic_write_png(files.join(folder, f"{city}_{sequence:06d}_{frame:06d}_pred_labelIds.png"),
+                           train_ids_to_label_ids(labels))
 
 
 def format_report(report: dict) -> str:
@@ -234,7 +261,7 @@ def _save_figure(figure, path: str) -> None:
 
 
 def context_sweep(
-    model: VideoSegmenter,
+    model: VideoSegmenter | FrameModel,
     data_dir: str,
     contexts: Sequence[int],
     **options,
@@ -276,16 +303,31 @@ def plot_context_sweep(sweep: dict, path: str) -> None:
     _save_figure(figure, path)
 
 
+def open_model_to_evaluate(model_path: str, threads: int | None = None) -> VideoSegmenter | FrameModel:
+    """The model at ``model_path`` as :func:`evaluate` takes it: a ``.keras`` file or run directory as a Keras
+    model (batched), a ``.tflite``/``.onnx`` file or SavedModel as a frame model (``threads``: its CPU threads).
+
+    Raises:
+        ValueError, FileNotFoundError, ImportError: one line naming the model, or the package to install.
+    """
+    from vseg_keras.edge.runtime import is_edge_file
+
+    if is_edge_file(model_path) or saved_model_folder(model_path) is not None:
+        return open_frame_model(model_path, threads=threads)
+    return load_trained_model(model_path)
+
+
 def default_output_dir(model_path: str) -> str:
-    """Where ``vseg evaluate`` writes by default: ``RUN_DIR/eval``, or ``<stem>-eval`` beside a ``.keras`` file."""
-    if files.isdir(model_path):
+    """Where ``vseg evaluate`` writes by default: ``RUN_DIR/eval``, or ``<stem>-eval`` beside a model file or
+    SavedModel folder."""
+    if files.isdir(model_path) and saved_model_folder(model_path) is None:
         return files.join(model_path, "eval")
-    stem = os.path.splitext(model_path)[0]
+    stem = os.path.splitext(model_path.rstrip("/"))[0]
     return f"{stem}-eval"
 
 
 def evaluate_to_files(
-    model: VideoSegmenter,
+    model: VideoSegmenter | FrameModel,
     data_dir: str,
     out_dir: str,
     contexts: Sequence[int] | None = None,

@@ -1,4 +1,5 @@
-"""Loading trained models: a ``.keras`` file or a run directory, on any TensorFlow filesystem."""
+"""Loading trained models: a ``.keras`` file or a run directory, on any TensorFlow filesystem; and any model
+format vseg runs frame by frame (:func:`open_frame_model`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import zipfile
 import keras
 
 from vseg_keras import files
+from vseg_keras.frame_models import FrameModel, KerasFrameModel, SavedModelFrameModel, saved_model_folder
 from vseg_keras.models.segmenter import VideoSegmenter
 
 #: Model files of a run directory, in the order :func:`resolve_model_file` prefers them.
@@ -54,3 +56,24 @@ def load_trained_model(path: str) -> VideoSegmenter:
     if not isinstance(model, VideoSegmenter):
         raise ValueError(f"{path}: not a vseg model (found {type(model).__name__})")
     return model
+
+
+def open_frame_model(model_path: str, threads: int | None = None) -> FrameModel:
+    """The :class:`FrameModel` of a ``.keras`` file, a run directory, a SavedModel (a version folder, or a
+    base folder whose highest version is used) or a ``.tflite``/``.onnx`` file.
+
+    Args:
+        model_path: the model, local or on any TensorFlow filesystem.
+        threads: CPU threads of a LiteRT or ONNX Runtime model (default: the runtime's).
+
+    Raises:
+        ValueError, FileNotFoundError, ImportError: one line naming the model, or the package to install.
+    """
+    from vseg_keras.edge.runtime import is_edge_file, open_edge_model  # loads TensorFlow's LiteRT glue
+
+    if is_edge_file(model_path):
+        return open_edge_model(model_path, threads=threads)
+    folder = saved_model_folder(model_path)
+    if folder is not None:
+        return SavedModelFrameModel(folder)
+    return KerasFrameModel(load_trained_model(model_path))

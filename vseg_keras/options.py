@@ -22,6 +22,16 @@ EVAL_BATCH_SIZE = 1
 FLOW = "dis"
 #: Base folder of ``vseg export`` (``saved_models/<model name>/<version>``).
 EXPORT_ROOT = "saved_models"
+#: Formats of ``vseg export``: a TF Serving SavedModel, or the streaming step for edge runtimes.
+EXPORT_FORMATS = ("savedmodel", "litert", "onnx")
+#: Weight and activation types of a LiteRT export (``int8``: full-integer, calibrated on frames of a split).
+EDGE_QUANTIZATIONS = ("float32", "float16", "int8")
+#: ``--calibration``: split to calibrate int8 on, windows read from it, and frames of context per window.
+CALIBRATION_SPLIT = "train"
+CALIBRATION_WINDOWS = 16
+CALIBRATION_CONTEXT = 4
+#: ONNX opset of ``vseg export --format onnx``.
+ONNX_OPSET = 17
 #: Frame size (height, width) of ``vseg convert`` and of the GFLOPs column of ``vseg models``.
 FRAME_SIZE = (512, 1024)
 #: Stored frames before and after the labelled frame (Cityscapes' 30-frame snippets: 19 + 1 + 10).

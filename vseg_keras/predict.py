@@ -3,7 +3,9 @@
 Inputs: a video file (anything OpenCV reads, e.g. mp4/avi), a folder of frames
 (sorted by name) or a Cityscapes sequence folder (``{city}_{seq}_{frame}_leftImg8bit.png``;
 the state restarts where the sequence number changes or frames are not consecutive).
-Models: a ``.keras`` file, a run directory, or a SavedModel exported by ``vseg export``.
+Models: a ``.keras`` file, a run directory, a SavedModel exported by ``vseg export``, or a
+``.tflite``/``.onnx`` file from ``vseg export --format litert|onnx`` (frames are resized to the
+size fixed at export). The models run through :mod:`vseg_keras.frame_models`.
 Memory does not grow with the video length: one frame and the states are held at a time.
 """
 
@@ -16,16 +18,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
-import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from vseg_keras import files
 from vseg_keras.cityscapes import CLASS_NAMES, TRAIN_PALETTE, colorize_train_ids, train_ids_to_label_ids
-from vseg_keras.export import latest_version
 from vseg_keras.files import atomic_write_png
-from vseg_keras.models.layers import check_frame_size
+from vseg_keras.loading import open_frame_model
 from vseg_keras.models.registry import MODEL_CONFIGS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -36,7 +36,6 @@ STRICTEST_ZOO_RULE = (max(c.frame_multiple for c in MODEL_CONFIGS.values()),
 #: Most pixels a frame may be run at: OpenCV's own limit for images it decodes (``OPENCV_IO_MAX_IMAGE_PIXELS``).
 MAX_RUN_PIXELS = 1 << 30
 _CITYSCAPES_FRAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
-_SIZE_RULE = re.compile(r"multiples of (\d+) for this \d+-level UNet(?: and at least (\d+))?")
 
 
 @dataclass
@@ -131,48 +130,27 @@ class FrameSegmenter:
     """Segments one frame at a time, carrying the temporal state (if any).
 
     Args:
-        model_path: ``.keras`` file, run directory, or SavedModel folder (a version
-            folder, or a base folder whose highest version is used).
+        model_path: ``.keras`` file, run directory, SavedModel folder (a version folder, or a base
+            folder whose highest version is used), or ``.tflite``/``.onnx`` file from ``vseg export``.
+        threads: CPU threads of a LiteRT or ONNX Runtime model (default: the runtime's).
 
     Attributes:
+        frame_model: the :class:`~vseg_keras.frame_models.FrameModel` that runs the frames.
         size_rule: ``(multiple, minimum)``: frame height and width must be multiples of
-            ``multiple`` and at least ``minimum``; ``None`` for a SavedModel that does not say.
+            ``multiple`` and at least ``minimum``; ``None`` for a model that does not say.
+        fixed_size: ``(height, width)`` of the only frames an edge file takes, else ``None``.
     """
 
-    def __init__(self, model_path: str):
-        self.saved_model = None
-        base = _saved_model_folder(model_path)
-        if base is not None:
-            self._load_saved_model(base)
-        else:
-            from vseg_keras.loading import load_trained_model
-
-            self.model = load_trained_model(model_path)
-            self.streaming = bool(self.model.state_shapes())
-            self._step_model = self.model.make_streaming_model()
-            check = self.model.backbone.encoder.get_layer("size_check")
-            self.size_rule: tuple[int, int] | None = (check.multiple, check.minimum)
+    def __init__(self, model_path: str, threads: int | None = None):
+        self.frame_model = open_frame_model(model_path, threads=threads)
+        self.size_rule, self.fixed_size = self.frame_model.size_rule, self.frame_model.fixed_size
         self.states: dict | None = None
         self._state_size: tuple[int, int] | None = None
-
-    def _load_saved_model(self, base: str) -> None:
-        try:
-            self.saved_model = tf.saved_model.load(base)
-        except (OSError, ValueError, tf.errors.OpError) as error:
-            raise ValueError(f"{base}: not a valid SavedModel ({files.error_reason(error)})") from None
-        signatures = self.saved_model.signatures
-        _check_vseg_signatures(base, signatures)
-        self.streaming = "step" in signatures
-        self._serve, self._init, self._step = (
-            signatures["serving_default"], signatures.get("init_state"), signatures.get("step")
-        )
-        self.size_rule = _saved_model_size_rule(self._serve)
 
     def check_size(self, height: int, width: int, what: str = "Frame") -> None:
         """Raises ``ValueError`` (one line: ``what``, the size, the rule) if the model cannot run on
         ``height x width`` frames; a SavedModel that does not state its rule passes every size."""
-        if self.size_rule is not None:
-            check_frame_size(height, width, *self.size_rule, what=what)
+        self.frame_model.check_size(height, width, what=what)
 
     def reset(self) -> None:
         """Forget the temporal state (the next frame starts a new clip)."""
@@ -187,67 +165,13 @@ class FrameSegmenter:
         """
         height, width = frame.shape[:2]
         self.check_size(height, width)
-        if self.states and self._state_size != (height, width):  # a frame-wise Keras model has states {}
+        if self.states and self._state_size != (height, width):  # a frame-wise model has states {}
             raise ValueError(f"Frame {height}x{width} (HxW) is not the size of the frames before it "
                              f"({self._state_size[0]}x{self._state_size[1]}); reset() before a clip of another size")
-        if self.saved_model is not None:
-            return self._saved_model_labels(frame)
         if self.states is None:
-            self.states, self._state_size = self.model.initial_states(1, height, width), (height, width)
-        frame_tensor = keras.ops.convert_to_tensor(frame[None])  # the Keras backend's tensor
-        outputs = self._step_model({"frame": frame_tensor, **self.states}, training=False)
-        self.states = {key: outputs[key] for key in self.states}
-        return np.argmax(keras.ops.convert_to_numpy(outputs["logits"])[0], axis=-1).astype(np.uint8)
-
-    def _saved_model_labels(self, frame: np.ndarray) -> np.ndarray:
-        batch = tf.constant(frame[None])
-        if not self.streaming:
-            return self._serve(frames=batch[:, None])["labels"].numpy()[0, 0]
-        if self.states is None:
-            self.states, self._state_size = self._init(frame=batch), frame.shape[:2]
-        outputs = self._step(frame=batch, **self.states)
-        self.states = {key: outputs[key] for key in self.states}
-        return outputs["labels"].numpy()[0]
-
-
-def _saved_model_folder(model_path: str) -> str | None:
-    """The SavedModel version folder ``model_path`` names (itself, or its highest version), else ``None``."""
-    latest = latest_version(model_path)
-    if latest is not None and files.isfile(files.join(model_path, str(latest), "saved_model.pb")):
-        return files.join(model_path, str(latest))
-    return model_path if files.isfile(files.join(model_path, "saved_model.pb")) else None
-
-
-def _check_vseg_signatures(base: str, signatures) -> None:
-    """``ValueError`` unless the signatures are those of ``vseg export`` (``serving_default(frames)``,
-    and ``init_state(frame)`` with ``step(frame, ...)`` for temporal models)."""
-    expected = {"serving_default": "frames"}
-    if "step" in signatures or "init_state" in signatures:
-        expected.update(init_state="frame", step="frame")
-    for name, argument in expected.items():
-        if name not in signatures:
-            found = f"it has {', '.join(sorted(signatures)) or 'no signatures'}"
-        elif argument not in signatures[name].structured_input_signature[1]:
-            found = f"it takes {', '.join(sorted(signatures[name].structured_input_signature[1])) or 'nothing'}"
-        else:
-            continue
-        raise ValueError(f"{base}: not a SavedModel from `vseg export` (no {name} signature taking {argument}; "
-                         f"{found})")
-
-
-def _saved_model_size_rule(serve) -> tuple[int, int] | None:
-    """``(multiple, minimum)`` of a ``vseg export`` SavedModel, ``None`` if it does not say.
-
-    The SavedModel keeps no layer attributes, but its size check is an assertion whose message
-    states the rule; a 1x1 frame fails it before any convolution runs.
-    """
-    try:
-        serve(frames=tf.zeros([1, 1, 1, 1, 3], tf.uint8))
-    except tf.errors.OpError as error:
-        match = _SIZE_RULE.search(str(error))
-        if match:
-            return int(match[1]), int(match[2] or match[1])
-    return None
+            self.states, self._state_size = self.frame_model.initial_states(height, width), (height, width)
+        labels, self.states = self.frame_model.step(frame, self.states)
+        return labels
 
 
 def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -291,10 +215,21 @@ def check_run_size(size: tuple[int, int] | None) -> None:
                          "(OpenCV's limit for an image)")
 
 
-def plan_run_size(frame: tuple[int, int], size: tuple[int, int] | None, rule: tuple[int, int]) -> RunSize:
+def plan_run_size(frame: tuple[int, int], size: tuple[int, int] | None, rule: tuple[int, int],
+                  fixed: tuple[int, int] | None = None) -> RunSize:
     """The :class:`RunSize` of ``frame``-sized input run at ``size`` (``None``: the frame size) by a model
-    whose frames must be multiples of ``rule[0]`` and at least ``rule[1]``."""
+    whose frames must be multiples of ``rule[0]`` and at least ``rule[1]``, or (an edge file) that takes
+    ``fixed``-sized frames only: those are run at ``fixed``.
+
+    Raises:
+        ValueError: ``size`` is not positive, too large, or (with ``fixed``) another size (one line).
+    """
     check_run_size(size)
+    if fixed is not None:
+        if size and tuple(size) != tuple(fixed):
+            raise ValueError(f"size {size[0]}x{size[1]} (HxW): the model takes {fixed[0]}x{fixed[1]} frames only "
+                             "(fixed at export); leave --size out, or export at that size")
+        return RunSize(tuple(frame), tuple(fixed), tuple(fixed))
     run = (int(size[0]), int(size[1])) if size else tuple(frame)
     multiple, minimum = rule
     padded = tuple(max(-(-side // multiple) * multiple, minimum) for side in run)
@@ -358,16 +293,18 @@ def predict_video(
     size: tuple[int, int] | None = None,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Segments ``source`` and writes an overlay video (mp4) to ``output``.
 
     Every frame is resized to ``size`` (if given) and padded at the bottom/right to a
-    size the model accepts; the labels are cropped and resized back to the frame.
+    size the model accepts; the labels are cropped and resized back to the frame. For a
+    ``.tflite``/``.onnx`` file, frames are resized to the size fixed at export.
     The input is opened and ``size`` checked before the model loads; nothing is left at
     ``output`` if it fails.
 
     Args:
-        model_path: ``.keras`` file, run directory or SavedModel folder.
+        model_path: ``.keras`` file, run directory, SavedModel folder, or ``.tflite``/``.onnx`` file.
         source: video file, folder of frames, or Cityscapes sequence folder.
         output: the overlay video (same frame count and size as the input).
         labels_dir: also write ``{name}_labels.png`` (trainIds, or labelIds with
@@ -378,6 +315,7 @@ def predict_video(
             announces its frame count, see :func:`announced_frame_count`).
         warn: called with a one-line warning (a video that decodes fewer frames than its
             container announces); default: printed to stderr.
+        threads: CPU threads of a LiteRT or ONNX Runtime model (default: the runtime's).
 
     Returns:
         ``{"frames", "announced_frames", "truncated", "output", "labels_dir", "clips", "run_size"}``:
@@ -397,8 +335,9 @@ def predict_video(
         _make_folder(os.path.dirname(os.path.abspath(output)), output)
         if labels_dir:
             _make_folder(labels_dir, labels_dir)
-        segmenter = FrameSegmenter(model_path)
-        sizes = plan_run_size(first.image.shape[:2], size, segmenter.size_rule or STRICTEST_ZOO_RULE)
+        segmenter = FrameSegmenter(model_path, threads=threads)
+        sizes = plan_run_size(first.image.shape[:2], size, segmenter.size_rule or STRICTEST_ZOO_RULE,
+                              segmenter.fixed_size)
         temporary = f"{output}.tmp.mp4"
         try:
             outputs = _Outputs(output, temporary, video_fps(source), sizes.frame, labels_dir, label_ids)

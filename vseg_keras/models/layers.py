@@ -223,9 +223,9 @@ class SpatialSizeCheck(keras.layers.Layer):
     def _requirement(self) -> str:
         return frame_size_requirement(self.multiple, self.minimum)
 
-    def validate(self, height: int, width: int) -> None:
-        """Raises ``ValueError`` naming the size and the requirement if ``height x width`` is invalid."""
-        check_frame_size(height, width, self.multiple, self.minimum)
+    def validate(self, height: int, width: int, what: str = "Frame size") -> None:
+        """Raises ``ValueError`` naming ``what``, the size and the requirement if ``height x width`` is invalid."""
+        check_frame_size(height, width, self.multiple, self.minimum, what=what)
 
     def call(self, inputs):
         height, width = inputs.shape[-3], inputs.shape[-2]

@@ -113,9 +113,10 @@ class VideoSegmenter(keras.Model):
         frames = keras.Input(shape=(None, None, None, 3), name="frames")
         return keras.Model(frames, self.last_frame_logits(frames), name=f"{self.name}_last_frame")
 
-    def check_frame_size(self, height: int, width: int) -> None:
-        """Raises ``ValueError`` (one clear sentence) if frames of ``height x width`` are not supported."""
-        self.backbone.encoder.get_layer("size_check").validate(height, width)
+    def check_frame_size(self, height: int, width: int, what: str = "Frame size") -> None:
+        """Raises ``ValueError`` (one clear sentence naming ``what``) if frames of ``height x width`` are not
+        supported."""
+        self.backbone.encoder.get_layer("size_check").validate(height, width, what=what)
 
     def state_shapes(
         self, height: int | None = None, width: int | None = None, batch_size: int | None = None

@@ -54,7 +54,7 @@ def train(
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {placement.replicas} replicas")
     log(f"strategy: {placement.name}, {placement.replicas} replica(s), global batch {config.batch_size}")
     log(_describe_windows(config))
-    state = runs.start_run(run_dir, config, runs.manifest_digest(data_dir), placement.chief)
+    state = runs.start_run(run_dir, config, runs.manifest_digest(data_dir), placement.chief, data.frame_size(data_dir))
     epochs_done = int(state.get("epochs_done", 0))
     if epochs_done >= config.epochs:
         log(f"{run_dir}: all {config.epochs} epochs already done")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 
 from vseg_keras import files
 from vseg_keras.options import TrainConfig, TrainingError
@@ -71,14 +72,18 @@ def trim_history(run_dir: str, epochs_done: int) -> None:
     files.atomic_write_text(path, text.getvalue())
 
 
-def check_run_dir(run_dir: str, config: TrainConfig, digest: str) -> dict:
+def check_run_dir(run_dir: str, config: TrainConfig, digest: str, frame_size: tuple[int, int] | None = None) -> dict:
     """The ``config.json`` record of a new run; for a resumed run, checks that it has the same options.
+
+    The record holds the options, the data manifest's digest and the data's ``frame_size`` (``[H, W]``,
+    what ``vseg export --format litert|onnx`` exports at by default; ``None`` for frames kept at source size).
 
     Raises:
         TrainingError: one line naming the options that differ, or other data (manifest digest).
     """
     path = files.join(run_dir, CONFIG_NAME)
-    record = {"options": config.to_json(), "data_manifest_sha256": digest}
+    record = {"options": config.to_json(), "data_manifest_sha256": digest,
+              "frame_size": list(frame_size) if frame_size else None}
     if not files.isfile(path):
         return record
     try:
@@ -96,7 +101,8 @@ def check_run_dir(run_dir: str, config: TrainConfig, digest: str) -> dict:
     return record
 
 
-def start_run(run_dir: str, config: TrainConfig, digest: str, chief: bool) -> dict:
+def start_run(run_dir: str, config: TrainConfig, digest: str, chief: bool,
+              frame_size: tuple[int, int] | None = None) -> dict:
     """Creates or checks the run directory and returns its committed resume state.
 
     Only the chief writes (``config.json``, the trimmed history); every worker reads the chief's
@@ -107,9 +113,24 @@ def start_run(run_dir: str, config: TrainConfig, digest: str, chief: bool) -> di
     if state.get("epochs_done"):
         resume_weights(run_dir, state)  # a damaged run dir is refused before anything is rewritten
     if chief:
-        files.atomic_write_json(files.join(run_dir, CONFIG_NAME), check_run_dir(run_dir, config, digest))
+        files.atomic_write_json(files.join(run_dir, CONFIG_NAME), check_run_dir(run_dir, config, digest, frame_size))
         trim_history(run_dir, int(state.get("epochs_done", 0)))
     return state
+
+
+def recorded_frame_size(model_path: str) -> tuple[int, int] | None:
+    """The frame size ``(height, width)`` of the data a run trained on, from the ``config.json`` of a run
+    directory (or of the folder holding a ``.keras`` file); ``None`` if there is none or it is not recorded
+    (runs made before it was)."""
+    folder = model_path if files.isdir(model_path) else os.path.dirname(model_path)
+    path = files.join(folder, CONFIG_NAME)
+    if not files.isfile(path):
+        return None
+    try:
+        size = files.read_json(path).get("frame_size")
+    except (ValueError, AttributeError):
+        return None
+    return (int(size[0]), int(size[1])) if isinstance(size, list) and len(size) == 2 else None
 
 
 def summary(run_dir: str, state: dict, strategy: str, replicas: int) -> dict:

@@ -1,0 +1,131 @@
+"""Running ``.tflite`` (LiteRT) and ``.onnx`` (ONNX Runtime) files from ``vseg export`` as frame models.
+
+Each file takes one uint8 RGB frame of the size fixed at export and the states, and gives the labels
+and the next states (:mod:`vseg_keras.edge.step_function`). Inputs are checked before the runtime
+sees them: a frame of another size or dtype is one clear line rather than the runtime's own error.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from vseg_keras import files
+from vseg_keras.edge.convert import EDGE_SUFFIXES, require
+from vseg_keras.edge.step_function import NEXT_STATE_PREFIX
+from vseg_keras.frame_models import FrameModel
+
+
+def is_edge_file(path: str) -> bool:
+    """Whether ``path`` names a LiteRT or ONNX file (by its suffix)."""
+    return path.lower().endswith(tuple(EDGE_SUFFIXES.values()))
+
+
+class EdgeFrameModel(FrameModel):
+    """A ``.tflite`` or ``.onnx`` step file (see :func:`open_edge_model`).
+
+    Args:
+        path: the file.
+        inputs: ``{name: shape}`` of its inputs (``frame`` and the ``state_i``).
+        outputs: the names of its outputs (``labels``, maybe ``logits``, the ``next_state_i``).
+
+    Attributes:
+        state_shapes: ``{"state_i": (1, h_i, w_i, c_i)}`` (empty for a frame-wise model).
+        has_logits: whether the file also outputs logits.
+    """
+
+    format = "edge"
+
+    def __init__(self, path: str, inputs: dict[str, list], outputs: list[str]):
+        if "frame" not in inputs or "labels" not in outputs:
+            raise ValueError(f"{path}: not a {self.format} file from `vseg export` (inputs: {', '.join(inputs)}; "
+                             f"outputs: {', '.join(outputs)})")
+        self.path = path
+        self.name = os.path.splitext(os.path.basename(path))[0]
+        self.fixed_size = (int(inputs["frame"][1]), int(inputs["frame"][2]))
+        self.state_shapes = {name: (1, *(int(d) for d in shape[1:])) for name, shape in inputs.items()
+                             if name != "frame"}
+        self.has_logits = "logits" in outputs
+
+    def initial_states(self, height: int, width: int) -> dict:
+        self.check_size(height, width)
+        return {name: np.zeros(shape, np.float32) for name, shape in self.state_shapes.items()}
+
+    def check_frame(self, frame: np.ndarray) -> None:
+        """Raises ``ValueError`` (one line) unless ``frame`` is uint8 RGB ``[H, W, 3]`` of the fixed size."""
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8:
+            raise ValueError(f"{self.path} takes uint8 RGB frames; got {frame.dtype}")
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise ValueError(f"{self.path} takes one RGB frame [H, W, 3]; got shape {list(frame.shape)}")
+        self.check_size(*frame.shape[:2])
+
+    def step(self, frame: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        self.check_frame(frame)
+        outputs = self.run({"frame": np.asarray(frame)[None], **states})
+        return outputs["labels"][0], {name: outputs[NEXT_STATE_PREFIX + name] for name in states}
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The file's outputs by name for its inputs by name (no checks)."""
+        raise NotImplementedError
+
+
+class LiteRTFrameModel(EdgeFrameModel):
+    """A ``.tflite`` file run by the LiteRT interpreter (``ai-edge-litert``) on the CPU (XNNPACK)."""
+
+    format = "LiteRT"
+
+    def __init__(self, path: str, threads: int | None = None):
+        interpreter_module = require("ai_edge_litert.interpreter", f"running {path}")
+        try:
+            interpreter = interpreter_module.Interpreter(model_content=files.read_bytes(path),
+                                                         **({"num_threads": threads} if threads else {}))
+            self._runner = interpreter.get_signature_runner()
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"{path}: not a valid LiteRT model ({files.error_reason(error)})") from None
+        inputs = {name: list(d["shape"]) for name, d in self._runner.get_input_details().items()}
+        super().__init__(path, inputs, list(self._runner.get_output_details()))
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._runner(**inputs)
+
+
+class OnnxFrameModel(EdgeFrameModel):
+    """An ``.onnx`` file run by ONNX Runtime on the CPU."""
+
+    format = "ONNX"
+
+    def __init__(self, path: str, threads: int | None = None):
+        ort = require("onnxruntime", f"running {path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        try:
+            self._session = ort.InferenceSession(files.read_bytes(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ONNX Runtime's error types live in a private module
+            raise ValueError(f"{path}: not a valid ONNX model ({files.error_reason(error)})") from None
+        self._outputs = [output.name for output in self._session.get_outputs()]
+        inputs = {i.name: [1 if not isinstance(d, int) else d for d in i.shape] for i in self._session.get_inputs()}
+        super().__init__(path, inputs, self._outputs)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._outputs, self._session.run(None, inputs), strict=True))
+
+
+def open_edge_model(path: str, threads: int | None = None) -> EdgeFrameModel:
+    """The frame model of a ``.tflite`` or ``.onnx`` file (local or on any TensorFlow filesystem).
+
+    Args:
+        path: the file.
+        threads: CPU threads (default: the runtime's).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a valid file from ``vseg export``.
+        ImportError: the runtime is not installed (one line with the install command).
+    """
+    if not files.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    model_class = LiteRTFrameModel if path.lower().endswith(EDGE_SUFFIXES["litert"]) else OnnxFrameModel
+    return model_class(path, threads)

@@ -1,0 +1,180 @@
+"""One frame in, labels out, the state carried by the caller: every model format vseg runs.
+
+:func:`vseg_keras.loading.open_frame_model` opens a ``.keras`` file or run directory
+(:class:`KerasFrameModel`), a SavedModel from ``vseg export`` (:class:`SavedModelFrameModel`), or a
+``.tflite``/``.onnx`` file from ``vseg export --format litert|onnx`` (:mod:`vseg_keras.edge.runtime`).
+``vseg predict`` runs them on videos, and ``vseg evaluate`` runs the edge files on converted splits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vseg_keras import files
+from vseg_keras.export import latest_version
+from vseg_keras.models.layers import check_frame_size
+from vseg_keras.models.segmenter import VideoSegmenter
+
+_SIZE_RULE = re.compile(r"multiples of (\d+) for this \d+-level UNet(?: and at least (\d+))?")
+
+
+class FrameModel:
+    """A model that segments one frame at a time; the caller carries the state from frame to frame.
+
+    Attributes:
+        name: the model's name.
+        size_rule: ``(multiple, minimum)``: frame height and width must be multiples of ``multiple``
+            and at least ``minimum``; ``None`` if the model does not say.
+        fixed_size: ``(height, width)`` of the only frames the model takes (edge files), else ``None``.
+    """
+
+    name: str = "model"
+    size_rule: tuple[int, int] | None = None
+    fixed_size: tuple[int, int] | None = None
+
+    def check_size(self, height: int, width: int, what: str = "Frame") -> None:
+        """Raises ``ValueError`` (one line: ``what``, the size, the rule) unless the model runs ``height x width``."""
+        if self.fixed_size is not None and (height, width) != tuple(self.fixed_size):
+            raise ValueError(f"{what} {height}x{width} (HxW) is not supported: {self.name} takes "
+                             f"{self.fixed_size[0]}x{self.fixed_size[1]} frames only (fixed at export)")
+        if self.size_rule is not None:
+            check_frame_size(height, width, *self.size_rule, what=what)
+
+    def initial_states(self, height: int, width: int) -> dict:
+        """The zero states of a clip of ``height x width`` frames (``{}`` for a frame-wise model)."""
+        raise NotImplementedError
+
+    def step(self, frame: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        """The trainIds ``[H, W]`` uint8 of one RGB uint8 frame ``[H, W, 3]``, and the states after it."""
+        raise NotImplementedError
+
+    def clip_labels(self, clip: np.ndarray) -> np.ndarray:
+        """trainIds ``[T, H, W]`` of a clip ``[T, H, W, 3]``, from zero states."""
+        states = self.initial_states(*clip.shape[1:3])
+        labels = []
+        for frame in clip:
+            frame_labels, states = self.step(frame, states)
+            labels.append(frame_labels)
+        return np.stack(labels)
+
+
+class KerasFrameModel(FrameModel):
+    """A :class:`VideoSegmenter` run through its streaming step (any Keras backend).
+
+    Args:
+        model: the model.
+    """
+
+    def __init__(self, model: VideoSegmenter):
+        self.model, self.name = model, model.name
+        self._step_model = model.make_streaming_model()
+        check = model.backbone.encoder.get_layer("size_check")
+        self.size_rule = (check.multiple, check.minimum)
+
+    def initial_states(self, height: int, width: int) -> dict:
+        return self.model.initial_states(1, height, width)
+
+    def step(self, frame: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        frame_tensor = keras.ops.convert_to_tensor(frame[None])  # the Keras backend's tensor
+        outputs = self._step_model({"frame": frame_tensor, **states}, training=False)
+        labels = np.argmax(keras.ops.convert_to_numpy(outputs["logits"])[0], axis=-1).astype(np.uint8)
+        return labels, {key: outputs[key] for key in states}
+
+
+class SavedModelFrameModel(FrameModel):
+    """A SavedModel from ``vseg export``: its ``init_state``/``step`` signatures, or ``serving_default``.
+
+    Args:
+        folder: the version folder.
+
+    Raises:
+        ValueError: not a loadable SavedModel, or not one from ``vseg export`` (one line naming it).
+    """
+
+    def __init__(self, folder: str):
+        try:
+            loaded = tf.saved_model.load(folder)
+        except (OSError, ValueError, tf.errors.OpError) as error:
+            raise ValueError(f"{folder}: not a valid SavedModel ({files.error_reason(error)})") from None
+        signatures = loaded.signatures
+        _check_vseg_signatures(folder, signatures)
+        self._loaded = loaded  # keeps the signatures' variables alive
+        self.name = os.path.basename(os.path.dirname(folder.rstrip("/"))) or folder
+        self.streaming = "step" in signatures
+        self._serve, self._init, self._step = (
+            signatures["serving_default"], signatures.get("init_state"), signatures.get("step")
+        )
+        self.size_rule = _saved_model_size_rule(self._serve)
+
+    def initial_states(self, height: int, width: int) -> dict:
+        if not self.streaming:
+            return {}
+        return self._init(frame=tf.zeros([1, height, width, 3], tf.uint8))
+
+    def step(self, frame: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        batch = tf.constant(frame[None])
+        if not self.streaming:
+            return self._serve(frames=batch[:, None])["labels"].numpy()[0, 0], states
+        outputs = self._step(frame=batch, **states)
+        return outputs["labels"].numpy()[0], {key: outputs[key] for key in states}
+
+
+def saved_model_folder(model_path: str) -> str | None:
+    """The SavedModel version folder ``model_path`` names (itself, or its highest version), else ``None``."""
+    latest = latest_version(model_path)
+    if latest is not None and files.isfile(files.join(model_path, str(latest), "saved_model.pb")):
+        return files.join(model_path, str(latest))
+    return model_path if files.isfile(files.join(model_path, "saved_model.pb")) else None
+
+
+def _check_vseg_signatures(base: str, signatures) -> None:
+    """``ValueError`` unless the signatures are those of ``vseg export`` (``serving_default(frames)``,
+    and ``init_state(frame)`` with ``step(frame, ...)`` for temporal models)."""
+    expected = {"serving_default": "frames"}
+    if "step" in signatures or "init_state" in signatures:
+        expected.update(init_state="frame", step="frame")
+    for name, argument in expected.items():
+        if name not in signatures:
+            found = f"it has {', '.join(sorted(signatures)) or 'no signatures'}"
+        elif argument not in signatures[name].structured_input_signature[1]:
+            found = f"it takes {', '.join(sorted(signatures[name].structured_input_signature[1])) or 'nothing'}"
+        else:
+            continue
+        raise ValueError(f"{base}: not a SavedModel from `vseg export` (no {name} signature taking {argument}; "
+                         f"{found})")
+
+
+def _saved_model_size_rule(serve) -> tuple[int, int] | None:
+    """``(multiple, minimum)`` of a ``vseg export`` SavedModel, ``None`` if it does not say.
+
+    The SavedModel keeps no layer attributes, but its size check is an assertion whose message
+    states the rule; a 1x1 frame fails it before any convolution runs.
+    """
+    try:
+        serve(frames=tf.zeros([1, 1, 1, 1, 3], tf.uint8))
+    except tf.errors.OpError as error:
+        match = _SIZE_RULE.search(str(error))
+        if match:
+            return int(match[1]), int(match[2] or match[1])
+    return None
+
+
+def label_agreement(reference: FrameModel, candidate: FrameModel, clips: list[np.ndarray]) -> float:
+    """The fraction of pixels whose labels agree between two models over every frame of ``clips``.
+
+    Args:
+        reference: the model compared against (e.g. the SavedModel's step).
+        candidate: the other (e.g. a quantised LiteRT file).
+        clips: uint8 RGB clips ``[T, H, W, 3]``; each starts from zero states.
+    """
+    agreeing = total = 0
+    for clip in clips:
+        expected, found = reference.clip_labels(clip), candidate.clip_labels(clip)
+        agreeing += int(np.count_nonzero(expected == found))
+        total += expected.size
+    return agreeing / max(total, 1)
