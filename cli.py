@@ -60,10 +60,14 @@ def progress_option(help_text: str):
 
 
 def _is_user_error(error: Exception) -> bool:
-    """ValueError/OSError/TrainingError of the library, or a TensorFlow file error (``tf.errors.OpError``)."""
+    """ValueError/OSError/TrainingError of the library, a missing optional package, or a TensorFlow file error
+    (``tf.errors.OpError``)."""
     if isinstance(error, (ValueError, OSError, TrainingError)):
         return True
-    tf = sys.modules.get("tensorflow")  # loaded only if the command used it
+    packages = sys.modules.get("vseg_keras.edge.packages")  # loaded only if the command used it
+    if packages is not None and isinstance(error, packages.MissingPackageError):
+        return True
+    tf = sys.modules.get("tensorflow")  # likewise
     return tf is not None and isinstance(error, tf.errors.OpError)
 
 

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -189,3 +190,23 @@ def test_bad_inputs_are_one_clear_line(trained, edge_files, tmp_path):
         with pytest.raises(ValueError, match=f"corrupt{suffix}: not a valid {kind} model"):
             open_edge_model(str(corrupt))
     assert not list(tmp_path.glob("*.tmp*")) and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_missing_runtime_is_one_line_with_the_install_command(edge_files, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed: import fails
+    write_frames(tmp_path / "frames", [(64, 128)])
+    line = single_error_line(invoke("predict", edge_files["onnx"], str(tmp_path / "frames"), str(tmp_path / "o.mp4")))
+    assert line == f"Error: running {edge_files['onnx']} needs the onnxruntime package: pip install 'vseg[onnx]'"
+
+
+def test_a_frame_wise_model_exports_without_states(tmp_path):
+    import vseg_keras
+    from vseg_keras.edge import export_edge_model
+    from vseg_keras.frame_models import KerasFrameModel
+
+    model = vseg_keras.build_model("vanilla-none-small-shallow", seed=0)
+    path = export_edge_model(model, "litert", (32, 64), path=str(tmp_path / "frame-wise.tflite"))
+    edge = open_edge_model(path)
+    assert edge.state_shapes == {} and edge.fixed_size == (32, 64)
+    clip = np.random.default_rng(0).integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
+    assert label_agreement(KerasFrameModel(model), edge, [clip]) == 1.0

@@ -12,7 +12,6 @@ batch axis dynamic.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import warnings
@@ -22,6 +21,7 @@ import tensorflow as tf
 
 from vseg_keras import data, files
 from vseg_keras.edge.calibration import calibration_samples, calibration_windows
+from vseg_keras.edge.packages import require
 from vseg_keras.edge.step_function import frozen_step_function
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.options import (
@@ -35,23 +35,9 @@ from vseg_keras.train.run_dir import recorded_frame_size
 
 #: File suffix of each edge format.
 EDGE_SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
-#: What each edge format needs beyond TensorFlow, and the vseg extra that installs it.
-_PACKAGES = {"tf2onnx": ("tf2onnx", "onnx"), "onnxruntime": ("onnxruntime", "onnx"),
-             "ai_edge_litert": ("ai-edge-litert", "litert")}
-
-
-def require(module: str, purpose: str):
-    """Imports an optional package, or raises ``ImportError`` of one line saying how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        package, extra = _PACKAGES[module.split(".")[0]]
-        raise ImportError(f"{purpose} needs the {package} package: pip install 'vseg[{extra}]'") from None
-
-
 def check_edge_options(format: str, quantization: str = "float32", calibration_dir: str | None = None,
                        calibration_split: str = CALIBRATION_SPLIT, path: str | None = None,
-                       calibration_clips: list | None = None) -> None:
+                       calibration_clips: list[np.ndarray] | None = None) -> None:
     """Raises ``ValueError`` (one line) for options :func:`export_edge_model` refuses, before any model loads.
 
     A missing calibration manifest or split is refused here too.

@@ -12,7 +12,8 @@ import os
 import numpy as np
 
 from vseg_keras import files
-from vseg_keras.edge.convert import EDGE_SUFFIXES, require
+from vseg_keras.edge.convert import EDGE_SUFFIXES
+from vseg_keras.edge.packages import require
 from vseg_keras.edge.step_function import NEXT_STATE_PREFIX
 from vseg_keras.frame_models import FrameModel
 
