@@ -42,7 +42,7 @@ def size_option(name: str, help_text: str, default: tuple[int, int] | None = Non
 
 
 def model_argument(command):
-    """The MODEL argument: a run directory, a .keras file (or, for predict, a SavedModel)."""
+    """The MODEL argument: a run directory or a .keras file (predict, evaluate: also a SavedModel or edge file)."""
     return click.argument("model_path", metavar="MODEL", type=click.Path())(command)
 
 

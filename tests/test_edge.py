@@ -16,7 +16,7 @@ from tests.test_predict import single_error_line, write_frames
 from tests.test_train_evaluate import invoke
 from vseg_keras.edge import open_edge_model
 from vseg_keras.edge.calibration import calibration_windows
-from vseg_keras.evaluate import evaluate, open_model_to_evaluate
+from vseg_keras.evaluate import default_output_dir, evaluate, open_model_to_evaluate
 from vseg_keras.frame_models import label_agreement
 from vseg_keras.loading import open_frame_model
 
@@ -36,6 +36,10 @@ def built_once(tmp_path_factory, name: str):
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = folder / ".built"
+        if not done.exists():  # a build that failed in another worker is redone from scratch
+            for entry in folder.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry)
         yield folder, not done.exists()
         done.touch()
 
@@ -149,6 +153,9 @@ def test_predict_and_evaluate_run_the_files_from_the_cli(trained, edge_files, tm
     result = invoke("evaluate", edge_files["int8"], trained["data"], "--context", "2", "--out", str(tmp_path / "eval"))
     assert result.exit_code == 0, result.output
     assert "mIoU (Cityscapes, 19 classes)" in result.output and (tmp_path / "eval" / "report.json").exists()
+    assert default_output_dir(edge_files["int8"]) == edge_files["int8"].removesuffix(".tflite") + "-eval"
+    serving = trained["saved_model"]  # a version folder: the report goes beside its base folder
+    assert default_output_dir(serving) == f"{os.path.dirname(serving)}-1-eval"
     assert single_error_line(invoke("predict", edge_files["onnx"], str(frames), str(tmp_path / "x.mp4"),
                                     "--size", "32x32")).endswith("takes 64x128 frames only (fixed at export); "
                                                                  "leave --size out, or export at that size")
@@ -182,6 +189,8 @@ def test_bad_inputs_are_one_clear_line(trained, edge_files, tmp_path):
     shutil.copy(f"{run}/best.keras", tmp_path / "alone.keras")  # no run dir around it: no recorded size
     assert "no recorded training frame size" in single_error_line(
         invoke("export", str(tmp_path / "alone.keras"), "--format", "onnx"))
+    assert "no such model file or run directory" in single_error_line(
+        invoke("export", f"{run}-typo", "--format", "litert"))
     usage = invoke("export", run, "--size", "64x128")
     assert usage.exit_code == 2 and "--size: for --format litert or onnx" in usage.output
     for suffix, kind in ((".tflite", "LiteRT"), (".onnx", "ONNX")):
@@ -196,7 +205,8 @@ def test_a_missing_runtime_is_one_line_with_the_install_command(edge_files, tmp_
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed: import fails
     write_frames(tmp_path / "frames", [(64, 128)])
     line = single_error_line(invoke("predict", edge_files["onnx"], str(tmp_path / "frames"), str(tmp_path / "o.mp4")))
-    assert line == f"Error: running {edge_files['onnx']} needs the onnxruntime package: pip install 'vseg[onnx]'"
+    assert line == (f"Error: running {edge_files['onnx']} needs the onnxruntime package, in vseg's [onnx] extra: "
+                    "pip install -e '.[onnx]' in vseg's source tree")
 
 
 def test_a_frame_wise_model_exports_without_states(tmp_path):

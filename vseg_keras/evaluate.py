@@ -15,7 +15,7 @@ import tensorflow as tf
 from vseg_keras import data, files
 from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
 from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
-from vseg_keras.frame_models import FrameModel, saved_model_folder
+from vseg_keras.frame_models import FrameModel, is_edge_file, saved_model_folder
 from vseg_keras.loading import load_trained_model, open_frame_model
 from vseg_keras.metrics import CONFUSION_SIZE, TemporalConsistency, confusion_matrix, segmentation_scores
 from vseg_keras.models.segmenter import VideoSegmenter
@@ -173,7 +173,9 @@ def _window_predictor(model: VideoSegmenter | FrameModel, every_frame: bool):
     labels only (logits ``None``)."""
     if isinstance(model, FrameModel):
         def predict_frame_by_frame(frames):
-            labels = np.stack([model.clip_labels(window) for window in frames])
+            # without TC, a frame-wise model (no states) runs the scored frame only
+            stateless = not every_frame and not model.initial_states(*frames.shape[2:4])
+            labels = np.stack([model.clip_labels(window[-1:] if stateless else window) for window in frames])
             return (labels if every_frame else labels[:, -1]), None
 
         return predict_frame_by_frame
@@ -310,20 +312,21 @@ def open_model_to_evaluate(model_path: str, threads: int | None = None) -> Video
     Raises:
         ValueError, FileNotFoundError, ImportError: one line naming the model, or the package to install.
     """
-    from vseg_keras.edge.runtime import is_edge_file
-
     if is_edge_file(model_path) or saved_model_folder(model_path) is not None:
         return open_frame_model(model_path, threads=threads)
     return load_trained_model(model_path)
 
 
 def default_output_dir(model_path: str) -> str:
-    """Where ``vseg evaluate`` writes by default: ``RUN_DIR/eval``, or ``<stem>-eval`` beside a model file or
-    SavedModel folder."""
-    if files.isdir(model_path) and saved_model_folder(model_path) is None:
-        return files.join(model_path, "eval")
-    stem = os.path.splitext(model_path.rstrip("/"))[0]
-    return f"{stem}-eval"
+    """Where ``vseg evaluate`` writes by default: ``RUN_DIR/eval``; ``<stem>-eval`` beside a model file or
+    SavedModel base folder; ``<base>-<version>-eval`` for a SavedModel version folder (outside the base
+    folder that TF Serving reads)."""
+    path = model_path.rstrip("/")
+    if files.isdir(path) and saved_model_folder(path) is None:
+        return files.join(path, "eval")
+    if files.isfile(files.join(path, "saved_model.pb")) and os.path.basename(path).isdigit():
+        return f"{os.path.dirname(path)}-{os.path.basename(path)}-eval"
+    return f"{os.path.splitext(path)[0]}-eval"
 
 
 def evaluate_to_files(

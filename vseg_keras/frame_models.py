@@ -19,8 +19,14 @@ from vseg_keras import files
 from vseg_keras.export import latest_version
 from vseg_keras.models.layers import check_frame_size
 from vseg_keras.models.segmenter import VideoSegmenter
+from vseg_keras.options import EDGE_SUFFIXES
 
 _SIZE_RULE = re.compile(r"multiples of (\d+) for this \d+-level UNet(?: and at least (\d+))?")
+
+
+def is_edge_file(path: str) -> bool:
+    """Whether ``path`` names a LiteRT or ONNX file (by its suffix, any case)."""
+    return path.lower().endswith(tuple(EDGE_SUFFIXES.values()))
 
 
 class FrameModel:

@@ -9,7 +9,13 @@ import zipfile
 import keras
 
 from vseg_keras import files
-from vseg_keras.frame_models import FrameModel, KerasFrameModel, SavedModelFrameModel, saved_model_folder
+from vseg_keras.frame_models import (
+    FrameModel,
+    KerasFrameModel,
+    SavedModelFrameModel,
+    is_edge_file,
+    saved_model_folder,
+)
 from vseg_keras.models.segmenter import VideoSegmenter
 
 #: Model files of a run directory, in the order :func:`resolve_model_file` prefers them.
@@ -69,9 +75,9 @@ def open_frame_model(model_path: str, threads: int | None = None) -> FrameModel:
     Raises:
         ValueError, FileNotFoundError, ImportError: one line naming the model, or the package to install.
     """
-    from vseg_keras.edge.runtime import is_edge_file, open_edge_model  # loads TensorFlow's LiteRT glue
-
     if is_edge_file(model_path):
+        from vseg_keras.edge.runtime import open_edge_model  # the edge package, only for edge files
+
         return open_edge_model(model_path, threads=threads)
     folder = saved_model_folder(model_path)
     if folder is not None:

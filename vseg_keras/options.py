@@ -24,6 +24,8 @@ FLOW = "dis"
 EXPORT_ROOT = "saved_models"
 #: Formats of ``vseg export``: a TF Serving SavedModel, or the streaming step for edge runtimes.
 EXPORT_FORMATS = ("savedmodel", "litert", "onnx")
+#: File suffix of each edge format of ``vseg export``.
+EDGE_SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
 #: Weight and activation types of a LiteRT export (``int8``: full-integer, calibrated on frames of a split).
 EDGE_QUANTIZATIONS = ("float32", "float16", "int8")
 #: ``--calibration``: split to calibrate int8 on, windows read from it, and frames of context per window.

@@ -10,15 +10,14 @@ Converting needs only TensorFlow (and ``tf2onnx`` for ONNX); running needs ``ai-
 """
 
 from vseg_keras.edge.convert import (
-    EDGE_SUFFIXES,
     check_edge_options,
     default_edge_path,
     edge_export_size,
     export_edge_model,
 )
-from vseg_keras.edge.runtime import EdgeFrameModel, is_edge_file, open_edge_model
+from vseg_keras.edge.runtime import EdgeFrameModel, open_edge_model
 from vseg_keras.edge.step_function import frozen_step_function
 
-__all__ = ["EDGE_SUFFIXES", "EdgeFrameModel", "check_edge_options", "default_edge_path", "edge_export_size",
+__all__ = ["EdgeFrameModel", "check_edge_options", "default_edge_path", "edge_export_size",
            "export_edge_model",
-           "frozen_step_function", "is_edge_file", "open_edge_model"]
+           "frozen_step_function", "open_edge_model"]

@@ -22,16 +22,17 @@ def calibration_windows(data_dir: str, size: tuple[int, int], split: str = CALIB
     """Up to ``windows`` windows of ``context + 1`` frames of a converted split, uint8 ``[T, H, W, 3]`` at ``size``.
 
     The windows are the evaluation windows of the split (deterministic, ending on the labelled
-    frame), resized to ``size`` (HxW) if the stored frames differ.
+    frame; unlabelled snippets count too), resized to ``size`` (HxW) if the stored frames differ.
 
     Raises:
         FileNotFoundError, ValueError: no manifest in ``data_dir``, an unknown or empty split (one line).
     """
     if data.count_snippets(data_dir, split) < 1:  # one line for a missing manifest or split first
         raise ValueError(f"{data_dir}: split {split!r} has no snippets to calibrate on")
-    dataset = data.make_eval_dataset(data_dir, split, batch_size=1, context=context).take(windows)
+    # With metadata, unlabelled snippets (a test split) are read too: calibration needs no labels.
+    dataset = data.make_eval_dataset(data_dir, split, batch_size=1, context=context, with_metadata=True)
     result = []
-    for frames, _ in dataset:
+    for frames, _, _ in dataset.take(windows):
         frames = frames[0]
         if tuple(frames.shape[1:3]) != tuple(size):
             frames = tf.image.resize(tf.cast(frames, tf.float32), size, method="area")

@@ -28,14 +28,13 @@ from vseg_keras.options import (
     CALIBRATION_SPLIT,
     CALIBRATION_WINDOWS,
     EDGE_QUANTIZATIONS,
+    EDGE_SUFFIXES,
     EXPORT_ROOT,
     ONNX_OPSET,
 )
-from vseg_keras.train.run_dir import recorded_frame_size
 
-#: File suffix of each edge format.
-EDGE_SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
-def check_edge_options(format: str, quantization: str = "float32", calibration_dir: str | None = None,
+
+def check_edge_options(format: str, quantization: str = EDGE_QUANTIZATIONS[0], calibration_dir: str | None = None,
                        calibration_split: str = CALIBRATION_SPLIT, path: str | None = None,
                        calibration_clips: list[np.ndarray] | None = None) -> None:
     """Raises ``ValueError`` (one line) for options :func:`export_edge_model` refuses, before any model loads.
@@ -54,10 +53,12 @@ def check_edge_options(format: str, quantization: str = "float32", calibration_d
         raise ValueError("--quantize int8 needs --calibration DATA_DIR (a converted split to calibrate on)")
     if calibrated and quantization != "int8":
         raise ValueError(f"--calibration is used by --quantize int8 only, not {quantization}")
-    if path is not None and not path.endswith(EDGE_SUFFIXES[format]):
+    if path is not None and not path.lower().endswith(EDGE_SUFFIXES[format]):
         raise ValueError(f"{path}: --format {format} writes a {EDGE_SUFFIXES[format]} file")
     if calibration_dir:
         data.count_snippets(calibration_dir, calibration_split)  # one line: no manifest, or no such split
+    if format == "onnx":
+        require("tf2onnx", "--format onnx")
 
 
 def edge_export_size(model_path: str, size: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -66,6 +67,10 @@ def edge_export_size(model_path: str, size: tuple[int, int] | None = None) -> tu
     Raises:
         ValueError: neither is known (a ``.keras`` file outside its run directory, an older run).
     """
+    from vseg_keras.loading import resolve_model_file
+    from vseg_keras.train.run_dir import recorded_frame_size
+
+    resolve_model_file(model_path)  # one line for a missing model first
     size = size or recorded_frame_size(model_path)
     if size is None:
         raise ValueError(f"{model_path}: no recorded training frame size (a .keras file outside its run "
@@ -83,7 +88,7 @@ def export_edge_model(
     format: str,
     size: tuple[int, int],
     path: str | None = None,
-    quantization: str = "float32",
+    quantization: str = EDGE_QUANTIZATIONS[0],
     calibration_dir: str | None = None,
     calibration_split: str = CALIBRATION_SPLIT,
     calibration_windows_count: int = CALIBRATION_WINDOWS,

@@ -21,4 +21,5 @@ def require(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         package, extra = _PACKAGES[module.split(".")[0]]
-        raise MissingPackageError(f"{purpose} needs the {package} package: pip install 'vseg[{extra}]'") from None
+        raise MissingPackageError(f"{purpose} needs the {package} package, in vseg's [{extra}] extra: "
+                                  f"pip install -e '.[{extra}]' in vseg's source tree") from None

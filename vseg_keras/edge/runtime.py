@@ -12,15 +12,10 @@ import os
 import numpy as np
 
 from vseg_keras import files
-from vseg_keras.edge.convert import EDGE_SUFFIXES
 from vseg_keras.edge.packages import require
 from vseg_keras.edge.step_function import NEXT_STATE_PREFIX
 from vseg_keras.frame_models import FrameModel
-
-
-def is_edge_file(path: str) -> bool:
-    """Whether ``path`` names a LiteRT or ONNX file (by its suffix)."""
-    return path.lower().endswith(tuple(EDGE_SUFFIXES.values()))
+from vseg_keras.options import EDGE_SUFFIXES
 
 
 class EdgeFrameModel(FrameModel):
@@ -64,7 +59,10 @@ class EdgeFrameModel(FrameModel):
 
     def step(self, frame: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
         self.check_frame(frame)
-        outputs = self.run({"frame": np.asarray(frame)[None], **states})
+        try:
+            outputs = self.run({"frame": np.asarray(frame)[None], **states})
+        except Exception as error:  # LiteRT and ONNX Runtime raise their own (partly private) types
+            raise ValueError(f"{self.path}: the {self.format} runtime failed ({files.error_reason(error)})") from None
         return outputs["labels"][0], {name: outputs[NEXT_STATE_PREFIX + name] for name in states}
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

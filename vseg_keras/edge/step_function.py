@@ -11,11 +11,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-# TensorFlow's own freezing (its TFLite converter and tf2onnx call it too). It is private API; the
-# edge tests fail loudly if it moves. Freezing is needed: a Keras 3 model's resource variables reach
-# the LiteRT interpreter uninitialised (its outputs are NaN) when the converter keeps them.
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
 from vseg_keras.export import check_export_backend
 from vseg_keras.models.segmenter import VideoSegmenter
 
@@ -48,6 +43,11 @@ def frozen_step_function(model: VideoSegmenter, size: tuple[int, int], batch_siz
     Raises:
         ValueError: Keras does not run on TensorFlow, or ``size`` breaks the model's rule (one line).
     """
+    # TensorFlow's own freezing (its TFLite converter and tf2onnx call it too). It is private API, imported
+    # here only (the edge tests fail loudly if it moves). Freezing is needed: a Keras 3 model's resource
+    # variables reach the LiteRT interpreter uninitialised (its outputs are NaN) when the converter keeps them.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
     check_export_backend()
     model.check_frame_size(*size, what="--size")
     step_model = model.make_streaming_model()
