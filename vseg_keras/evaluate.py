@@ -15,7 +15,7 @@ import tensorflow as tf
 from vseg_keras import data, files
 from vseg_keras.cityscapes import CLASS_NAMES, train_ids_to_label_ids
 from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
-from vseg_keras.frame_models import FrameModel, is_edge_file, saved_model_folder
+from vseg_keras.frame_models import FrameModel, model_kind, saved_model_folder
 from vseg_keras.loading import load_trained_model, open_frame_model
 from vseg_keras.metrics import CONFUSION_SIZE, TemporalConsistency, confusion_matrix, segmentation_scores
 from vseg_keras.models.segmenter import VideoSegmenter
@@ -173,9 +173,8 @@ def _window_predictor(model: VideoSegmenter | FrameModel, every_frame: bool):
     labels only (logits ``None``)."""
     if isinstance(model, FrameModel):
         def predict_frame_by_frame(frames):
-            # without TC, a frame-wise model (no states) runs the scored frame only
-            stateless = not every_frame and not model.initial_states(*frames.shape[2:4])
-            labels = np.stack([model.clip_labels(window[-1:] if stateless else window) for window in frames])
+            scored_only = not every_frame and not model.temporal  # a frame-wise model without TC
+            labels = np.stack([model.clip_labels(window[-1:] if scored_only else window) for window in frames])
             return (labels if every_frame else labels[:, -1]), None
 
         return predict_frame_by_frame
@@ -312,9 +311,9 @@ def open_model_to_evaluate(model_path: str, threads: int | None = None) -> Video
     Raises:
         ValueError, FileNotFoundError, ImportError: one line naming the model, or the package to install.
     """
-    if is_edge_file(model_path) or saved_model_folder(model_path) is not None:
-        return open_frame_model(model_path, threads=threads)
-    return load_trained_model(model_path)
+    if model_kind(model_path) == "keras":
+        return load_trained_model(model_path)
+    return open_frame_model(model_path, threads=threads)
 
 
 def default_output_dir(model_path: str) -> str:

@@ -37,11 +37,13 @@ class FrameModel:
         size_rule: ``(multiple, minimum)``: frame height and width must be multiples of ``multiple``
             and at least ``minimum``; ``None`` if the model does not say.
         fixed_size: ``(height, width)`` of the only frames the model takes (edge files), else ``None``.
+        temporal: whether the model carries states from frame to frame (``False``: frame-wise).
     """
 
     name: str = "model"
     size_rule: tuple[int, int] | None = None
     fixed_size: tuple[int, int] | None = None
+    temporal: bool = True
 
     def check_size(self, height: int, width: int, what: str = "Frame") -> None:
         """Raises ``ValueError`` (one line: ``what``, the size, the rule) unless the model runs ``height x width``."""
@@ -77,7 +79,7 @@ class KerasFrameModel(FrameModel):
     """
 
     def __init__(self, model: VideoSegmenter):
-        self.model, self.name = model, model.name
+        self.model, self.name, self.temporal = model, model.name, bool(model.state_shapes())
         self._step_model = model.make_streaming_model()
         check = model.backbone.encoder.get_layer("size_check")
         self.size_rule = (check.multiple, check.minimum)
@@ -111,23 +113,31 @@ class SavedModelFrameModel(FrameModel):
         _check_vseg_signatures(folder, signatures)
         self._loaded = loaded  # keeps the signatures' variables alive
         self.name = os.path.basename(os.path.dirname(folder.rstrip("/"))) or folder
-        self.streaming = "step" in signatures
+        self.temporal = "step" in signatures
         self._serve, self._init, self._step = (
             signatures["serving_default"], signatures.get("init_state"), signatures.get("step")
         )
         self.size_rule = _saved_model_size_rule(self._serve)
 
     def initial_states(self, height: int, width: int) -> dict:
-        if not self.streaming:
+        if not self.temporal:
             return {}
         return self._init(frame=tf.zeros([1, height, width, 3], tf.uint8))
 
     def step(self, frame: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
         batch = tf.constant(frame[None])
-        if not self.streaming:
+        if not self.temporal:
             return self._serve(frames=batch[:, None])["labels"].numpy()[0, 0], states
         outputs = self._step(frame=batch, **states)
         return outputs["labels"].numpy()[0], {key: outputs[key] for key in states}
+
+
+def model_kind(model_path: str) -> str:
+    """What ``model_path`` holds: ``"edge"`` (a ``.tflite``/``.onnx`` file), ``"savedmodel"`` (a SavedModel
+    version or base folder) or ``"keras"`` (anything else: a ``.keras`` file or a run directory)."""
+    if is_edge_file(model_path):
+        return "edge"
+    return "keras" if saved_model_folder(model_path) is None else "savedmodel"
 
 
 def saved_model_folder(model_path: str) -> str | None:

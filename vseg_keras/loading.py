@@ -13,7 +13,7 @@ from vseg_keras.frame_models import (
     FrameModel,
     KerasFrameModel,
     SavedModelFrameModel,
-    is_edge_file,
+    model_kind,
     saved_model_folder,
 )
 from vseg_keras.models.segmenter import VideoSegmenter
@@ -75,11 +75,11 @@ def open_frame_model(model_path: str, threads: int | None = None) -> FrameModel:
     Raises:
         ValueError, FileNotFoundError, ImportError: one line naming the model, or the package to install.
     """
-    if is_edge_file(model_path):
+    kind = model_kind(model_path)
+    if kind == "edge":
         from vseg_keras.edge.runtime import open_edge_model  # the edge package, only for edge files
 
         return open_edge_model(model_path, threads=threads)
-    folder = saved_model_folder(model_path)
-    if folder is not None:
-        return SavedModelFrameModel(folder)
+    if kind == "savedmodel":
+        return SavedModelFrameModel(saved_model_folder(model_path))
     return KerasFrameModel(load_trained_model(model_path))

@@ -143,9 +143,16 @@ class FrameSegmenter:
 
     def __init__(self, model_path: str, threads: int | None = None):
         self.frame_model = open_frame_model(model_path, threads=threads)
-        self.size_rule, self.fixed_size = self.frame_model.size_rule, self.frame_model.fixed_size
         self.states: dict | None = None
         self._state_size: tuple[int, int] | None = None
+
+    @property
+    def size_rule(self) -> tuple[int, int] | None:
+        return self.frame_model.size_rule
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        return self.frame_model.fixed_size
 
     def check_size(self, height: int, width: int, what: str = "Frame") -> None:
         """Raises ``ValueError`` (one line: ``what``, the size, the rule) if the model cannot run on

@@ -27,8 +27,6 @@ def calibration_windows(data_dir: str, size: tuple[int, int], split: str = CALIB
     Raises:
         FileNotFoundError, ValueError: no manifest in ``data_dir``, an unknown or empty split (one line).
     """
-    if data.count_snippets(data_dir, split) < 1:  # one line for a missing manifest or split first
-        raise ValueError(f"{data_dir}: split {split!r} has no snippets to calibrate on")
     # With metadata, unlabelled snippets (a test split) are read too: calibration needs no labels.
     dataset = data.make_eval_dataset(data_dir, split, batch_size=1, context=context, with_metadata=True)
     result = []
@@ -37,6 +35,8 @@ def calibration_windows(data_dir: str, size: tuple[int, int], split: str = CALIB
         if tuple(frames.shape[1:3]) != tuple(size):
             frames = tf.image.resize(tf.cast(frames, tf.float32), size, method="area")
         result.append(np.clip(np.round(np.asarray(frames)), 0, 255).astype(np.uint8))
+    if not result:
+        raise ValueError(f"{data_dir}: split {split!r} has no snippets to calibrate on")
     return result
 
 
@@ -55,9 +55,10 @@ def calibration_samples(step: Callable, windows: list[np.ndarray],
     def samples() -> Iterator[dict]:
         for window in windows:
             states = {spec.name: np.zeros(spec.shape, np.float32) for spec in state_specs}
-            for frame in window:
+            for index, frame in enumerate(window):
                 yield {"frame": frame[None], **states}
-                outputs = step(tf.constant(frame[None]), *(tf.constant(value) for value in states.values()))
-                states = {name: outputs[NEXT_STATE_PREFIX + name].numpy() for name in states}
+                if index + 1 < len(window):  # the states the next frame of the window sees
+                    outputs = step(tf.constant(frame[None]), *(tf.constant(value) for value in states.values()))
+                    states = {name: outputs[NEXT_STATE_PREFIX + name].numpy() for name in states}
 
     return samples

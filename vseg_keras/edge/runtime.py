@@ -43,6 +43,7 @@ class EdgeFrameModel(FrameModel):
         self.state_shapes = {name: (1, *(int(d) for d in shape[1:])) for name, shape in inputs.items()
                              if name != "frame"}
         self.has_logits = "logits" in outputs
+        self.temporal = bool(self.state_shapes)
 
     def initial_states(self, height: int, width: int) -> dict:
         self.check_size(height, width)
