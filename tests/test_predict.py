@@ -102,14 +102,14 @@ def test_saved_model_and_keras_model_give_the_same_labels(model_file, tmp_path):
         seq, frame = (0, 10 + t) if t < 2 else (1, 30 + t)
         cv2.imwrite(str(frames / f"city_{seq:06d}_{frame:06d}_leftImg8bit.png"),
                     rng.integers(0, 255, size=(32, 64, 3), dtype=np.uint8))
-    exported = vseg("export", str(model_file), "--out", str(tmp_path / "serving"))
-    assert exported.returncode == 0, exported.stderr
+    exported = CliRunner().invoke(main, ["export", str(model_file), "--out", str(tmp_path / "serving")])
+    assert exported.exit_code == 0, exported.output
     outputs = {}
     for name, model in [("keras", str(model_file)), ("saved", str(tmp_path / "serving"))]:
-        result = vseg("predict", model, str(frames), str(tmp_path / f"{name}.mp4"),
-                      "--labels-dir", str(tmp_path / name), "--no-progress")
-        assert result.returncode == 0, result.stderr
-        assert "segmented 4 frames (2 clip(s))" in result.stdout
+        result = CliRunner().invoke(main, ["predict", model, str(frames), str(tmp_path / f"{name}.mp4"),
+                                           "--labels-dir", str(tmp_path / name), "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert "segmented 4 frames (2 clip(s))" in result.output
         outputs[name] = [cv2.imread(str(tmp_path / name / f), cv2.IMREAD_UNCHANGED)
                          for f in sorted(os.listdir(tmp_path / name)) if f.endswith("_labels.png")]
     for keras_labels, saved_labels in zip(outputs["keras"], outputs["saved"], strict=True):
@@ -121,9 +121,9 @@ def test_unreadable_input_is_one_clear_line(model_file, tmp_path):
     for source, message in [(tmp_path / "missing.mp4", "no such video file or folder of frames"),
                             (tmp_path / "broken.mp4", "broken.mp4: "),
                             (tmp_path, "no images")]:
-        result = vseg("predict", str(model_file), str(source), str(tmp_path / "out.mp4"))
-        assert result.returncode != 0 and message in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
+        result = CliRunner().invoke(main, ["predict", str(model_file), str(source), str(tmp_path / "out.mp4")])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
 
 
 def test_a_corrupt_model_file_is_named_as_such(tmp_path):
