@@ -28,7 +28,14 @@ The package, in the order data flows: :mod:`.splits` (manifest, shards), :mod:`.
 """
 
 from vseg_keras.data.pipelines import DEFAULT_SHUFFLE_BUFFER, check_windows, make_eval_dataset, make_train_dataset
-from vseg_keras.data.splits import SplitInfo, count_snippets, frame_size, split_info, steps_per_epoch
+from vseg_keras.data.splits import (
+    SplitInfo,
+    count_snippets,
+    dataset_spec,
+    frame_size,
+    split_info,
+    steps_per_epoch,
+)
 from vseg_keras.data.windows import choose_train_window
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "check_windows",
     "choose_train_window",
     "count_snippets",
+    "dataset_spec",
     "frame_size",
     "make_eval_dataset",
     "make_train_dataset",

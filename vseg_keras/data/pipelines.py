@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from vseg_keras.data.augment import random_crop, random_scale
 from vseg_keras.data.decoding import batch_finisher, decode_window
-from vseg_keras.data.decoding import void_as_class as map_void_to_class
 from vseg_keras.data.reading import AUTOTUNE, read_snippets, with_options
 from vseg_keras.data.splits import SplitInfo, check_positive, split_info
 from vseg_keras.data.windows import eval_window_selector, train_window_selector
@@ -85,6 +84,7 @@ def make_train_dataset(
     max_frame_skip: int = 1,
     void_as_class: bool = False,
     full_windows: bool = False,
+    every_label: bool = False,
     previous_frame_flow: str | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     seed: int | None = None,
@@ -94,11 +94,12 @@ def make_train_dataset(
 ) -> tf.data.Dataset:
     """The training pipeline: random windows with temporal and spatial augmentation.
 
-    Per labelled snippet (unlabelled ones are skipped): draw a stride in ``1..max_frame_skip`` and the
-    position ``p`` of the labelled frame in ``0..seq_len-1`` (see :func:`choose_train_window`), decode only
-    the window's frames and the label, rescale by a factor uniform in ``scale_range`` (frames
-    bilinear, label nearest), crop a random ``crop`` window and flip horizontally with probability 1/2
-    (the same for every frame and the label).
+    Per labelled clip (unlabelled ones are skipped), one window per epoch: draw one of its labelled frames
+    uniformly (a Cityscapes snippet has one), a stride in ``1..max_frame_skip`` and the position ``p`` of
+    that frame in ``0..seq_len-1`` (see :func:`choose_train_window`), decode only the window's frames and
+    labels, map the stored label values to train ids (the dataset spec), rescale by a factor uniform in
+    ``scale_range`` (frames bilinear, labels nearest), crop a random ``crop`` window and flip horizontally
+    with probability 1/2 (the same for every frame and label).
 
     By default the windows are *causal*: a window ends at its labelled frame, i.e. it keeps the
     ``p + 1`` frames up to it and drops the ``seq_len - 1 - p`` after it, which a causal model's
@@ -122,10 +123,12 @@ def make_train_dataset(
         flip: random horizontal flip.
         scale_range: ``(low, high)`` for a random rescale before cropping, or ``None``; needs ``crop``.
         max_frame_skip: largest temporal stride ``k`` (stride uniform in ``1..k``; 1 = no skip).
-        void_as_class: map ignored pixels (255) of the labelled frame to class 19 (the report's 20-class
-            set-up); frames without ground truth and crop padding stay 255 either way.
+        void_as_class: map void pixels of labelled frames to the spec's void class (Cityscapes' class 19,
+            the report's 20-class set-up); frames without ground truth and crop padding stay 255 either way.
         full_windows: the report's windows of ``seq_len`` frames (labels for every frame) instead of
             causal windows that end at the labelled frame.
+        every_label: labels for every labelled frame of the window (``vseg train --supervise all``),
+            not only the one the window was drawn for.
         previous_frame_flow: for the temporal loss (causal windows only): an optical flow method
             (:data:`vseg_keras.flow.FLOW_METHODS`); the labels then become a dict with ``labels``
             ``[B, H, W]`` and the warp from the labelled frame to the frame before it,
@@ -144,9 +147,10 @@ def make_train_dataset(
     Returns:
         A dataset of ``(frames, labels)``: frames uint8 ``[B, T, H, W, 3]`` (RGB pixel values; ``T`` varies
         between batches, 1..``seq_len``, the labelled frame last) and labels uint8 ``[B, H, W]`` of the
-        labelled frame (255 = ignore). With ``full_windows``: frames ``[B, L, H, W, 3]`` with
-        ``L = seq_len`` and labels uint8 ``[B, L, H, W]`` (all 255 on frames without ground truth).
-        ``H, W`` is ``crop`` (or the manifest's frame size).
+        labelled frame (train ids, 255 = ignore). With ``full_windows``: frames ``[B, L, H, W, 3]`` with
+        ``L = seq_len`` and labels uint8 ``[B, L, H, W]`` (all 255 on frames without ground truth). With
+        ``every_label``: labels ``[B, T, H, W]`` (or ``[B, L, H, W]``) of every frame, each labelled frame's
+        own. ``H, W`` is ``crop`` (or the manifest's frame size).
 
     Raises:
         ValueError: bad arguments, a missing/truncated shard, an unknown split, or a manifest whose
@@ -155,20 +159,21 @@ def make_train_dataset(
     check_positive(batch_size=batch_size, seq_len=seq_len, max_frame_skip=max_frame_skip)
     if previous_frame_flow is not None:
         check_flow_method(previous_frame_flow)
-        if full_windows:
-            raise ValueError("the temporal loss needs causal windows (the labelled frame last), not full windows")
+        if full_windows or every_label:
+            raise ValueError("the temporal loss needs causal windows supervised on their last frame "
+                             "(not full windows, nor every labelled frame)")
     crop, scale_range = _checked_crop(crop, scale_range)
     info = split_info(data_dir, split)
     _check_trainable(info, data_dir, split, seq_len)
     window_len = seq_len if full_windows else None
     height, width = crop if crop is not None else (info.height, info.width)
-    finish = [batch_finisher(window_len, flip)]
+    finish = [batch_finisher(window_len, flip, every_label)]
     if previous_frame_flow is not None:
         finish.append(_previous_frame_warper(previous_frame_flow, height, width))
     return _window_pipeline(
         info,
-        select=train_window_selector(seq_len, max_frame_skip, full_windows),
-        load=_train_loader(info, window_len, crop, scale_range, flip, void_as_class),
+        select=train_window_selector(seq_len, max_frame_skip, full_windows, every_label),
+        load=_train_loader(info, window_len, crop, scale_range, flip, void_as_class, every_label),
         batch=(lambda windows: windows.batch(batch_size, drop_remainder=True)) if full_windows
         else (lambda windows: _batch_by_length(windows, batch_size)),
         finish=finish,
@@ -219,11 +224,12 @@ def check_windows(data_dir: str, seq_len: int, context: int, train_split: str = 
 
 
 def _check_context(info: SplitInfo, data_dir: str, context: int) -> None:
-    if info.frames_before is not None and info.frames_before < context:
+    before = info.min_frames_before_key
+    if before is not None and before < context:
+        hint = "convert with more frames before" if info.frames_before is not None else "use a shorter context"
         raise ValueError(
             f"context {context} needs {context} stored frames before the labelled one, but {data_dir} "
-            f"stores {info.frames_before}; use context <= {info.frames_before} or convert with more "
-            "frames before"
+            f"stores {before} (split {info.split!r}); use context <= {before} or {hint}"
         )
 
 
@@ -237,10 +243,15 @@ def _check_trainable(info: SplitInfo, data_dir: str, split: str, seq_len: int) -
                 f"seq_len {seq_len} exceeds the {stored} frames stored per snippet in {data_dir} "
                 f"({info.frames_before} before + labelled + {info.frames_after} after)"
             )
+    elif info.min_frames is not None and seq_len > info.min_frames:
+        raise ValueError(f"seq_len {seq_len} exceeds the {info.min_frames} frames of the shortest clip of split "
+                         f"{split!r} in {data_dir}; use --seq-len <= {info.min_frames}")
 
 
-def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, flip: bool, void: bool):
-    """``load(window)``: decode, void as class, random scale and crop; the flip is drawn here, done per batch."""
+def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, flip: bool, void: bool,
+                  every_label: bool):
+    """``load(window)``: decode (to train ids, void as class), random scale and crop; the flip is drawn here,
+    done per batch."""
     height, width = crop if crop is not None else (info.height, info.width)
     # Padding is only ever needed when a side can be shorter than the crop (skipped statically otherwise).
     needs_padding = crop is not None and (
@@ -248,10 +259,11 @@ def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, fl
         or crop[0] > info.height or crop[1] > info.width
     )
 
+    lut = info.label_lut(void)
+    label_shape = [window_len, height, width] if every_label else [height, width]
+
     def load(window: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        frames, label, _ = decode_window(window, window_len, info.height, info.width)
-        if void:
-            label = map_void_to_class(label)
+        frames, label, _ = decode_window(window, window_len, info.height, info.width, lut, every_label)
         scale_seed, crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(window["seed"], 3))
         if scale_range is not None:
             frames, label = random_scale(frames, label, scale_range, scale_seed)
@@ -259,7 +271,7 @@ def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, fl
             frames, label = random_crop(frames, label, crop, needs_padding, crop_seed)
         loaded = {
             "frames": tf.ensure_shape(frames, [window_len, height, width, 3]),
-            "label": tf.ensure_shape(label, [height, width]),
+            "label": tf.ensure_shape(label, label_shape),
             "gt_position": window["gt_position"],
         }
         if flip:  # applied per batch by the finisher, fused with the label windows
@@ -305,23 +317,28 @@ def make_eval_dataset(
     void_as_class: bool = False,
     with_metadata: bool = False,
     last_frame_labels: bool = False,
+    crop: tuple[int, int] | None = None,
     input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
-    """The evaluation pipeline: deterministic windows ending on the labelled frame.
+    """The evaluation pipeline: deterministic windows ending on each clip's key labelled frame.
 
-    Each window is the labelled frame preceded by ``context`` frames (``L = context + 1``; the report
-    evaluates with ``context=11``, ``L=12``), in stored order, full frame size, no augmentation.
+    Each window is the key labelled frame (a Cityscapes snippet's labelled frame; else a clip's last
+    labelled frame, see :mod:`vseg_keras.records`) preceded by ``context`` frames (``L = context + 1``; the
+    report evaluates with ``context=11``, ``L=12``), in stored order, full frame size (or the centred
+    ``crop``), no augmentation.
 
     Args:
         data_dir: output folder of ``vseg convert``.
         split: split to read.
         batch_size: windows per batch; the last batch may be smaller (every snippet is evaluated).
         context: frames before the labelled one (``>= 0``).
-        void_as_class: map ignored pixels (255) of the labelled frame to class 19.
+        void_as_class: map void pixels of the labelled frame to the spec's void class (Cityscapes' 19).
         with_metadata: also yield metadata and keep unlabelled snippets (all-255 labels), for saving
             predictions. Without it unlabelled snippets are skipped.
         last_frame_labels: yield only the labelled (last) frame's labels ``[B, H, W]``, as a model
             scoring only that frame needs (:meth:`~vseg_keras.models.segmenter.VideoSegmenter.last_frame_logits`).
+        crop: ``(height, width)`` of a centred crop (sides shorter than it padded: frames with the mean
+            colour, labels with 255), e.g. to validate during training on frames that vary in size.
         input_context: ``tf.distribute.InputContext``; records are sharded by ``input_pipeline_id``.
 
     Returns:
@@ -329,8 +346,9 @@ def make_eval_dataset(
         uint8 ``[B, L, H, W]`` (only the last frame, ``labels[:, -1]``, has ground truth; ``[B, H, W]``, that
         frame's, with ``last_frame_labels``). With
         ``with_metadata`` a dataset of ``(frames, labels, metadata)`` where metadata is a dict of
-        ``city`` (string ``[B]``), ``sequence`` (int64 ``[B]``), ``frame_numbers`` (int64 ``[B, L]``, the
-        window's frames), ``gt_position`` (int32 ``[B]``, ``L - 1``), ``labelled`` (bool ``[B]``). Such a
+        ``clip`` (string ``[B]``), ``frame_names`` (string ``[B, L]``, the window's frames), ``label_size``
+        (int64 ``[B, 2]``, the source label's height and width, 0 if unknown), ``gt_position`` (int32
+        ``[B]``, ``L - 1``), ``labelled`` (bool ``[B]``). Such a
         3-tuple is for your own prediction loop (``model.predict_on_batch(frames)``); Keras'
         ``evaluate`` would read the dict as sample weights.
 
@@ -359,7 +377,7 @@ def make_eval_dataset(
     return _window_pipeline(
         info,
         select=eval_window_selector(context),
-        load=_eval_loader(info, context + 1, void_as_class),
+        load=_eval_loader(info, context + 1, void_as_class, crop),
         batch=lambda windows: windows.batch(batch_size),
         finish=[finish],
         training=False,
@@ -368,14 +386,15 @@ def make_eval_dataset(
     )
 
 
-def _eval_loader(info: SplitInfo, seq_len: int, void: bool):
-    """``load(window)``: decode (an unlabelled snippet gets all-255 labels) and keep the metadata."""
+def _eval_loader(info: SplitInfo, seq_len: int, void: bool, crop: tuple[int, int] | None):
+    """``load(window)``: decode (an unlabelled clip gets all-255 labels), centre-crop, keep the metadata."""
+    lut = info.label_lut(void)
 
     def load(window: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        frames, label, labelled = decode_window(window, seq_len, info.height, info.width)
-        if void:
-            label = map_void_to_class(label, labelled)
-        metadata = {key: window[key] for key in ("city", "sequence", "frame_numbers", "gt_position")}
+        frames, label, labelled = decode_window(window, seq_len, info.height, info.width, lut)
+        if crop is not None:
+            frames, label = random_crop(frames, label, crop, pad=True, seed=None)
+        metadata = {key: window[key] for key in ("clip", "frame_names", "label_size", "gt_position")}
         return {
             "frames": frames,
             "label": label,

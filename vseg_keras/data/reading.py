@@ -1,4 +1,4 @@
-"""Reading the shards of a split: parsed snippets, interleaved, sharded across workers."""
+"""Reading the shards of a split: parsed clips, interleaved, sharded across workers."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def read_snippets(
     deterministic: bool,
     labelled_only: bool,
 ) -> tf.data.Dataset:
-    """Parsed snippets (dicts of :func:`vseg_keras.records.parse_snippet`) of every shard, interleaved.
+    """Parsed clips (dicts of :func:`vseg_keras.records.parse_clip`, whatever the schema) of every shard, interleaved.
 
     Under multi-worker input (``input_context`` with several pipelines) the *records* are sharded by
     ``input_pipeline_id`` (data sharding): every worker reads every file in the same fixed order and
@@ -39,9 +39,10 @@ def read_snippets(
     )
     if sharded:
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    dataset = dataset.map(records.parse_snippet, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    dataset = dataset.map(records.clip_parser(info.schema_version), num_parallel_calls=AUTOTUNE,
+                          deterministic=deterministic)
     if labelled_only:
-        dataset = dataset.filter(lambda snippet: tf.strings.length(snippet[records.LABEL_PNG]) > 0)
+        dataset = dataset.filter(lambda clip: tf.size(clip[records.LABEL_INDICES]) > 0)
     return dataset
 
 

@@ -1,4 +1,4 @@
-"""Windows: which stored frames of a snippet a sample reads (temporal augmentation in training)."""
+"""Windows: which stored frames of a clip a sample reads (temporal augmentation in training)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ import tensorflow as tf
 from vseg_keras import records
 
 
-def snippet_name(snippet: dict[str, tf.Tensor]) -> tf.Tensor:
-    return tf.strings.join(
-        [snippet[records.CITY], "_", tf.strings.as_string(snippet[records.SEQUENCE], width=6, fill="0")]
-    )
+def clip_name(clip: dict[str, tf.Tensor]) -> tf.Tensor:
+    """The clip's name (string scalar), for messages."""
+    return clip[records.CLIP]
+
+
+def choose_labelled_frame(clip: dict[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One labelled frame of a clip, uniformly at random: ``(its position among the stored frames, its
+    label PNG)``. A clip with one labelled frame (a Cityscapes snippet) always gives that one."""
+    count = tf.size(clip[records.LABEL_INDICES], out_type=tf.int64)
+    pick = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=count, dtype=tf.int64)
+    return clip[records.LABEL_INDICES][pick], clip[records.LABELS][pick]
 
 
 def choose_train_window(
@@ -82,37 +89,60 @@ def _uniform_true_index(mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def gather_window(
-    snippet: dict[str, tf.Tensor], start: tf.Tensor, stride: tf.Tensor, gt_position: tf.Tensor,
-    length: int | tf.Tensor,
+    clip: dict[str, tf.Tensor], start: tf.Tensor, stride: tf.Tensor, gt_position: tf.Tensor,
+    length: int | tf.Tensor, label_png: tf.Tensor, every_label: bool = False,
 ) -> dict[str, tf.Tensor]:
-    """Keeps only what the window needs: ``length`` encoded frames (not decoded), the label, metadata."""
+    """Keeps only what the window needs: ``length`` encoded frames (not decoded), its labels, metadata.
+
+    Args:
+        clip: a parsed clip.
+        start: first stored frame of the window.
+        stride: frames between window frames.
+        gt_position: position of the window's labelled frame (the one it is drawn for).
+        length: frames in the window.
+        label_png: the label PNG of that frame ("" if the clip is unlabelled).
+        every_label: also keep ``label_pngs``, the label PNG of every window frame ("" where unlabelled),
+            for losses on every labelled frame.
+    """
     indices = start + stride * tf.range(length, dtype=tf.int64)
-    return {
-        "pngs": tf.gather(snippet[records.FRAMES_PNG], indices),  # [L] strings
-        "label_png": snippet[records.LABEL_PNG],
+    window = {
+        "pngs": tf.gather(clip[records.FRAMES], indices),  # [L] strings
+        "label_png": label_png,
         "gt_position": tf.cast(gt_position, tf.int32),
-        "city": snippet[records.CITY],
-        "sequence": snippet[records.SEQUENCE],
-        "name": snippet_name(snippet),
-        "frame_numbers": tf.gather(snippet[records.FRAME_NUMBERS], indices),
+        "clip": clip[records.CLIP],
+        "name": clip_name(clip),
+        "frame_names": tf.gather(clip[records.FRAME_NAMES], indices),
+        "label_size": tf.stack([clip[records.LABEL_HEIGHT], clip[records.LABEL_WIDTH]]),
     }
+    if every_label:
+        window["label_pngs"] = tf.gather(label_pngs_per_frame(clip), indices)
+    return window
 
 
-def train_window_selector(seq_len: int, max_frame_skip: int, full_windows: bool):
-    """``select(snippet, seed) -> window`` of the training pipeline (see :func:`choose_train_window`).
+def label_pngs_per_frame(clip: dict[str, tf.Tensor]) -> tf.Tensor:
+    """The label PNG of every stored frame of a clip (string ``[N]``, "" where a frame has no label)."""
+    num_frames = tf.size(clip[records.FRAMES], out_type=tf.int64)
+    return tf.tensor_scatter_nd_update(tf.fill([num_frames], ""), clip[records.LABEL_INDICES][:, None],
+                                       clip[records.LABELS])
 
-    The window keeps ``seq_len`` frames (``full_windows``) or the frames up to the labelled one (a
-    causal window); its ``seed`` entry seeds the spatial augmentation.
+
+def train_window_selector(seq_len: int, max_frame_skip: int, full_windows: bool, every_label: bool = False):
+    """``select(clip, seed) -> window`` of the training pipeline (see :func:`choose_train_window`).
+
+    The window is drawn around one labelled frame (:func:`choose_labelled_frame`) and keeps ``seq_len``
+    frames (``full_windows``) or the frames up to the labelled one (a causal window); its ``seed``
+    entry seeds the spatial augmentation. ``every_label`` keeps the labels of every window frame.
     """
 
-    def select(snippet: dict[str, tf.Tensor], sample_seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    def select(clip: dict[str, tf.Tensor], sample_seed: tf.Tensor) -> dict[str, tf.Tensor]:
         window_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(sample_seed, 2))
-        num_frames = tf.size(snippet[records.FRAMES_PNG], out_type=tf.int64)
+        gt_index, label_png = choose_labelled_frame(clip, tf.random.experimental.stateless_fold_in(sample_seed, 1))
+        num_frames = tf.size(clip[records.FRAMES], out_type=tf.int64)
         start, stride, position = choose_train_window(
-            snippet[records.GT_INDEX], num_frames, seq_len, max_frame_skip, window_seed, snippet_name(snippet)
+            gt_index, num_frames, seq_len, max_frame_skip, window_seed, clip_name(clip)
         )
         length = seq_len if full_windows else position + 1
-        window = gather_window(snippet, start, stride, position, length)
+        window = gather_window(clip, start, stride, position, length, label_png, every_label)
         window["seed"] = augment_seed
         return window
 
@@ -120,17 +150,18 @@ def train_window_selector(seq_len: int, max_frame_skip: int, full_windows: bool)
 
 
 def eval_window_selector(context: int):
-    """``select(snippet) -> window``: the labelled frame and the ``context`` frames before it, in order."""
+    """``select(clip) -> window``: the key labelled frame (``gt_index``) and the ``context`` frames before it."""
 
-    def select(snippet: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        gt_index = snippet[records.GT_INDEX]
+    def select(clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        gt_index = clip[records.GT_INDEX]
         check = tf.debugging.Assert(
             gt_index >= context,
-            [f"context {context} needs {context} frames before the labelled one; snippet", snippet_name(snippet),
+            [f"context {context} needs {context} frames before the labelled one; clip", clip_name(clip),
              "has", gt_index],
         )
         with tf.control_dependencies([check]):
             start = tf.identity(gt_index - context)
-        return gather_window(snippet, start, tf.constant(1, tf.int64), tf.constant(context, tf.int64), context + 1)
+        return gather_window(clip, start, tf.constant(1, tf.int64), tf.constant(context, tf.int64), context + 1,
+                             label_pngs_per_frame(clip)[gt_index])
 
     return select
