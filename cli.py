@@ -46,8 +46,6 @@ def model_argument(command):
     return click.argument("model_path", metavar="MODEL", type=click.Path())(command)
 
 
-num_classes_option = click.option("--num-classes", default=defaults.NUM_CLASSES, show_default=True,
-                                  type=click.IntRange(min=1), help="Logits per pixel (19 classes + void).")
 
 
 threads_option = click.option("--threads", default=None, type=click.IntRange(min=1),
@@ -99,7 +97,8 @@ def main() -> None:
 @click.option("--flops/--no-flops", default=True, show_default=True,
               help="Count GFLOPs per frame (about a second per model).")
 @size_option("--flops-size", "Frame size for the GFLOPs column.", default=defaults.FRAME_SIZE)
-@num_classes_option
+@click.option("--num-classes", default=defaults.NUM_CLASSES, show_default=True, type=click.IntRange(min=1),
+              help="Logits per pixel (the report's 19 Cityscapes classes + void, as in Table 3).")
 @user_errors
 def models(patterns, output_format, flops, flops_size, num_classes):
     """List the model zoo: name, trainable parameters, GFLOPs per frame.
@@ -127,95 +126,114 @@ def models(patterns, output_format, flops, flops_size, num_classes):
         click.echo(format_model_table(rows))
 
 
+def _layout_sizes(sizes: dict) -> str:
+    return ", ".join(f"{layout} {height}x{width}" for layout, (height, width) in sizes.items())
+
+
 @main.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--layout", default=defaults.SYNTH_LAYOUTS[0], show_default=True,
+              type=click.Choice(defaults.SYNTH_LAYOUTS),
+              help="cityscapes: 30-frame snippets labelled on the 20th frame; vspw: VSPW_480p videos labelled on "
+                   "every frame; folders: your-own-data layout, labelled on every third frame.")
 @click.option("--train-sequences", default=defaults.SYNTH_SEQUENCES["train"], show_default=True,
-              type=click.IntRange(min=0), help="Snippets (30 frames each) in the train split.")
+              type=click.IntRange(min=0), help="Clips (snippets, videos) in the train split.")
 @click.option("--val-sequences", default=defaults.SYNTH_SEQUENCES["val"], show_default=True,
-              type=click.IntRange(min=0), help="Snippets in the val split.")
+              type=click.IntRange(min=0), help="Clips in the val split.")
 @click.option("--test-sequences", default=defaults.SYNTH_SEQUENCES["test"], show_default=True,
-              type=click.IntRange(min=0), help="Snippets in the test split (dummy all-0 labels, as in Cityscapes).")
-@click.option("--height", default=defaults.SYNTH_FRAME_SIZE[0], show_default=True, type=click.IntRange(min=32),
-              help="Frame height in pixels.")
-@click.option("--width", default=defaults.SYNTH_FRAME_SIZE[1], show_default=True, type=click.IntRange(min=64),
-              help="Frame width in pixels.")
+              type=click.IntRange(min=0), help="Clips in the test split (unlabelled; Cityscapes: dummy all-0 labels).")
+@click.option("--height", default=None, type=click.IntRange(min=32),
+              help=f"Frame height in pixels. [default: {_layout_sizes(defaults.SYNTH_FRAME_SIZES)}]")
+@click.option("--width", default=None, type=click.IntRange(min=64), help="Frame width in pixels.")
+@click.option("--frames", "clip_frames", default=defaults.SYNTH_CLIP_FRAMES, show_default=True,
+              type=click.IntRange(min=4), help="Frames per clip (vspw, folders; Cityscapes snippets hold 30).")
 @click.option("--seed", default=defaults.SYNTH_SEED, show_default=True, type=click.IntRange(min=0),
               help="Random seed; the same seed gives byte-identical files.")
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset already in OUT_DIR.")
 @user_errors
-def synth(out_dir, train_sequences, val_sequences, test_sequences, height, width, seed, overwrite):
-    """Write a synthetic video dataset in Cityscapes layout.
+def synth(out_dir, layout, train_sequences, val_sequences, test_sequences, height, width, clip_frames, seed,
+          overwrite):
+    """Write a synthetic video dataset in a layout `vseg convert` reads.
 
-    Moving cars, persons and bicycles look alike ("cloaked") from 1-3 frames before the labelled
-    frame on, so labelling them needs memory of earlier frames. Convert it with
-    `vseg convert OUT_DIR DATA_DIR --keep-size`.
+    Moving vehicles, pedestrians and cycles look alike ("cloaked") from 1-3 frames before each clip's
+    key labelled frame on, so labelling them needs memory of earlier frames. Convert it with
+    `vseg convert OUT_DIR DATA_DIR` (add --keep-size for the cityscapes layout).
     """
     import time
 
-    from data_tools.synth import make_synthetic_cityscapes
+    from data_tools.synth import make_synthetic_dataset
 
     started = time.perf_counter()
-    summary = make_synthetic_cityscapes(
-        out_dir, train_sequences=train_sequences, val_sequences=val_sequences, test_sequences=test_sequences,
-        height=height, width=width, seed=seed, overwrite=overwrite,
+    summary = make_synthetic_dataset(
+        out_dir, layout=layout, train_sequences=train_sequences, val_sequences=val_sequences,
+        test_sequences=test_sequences, height=height, width=width, seed=seed, clip_frames=clip_frames,
+        overwrite=overwrite,
     )
     counts = ", ".join(f"{split} {info['snippets']}" for split, info in summary["splits"].items())
-    click.echo(f"Wrote synthetic Cityscapes ({height}x{width}, seed {seed}) to {summary['root']}: "
-               f"{counts} snippets of 30 frames in {time.perf_counter() - started:.1f} s")
+    click.echo(f"Wrote a synthetic {layout}-layout dataset ({summary['height']}x{summary['width']}, seed {seed}) "
+               f"to {summary['root']}: {counts} clips in {time.perf_counter() - started:.1f} s")
 
 
 @main.command()
-@click.argument("cityscapes_root", type=click.Path(file_okay=False))
+@click.argument("root", type=click.Path(file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--layout", default=defaults.LAYOUTS[0], show_default=True, type=click.Choice(defaults.LAYOUTS),
+              help="The source layout; auto tells it from what ROOT holds.")
 @click.option("--splits", default=",".join(defaults.CONVERT_SPLITS), show_default=True, metavar="LIST",
-              help="Comma-separated splits to convert (test is stored without labels).")
-@click.option("--height", default=defaults.FRAME_SIZE[0], show_default=True, type=click.IntRange(min=1),
-              help="Stored frame height (frames: area interpolation, labels: nearest neighbour).")
-@click.option("--width", default=defaults.FRAME_SIZE[1], show_default=True, type=click.IntRange(min=1),
-              help="Stored frame width.")
+              help="Comma-separated splits to convert (a split without labels is stored unlabelled).")
+@click.option("--height", default=None, type=click.IntRange(min=1),
+              help=f"Stored frame height (frames: area interpolation, labels: nearest neighbour). "
+                   f"[default: cityscapes {defaults.FRAME_SIZE[0]}x{defaults.FRAME_SIZE[1]}; vspw and folders "
+                   "keep each frame's size]")
+@click.option("--width", default=None, type=click.IntRange(min=1), help="Stored frame width (with --height).")
 @click.option("--keep-size", is_flag=True,
-              help="Store frames and labels at their original size (frame PNGs copied as they are).")
-@click.option("--frames-before", default=defaults.FRAMES_BEFORE, show_default=True, type=click.IntRange(min=0),
-              help="Frames stored before the labelled frame.")
-@click.option("--frames-after", default=defaults.FRAMES_AFTER, show_default=True, type=click.IntRange(min=0),
-              help="Frames stored after the labelled frame.")
+              help="Store frames and labels at their original size (frame files copied as they are).")
+@click.option("--frames-before", default=None, type=click.IntRange(min=0),
+              help=f"cityscapes: frames stored before the labelled frame. [default: {defaults.FRAMES_BEFORE}]")
+@click.option("--frames-after", default=None, type=click.IntRange(min=0),
+              help=f"cityscapes: frames stored after the labelled frame. [default: {defaults.FRAMES_AFTER}]")
 @click.option("--shards", default=None, type=click.IntRange(min=1),
               help="Shards per split (at most one per snippet). [default: about 256 MB each]")
 @click.option("--workers", default=None, type=click.IntRange(min=1),
               help="Worker threads for PNG decoding/resizing/encoding. [default: all cores]")
 @click.option("--overwrite", is_flag=True, help="Delete an earlier conversion in OUT_DIR and start over.")
 @click.option("--skip-bad", is_flag=True,
-              help="Skip snippets with a missing or corrupt file and list them in the manifest.")
+              help="Skip clips with a missing or corrupt file and list them in the manifest.")
 @click.option("--compress", is_flag=True, help="GZIP-compress the shards (.tfrecord.gz).")
 @progress_option("Progress bar with snippets/s (shown on a terminal only).")
 @user_errors
-def convert(cityscapes_root, out_dir, splits, height, width, keep_size, frames_before, frames_after, shards,
+def convert(root, out_dir, layout, splits, height, width, keep_size, frames_before, frames_after, shards,
             workers, overwrite, skip_bad, compress, progress):
-    """Convert Cityscapes video snippets to TFRecord shards.
+    """Convert a video dataset to TFRecord shards: Cityscapes, VSPW, or your own labelled videos.
 
-    CITYSCAPES_ROOT holds leftImg8bit_sequence/ and gtFine/; each labelled frame gives one snippet.
-    OUT_DIR receives the shards and manifest.json.
+    ROOT is the dataset: the Cityscapes root (leftImg8bit_sequence/, gtFine/; each labelled frame
+    gives one 30-frame snippet), the VSPW_480p root (train.txt, label_num_dic_final.json, data/), or
+    your own (dataset.json, <split>/<clip>/frames/ and labels/). OUT_DIR receives the shards and
+    manifest.json, which holds the dataset's classes, colours and label map.
     An interrupted run resumes when re-run with the same settings.
     """
     import time
 
-    from data_tools.convert import convert_cityscapes
+    from data_tools.convert import convert_dataset
 
     started = time.perf_counter()
-    manifest = convert_cityscapes(
-        cityscapes_root, out_dir, splits=splits, height=height, width=width, keep_size=keep_size,
+    manifest = convert_dataset(
+        root, out_dir, layout=layout, splits=splits, height=height, width=width, keep_size=keep_size,
         frames_before=frames_before, frames_after=frames_after, shards=shards, workers=workers,
         overwrite=overwrite, skip_bad=skip_bad, compress=compress, progress=progress,
     )
-    size = "original size" if keep_size else f"{height}x{width}"
-    seconds = time.perf_counter() - started
-    click.echo(f"Converted to {out_dir} ({size}, "
-               f"{frames_before + frames_after + 1} frames per snippet) in {seconds:.1f} s:")
+    size = "original size" if manifest["height"] is None else f"{manifest['height']}x{manifest['width']}"
+    click.echo(f"Converted {manifest['layout']} ({manifest['dataset']['name']}, "
+               f"{len(manifest['dataset']['classes'])} classes) to {out_dir} ({size}) "
+               f"in {time.perf_counter() - started:.1f} s:")
     for split, info in manifest["splits"].items():
         megabytes = sum(shard["bytes"] for shard in info["shards"]) / 1e6
         skipped = f", {len(info['skipped'])} skipped" if info["skipped"] else ""
-        click.echo(f"  {split}: {info['num_snippets']} snippets in {len(info['shards'])} shards "
-                   f"({megabytes:.1f} MB){skipped}")
+        stray = sum(info["stray_label_pixels"].values())
+        stray = (f", {stray} label pixels of values outside the dataset ignored "
+                 f"({', '.join(info['stray_label_pixels'])})") if stray else ""
+        click.echo(f"  {split}: {info['num_snippets']} clips, {info['labelled_frames']} labelled frames, in "
+                   f"{len(info['shards'])} shards ({megabytes:.1f} MB){skipped}{stray}")
 
 
 def parse_contexts(text: str) -> list[int]:
@@ -251,7 +269,7 @@ def parse_contexts(text: str) -> list[int]:
 @click.option("--val-context", default=None, type=click.IntRange(min=0),
               help="Context frames before the labelled frame in validation (default: seq-len - 1).")
 @click.option("--void-as-class/--ignore-void", default=TRAIN_DEFAULTS["void_as_class"], show_default=True,
-              help="Train void as class 19 (the report) or ignore it (Cityscapes).")
+              help="Train void as Cityscapes' class 19 (the report) or ignore it (the evaluator).")
 @click.option("--mixed-precision/--no-mixed-precision", default=TRAIN_DEFAULTS["mixed_precision"], show_default=True,
               help="mixed_float16 on GPU, mixed_bfloat16 on CPU.")
 @click.option("--jit/--no-jit", default=TRAIN_DEFAULTS["jit"], show_default=True,
@@ -270,9 +288,11 @@ def parse_contexts(text: str) -> list[int]:
               type=click.FloatRange(min=0),
               help="Weight of the temporal loss (ETC's, the report's temporal regularisation): the labelled "
                    "frame's prediction tied to the frame before, warped by DIS optical flow. 0 = off.")
+@click.option("--supervise", default=TRAIN_DEFAULTS["supervise"], type=click.Choice(defaults.SUPERVISION),
+              help="The loss on the labelled frame each window ends at (last) or on every labelled frame of the "
+                   "window (all). [default: all for data labelled on several frames per clip, else last]")
 @click.option("--seed", default=TRAIN_DEFAULTS["seed"], show_default=True, type=int,
               help="Seeds weights and data order.")
-@num_classes_option
 @click.option("--logical-cpus", default=TRAIN_DEFAULTS["logical_cpus"], show_default=True, type=click.IntRange(min=0),
               help="Split the CPU into this many devices and train data-parallel across them (to test "
                    "multi-replica training without GPUs; TensorFlow or JAX).")
@@ -280,8 +300,8 @@ def parse_contexts(text: str) -> list[int]:
 def train(data_dir, run_dir, model_name, crop, **options):
     """Train a model on converted shards; re-run the same command to resume.
 
-    DATA_DIR is the output of `vseg convert`; RUN_DIR receives config.json, last.keras,
-    best.keras, history.csv, TensorBoard logs and the resume state.
+    DATA_DIR is the output of `vseg convert` (its manifest gives the classes); RUN_DIR receives
+    config.json, last.keras, best.keras, history.csv, TensorBoard logs and the resume state.
     """
     from vseg_keras.train import train as train_model
 
@@ -293,7 +313,8 @@ def train(data_dir, run_dir, model_name, crop, **options):
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--split", default=defaults.EVAL_SPLIT, show_default=True, help="Split to evaluate.")
 @click.option("--context", default=defaults.EVAL_CONTEXT, show_default=True, type=click.IntRange(min=0),
-              help="Frames before the labelled one (11: the report's 12-frame windows).")
+              help="Cityscapes-style data: frames before the labelled one (11: the report's 12-frame windows); "
+                   "videos (vspw, folders) stream from their first frame.")
 @click.option("--context-sweep", default=None, metavar="K1,K2,...",
               help="Evaluate each context, write context_sweep.json and .png (e.g. 0,1,2,4,8,11,19).")
 @click.option("--batch-size", default=defaults.EVAL_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
@@ -302,7 +323,8 @@ def train(data_dir, run_dir, model_name, crop, **options):
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
               help="Also write the report JSON here.")
 @click.option("--save-predictions", default=None, type=click.Path(file_okay=False),
-              help="Write labelled-frame predictions as Cityscapes labelId PNGs here.")
+              help="Write labelled-frame predictions here: Cityscapes result files (labelIds), or for videos "
+                   "<clip>/<frame>.png in train ids (VSPW's submission layout).")
 @size_option("--prediction-size", "Size of saved predictions (default: the original ground truth's size, if known).")
 @click.option("--max-sequences", default=None, type=click.IntRange(min=1), help="Evaluate only the first N.")
 @click.option("--temporal-consistency/--no-temporal-consistency", default=True, show_default=True,
@@ -313,10 +335,12 @@ def train(data_dir, run_dir, model_name, crop, **options):
 @user_errors
 def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, out_dir, report_path,
              save_predictions, prediction_size, max_sequences, temporal_consistency, flow, threads):
-    """Cityscapes-standard metrics and temporal consistency of a model on a converted split.
+    """The dataset's metrics (its official mIoU convention), temporal consistency and, for videos, mVC.
 
     MODEL is a run directory (best.keras, else last.keras) or a .keras file; or a .tflite/.onnx file
-    or SavedModel from `vseg export`, run frame by frame from zero states in each window.
+    or SavedModel from `vseg export`, run frame by frame. Cityscapes-style data is scored in windows
+    ending at each labelled frame; videos (vspw, folders) stream from their first frame with every
+    labelled frame scored.
     """
     from vseg_keras import evaluate as evaluation
     from vseg_keras.flow import check_flow_method
@@ -413,7 +437,9 @@ def _export_saved_model(model, out_dir: str | None, version: int | None) -> None
 @click.argument("output", metavar="OUTPUT", type=click.Path(dir_okay=False))
 @click.option("--labels-dir", default=None, type=click.Path(file_okay=False),
               help="Also write per-frame label PNGs and colour PNGs here.")
-@click.option("--label-ids", is_flag=True, help="Write Cityscapes labelIds instead of trainIds.")
+@click.option("--label-ids", is_flag=True,
+              help="Write the dataset's own label values (Cityscapes labelIds, your dataset.json ids) instead of "
+                   "train ids.")
 @size_option("--size", "Run the model at this size (default: the frame size; a .tflite/.onnx file's own size).")
 @threads_option
 @progress_option("Progress bar with frames/s, and a total and ETA when the video announces its length.")

@@ -11,9 +11,11 @@ Signatures (raw uint8 RGB in, preprocessing in the graph; any ``T >= 1`` and any
   -> ``labels`` uint8 ``[B, H, W]`` plus the new ``state_i``.
 
 Layout: ``DIR/VERSION/saved_model.pb`` + ``variables/`` (what ``tensorflow_model_server
---model_base_path=DIR`` serves); a version is written under a temporary name and
-renamed when complete. On other filesystems (``gs://``, ...) it is written locally and
-copied file by file, ``saved_model.pb`` last.
+--model_base_path=DIR`` serves), and ``assets.extra/vseg_dataset.json``: the spec of the dataset
+the model was trained on (class names, colours, label map; TF Serving ignores ``assets.extra``), so
+``vseg predict`` draws the right legend from the SavedModel alone. A version is written under a
+temporary name and renamed when complete. On other filesystems (``gs://``, ...) it is written
+locally and copied file by file, ``saved_model.pb`` last.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from vseg_keras.options import EXPORT_ROOT
 
 #: Folder that holds one subfolder per exported model (the repository's ``saved_models/``).
 DEFAULT_EXPORT_ROOT = EXPORT_ROOT
+#: The dataset spec in a version folder (TF Serving ignores ``assets.extra/``).
+DATASET_FILE = "assets.extra/vseg_dataset.json"
 
 
 def latest_version(out_dir: str) -> int | None:
@@ -95,6 +99,9 @@ def export_saved_model(model: VideoSegmenter, out_dir: str | None = None, versio
         folder = files.join(out_dir, f".{version}.tmp-{os.getpid()}") if files.is_local(out_dir) else scratch
         try:
             archive.write_out(folder, verbose=False)
+            if model.dataset is not None:
+                files.makedirs(files.join(folder, os.path.dirname(DATASET_FILE)))
+                files.atomic_write_json(files.join(folder, DATASET_FILE), model.dataset)
             files.publish_folder(folder, target, last="saved_model.pb")
         finally:
             files.remove_tree(folder)  # left only by a failure

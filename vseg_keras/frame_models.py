@@ -16,10 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from vseg_keras import files
-from vseg_keras.export import latest_version
+from vseg_keras.datasets import DatasetSpec, spec_of_model
+from vseg_keras.export import DATASET_FILE, latest_version
 from vseg_keras.models.layers import check_frame_size
 from vseg_keras.models.segmenter import VideoSegmenter
-from vseg_keras.options import EDGE_SUFFIXES
+from vseg_keras.options import EDGE_SUFFIXES, NUM_CLASSES
 
 _SIZE_RULE = re.compile(r"multiples of (\d+) for this \d+-level UNet(?: and at least (\d+))?")
 
@@ -38,12 +39,15 @@ class FrameModel:
             and at least ``minimum``; ``None`` if the model does not say.
         fixed_size: ``(height, width)`` of the only frames the model takes (edge files), else ``None``.
         temporal: whether the model carries states from frame to frame (``False``: frame-wise).
+        dataset: the spec of the dataset the model was trained on (class names and colours), which
+            every model file carries; Cityscapes for a file from before files carried it.
     """
 
     name: str = "model"
     size_rule: tuple[int, int] | None = None
     fixed_size: tuple[int, int] | None = None
     temporal: bool = True
+    dataset: DatasetSpec | None = None
 
     def check_size(self, height: int, width: int, what: str = "Frame") -> None:
         """Raises ``ValueError`` (one line: ``what``, the size, the rule) unless the model runs ``height x width``."""
@@ -80,6 +84,7 @@ class KerasFrameModel(FrameModel):
 
     def __init__(self, model: VideoSegmenter):
         self.model, self.name, self.temporal = model, model.name, bool(model.state_shapes())
+        self.dataset = spec_of_model(model.dataset, model.num_classes, where=model.name)
         self._step_model = model.make_streaming_model()
         check = model.backbone.encoder.get_layer("size_check")
         self.size_rule = (check.multiple, check.minimum)
@@ -118,6 +123,7 @@ class SavedModelFrameModel(FrameModel):
             signatures["serving_default"], signatures.get("init_state"), signatures.get("step")
         )
         self.size_rule = _saved_model_size_rule(self._serve)
+        self.dataset = _saved_model_dataset(folder, self._serve)
 
     def initial_states(self, height: int, width: int) -> dict:
         if not self.temporal:
@@ -178,6 +184,21 @@ def _saved_model_size_rule(serve) -> tuple[int, int] | None:
         if match:
             return int(match[1]), int(match[2] or match[1])
     return None
+
+
+def _saved_model_dataset(folder: str, serve) -> DatasetSpec:
+    """The dataset spec a ``vseg export`` SavedModel carries (``assets.extra/``), or for one exported before
+    SavedModels carried it, the spec of a model of as many logits (:func:`vseg_keras.datasets.spec_of_model`)."""
+    path = files.join(folder, DATASET_FILE)
+    probabilities = serve.structured_outputs.get("probabilities")
+    known = probabilities is not None and probabilities.shape.rank and probabilities.shape[-1] is not None
+    logits = int(probabilities.shape[-1]) if known else NUM_CLASSES
+    if not files.isfile(path):
+        return spec_of_model(None, logits, where=folder)
+    try:
+        return spec_of_model(files.read_json(path), logits, where=path)
+    except ValueError as error:
+        raise ValueError(f"{path}: not a valid dataset spec ({error})") from None
 
 
 def label_agreement(reference: FrameModel, candidate: FrameModel, clips: list[np.ndarray]) -> float:

@@ -41,9 +41,19 @@ FRAMES_BEFORE = 19
 FRAMES_AFTER = 10
 #: Splits that ``vseg convert`` converts.
 CONVERT_SPLITS = ("train", "val")
+#: Source layouts of ``vseg convert`` (``auto``: detected from what the root holds).
+LAYOUTS = ("auto", "cityscapes", "vspw", "folders")
+#: ``vseg synth``'s layouts.
+SYNTH_LAYOUTS = ("cityscapes", "vspw", "folders")
+#: ``vseg train --supervise``: the loss on the window's last labelled frame, or on every labelled frame.
+SUPERVISION = ("last", "all")
 #: ``vseg synth``: snippets per split and frame size (height, width).
 SYNTH_SEQUENCES = {"train": 12, "val": 4, "test": 0}
 SYNTH_FRAME_SIZE = (128, 256)
+#: ``vseg synth``'s frame size per layout: VSPW-like frames are 853/480 wide and not a multiple of 4 wide.
+SYNTH_FRAME_SIZES = {"cityscapes": SYNTH_FRAME_SIZE, "vspw": (60, 107), "folders": (64, 128)}
+#: ``vseg synth``: frames per clip of the vspw and folders layouts (Cityscapes snippets hold 30).
+SYNTH_CLIP_FRAMES = 20
 SYNTH_SEED = 0
 #: Output folder of ``vseg demo``.
 DEMO_DIR = "demo"
@@ -86,14 +96,16 @@ class TrainConfig:
         val_steps: validation batches per epoch (default: the whole split).
         val_context: frames of context before the labelled frame in validation
             (default ``seq_len - 1``; ``vseg evaluate`` uses 11 like the report).
-        void_as_class: train void as class 19 (the report) instead of ignoring it (Cityscapes).
+        void_as_class: train void pixels as the dataset's void class (Cityscapes' class 19, the report)
+            instead of ignoring them; only for a dataset spec with a void class.
         mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
         jit: XLA-compile the train step.
         remat: rematerialise every UNet stage and temporal-cell step in the
             backward pass (:func:`vseg_keras.models.remat.set_rematerialization`):
             much less memory for about a quarter more time, same numbers.
         seed: seeds weights and data order.
-        num_classes: logits per pixel.
+        num_classes: logits per pixel; ``None`` (the default) takes them from the data's dataset spec,
+            and a number is checked against it.
         max_frame_skip: random temporal stride 1..k (temporal augmentation).
         flip: random horizontal flip.
         full_windows: train on the report's full windows (``seq_len`` frames, the labelled one
@@ -108,6 +120,11 @@ class TrainConfig:
             by DIS optical flow computed in the input pipeline
             (:func:`vseg_keras.models.losses.temporal_consistency_loss`). Needs causal windows; a
             frame-wise model then trains on windows of up to 2 frames (``seq_len`` 2).
+        supervise: ``"last"``: the loss on the labelled frame a window is drawn for (causal windows end
+            there, and the decoder runs on that frame only); ``"all"``: on every labelled frame of the
+            window (the decoder runs on every window frame). ``None`` (the default): ``"all"`` when the
+            data has more than one labelled frame per clip (VSPW, your own videos) and windows are
+            longer than one frame, else ``"last"``; with the temporal loss always ``"last"``.
 
     Raises:
         ValueError: an unknown model, a value out of range, or a crop that breaks the model's
@@ -129,15 +146,19 @@ class TrainConfig:
     jit: bool = False
     remat: bool = False
     seed: int = 0
-    num_classes: int = NUM_CLASSES
+    num_classes: int | None = None
     max_frame_skip: int = 1
     flip: bool = True
     full_windows: bool = False
     logical_cpus: int = 0
     temporal_loss: float = 0.0
+    supervise: str | None = None
     # Options that may differ when a run is resumed (extending it is allowed; a run dir made before
     # full_windows existed was trained with full windows and resumes with whatever is asked now).
     RESUMABLE_CHANGES: tuple[str, ...] = field(default=("epochs", "remat", "full_windows"), init=False, repr=False)
+    # What a run dir made before an option existed was trained with (else: the option's default).
+    PREDATING_VALUES: tuple[tuple[str, Any], ...] = field(default=(("supervise", "last"), ("num_classes", NUM_CLASSES)),
+                                                          init=False, repr=False)
 
     def __post_init__(self) -> None:
         from vseg_keras.models.registry import get_model_config
@@ -147,6 +168,13 @@ class TrainConfig:
             raise ValueError(f"temporal_loss must be >= 0, got {self.temporal_loss}")
         if self.temporal_loss > 0 and self.full_windows:
             raise ValueError("--temporal-loss needs causal windows (the labelled frame last); drop --full-windows")
+        if self.supervise not in (None, *SUPERVISION):
+            raise ValueError(f"supervise must be one of {', '.join(SUPERVISION)}, got {self.supervise!r}")
+        if self.temporal_loss > 0 and self.supervise == "all":
+            raise ValueError("--temporal-loss ties the labelled frame to the one before it; use it with "
+                             "--supervise last")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
         if not config.is_temporal:
             self.seq_len = 2 if self.temporal_loss > 0 else 1
         if self.crop is not None:
@@ -169,5 +197,6 @@ class TrainConfig:
         """The options as a JSON-ready dict (``crop`` as a list)."""
         values = dataclasses.asdict(self)
         values.pop("RESUMABLE_CHANGES")
+        values.pop("PREDATING_VALUES")
         values["crop"] = list(self.crop) if self.crop else None
         return values

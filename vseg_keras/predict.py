@@ -23,18 +23,20 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from vseg_keras import files
-from vseg_keras.cityscapes import CLASS_NAMES, TRAIN_PALETTE, colorize_train_ids, train_ids_to_label_ids
+from vseg_keras.datasets import DatasetSpec
 from vseg_keras.files import atomic_write_png
-from vseg_keras.loading import open_frame_model
-from vseg_keras.models.registry import MODEL_CONFIGS
+from vseg_keras.frame_segmenter import (  # noqa: F401  (FrameSegmenter and the sizes are part of this API)
+    MAX_RUN_PIXELS,
+    STRICTEST_ZOO_RULE,
+    FrameSegmenter,
+    RunSize,
+    check_run_size,
+    plan_for,
+    plan_run_size,
+    segment_frame,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-#: The strictest frame-size rule of the zoo, ``(multiple, minimum)``: what frames are padded to for a
-#: SavedModel whose own rule cannot be read.
-STRICTEST_ZOO_RULE = (max(c.frame_multiple for c in MODEL_CONFIGS.values()),
-                      max(c.min_frame_size for c in MODEL_CONFIGS.values()))
-#: Most pixels a frame may be run at: OpenCV's own limit for images it decodes (``OPENCV_IO_MAX_IMAGE_PIXELS``).
-MAX_RUN_PIXELS = 1 << 30
 _CITYSCAPES_FRAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
 
 
@@ -126,154 +128,44 @@ def announced_frame_count(source: str) -> int | None:
     return int(count) if count and count > 0 else None
 
 
-class FrameSegmenter:
-    """Segments one frame at a time, carrying the temporal state (if any).
-
-    Args:
-        model_path: ``.keras`` file, run directory, SavedModel folder (a version folder, or a base
-            folder whose highest version is used), or ``.tflite``/``.onnx`` file from ``vseg export``.
-        threads: CPU threads of a LiteRT or ONNX Runtime model (default: the runtime's).
-
-    Attributes:
-        frame_model: the :class:`~vseg_keras.frame_models.FrameModel` that runs the frames.
-        size_rule: ``(multiple, minimum)``: frame height and width must be multiples of
-            ``multiple`` and at least ``minimum``; ``None`` for a model that does not say.
-        fixed_size: ``(height, width)`` of the only frames an edge file takes, else ``None``.
-    """
-
-    def __init__(self, model_path: str, threads: int | None = None):
-        self.frame_model = open_frame_model(model_path, threads=threads)
-        self.states: dict | None = None
-        self._state_size: tuple[int, int] | None = None
-
-    @property
-    def size_rule(self) -> tuple[int, int] | None:
-        return self.frame_model.size_rule
-
-    @property
-    def fixed_size(self) -> tuple[int, int] | None:
-        return self.frame_model.fixed_size
-
-    def check_size(self, height: int, width: int, what: str = "Frame") -> None:
-        """Raises ``ValueError`` (one line: ``what``, the size, the rule) if the model cannot run on
-        ``height x width`` frames; a SavedModel that does not state its rule passes every size."""
-        self.frame_model.check_size(height, width, what=what)
-
-    def reset(self) -> None:
-        """Forget the temporal state (the next frame starts a new clip)."""
-        self.states = None
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """trainIds ``[H, W]`` uint8 of one RGB uint8 frame ``[H, W, 3]``.
-
-        Raises:
-            ValueError: the frame size breaks the model's rule, or differs from the size of
-                the frames before it in the clip (one line naming both).
-        """
-        height, width = frame.shape[:2]
-        self.check_size(height, width)
-        if self.states and self._state_size != (height, width):  # a frame-wise model has states {}
-            raise ValueError(f"Frame {height}x{width} (HxW) is not the size of the frames before it "
-                             f"({self._state_size[0]}x{self._state_size[1]}); reset() before a clip of another size")
-        if self.states is None:
-            self.states, self._state_size = self.frame_model.initial_states(height, width), (height, width)
-        labels, self.states = self.frame_model.step(frame, self.states)
-        return labels
-
-
-def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The frame blended with its colour labels, with a legend of the classes present (RGB uint8)."""
-    blended = cv2.addWeighted(image, 1.0 - alpha, colorize_train_ids(train_ids), alpha, 0.0)
+def overlay(image: np.ndarray, train_ids: np.ndarray, spec: DatasetSpec, alpha: float = 0.5) -> np.ndarray:
+    """The frame blended with its labels in the spec's colours, with a legend of the classes present (RGB uint8)."""
+    palette = spec.palette()
+    blended = cv2.addWeighted(image, 1.0 - alpha, palette[np.asarray(train_ids, np.uint8)], alpha, 0.0)
     height = blended.shape[0]
     scale = max(height / 720.0, 0.3)
     row = max(int(22 * scale), 9)
-    present = [c for c in range(len(CLASS_NAMES)) if np.any(train_ids == c)]
+    names = [*spec.class_names, *([spec.void_class.name] if spec.void_class else [])]
+    present = [c for c in range(len(names)) if np.any(train_ids == c)]
     for i, class_id in enumerate(present):
         y = 4 + i * row
         if y + row > height:
             break
-        color = tuple(int(v) for v in TRAIN_PALETTE[class_id])
+        color = tuple(int(v) for v in palette[class_id])
         cv2.rectangle(blended, (4, y), (4 + row - 2, y + row - 2), color, thickness=-1)
-        cv2.putText(blended, CLASS_NAMES[class_id], (row + 6, y + row - 4), cv2.FONT_HERSHEY_SIMPLEX,
+        cv2.putText(blended, names[class_id], (row + 6, y + row - 4), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5 * scale * 1.4, (255, 255, 255), 1, cv2.LINE_AA)
     return blended
-
-
-@dataclass(frozen=True)
-class RunSize:
-    """Sizes ``(height, width)`` of a prediction: the input's frames, the size the model is asked to
-    run at (``--size``, else the frames'), and that padded at the bottom/right to the model's rule."""
-
-    frame: tuple[int, int]
-    run: tuple[int, int]
-    padded: tuple[int, int]
-
-
-def check_run_size(size: tuple[int, int] | None) -> None:
-    """Raises ``ValueError`` (one line naming it) unless ``size`` is ``None`` or positive and at most
-    ``MAX_RUN_PIXELS``."""
-    if size is None:
-        return
-    height, width = (int(v) for v in size)
-    if min(height, width) < 1:
-        raise ValueError(f"size {height}x{width} (HxW) is not supported: height and width must be positive.")
-    if height * width > MAX_RUN_PIXELS:
-        raise ValueError(f"size {height}x{width} (HxW) is too large: at most {MAX_RUN_PIXELS:,} pixels "
-                         "(OpenCV's limit for an image)")
-
-
-def plan_run_size(frame: tuple[int, int], size: tuple[int, int] | None, rule: tuple[int, int],
-                  fixed: tuple[int, int] | None = None) -> RunSize:
-    """The :class:`RunSize` of ``frame``-sized input run at ``size`` (``None``: the frame size) by a model
-    whose frames must be multiples of ``rule[0]`` and at least ``rule[1]``, or (an edge file) that takes
-    ``fixed``-sized frames only: those are run at ``fixed``.
-
-    Raises:
-        ValueError: ``size`` is not positive, too large, or (with ``fixed``) another size (one line).
-    """
-    check_run_size(size)
-    if fixed is not None:
-        if size and tuple(size) != tuple(fixed):
-            raise ValueError(f"size {size[0]}x{size[1]} (HxW): the model takes {fixed[0]}x{fixed[1]} frames only "
-                             "(fixed at export); leave --size out, or export at that size")
-        return RunSize(tuple(frame), tuple(fixed), tuple(fixed))
-    run = (int(size[0]), int(size[1])) if size else tuple(frame)
-    multiple, minimum = rule
-    padded = tuple(max(-(-side // multiple) * multiple, minimum) for side in run)
-    return RunSize(tuple(frame), run, padded)
-
-
-def segment_frame(segmenter: FrameSegmenter, image: np.ndarray, sizes: RunSize) -> np.ndarray:
-    """trainIds ``[H, W]`` of an RGB uint8 frame ``[H, W, 3]``: resized to ``sizes.run``, padded
-    (reflected) to ``sizes.padded``, segmented, cropped and resized back (nearest)."""
-    (height, width), (run_h, run_w), (padded_h, padded_w) = sizes.frame, sizes.run, sizes.padded
-    if sizes.run != sizes.frame:
-        image = cv2.resize(image, (run_w, run_h), interpolation=cv2.INTER_AREA)
-    image = cv2.copyMakeBorder(image, 0, padded_h - run_h, 0, padded_w - run_w, cv2.BORDER_REFLECT)
-    labels = segmenter(image)[:run_h, :run_w]
-    if sizes.run != sizes.frame:
-        labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-    return labels
 
 
 class _Outputs:
     """The overlay video ``output`` (written to ``temporary``) and the optional per-frame label PNGs."""
 
     def __init__(self, output: str, temporary: str, fps: float, size: tuple[int, int], labels_dir: str | None,
-                 label_ids: bool):
+                 label_ids: bool, spec: DatasetSpec):
         self.writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
         if not self.writer.isOpened():
             self.writer.release()
             raise OSError(f"{output}: OpenCV cannot write an mp4 video here")
-        self.labels_dir, self.label_ids = labels_dir, label_ids
+        self.labels_dir, self.label_ids, self.spec = labels_dir, label_ids, spec
 
     def write(self, frame: Frame, labels: np.ndarray) -> None:
-        self.writer.write(overlay(frame.image, labels)[..., ::-1])
+        self.writer.write(overlay(frame.image, labels, self.spec)[..., ::-1])
         if self.labels_dir:
-            stored = train_ids_to_label_ids(labels) if self.label_ids else labels
+            stored = self.spec.train_to_raw()[labels] if self.label_ids else labels
             atomic_write_png(os.path.join(self.labels_dir, f"{frame.name}_labels.png"), stored)
             atomic_write_png(os.path.join(self.labels_dir, f"{frame.name}_color.png"),
-                             colorize_train_ids(labels)[..., ::-1])
+                             self.spec.colorize(labels)[..., ::-1])
 
 
 def _make_folder(folder: str, what: str) -> None:
@@ -306,7 +198,9 @@ def predict_video(
 
     Every frame is resized to ``size`` (if given) and padded at the bottom/right to a
     size the model accepts; the labels are cropped and resized back to the frame. For a
-    ``.tflite``/``.onnx`` file, frames are resized to the size fixed at export.
+    ``.tflite``/``.onnx`` file, frames are resized to the size fixed at export. The overlay's
+    colours and legend are the classes of the dataset the model was trained on, which every
+    model file carries (:attr:`~vseg_keras.frame_models.FrameModel.dataset`).
     The input is opened and ``size`` checked before the model loads; nothing is left at
     ``output`` if it fails.
 
@@ -314,9 +208,10 @@ def predict_video(
         model_path: ``.keras`` file, run directory, SavedModel folder, or ``.tflite``/``.onnx`` file.
         source: video file, folder of frames, or Cityscapes sequence folder.
         output: the overlay video (same frame count and size as the input).
-        labels_dir: also write ``{name}_labels.png`` (trainIds, or labelIds with
-            ``label_ids``) and ``{name}_color.png`` per frame here.
-        label_ids: write Cityscapes labelIds instead of trainIds.
+        labels_dir: also write ``{name}_labels.png`` (train ids, or the dataset's own label values
+            with ``label_ids``) and ``{name}_color.png`` per frame here.
+        label_ids: write the dataset's own label values (Cityscapes labelIds, VSPW's 1-124, your
+            ``dataset.json`` ids) instead of train ids.
         size: ``(height, width)`` to run the model at (default: the frame size).
         progress: show a progress bar with frames/s (with a total and ETA when the input
             announces its frame count, see :func:`announced_frame_count`).
@@ -343,11 +238,11 @@ def predict_video(
         if labels_dir:
             _make_folder(labels_dir, labels_dir)
         segmenter = FrameSegmenter(model_path, threads=threads)
-        sizes = plan_run_size(first.image.shape[:2], size, segmenter.size_rule or STRICTEST_ZOO_RULE,
-                              segmenter.fixed_size)
+        sizes = plan_for(segmenter, first.image.shape[:2], size)
         temporary = f"{output}.tmp.mp4"
         try:
-            outputs = _Outputs(output, temporary, video_fps(source), sizes.frame, labels_dir, label_ids)
+            outputs = _Outputs(output, temporary, video_fps(source), sizes.frame, labels_dir, label_ids,
+                               segmenter.frame_model.dataset)
             count, clips = _segment_all(segmenter, source, _chain(first, frames), sizes, outputs,
                                         tqdm(total=announced, unit=" frames", desc="segmenting", disable=not progress))
             os.replace(temporary, output)

@@ -7,11 +7,12 @@ activations, calibrated on frames of a converted split; the uint8 frame, the flo
 the labels stay as they are at the file's boundary). ONNX files come from tf2onnx (what Keras'
 own ``export(format="onnx")`` calls on TensorFlow; Keras' export would take the model's float
 input and logits, while the step here takes uint8 frames and gives labels), float32, with the
-batch axis dynamic.
+batch axis dynamic. Both carry the dataset spec of the model (:mod:`vseg_keras.edge.metadata`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 from vseg_keras import data, files
 from vseg_keras.edge.calibration import calibration_samples, calibration_windows
+from vseg_keras.edge.metadata import DATASET_KEY, with_tflite_metadata
 from vseg_keras.edge.packages import require
 from vseg_keras.edge.step_function import frozen_step_function
 from vseg_keras.models.segmenter import VideoSegmenter
@@ -130,8 +132,10 @@ def export_edge_model(
                 clips = calibration_windows(calibration_dir, size, calibration_split, calibration_windows_count)
             samples = calibration_samples(step, clips, step.input_signature[1:])
         content = _litert_bytes(step, quantization, samples)
+        if model.dataset is not None:
+            content = with_tflite_metadata(content, model.dataset)
     else:
-        content = _onnx_bytes(frozen_step_function(model, size, batch_size=None, logits=logits))
+        content = _onnx_bytes(frozen_step_function(model, size, batch_size=None, logits=logits), model.dataset)
     if os.path.dirname(path):
         files.makedirs(os.path.dirname(path))
     files.atomic_write_bytes(path, content)
@@ -155,7 +159,7 @@ def _litert_bytes(step, quantization: str, samples) -> bytes:
         raise ValueError(f"the LiteRT converter failed: {files.error_reason(error)}") from None
 
 
-def _onnx_bytes(step) -> bytes:
+def _onnx_bytes(step, dataset: dict | None) -> bytes:
     tf2onnx = require("tf2onnx", "--format onnx")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
@@ -163,4 +167,6 @@ def _onnx_bytes(step) -> bytes:
     except Exception as error:  # tf2onnx raises plain exceptions of many kinds
         raise ValueError(f"tf2onnx failed: {files.error_reason(error)}") from None
     proto.producer_name = "vseg"
+    if dataset is not None:
+        proto.metadata_props.add(key=DATASET_KEY, value=json.dumps(dataset))
     return proto.SerializeToString()

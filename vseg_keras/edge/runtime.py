@@ -7,15 +7,18 @@ sees them: a frame of another size or dtype is one clear line rather than the ru
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
 from vseg_keras import files
+from vseg_keras.datasets import spec_of_model
+from vseg_keras.edge.metadata import DATASET_KEY, tflite_metadata
 from vseg_keras.edge.packages import require
 from vseg_keras.edge.step_function import NEXT_STATE_PREFIX
 from vseg_keras.frame_models import FrameModel
-from vseg_keras.options import EDGE_SUFFIXES
+from vseg_keras.options import EDGE_SUFFIXES, NUM_CLASSES
 
 
 class EdgeFrameModel(FrameModel):
@@ -25,6 +28,8 @@ class EdgeFrameModel(FrameModel):
         path: the file.
         inputs: ``{name: shape}`` of its inputs (``frame`` and the ``state_i``).
         outputs: the names of its outputs (``labels``, maybe ``logits``, the ``next_state_i``).
+        dataset: the dataset spec's JSON the file carries (``None``: a file from before files carried it,
+            all of which were Cityscapes models).
 
     Attributes:
         state_shapes: ``{"state_i": (1, h_i, w_i, c_i)}`` (empty for a frame-wise model).
@@ -33,7 +38,7 @@ class EdgeFrameModel(FrameModel):
 
     format = "edge"
 
-    def __init__(self, path: str, inputs: dict[str, list], outputs: list[str]):
+    def __init__(self, path: str, inputs: dict[str, list], outputs: list[str], dataset: dict | None = None):
         if "frame" not in inputs or "labels" not in outputs:
             raise ValueError(f"{path}: not a {self.format} file from `vseg export` (inputs: {', '.join(inputs)}; "
                              f"outputs: {', '.join(outputs)})")
@@ -44,6 +49,8 @@ class EdgeFrameModel(FrameModel):
                              if name != "frame"}
         self.has_logits = "logits" in outputs
         self.temporal = bool(self.state_shapes)
+        logits = len(dataset["classes"]) + (dataset.get("void_class") is not None) if dataset else NUM_CLASSES
+        self.dataset = spec_of_model(dataset, logits, where=path)
 
     def initial_states(self, height: int, width: int) -> dict:
         self.check_size(height, width)
@@ -78,14 +85,15 @@ class LiteRTFrameModel(EdgeFrameModel):
 
     def __init__(self, path: str, threads: int | None = None):
         interpreter_module = require("ai_edge_litert.interpreter", f"running {path}")
+        content = files.read_bytes(path)
         try:
-            interpreter = interpreter_module.Interpreter(model_content=files.read_bytes(path),
+            interpreter = interpreter_module.Interpreter(model_content=content,
                                                          **({"num_threads": threads} if threads else {}))
             self._runner = interpreter.get_signature_runner()
         except (ValueError, RuntimeError) as error:
             raise ValueError(f"{path}: not a valid LiteRT model ({files.error_reason(error)})") from None
         inputs = {name: list(d["shape"]) for name, d in self._runner.get_input_details().items()}
-        super().__init__(path, inputs, list(self._runner.get_output_details()))
+        super().__init__(path, inputs, list(self._runner.get_output_details()), tflite_metadata(content))
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._runner(**inputs)
@@ -108,7 +116,8 @@ class OnnxFrameModel(EdgeFrameModel):
             raise ValueError(f"{path}: not a valid ONNX model ({files.error_reason(error)})") from None
         self._outputs = [output.name for output in self._session.get_outputs()]
         inputs = {i.name: [1 if not isinstance(d, int) else d for d in i.shape] for i in self._session.get_inputs()}
-        super().__init__(path, inputs, self._outputs)
+        dataset = self._session.get_modelmeta().custom_metadata_map.get(DATASET_KEY)
+        super().__init__(path, inputs, self._outputs, json.loads(dataset) if dataset else None)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._outputs, self._session.run(None, inputs), strict=True))

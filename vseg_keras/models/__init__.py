@@ -12,9 +12,11 @@ Keras runs on TensorFlow). Modules:
 - :mod:`~vseg_keras.models.remat`: ``Stage`` sub-models and the rematerialisation switch;
 - :mod:`~vseg_keras.models.segmenter`: ``VideoSegmenter``, the task;
 - :mod:`~vseg_keras.models.registry`: the 27 configs by name;
+- :mod:`~vseg_keras.models.losses` and :mod:`~vseg_keras.models.metrics`: the temporal loss, the mean IoU;
 - :mod:`~vseg_keras.models.kernels`: backend kernels the layers dispatch to.
 """
 
+from vseg_keras.models.metrics import DatasetMeanIoU
 from vseg_keras.models.registry import (
     DEFAULT_NUM_CLASSES,
     MODEL_CONFIGS,
@@ -36,6 +38,7 @@ __all__ = [
     "ConvGRUCell",
     "ConvRNNCell",
     "ConvRecurrent",
+    "DatasetMeanIoU",
     "ModelConfig",
     "VideoSegmenter",
     "VideoUNetBackbone",

@@ -93,7 +93,8 @@ def build_backbone(name: str) -> VideoUNetBackbone:
     return VideoUNetBackbone(config.block, config.temporal, config.filters, name="backbone")
 
 
-def build_model(name: str, num_classes: int = DEFAULT_NUM_CLASSES, seed: int | None = None) -> VideoSegmenter:
+def build_model(name: str, num_classes: int = DEFAULT_NUM_CLASSES, seed: int | None = None,
+                dataset: dict | None = None) -> VideoSegmenter:
     """Builds the model called ``name``.
 
     Args:
@@ -102,6 +103,7 @@ def build_model(name: str, num_classes: int = DEFAULT_NUM_CLASSES, seed: int | N
         num_classes: logits per pixel.
         seed: if given, seeds Keras' global random state first so that the
             initial weights are reproducible.
+        dataset: the dataset spec's JSON form the model carries (see :class:`VideoSegmenter`).
 
     Returns:
         A :class:`VideoSegmenter` named ``name``: ``[B, T, H, W, 3]`` frames to
@@ -112,4 +114,4 @@ def build_model(name: str, num_classes: int = DEFAULT_NUM_CLASSES, seed: int | N
         raise ValueError(f"num_classes must be positive, got {num_classes}.")
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    return VideoSegmenter(build_backbone(name), num_classes=num_classes, name=name)
+    return VideoSegmenter(build_backbone(name), num_classes=num_classes, dataset=dataset, name=name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import keras
 from keras import ops
 
@@ -26,6 +28,10 @@ class VideoSegmenter(keras.Model):
             classes plus void).
         ignore_index: the label value of pixels without ground truth (Cityscapes: 255); only
             :meth:`labelled_frames` reads it.
+        dataset: the JSON form of the dataset spec the model is trained on
+            (:meth:`vseg_keras.datasets.DatasetSpec.to_json`: class names, colours, label map), saved with
+            the model so that its predictions can be drawn and named without the data; ``None`` for a
+            model that was not trained on a converted dataset.
         **kwargs: :class:`keras.Model` arguments (``name``, ``dtype``, ...).
 
     Inputs:
@@ -39,7 +45,8 @@ class VideoSegmenter(keras.Model):
         Keras recommends for a model's last layer).
     """
 
-    def __init__(self, backbone: VideoUNetBackbone, num_classes: int = NUM_CLASSES, ignore_index: int = 255, **kwargs):
+    def __init__(self, backbone: VideoUNetBackbone, num_classes: int = NUM_CLASSES, ignore_index: int = 255,
+                 dataset: dict | None = None, **kwargs):
         normalization = FrameNormalization(name="normalize_frames")
         head = keras.layers.Conv2D(num_classes, 3, padding="same", name="head")
         # Weightless, so existing .keras files load unchanged.
@@ -51,6 +58,7 @@ class VideoSegmenter(keras.Model):
         self.backbone = backbone
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
+        self._dataset_json = None if dataset is None else json.dumps(dataset)  # a str: Keras does not track it
         self.normalization = normalization
         self.head = head
         self.float32_logits = float32_logits
@@ -218,7 +226,13 @@ class VideoSegmenter(keras.Model):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
+            "dataset": self.dataset,
         }
+
+    @property
+    def dataset(self) -> dict | None:
+        """The dataset spec's JSON form that the model carries (``None`` for a model saved without one)."""
+        return None if self._dataset_json is None else json.loads(self._dataset_json)
 
     @classmethod
     def from_config(cls, config):

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from vseg_keras import files
-from vseg_keras.cityscapes import colorize_train_ids
+from vseg_keras.datasets import DatasetSpec
 from vseg_keras.train import run_dir as runs
 
 
@@ -81,13 +81,15 @@ class PredictionImages(keras.callbacks.Callback):
         frames: uint8 ``[B, L, H, W, 3]`` validation frames (the labelled frame last).
         labels: ``[B, H, W]`` the labels of their last frames.
         log_dir: TensorBoard folder.
+        spec: the dataset spec (its colours).
         max_images: how many sequences to show.
     """
 
-    def __init__(self, frames, labels, log_dir: str, max_images: int = 3):
+    def __init__(self, frames, labels, log_dir: str, spec: DatasetSpec, max_images: int = 3):
         super().__init__()
         self.frames = frames[:max_images]
         self.labels = labels[:max_images]
+        self.spec = spec
         self.writer = tf.summary.create_file_writer(files.join(log_dir, "images"))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -96,8 +98,8 @@ class PredictionImages(keras.callbacks.Callback):
         images = np.concatenate(
             [
                 np.asarray(self.frames[:, -1]),
-                colorize_train_ids(np.asarray(self.labels)),
-                colorize_train_ids(predictions),
+                self.spec.colorize(np.asarray(self.labels)),
+                self.spec.colorize(predictions),
             ],
             axis=2,
         )
@@ -124,13 +126,15 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def run_callbacks(run_dir: str, chief: bool, sample: tuple[np.ndarray, np.ndarray]) -> tuple[StopOnNaN, list]:
+def run_callbacks(run_dir: str, chief: bool, sample: tuple[np.ndarray, np.ndarray],
+                  spec: DatasetSpec) -> tuple[StopOnNaN, list]:
     """vseg's callbacks for a run: the NaN guard, and on the chief history, checkpoint and TensorBoard.
 
     Args:
         run_dir: the run directory.
         chief: whether this worker writes the run directory.
         sample: validation frames ``[B, L, H, W, 3]`` and labels ``[B, H, W]`` for the label-map images.
+        spec: the dataset spec (the images' colours).
 
     Returns:
         ``(nan_guard, callbacks)``; ``nan_guard.where`` says where the loss became NaN, if it did.
@@ -143,6 +147,6 @@ def run_callbacks(run_dir: str, chief: bool, sample: tuple[np.ndarray, np.ndarra
             HistoryCSV(run_dir),
             CrashSafeCheckpoint(run_dir),
             keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
-            PredictionImages(*sample, log_dir=log_dir),
+            PredictionImages(*sample, log_dir=log_dir, spec=spec),
         ]
     return nan_guard, callbacks

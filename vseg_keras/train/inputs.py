@@ -9,6 +9,7 @@ import numpy as np
 
 from vseg_keras import data
 from vseg_keras.distribute import Placement
+from vseg_keras.models.registry import get_model_config
 from vseg_keras.options import FLOW, TrainConfig
 
 
@@ -23,6 +24,7 @@ class TrainingInputs:
         val_steps: validation batches per epoch.
         val_used: validation sequences scored per epoch.
         sample: a validation batch (frames ``[B, L, H, W, 3]``, labels ``[B, H, W]``) for TensorBoard.
+        val_crop: the centre crop validation scores, or ``None`` for whole frames.
     """
 
     train: object
@@ -31,9 +33,24 @@ class TrainingInputs:
     val_steps: int
     val_used: int
     sample: tuple[np.ndarray, np.ndarray]
+    val_crop: tuple[int, int] | None = None
 
 
-def _pipeline_options(config: TrainConfig, per_replica: int) -> tuple[dict, dict]:
+def validation_crop(data_dir: str, config: TrainConfig) -> tuple[int, int] | None:
+    """What validation crops frames to: nothing for val frames of one size the model takes, else a centre
+    crop of ``--crop`` (frames that vary in size cannot be batched; VSPW's 853-wide ones break the size rule).
+    """
+    info = data.split_info(data_dir, "val", check_shards=False)
+    if info.height is None:
+        return None if info.schema_version == 1 else config.crop  # schema v1 did not record sizes: whole frames
+    try:
+        get_model_config(config.model).check_frame_size(info.height, info.width)
+    except ValueError:
+        return config.crop
+    return None
+
+
+def _pipeline_options(config: TrainConfig, per_replica: int, val_crop: tuple[int, int] | None) -> tuple[dict, dict]:
     train_options = {
         "batch_size": per_replica,
         "seq_len": config.seq_len,
@@ -42,11 +59,12 @@ def _pipeline_options(config: TrainConfig, per_replica: int) -> tuple[dict, dict
         "max_frame_skip": config.max_frame_skip,
         "void_as_class": config.void_as_class,
         "full_windows": config.full_windows,
+        "every_label": config.supervise == "all",
         "previous_frame_flow": FLOW if config.temporal_loss > 0 else None,
         "seed": config.seed,
     }
     val_options = {"batch_size": per_replica, "context": config.val_context, "void_as_class": config.void_as_class,
-                   "last_frame_labels": not config.full_windows}
+                   "last_frame_labels": not config.full_windows and config.supervise != "all", "crop": val_crop}
     return train_options, val_options
 
 
@@ -73,7 +91,8 @@ def make_training_inputs(data_dir: str, config: TrainConfig, placement: Placemen
     strategy = placement.strategy
     # TensorFlow's replicas read per-replica batches; Keras' JAX distribution splits global ones.
     per_replica = config.batch_size // strategy.num_replicas_in_sync
-    train_options, val_options = _pipeline_options(config, per_replica)
+    val_crop = validation_crop(data_dir, config)
+    train_options, val_options = _pipeline_options(config, per_replica, val_crop)
 
     def train_fn(context):
         return data.make_train_dataset(data_dir, "train", input_context=context, **train_options)
@@ -93,4 +112,4 @@ def make_training_inputs(data_dir: str, config: TrainConfig, placement: Placemen
     frames, labels = next(iter(data.make_eval_dataset(data_dir, "val", **{**val_options, "last_frame_labels": True})))
     steps = config.steps_per_epoch or data.steps_per_epoch(data_dir, "train", config.batch_size)
     val_steps, val_used = _validation_steps(data_dir, config, placement)
-    return TrainingInputs(train_data, val_data, steps, val_steps, val_used, (frames.numpy(), labels.numpy()))
+    return TrainingInputs(train_data, val_data, steps, val_steps, val_used, (frames.numpy(), labels.numpy()), val_crop)

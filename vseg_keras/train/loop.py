@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
 import keras
 
 from vseg_keras import data, files
+from vseg_keras.datasets import DatasetSpec
 from vseg_keras.distribute import Placement, make_placement
 from vseg_keras.models.registry import get_model_config
 from vseg_keras.options import TrainConfig, TrainingError
@@ -48,19 +50,23 @@ def train(
     """
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
+    spec = data.dataset_spec(data_dir)  # reads the manifest: one line if there is none
+    config = for_data(config, data_dir, spec)
     _check_data(data_dir, config)
     placement = make_placement(config.logical_cpus)
     if config.batch_size % placement.replicas:
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {placement.replicas} replicas")
     log(f"strategy: {placement.name}, {placement.replicas} replica(s), global batch {config.batch_size}")
+    log(f"dataset: {spec.name}, {spec.num_classes} classes ({config.num_classes} logits)")
     log(_describe_windows(config))
-    state = runs.start_run(run_dir, config, runs.manifest_digest(data_dir), placement.chief, data.frame_size(data_dir))
+    state = runs.start_run(run_dir, config, runs.manifest_digest(data_dir), placement.chief,
+                           data.frame_size(data_dir, "train"))
     epochs_done = int(state.get("epochs_done", 0))
     if epochs_done >= config.epochs:
         log(f"{run_dir}: all {config.epochs} epochs already done")
         return _summary(run_dir, state, placement)
     with precision_policy(config, log):
-        nan_guard = _fit(data_dir, run_dir, config, placement, state, log, verbose, callbacks)
+        nan_guard = _fit(data_dir, run_dir, config, spec, placement, state, log, verbose, callbacks)
     if nan_guard.where is not None:
         raise TrainingError(_nan_message(run_dir, *nan_guard.where))
     result = _summary(run_dir, runs.read_resume_state(run_dir), placement)
@@ -73,28 +79,56 @@ def train(
     return result
 
 
+def for_data(config: TrainConfig, data_dir: str, spec: DatasetSpec) -> TrainConfig:
+    """``config`` with what it leaves to the data filled in: the logits (``num_classes``, the spec's) and the
+    supervision (see :class:`~vseg_keras.options.TrainConfig`).
+
+    Raises:
+        TrainingError: ``num_classes`` given and not the spec's, or ``void_as_class`` for a spec without a
+            void class (one line).
+    """
+    if config.num_classes is not None and config.num_classes != spec.num_logits:
+        raise TrainingError(f"--num-classes {config.num_classes}: {data_dir} holds {spec.name} with "
+                            f"{spec.num_logits} classes (the number comes from the data; leave it out)")
+    if config.void_as_class and spec.void_class is None:
+        raise TrainingError(f"--void-as-class: {spec.name} ({data_dir}) has no void class (it is the report's "
+                            "Cityscapes set-up); leave it out")
+    supervise = config.supervise
+    if supervise is None:
+        several = data.split_info(data_dir, "train", check_shards=False).max_labelled_frames > 1
+        supervise = "all" if several and config.seq_len > 1 and config.temporal_loss == 0 else "last"
+    return dataclasses.replace(config, num_classes=spec.num_logits, supervise=supervise)
+
+
 def _check_data(data_dir: str, config: TrainConfig) -> None:
     """One clear line, before anything is built or written, for missing splits or shards, frames the model
-    cannot take, or windows longer than the snippets hold."""
-    size = data.frame_size(data_dir)  # reads the manifest: one line if there is none
-    if config.crop is None and size is not None:
-        get_model_config(config.model).check_frame_size(*size, what=f"{data_dir}: frames")
+    cannot take (or that vary in size without ``--crop``), or windows longer than the clips hold."""
+    rule = get_model_config(config.model)
+    for split in ("train", "val"):
+        info = data.split_info(data_dir, split, check_shards=False)
+        if config.crop is not None or (info.height is None and info.schema_version == 1):  # v1: size not recorded
+            continue
+        if info.height is None:
+            raise TrainingError(f"{data_dir}: the {split} frames vary in size (converted at their own size); "
+                                "give --crop HxW to train on crops of one size")
+        rule.check_frame_size(info.height, info.width, what=f"{data_dir}: {split} frames")
     data.check_windows(data_dir, config.seq_len, config.val_context)
 
 
-def _fit(data_dir, run_dir, config, placement: Placement, state: dict, log, verbose, callbacks):
+def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, state: dict, log, verbose, callbacks):
     """Builds (or resumes) the model and the inputs and runs the remaining epochs; returns the NaN guard."""
     epochs_done = int(state.get("epochs_done", 0))
     with placement.scope():
-        model = build_training_model(config)
+        model = build_training_model(config, spec)
         if epochs_done:
             model.optimizer.build(model.trainable_variables)
             with files.local_copy(files.join(run_dir, runs.BACKUP_DIR, state["weights"])) as weights:
                 model.load_weights(weights)
             log(f"resuming after epoch {epochs_done} from {files.join(run_dir, runs.BACKUP_DIR)}")
     inputs = make_training_inputs(data_dir, config, placement)
-    log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch")
-    nan_guard, own_callbacks = run_callbacks(run_dir, placement.chief, inputs.sample)
+    log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch"
+        + (f" (centre crops of {config.crop[0]}x{config.crop[1]})" if inputs.val_crop else ""))
+    nan_guard, own_callbacks = run_callbacks(run_dir, placement.chief, inputs.sample, spec)
     fit_options = {"epochs": config.epochs, "initial_epoch": epochs_done, "steps": inputs.steps,
                    "val_steps": inputs.val_steps, "callbacks": own_callbacks + list(callbacks), "verbose": verbose}
     if placement.multi_worker:
@@ -120,13 +154,17 @@ def _nan_message(run_dir: str, epoch: int, batch: int) -> str:
 
 
 def _describe_windows(config: TrainConfig) -> str:
+    supervised = "every labelled frame of the window" if config.supervise == "all" else "the labelled frame"
     if config.seq_len == 1:
         return "windows: single labelled frames"
     if config.full_windows:
-        return f"windows: full, {config.seq_len} frames, decoder on every frame"
+        return f"windows: full, {config.seq_len} frames, decoder on every frame, loss on {supervised}"
     if config.temporal_loss > 0:
         return (f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on it and the "
                 f"frame before; temporal loss {config.temporal_loss:g} (DIS flow)")
+    if config.supervise == "all":
+        return (f"windows: causal, 1-{config.seq_len} frames ending at a labelled frame, decoder on every frame, "
+                f"loss on {supervised}")
     return f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on that frame only"
 
 

@@ -1,4 +1,4 @@
-"""The model to train and its compile recipe: Adam, sparse cross-entropy over labelled pixels, mIoU."""
+"""The model to train and its compile recipe: Adam, sparse cross-entropy over labelled pixels, the dataset's mIoU."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ from collections.abc import Callable, Iterator
 
 import keras
 
-from vseg_keras.cityscapes import IGNORE_INDEX
+from vseg_keras.datasets import IGNORE_INDEX, DatasetSpec
 from vseg_keras.distribute import mixed_precision_policy
+from vseg_keras.models.metrics import DatasetMeanIoU
 from vseg_keras.models.registry import build_model
 from vseg_keras.models.remat import set_rematerialization
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.options import TrainConfig
 
 
-def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
-    """Adam + sparse cross-entropy over labelled pixels only + streaming mIoU (report section 3.4)."""
+def compile_for_training(model: keras.Model, config: TrainConfig, spec: DatasetSpec | None = None) -> None:
+    """Adam + sparse cross-entropy over labelled pixels only + streaming mIoU (report section 3.4), the mIoU
+    averaged as the dataset ``spec`` says (its scored classes and convention; default: every class, union)."""
     optimizer = keras.optimizers.Adam(
         learning_rate=config.lr,
         beta_1=0.9,
@@ -27,26 +29,30 @@ def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX),
-        metrics=[
-            keras.metrics.MeanIoU(
-                num_classes=config.num_classes, ignore_class=IGNORE_INDEX, sparse_y_pred=False, name="miou"
-            )
-        ],
+        metrics=[_miou_metric(config.num_classes or model.num_classes, spec)],
         jit_compile=config.jit,
     )
 
 
-def build_training_model(config: TrainConfig) -> VideoSegmenter:
-    """``config.model``, freshly initialised, with its training switches set and compiled.
+def _miou_metric(num_classes: int, spec: DatasetSpec | None) -> DatasetMeanIoU:
+    scored = None if spec is None else [*spec.scored.tolist(), *([False] if spec.void_class else [])]
+    return DatasetMeanIoU(num_classes=num_classes, scored=scored, convention=spec.miou if spec else "union",
+                          ignore_class=IGNORE_INDEX, sparse_y_pred=False, name="miou")
+
+
+def build_training_model(config: TrainConfig, spec: DatasetSpec) -> VideoSegmenter:
+    """``config.model``, freshly initialised for the dataset ``spec`` (its logits, and the spec it carries),
+    with its training switches set and compiled.
 
     The switches: rematerialisation (``remat``), what the loss reads (the labelled frame only, unless
-    ``full_windows``) and the temporal loss weight. Call it inside the placement's scope.
+    ``full_windows`` or ``supervise="all"``) and the temporal loss weight. Call it inside the placement's
+    scope.
     """
-    model = build_model(config.model, num_classes=config.num_classes, seed=config.seed)
+    model = build_model(config.model, num_classes=spec.num_logits, seed=config.seed, dataset=spec.to_json())
     set_rematerialization(model, config.remat)
-    model.outputs_last_frame = not config.full_windows
+    model.outputs_last_frame = not config.full_windows and config.supervise != "all"
     model.temporal_loss_weight = config.temporal_loss
-    compile_for_training(model, config)
+    compile_for_training(model, config, spec)
     return model
 
 

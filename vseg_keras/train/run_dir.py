@@ -91,8 +91,9 @@ def check_run_dir(run_dir: str, config: TrainConfig, digest: str, frame_size: tu
     except ValueError as error:
         raise TrainingError(f"{path}: not valid JSON ({error}); use another RUN_DIR") from None
     old, new = previous.get("options", {}), record["options"]
-    defaults = TrainConfig.defaults()  # an option that a run dir predates had its default value then
-    changed = [k for k in new if k not in config.RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new[k]]
+    # An option that a run dir predates had the value runs then trained with (its default, mostly).
+    then = {**TrainConfig.defaults(), **dict(config.PREDATING_VALUES)}
+    changed = [k for k in new if k not in config.RESUMABLE_CHANGES and old.get(k, then.get(k)) != new[k]]
     if changed:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed)
         raise TrainingError(f"{run_dir} holds a run with other options ({details}); use another RUN_DIR")
