@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vseg_keras.cityscapes import IGNORE_INDEX
+from vseg_keras.datasets import IGNORE_INDEX
 from vseg_keras.models.registry import build_model
 from vseg_keras.train import TrainConfig, compile_for_training
 

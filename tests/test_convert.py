@@ -1,4 +1,4 @@
-"""`vseg convert`: records match the source, Cityscapes frame numbering, resume, errors, manifest."""
+"""`vseg convert` of the Cityscapes layout: records match the source, frame numbering, resume, errors, manifest."""
 
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from click.testing import CliRunner
 
 from cli import main
 from data_tools import convert as convert_module
+from data_tools.clip_worker import prepare_clip
 from data_tools.convert import KILL_AFTER_RECORDS_ENV, PROGRESS_NAME, DatasetError, convert_cityscapes
-from data_tools.snippet_worker import prepare_snippet
 from data_tools.synth import make_synthetic_cityscapes
 from vseg_keras import records
-from vseg_keras.cityscapes import IGNORE_INDEX, LABEL_IDS, NUM_TRAIN_CLASSES, label_ids_to_train_ids
+from vseg_keras.datasets import IGNORE_INDEX
+from vseg_keras.datasets.cityscapes import CITYSCAPES, LABEL_IDS, LABEL_TO_TRAIN, NUM_TRAIN_CLASSES
 
 SYNTH_HEIGHT, SYNTH_WIDTH = 64, 128
 OUT_HEIGHT, OUT_WIDTH = (
@@ -36,16 +37,26 @@ VSEG = os.path.join(os.path.dirname(sys.executable), "vseg")
 
 
 def read_snippets(out_dir: str, split: str) -> list[dict]:
-    """Every record of ``split`` (via the manifest, in shard order), parsed into numpy values."""
+    """Every record of ``split`` (via the manifest, in shard order), parsed into numpy values, with the
+    Cityscapes snippet's ``city``, ``sequence`` and ``frame_numbers`` read off its names."""
     manifest = records.read_manifest(out_dir)
     compression = manifest["compression"] or ""
     parsed = []
     for shard in manifest["splits"][split]["shards"]:
         dataset = tf.data.TFRecordDataset(os.path.join(out_dir, shard["file"]), compression_type=compression)
         for serialized in dataset:
-            snippet = records.parse_snippet(serialized)
-            parsed.append({key: value.numpy() for key, value in snippet.items()})
+            snippet = {key: value.numpy() for key, value in records.parse_clip(serialized).items()}
+            city, sequence, _ = snippet["clip"].decode().rsplit("_", 2)
+            snippet.update(city=city, sequence=int(sequence),
+                           frame_numbers=np.array([int(n.decode().rsplit("_", 1)[1]) for n in snippet["frame_names"]]))
+            parsed.append(snippet)
     return parsed
+
+
+def stored_label(snippet: dict) -> np.ndarray:
+    """The one stored label (raw labelIds) of a Cityscapes snippet."""
+    assert snippet["label_indices"].tolist() == [snippet["gt_index"]]
+    return decode_gray(snippet["labels/png"][0])
 
 
 def raw_records(out_dir: str) -> dict[str, list[bytes]]:
@@ -143,24 +154,25 @@ def test_round_trip_matches_the_resized_source(clean_conversion, synth_root):
         snippets = read_snippets(clean_conversion, split)
         assert len(snippets) == {"train": 3, "val": 2, "test": 1}[split]
         for snippet in snippets:
-            city, seq = snippet["city"].decode(), int(snippet["sequence"])
+            city, seq = snippet["city"], snippet["sequence"]
             numbers = snippet["frame_numbers"].tolist()
             gt_frame = numbers[snippet["gt_index"]]
             assert snippet["gt_index"] == 19 and numbers == list(range(gt_frame - 19, gt_frame + 11))
+            assert snippet["clip"].decode() == f"{city}_{seq:06d}_{gt_frame:06d}"
             assert (snippet["height"], snippet["width"]) == (OUT_HEIGHT, OUT_WIDTH)
-            assert len(snippet["frames/png"]) == 30
-            for number, png in zip(numbers, snippet["frames/png"], strict=True):
+            assert len(snippet["frames/encoded"]) == 30
+            for number, png in zip(numbers, snippet["frames/encoded"], strict=True):
                 bgr = cv2.imread(source_frame(synth_root, split, city, seq, number))
                 expected = cv2.resize(bgr, (OUT_WIDTH, OUT_HEIGHT), interpolation=cv2.INTER_AREA)[..., ::-1]
                 np.testing.assert_array_equal(decode_rgb(png), expected)
             if split == "test":
-                assert snippet["label/png"] == b"", "test labels are dummies and must not be stored"
+                assert len(snippet["labels/png"]) == 0, "test labels are dummies and must not be stored"
+                assert (snippet["label_height"], snippet["label_width"]) == (0, 0)
                 continue
             label_ids = cv2.imread(source_label(synth_root, split, city, seq, gt_frame), cv2.IMREAD_UNCHANGED)
-            expected = cv2.resize(
-                label_ids_to_train_ids(label_ids), (OUT_WIDTH, OUT_HEIGHT), interpolation=cv2.INTER_NEAREST
-            )
-            np.testing.assert_array_equal(decode_gray(snippet["label/png"]), expected)
+            expected = cv2.resize(label_ids, (OUT_WIDTH, OUT_HEIGHT), interpolation=cv2.INTER_NEAREST)
+            np.testing.assert_array_equal(stored_label(snippet), expected)  # raw labelIds, resized
+            assert (snippet["label_height"], snippet["label_width"]) == (SYNTH_HEIGHT, SYNTH_WIDTH)
 
 
 def test_manifest_describes_the_shards(clean_conversion, synth_root):
@@ -169,16 +181,22 @@ def test_manifest_describes_the_shards(clean_conversion, synth_root):
     assert manifest["source_root"] == os.path.abspath(synth_root)
     assert (manifest["height"], manifest["width"], manifest["keep_size"]) == (OUT_HEIGHT, OUT_WIDTH, False)
     assert (manifest["frames_before"], manifest["frames_after"]) == (19, 10)
-    # The key order of every earlier version: run dirs record the manifest's SHA-256, so a re-run of
-    # an unchanged conversion must rewrite the same bytes.
-    assert list(manifest)[:10] == ["schema_version", "tool_version", "source_root", "compression", "frames_before",
-                                   "frames_after", "height", "width", "keep_size", "splits"]
-    assert list(manifest["splits"]["train"]) == ["num_snippets", "labelled", "frames_per_snippet", "shards",
-                                                 "class_pixel_counts", "ignored_pixels", "class_frequencies",
-                                                 "skipped"]
+    # A fixed key order: run dirs record the manifest's SHA-256, so a re-run of an unchanged conversion
+    # must rewrite the same bytes.
+    assert list(manifest) == ["schema_version", "tool_version", "source_root", "compression", "frames_before",
+                              "frames_after", "height", "width", "layout", "keep_size", "dataset", "splits"]
+    assert manifest["layout"] == "cityscapes" and manifest["dataset"] == CITYSCAPES.to_json()
+    assert list(manifest["splits"]["train"]) == [
+        "num_snippets", "labelled", "labelled_frames", "max_labelled_frames", "frames_per_snippet", "min_frames",
+        "min_frames_before_key", "frame_size", "shards", "class_pixel_counts", "ignored_pixels",
+        "stray_label_pixels", "class_frequencies", "skipped"]
     listed = []
     for split, info in manifest["splits"].items():
         assert info["labelled"] is (split != "test") and info["frames_per_snippet"] == 30
+        assert (info["min_frames"], info["min_frames_before_key"], info["frame_size"]) == (30, 19, [OUT_HEIGHT,
+                                                                                                  OUT_WIDTH])
+        assert info["labelled_frames"] == info["max_labelled_frames"] * info["num_snippets"]
+        assert info["max_labelled_frames"] == (split != "test") and info["stray_label_pixels"] == {}
         assert info["skipped"] == []
         num_shards = min(2, info["num_snippets"])  # at most one shard per snippet
         assert len(info["shards"]) == num_shards
@@ -197,7 +215,7 @@ def test_manifest_describes_the_shards(clean_conversion, synth_root):
         assert sum(info["class_frequencies"]) == pytest.approx(1.0)
         stored = np.zeros(256, np.int64)
         for snippet in read_snippets(clean_conversion, split):
-            stored += np.bincount(decode_gray(snippet["label/png"]).ravel(), minlength=256)
+            stored += np.bincount(LABEL_TO_TRAIN[stored_label(snippet)].ravel(), minlength=256)
         assert stored[:NUM_TRAIN_CLASSES].tolist() == counts and stored[IGNORE_INDEX] == info["ignored_pixels"]
     assert sorted(listed) == shard_files(clean_conversion)
 
@@ -209,9 +227,9 @@ def test_gt_frame_294_snippet_and_frames_before_after(tmp_path):
     convert_cityscapes(root, out_dir, splits=["val"], keep_size=True, workers=1, progress=False)
     (snippet,) = read_snippets(out_dir, "val")
     assert snippet["frame_numbers"].tolist() == list(range(275, 305)) and snippet["gt_index"] == 19
-    stored_frames = [int(decode_rgb(png)[0, 0, 0]) for png in snippet["frames/png"]]
+    stored_frames = [int(decode_rgb(png)[0, 0, 0]) for png in snippet["frames/encoded"]]
     assert stored_frames == [number % 256 for number in range(275, 305)]
-    assert decode_rgb(snippet["frames/png"][0])[0, 0].tolist() == [275 % 256, 50, 200]  # RGB order kept
+    assert decode_rgb(snippet["frames/encoded"][0])[0, 0].tolist() == [275 % 256, 50, 200]  # RGB order kept
 
     out_dir = str(tmp_path / "short")
     manifest = convert_cityscapes(
@@ -227,15 +245,13 @@ def test_gt_frame_294_snippet_and_frames_before_after(tmp_path):
     )
     (snippet,) = read_snippets(out_dir, "val")
     assert snippet["frame_numbers"].tolist() == [291, 292, 293, 294, 295, 296] and snippet["gt_index"] == 3
-    stored_frames = [int(decode_rgb(png)[0, 0, 0]) for png in snippet["frames/png"]]
+    stored_frames = [int(decode_rgb(png)[0, 0, 0]) for png in snippet["frames/encoded"]]
     assert stored_frames == [n % 256 for n in range(291, 297)]
-    assert decode_rgb(snippet["frames/png"][0]).shape == (6, 10, 3)
-    label = decode_gray(snippet["label/png"])
-    assert label.shape == (6, 10) and set(np.unique(label).tolist()) == {
-        0,
-        10,
-        IGNORE_INDEX,
-    }  # road, sky, void
+    assert decode_rgb(snippet["frames/encoded"][0]).shape == (6, 10, 3)
+    label = stored_label(snippet)
+    assert label.shape == (6, 10) and set(np.unique(label).tolist()) == {LABEL_IDS[name] for name in (
+        "road", "sky", "unlabeled")}
+    assert (snippet["label_height"], snippet["label_width"]) == (12, 20)  # the source label's size
     assert manifest["splits"]["val"]["frames_per_snippet"] == 6
 
 
@@ -245,8 +261,8 @@ def test_keep_size_stores_the_original_png_bytes(synth_root, tmp_path):
     assert (manifest["height"], manifest["width"], manifest["keep_size"]) == (None, None, True)
     for snippet in read_snippets(out_dir, "val"):
         assert (snippet["height"], snippet["width"]) == (SYNTH_HEIGHT, SYNTH_WIDTH)
-        city, seq = snippet["city"].decode(), int(snippet["sequence"])
-        for number, png in zip(snippet["frame_numbers"], snippet["frames/png"], strict=True):
+        city, seq = snippet["city"], snippet["sequence"]
+        for number, png in zip(snippet["frame_numbers"], snippet["frames/encoded"], strict=True):
             with open(source_frame(synth_root, "val", city, seq, int(number)), "rb") as handle:
                 assert handle.read() == png
 
@@ -374,6 +390,9 @@ def test_wrong_or_empty_root_says_what_is_expected(tmp_path):
     empty.mkdir()
     result = cli_convert(str(empty), str(tmp_path / "out"))
     assert result.exit_code == 1
+    assert "cannot tell its layout: expected leftImg8bit_sequence/ and gtFine/ (cityscapes)" in result.output
+    result = cli_convert(str(empty), str(tmp_path / "out"), "--layout", "cityscapes")
+    assert result.exit_code == 1
     assert "no leftImg8bit_sequence/ and gtFine/ folders; expected the Cityscapes root" in result.output
     (empty / "gtFine").mkdir()
     (empty / "leftImg8bit_sequence").mkdir()
@@ -403,15 +422,18 @@ def test_out_dir_with_other_files_or_settings_is_refused_unless_overwrite(synth_
 
 
 def test_synth_convert_pipeline_round_trip(clean_conversion, synth_root):
-    """Source PNGs -> shards -> the evaluation pipeline's tensors, for every val window."""
-    from data_tools.cityscapes_layout import frame_path, label_path
+    """Source PNGs -> shards -> the evaluation pipeline's tensors (labelIds -> trainIds), for every val window."""
+    from data_tools.layouts.cityscapes import frame_path, label_path
     from vseg_keras import data
+    from vseg_keras.datasets.cityscapes import label_ids_to_train_ids
 
     windows = 0
     for frames, labels, metadata in data.make_eval_dataset(clean_conversion, "val", context=3, with_metadata=True):
-        city = metadata["city"].numpy()[0].decode()
-        sequence = int(metadata["sequence"].numpy()[0])
-        numbers = metadata["frame_numbers"].numpy()[0]
+        names = [name.decode() for name in metadata["frame_names"].numpy()[0]]
+        city, sequence, _ = names[0].rsplit("_", 2)
+        sequence = int(sequence)
+        numbers = [int(name.rsplit("_", 1)[1]) for name in names]
+        assert metadata["clip"].numpy()[0].decode() == names[-1]  # the snippet is named by its labelled frame
         for t, number in enumerate(numbers):
             source = cv2.imread(frame_path(synth_root, "val", city, sequence, int(number)), cv2.IMREAD_COLOR)
             expected = cv2.resize(source, (OUT_WIDTH, OUT_HEIGHT), interpolation=cv2.INTER_AREA)[..., ::-1]
@@ -425,7 +447,7 @@ def test_synth_convert_pipeline_round_trip(clean_conversion, synth_root):
 
 
 def test_defaults_come_from_the_options_module():
-    from data_tools.cityscapes_layout import FRAMES_PER_SNIPPET
+    from data_tools.layouts.cityscapes import FRAMES_PER_SNIPPET
     from vseg_keras import options
 
     defaults = {name: p.default for name, p in inspect.signature(convert_cityscapes).parameters.items()}
@@ -456,8 +478,8 @@ def test_synth_and_convert_on_a_tensorflow_filesystem_and_resume_there(ram_folde
     train = data.split_info(data_dir, "train")
     assert train.num_snippets == 2
     assert train.files == tuple(f"{data_dir}/train-0000{i}-of-00002.tfrecord" for i in (0, 1))
-    snippets = [records.parse_snippet(r) for path in train.files for r in tf.data.TFRecordDataset(path)]
-    assert [len(snippet["frames/png"]) for snippet in snippets] == [30, 30]
+    snippets = [records.parse_clip(r) for path in train.files for r in tf.data.TFRecordDataset(path)]
+    assert [len(snippet["frames/encoded"]) for snippet in snippets] == [30, 30]
     for shard in manifest["splits"]["train"]["shards"]:
         content = tf.io.gfile.GFile(f"{data_dir}/{shard['file']}", "rb").read()
         assert (len(content), hashlib.sha256(content).hexdigest()) == (shard["bytes"], shard["sha256"])
@@ -467,15 +489,13 @@ def test_synth_and_convert_on_a_tensorflow_filesystem_and_resume_there(ram_folde
 
     def counting(job):
         prepared.append(job.name)
-        return prepare_snippet(job)
+        return prepare_clip(job)
 
-    monkeypatch.setattr(convert_module, "prepare_snippet", counting)
+    monkeypatch.setattr(convert_module, "prepare_clip", counting)
     tf.io.gfile.remove(f"{data_dir}/train-00001-of-00002.tfrecord")  # as if killed after the first shard
     tf.io.gfile.remove(f"{data_dir}/manifest.json")
     assert convert_cityscapes(source, data_dir, **options) == manifest
-    second = snippets[1]
-    gt_frame = int(second["frame_numbers"][second["gt_index"]])
-    assert prepared == [f"{second['city'].numpy().decode()}_{int(second['sequence']):06d}_{gt_frame:06d}"]
+    assert prepared == [snippets[1]["clip"].numpy().decode()]
     prepared.clear()
     assert convert_cityscapes(source, data_dir, **options) == manifest and prepared == []  # nothing to redo
 
@@ -501,7 +521,7 @@ def only_left_img8bit(root: str) -> list[str]:
 def empty_label(root: str) -> list[str]:
     label = sorted(glob.glob(os.path.join(root, "gtFine", "train", "*", "*_labelIds.png")))[0]
     open(label, "wb").close()
-    return [f"{label}: corrupt label: empty file (0 bytes) (snippet", "--skip-bad"]
+    return [f"{label}: corrupt label: empty file (0 bytes) (clip", "--skip-bad"]
 
 
 def undamaged(root: str) -> list[str]:
@@ -558,7 +578,7 @@ def test_skip_bad_does_not_leave_a_split_empty(broken_root, tmp_path):
         open(label, "wb").close()
     out_dir = str(tmp_path / "out")
     result = cli_convert(broken_root, out_dir, "--splits", "train,val", "--skip-bad")
-    assert_one_error_line(result, "corrupt label: empty file (0 bytes); every snippet of split 'val' (2) has")
+    assert_one_error_line(result, "corrupt label: empty file (0 bytes); every clip of split 'val' (2) has")
     assert not os.path.exists(os.path.join(out_dir, "manifest.json"))
 
 

@@ -13,10 +13,24 @@ import pytest
 import tensorflow as tf
 
 from vseg_keras import data, records
-from vseg_keras.cityscapes import IGNORE_INDEX, VOID_CLASS
+from vseg_keras.datasets import IGNORE_INDEX, ClassInfo, DatasetSpec, generated_palette
 
 #: Size of the synthetic frames.
 HEIGHT, WIDTH = 20, 28
+#: The spec of the hand-written shards: raw label values 0-18 are train ids 0-18, with a void class.
+SPEC = DatasetSpec("nineteen", tuple(ClassInfo(f"class {i}", i, c) for i, c in enumerate(generated_palette(19))),
+                   void_class=ClassInfo("void", 255, (0, 0, 0), scored=False))
+VOID_CLASS = SPEC.num_classes
+
+
+def sequence_of(clip: bytes) -> int:
+    """The number of a hand-written clip (``city{n % 2}_{n:06d}``)."""
+    return int(np.asarray(clip).item().decode().rsplit("_", 1)[1])
+
+
+def frame_numbers(names) -> np.ndarray:
+    """The numbers of hand-written frames (``frame_{1000 * clip + i:06d}``)."""
+    return np.array([int(name.decode().rsplit("_", 1)[1]) for name in np.asarray(names)])
 
 
 def source_label(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -77,18 +91,10 @@ def write_split(tmp_path) -> Callable[..., str]:
                         else b"this is not a PNG"
                         for i in range(num_frames)
                     ]
-                    writer.write(
-                        records.encode_snippet(
-                            city=f"city{snippet % 2}",
-                            sequence=snippet,
-                            frame_numbers=[1000 * snippet + i for i in range(num_frames)],
-                            gt_index=gt_index,
-                            height=HEIGHT,
-                            width=WIDTH,
-                            frame_pngs=pngs,
-                            label_png=None if snippet in unlabelled else label_png,
-                        )
-                    )
+                    names = [f"frame_{1000 * snippet + i:06d}" for i in range(num_frames)]
+                    writer.write(records.encode_clip(
+                        f"city{snippet % 2}_{snippet:06d}", names, pngs, (HEIGHT, WIDTH),
+                        None if snippet in unlabelled else {gt_index: label_png}, gt_index=gt_index))
                     count += 1
             shards.append({"file": name, "num_snippets": count, "bytes": os.path.getsize(path)})
         manifest_path = os.path.join(data_dir, records.MANIFEST_NAME)
@@ -102,6 +108,7 @@ def write_split(tmp_path) -> Callable[..., str]:
             "height": HEIGHT,
             "width": WIDTH,
             "keep_size": False,
+            "dataset": SPEC.to_json(),
             "splits": {},
         }
         if os.path.exists(manifest_path):
@@ -337,11 +344,11 @@ def test_void_as_class_leaves_crop_padding_ignored(write_split):
 def test_unlabelled_snippets_skipped_or_all_ignore(write_split):
     data_dir = write_split(split="val", num_snippets=4, unlabelled=(1, 2))
     sequences = [
-        int(meta["sequence"][0]) for *_, meta in data.make_eval_dataset(data_dir, with_metadata=True)
+        sequence_of(meta["clip"][0]) for *_, meta in data.make_eval_dataset(data_dir, with_metadata=True)
     ]
     assert sorted(sequences) == [0, 1, 2, 3]
     for _, labels, meta in data.make_eval_dataset(data_dir, with_metadata=True, void_as_class=True):
-        assert bool(meta["labelled"][0]) == (int(meta["sequence"][0]) in (0, 3))
+        assert bool(meta["labelled"][0]) == (sequence_of(meta["clip"][0]) in (0, 3))
         if not meta["labelled"][0]:
             assert (labels.numpy() == IGNORE_INDEX).all()
     assert len(list(data.make_eval_dataset(data_dir))) == 2
@@ -375,10 +382,11 @@ def test_eval_is_deterministic_with_gt_last(write_split):
     sequences = []
     for frames, labels, meta in passes[0]:
         for f, lab, numbers, position, sequence in zip(
-            pixels(frames), labels, meta["frame_numbers"], meta["gt_position"], meta["sequence"], strict=True
+            pixels(frames), labels, meta["frame_names"], meta["gt_position"], meta["clip"], strict=True
         ):
+            sequence = sequence_of(sequence)
             np.testing.assert_array_equal(f[:, 0, 0, 2], np.arange(8, 20))  # frames 8..19, GT last
-            np.testing.assert_array_equal(numbers, 1000 * sequence + np.arange(8, 20))
+            np.testing.assert_array_equal(frame_numbers(numbers), 1000 * sequence + np.arange(8, 20))
             assert position == 11 and gt_position(lab) == 11
             np.testing.assert_array_equal(lab[-1], source_label(*np.indices((HEIGHT, WIDTH))))
             sequences.append(int(sequence))
@@ -454,7 +462,7 @@ def test_multi_worker_sharding_is_disjoint_and_complete(write_split):
     for worker in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker)
         dataset = data.make_eval_dataset(data_dir, context=2, with_metadata=True, input_context=context)
-        seen.append({int(s) for *_, meta in dataset for s in meta["sequence"]})
+        seen.append({sequence_of(s) for *_, meta in dataset for s in meta["clip"]})
         train = data.make_train_dataset(data_dir, "val", batch_size=1, repeat=False, input_context=context)
         assert len(list(train)) == len(seen[-1])
     assert not seen[0] & seen[1]

@@ -14,8 +14,10 @@ import pytest
 
 from tests.test_predict import single_error_line, write_frames
 from tests.test_train_evaluate import invoke
+from vseg_keras.datasets.cityscapes import CITYSCAPES
 from vseg_keras.edge import open_edge_model
 from vseg_keras.edge.calibration import calibration_windows
+from vseg_keras.edge.metadata import tflite_metadata
 from vseg_keras.evaluate import default_output_dir, evaluate, open_model_to_evaluate
 from vseg_keras.frame_models import label_agreement
 from vseg_keras.loading import open_frame_model
@@ -131,6 +133,9 @@ def test_the_files_have_the_documented_inputs_and_outputs(trained, edge_files):
 
     onnx = open_edge_model(edge_files["onnx"])
     assert not onnx.has_logits and onnx.fixed_size == SIZE
+    # Both carry the classes of the data the model trained on (for predict's legend, with no dataset at hand).
+    assert litert.dataset == onnx.dataset == CITYSCAPES
+    assert tflite_metadata(open(edge_files["int8"], "rb").read()) == CITYSCAPES.to_json()
     assert all(not isinstance(i.shape[0], int) for i in onnx._session.get_inputs())  # the batch axis is dynamic
     clip = val_clips(trained)[0][:2]
     pair = onnx.run({"frame": clip, **{name: np.zeros((2, *shape[1:]), np.float32)
@@ -152,7 +157,7 @@ def test_predict_and_evaluate_run_the_files_from_the_cli(trained, edge_files, tm
     assert all(labels.values())
     result = invoke("evaluate", edge_files["int8"], trained["data"], "--context", "2", "--out", str(tmp_path / "eval"))
     assert result.exit_code == 0, result.output
-    assert "mIoU (Cityscapes, 19 classes)" in result.output and (tmp_path / "eval" / "report.json").exists()
+    assert "mIoU (cityscapes, 19 classes)" in result.output and (tmp_path / "eval" / "report.json").exists()
     assert default_output_dir(edge_files["int8"]) == edge_files["int8"].removesuffix(".tflite") + "-eval"
     serving = trained["saved_model"]  # a version folder: the report goes beside its base folder
     assert default_output_dir(serving) == f"{os.path.dirname(serving)}-1-eval"

@@ -1,4 +1,4 @@
-"""Metrics: hand-made confusion cases, the official Cityscapes evaluator, temporal consistency."""
+"""Metrics of the Cityscapes spec: hand-made confusions, the official Cityscapes evaluator, temporal consistency."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from data_tools.synth import render_labelled_scene
-from vseg_keras.cityscapes import LABEL_TO_TRAIN, TRAIN_TO_LABEL, label_ids_to_train_ids, train_ids_to_label_ids
+from vseg_keras.datasets.cityscapes import (
+    CITYSCAPES,
+    LABEL_TO_TRAIN,
+    NUM_TRAIN_CLASSES,
+    TRAIN_TO_LABEL,
+    label_ids_to_train_ids,
+    train_ids_to_label_ids,
+)
 from vseg_keras.flow import FLOW_METHODS
 from vseg_keras.metrics import (
     TemporalConsistency,
@@ -22,7 +29,7 @@ from vseg_keras.metrics import (
 
 
 def scores_of(labels, predictions):
-    return segmentation_scores(confusion_matrix(np.array(labels), np.array(predictions)))
+    return segmentation_scores(confusion_matrix(np.array(labels), np.array(predictions), NUM_TRAIN_CLASSES), CITYSCAPES)
 
 
 def test_void_ground_truth_is_ignored_and_absent_classes_excluded():
@@ -75,12 +82,12 @@ def test_matches_the_official_cityscapes_evaluator(tmp_path):
         cv2.imwrite(gt_files[-1], gt)
         cv2.imwrite(prediction_files[-1], prediction)
         # Ours works on trainIds; a prediction outside the 19 classes maps to 255 -> void column.
-        confusion = confusion + confusion_matrix(LABEL_TO_TRAIN[gt], LABEL_TO_TRAIN[prediction])
+        confusion = confusion + confusion_matrix(LABEL_TO_TRAIN[gt], LABEL_TO_TRAIN[prediction], NUM_TRAIN_CLASSES)
 
     args = copy.copy(official.args)
     args.quiet, args.JSONOutput, args.evalInstLevelScore, args.evalPixelAccuracy = True, False, False, False
     result = official.evaluateImgLists(prediction_files, gt_files, args)
-    ours = segmentation_scores(confusion)
+    ours = segmentation_scores(confusion, CITYSCAPES)
     for name, iou in ours["per_class_iou"].items():
         expected = result["classScores"][name]
         assert (iou is None and math.isnan(expected)) or iou == pytest.approx(expected), name
@@ -99,7 +106,7 @@ def textured_video(steps, shift=0):
 
 
 def tc_of(predictions, images, flow="dis") -> dict:
-    return temporal_consistency_scores(consistency_confusion(predictions, images, flow))
+    return temporal_consistency_scores(consistency_confusion(predictions, images, NUM_TRAIN_CLASSES, flow), CITYSCAPES)
 
 
 @pytest.mark.parametrize("flow", FLOW_METHODS)
@@ -139,8 +146,9 @@ def test_tc_accumulates_intersection_and_union_over_the_split_like_etc():
     agreed[:, 10:30, 20:40] = 13  # 400 car pixels in both frames
     stray = np.zeros((2, 48, 64), np.uint8)
     stray[0, 0, :3] = 13  # 3 car pixels, only in P_t
-    scores = temporal_consistency_scores(np.concatenate([consistency_confusion(agreed, images),
-                                                         consistency_confusion(stray, images)]))
+    scores = temporal_consistency_scores(np.concatenate([consistency_confusion(agreed, images, NUM_TRAIN_CLASSES),
+                                                         consistency_confusion(stray, images, NUM_TRAIN_CLASSES)]),
+                                         CITYSCAPES)
     road = ((48 * 64 - 400) + (48 * 64 - 3)) / ((48 * 64 - 400) + 48 * 64)
     car = 400 / 403
     assert scores["per_class_temporal_consistency"]["road"] == pytest.approx(road)
@@ -152,11 +160,12 @@ def test_tc_accumulates_intersection_and_union_over_the_split_like_etc():
 def test_the_threaded_accumulator_equals_the_direct_computation():
     frames, label_ids = render_labelled_scene(seed=5, height=64, width=128, num_frames=4)
     windows = [label_ids_to_train_ids(np.roll(label_ids, shift, axis=2)) for shift in range(5)]
-    with TemporalConsistency("dis", workers=2) as accumulated:
+    with TemporalConsistency(CITYSCAPES, "dis", workers=2) as accumulated:
         for predictions in windows:
             accumulated.add(predictions, frames)
         result = accumulated.result()
-    direct = temporal_consistency_scores(np.concatenate([consistency_confusion(p, frames) for p in windows]))
+    direct = temporal_consistency_scores(
+        np.concatenate([consistency_confusion(p, frames, NUM_TRAIN_CLASSES) for p in windows]), CITYSCAPES)
     assert result == {**direct, "temporal_consistency_flow": "dis"}
     with pytest.raises(ValueError, match="optical flow 'raft' is not available; expected one of dis, farneback"):
-        TemporalConsistency("raft")
+        TemporalConsistency(CITYSCAPES, "raft")

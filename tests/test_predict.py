@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import vseg_keras
 from cli import main
 from tests.test_train_evaluate import vseg
-from vseg_keras.cityscapes import TRAIN_TO_LABEL
+from vseg_keras.datasets.cityscapes import TRAIN_TO_LABEL
 from vseg_keras.predict import FrameSegmenter, announced_frame_count, predict_video
 
 

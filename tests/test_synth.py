@@ -1,4 +1,5 @@
-"""`vseg synth`: deterministic, the exact Cityscapes video layout, real labelIds, a task that needs memory."""
+"""`vseg synth` in the Cityscapes layout: deterministic, the exact video layout, real labelIds, a task that
+needs memory (the other layouts: tests/test_dataset_layouts.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from cli import main
 from data_tools import synth
 from data_tools.synth import make_synthetic_cityscapes
 from vseg_keras import options
-from vseg_keras.cityscapes import IGNORE_INDEX, LABEL_IDS, label_ids_to_train_ids
+from vseg_keras.datasets import IGNORE_INDEX
+from vseg_keras.datasets.cityscapes import label_ids_to_train_ids
+
+#: The labelId of each part of the synthetic street.
+PART_IDS = dict(zip(synth.PARTS, synth.CITYSCAPES_LABEL_IDS.tolist(), strict=True))
 
 HEIGHT, WIDTH = 64, 128
 FRAME_NAME = re.compile(r"^(?P<city>[a-z]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
@@ -91,20 +96,7 @@ def test_layout_has_30_frame_snippets_labelled_on_the_20th_frame(synth_root):
 
 
 def test_labels_are_real_label_ids_and_the_test_split_is_dummy(synth_root):
-    allowed = {
-        LABEL_IDS[name]
-        for name in (
-            "road",
-            "sidewalk",
-            "building",
-            "vegetation",
-            "sky",
-            "car",
-            "person",
-            "bicycle",
-            "ego vehicle",
-        )
-    }
+    allowed = set(PART_IDS.values())
     seen = set()
     for split in ("train", "val"):
         for city, seq, gt in snippets_of(synth_root, split):
@@ -115,8 +107,8 @@ def test_labels_are_real_label_ids_and_the_test_split_is_dummy(synth_root):
             assert values <= allowed
             seen |= values
             train_ids = label_ids_to_train_ids(label_ids)
-            assert np.array_equal(train_ids == IGNORE_INDEX, label_ids == LABEL_IDS["ego vehicle"])
-    assert {LABEL_IDS[name] for name in ("road", "sidewalk", "building", "sky", "car", "person", "bicycle")} <= seen
+            assert np.array_equal(train_ids == IGNORE_INDEX, label_ids == PART_IDS["hood"])  # the one void part
+    assert allowed - {PART_IDS["foliage"], PART_IDS["hood"]} <= seen
     ((city, seq, gt),) = snippets_of(synth_root, "test")
     dummy = cv2.imread(
         os.path.join(synth_root, "gtFine", "test", city, f"{city}_{seq:06d}_{gt:06d}_gtFine_labelIds.png"),
@@ -128,7 +120,8 @@ def test_labels_are_real_label_ids_and_the_test_split_is_dummy(synth_root):
 def test_objects_look_alike_at_the_labelled_frame_but_not_five_frames_earlier(synth_root):
     """The memory task: at GT all object classes share the cloak; earlier frames show their true colours."""
     cloak = np.array(synth.CLOAK_COLOUR, np.float32)
-    true_colours = {label_id: np.array(rgb, np.float32) for label_id, rgb in synth.OBJECT_COLOURS.items()}
+    true_colours = {PART_IDS[synth.PARTS[part]]: np.array(rgb, np.float32)
+                    for part, rgb in synth.OBJECT_COLOURS.items()}
     for city, seq, gt in snippets_of(synth_root, "train"):
         frame_dir = os.path.join(synth_root, "leftImg8bit_sequence", "train", city)
         frames = {
@@ -141,7 +134,7 @@ def test_objects_look_alike_at_the_labelled_frame_but_not_five_frames_earlier(sy
             os.path.join(synth_root, "gtFine", "train", city, f"{city}_{seq:06d}_{gt:06d}_gtFine_labelIds.png"),
             cv2.IMREAD_UNCHANGED,
         )
-        for label_id in synth.OBJECT_LABEL_IDS:
+        for label_id in true_colours:
             mask = label_ids == label_id
             if mask.sum() < 20:
                 continue
@@ -165,7 +158,7 @@ def test_cli_writes_and_overwrite_replaces(tmp_path):
     args = ["synth", out, "--train-sequences", "2", "--val-sequences", "1", "--height", "32", "--width", "64"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "train 2, val 1 snippets" in result.output and out in result.output
+    assert "train 2, val 1 clips" in result.output and out in result.output
     again = runner.invoke(main, args)
     assert again.exit_code == 1 and again.output.startswith("Error: ") and "--overwrite" in again.output
     replaced = runner.invoke(
@@ -191,7 +184,7 @@ def test_cli_writes_and_overwrite_replaces(tmp_path):
 def test_defaults_come_from_the_options_module():
     defaults = {name: p.default for name, p in inspect.signature(make_synthetic_cityscapes).parameters.items()}
     assert {split: defaults[f"{split}_sequences"] for split in ("train", "val", "test")} == options.SYNTH_SEQUENCES
-    assert (defaults["height"], defaults["width"]) == options.SYNTH_FRAME_SIZE
+    assert (defaults["height"], defaults["width"]) == options.SYNTH_FRAME_SIZES["cityscapes"]
 
 
 def test_bad_requests_and_output_folders_are_one_clear_line(tmp_path):
@@ -201,7 +194,7 @@ def test_bad_requests_and_output_folders_are_one_clear_line(tmp_path):
     cases = [
         (a_file / "x", [], f"{a_file / 'x'}: cannot create the output folder ({a_file} is not a directory)"),
         (tmp_path / "none", ["--train-sequences", "0"],
-         "expected at least one snippet and no negative count, got train 0, val 0, test 0"),
+         "expected at least one clip and no negative count, got train 0, val 0, test 0"),
     ]
     for out, extra, expected in cases:
         result = CliRunner().invoke(main, ["synth", str(out), *small, *extra])

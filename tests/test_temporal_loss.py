@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from data_tools.synth import render_labelled_scene
-from vseg_keras.cityscapes import label_ids_to_train_ids
+from vseg_keras.datasets.cityscapes import label_ids_to_train_ids
 from vseg_keras.flow import previous_frame_warp
 from vseg_keras.models.losses import temporal_consistency_loss
 from vseg_keras.train import TrainConfig, TrainingError, train

@@ -80,7 +80,7 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     result = vseg("evaluate", str(run_dir), shards, "--context", "2", "--out", str(out),
                   "--report", str(report_path), "--save-predictions", str(tmp_path / "pred"), "--flow", "farneback")
     assert result.returncode == 0, result.stderr
-    assert "mIoU (Cityscapes, 19 classes)" in result.stdout
+    assert "mIoU (cityscapes, 19 classes)" in result.stdout
     report = json.loads(report_path.read_text())
     for key in ("miou", "per_class_iou", "pixel_accuracy", "mean_class_accuracy", "paper_miou_20",
                 "paper_macc", "temporal_consistency", "context", "num_sequences"):
