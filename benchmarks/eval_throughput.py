@@ -38,7 +38,7 @@ import tensorflow as tf
 from machine import median, parse_size, random_pixels, report_header, write_report
 
 from data_tools.synth import render_labelled_scene
-from vseg_keras.cityscapes import label_ids_to_train_ids
+from vseg_keras.datasets.cityscapes import NUM_TRAIN_CLASSES, label_ids_to_train_ids
 from vseg_keras.flow import FLOW_METHODS
 from vseg_keras.metrics import consistency_confusion
 from vseg_keras.models.registry import build_model
@@ -75,7 +75,7 @@ def tc_times(height: int, width: int, window: int, repeats: int) -> dict:
         seconds = []
         for repeat in range(repeats + 1):
             start = time.perf_counter()
-            consistency_confusion(predictions, frames, flow)
+            consistency_confusion(predictions, frames, NUM_TRAIN_CLASSES, flow)
             if repeat:
                 seconds.append(time.perf_counter() - start)
         result[f"tc_{flow}_ms"] = round(1000 * median(seconds), 1)

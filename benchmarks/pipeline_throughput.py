@@ -11,6 +11,10 @@ What it measures, in sequences/s and frames/s (median over ``--repeats`` interle
 * ``eval`` / ``eval_bound``: the same for :func:`vseg_keras.data.make_eval_dataset`
   (``--context`` frames + the labelled one, full frame size), one pass over the split.
 
+With ``--per-frame-labels`` the synthetic clips are labelled on every frame (as VSPW), the training
+pipeline supervises every labelled frame of its window (``every_label``, ``vseg train --supervise
+all``), and ``train_bound`` decodes the label PNG of every window frame too: the work that data needs.
+
 Each bound keeps the element order of its pipeline (deterministic for eval; for training only with
 ``--train-seed``), since ordering is a requirement, not work the pipeline could skip.
 
@@ -77,8 +81,10 @@ def synthetic_scene(rng: np.random.Generator, height: int, width: int) -> tuple[
     return image, label.astype(np.uint8)
 
 
-def write_synthetic(out_dir: str, snippets: int, shards: int, height: int, width: int, seed: int) -> None:
-    """Writes ``snippets`` snippets of 30 frames (labelled frame 19) in ``shards`` shards + manifest."""
+def write_synthetic(out_dir: str, snippets: int, shards: int, height: int, width: int, seed: int,
+                    per_frame_labels: bool = False) -> None:
+    """Writes ``snippets`` clips of 30 frames (labelled on frame 19, or on every frame) in ``shards`` shards
+    plus a manifest (schema v2; raw label values 0-18 are the classes)."""
     rng = np.random.default_rng(seed)
     num_frames = FRAMES_BEFORE + 1 + FRAMES_AFTER
     entries = []
@@ -95,19 +101,10 @@ def write_synthetic(out_dir: str, snippets: int, shards: int, height: int, width
                     frame = scene[:, x : x + width] + rng.normal(0, 3, size=(height, width, 3))
                     frame = np.clip(frame, 0, 255).astype(np.uint8)
                     pngs.append(cv2.imencode(".png", frame[:, :, ::-1])[1].tobytes())
-                label = scene_label[:, 4 * FRAMES_BEFORE : 4 * FRAMES_BEFORE + width]
-                writer.write(
-                    records.encode_snippet(
-                        city="synthetic",
-                        sequence=snippet,
-                        frame_numbers=list(range(num_frames)),
-                        gt_index=FRAMES_BEFORE,
-                        height=height,
-                        width=width,
-                        frame_pngs=pngs,
-                        label_png=cv2.imencode(".png", label)[1].tobytes(),
-                    )
-                )
+                labelled = range(num_frames) if per_frame_labels else [FRAMES_BEFORE]
+                labels = {i: cv2.imencode(".png", scene_label[:, 4 * i : 4 * i + width])[1].tobytes() for i in labelled}
+                writer.write(records.encode_clip(f"synthetic_{snippet:06d}", [f"{i:06d}" for i in range(num_frames)],
+                                                 pngs, (height, width), labels, gt_index=FRAMES_BEFORE))
                 count += 1
         entries.append({"file": name, "num_snippets": count, "bytes": os.path.getsize(path)})
     manifest = {
@@ -120,11 +117,13 @@ def write_synthetic(out_dir: str, snippets: int, shards: int, height: int, width
         "height": height,
         "width": width,
         "keep_size": False,
+        "dataset": {"name": "benchmark", "classes": [{"name": f"class {i}", "id": i} for i in range(19)]},
         "splits": {
             "train": {
                 "num_snippets": snippets,
                 "labelled": True,
                 "frames_per_snippet": num_frames,
+                "max_labelled_frames": num_frames if per_frame_labels else 1,
                 "shards": entries,
             }
         },
@@ -134,9 +133,11 @@ def write_synthetic(out_dir: str, snippets: int, shards: int, height: int, width
 
 
 def decode_bound(
-    data_dir: str, split: str, *, first: int, seq_len: int, batch_size: int, repeat: bool, deterministic: bool
+    data_dir: str, split: str, *, first: int, seq_len: int, batch_size: int, repeat: bool, deterministic: bool,
+    every_label: bool = False,
 ) -> tf.data.Dataset:
-    """Reads the shards like the pipelines and decodes ``seq_len`` frames (from ``gt - first``), no more.
+    """Reads the shards like the pipelines and decodes ``seq_len`` frames (from ``gt - first``), no more;
+    with ``every_label`` also the label of each of those frames (clips labelled on every frame).
 
     ``deterministic`` should match the pipeline compared with (element order costs throughput).
     """
@@ -149,15 +150,19 @@ def decode_bound(
         deterministic=deterministic,
     )
     dataset = dataset.map(
-        records.parse_snippet, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+        records.clip_parser(info.schema_version), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
     )
     if repeat:
         dataset = dataset.repeat()
 
     def decode(snippet: dict[str, tf.Tensor]) -> tf.Tensor:
-        start = snippet[records.GT_INDEX] - first
-        pngs = tf.gather(snippet[records.FRAMES_PNG], start + tf.range(seq_len, dtype=tf.int64))
-        return tf.stack([tf.io.decode_png(pngs[i], channels=3) for i in range(seq_len)])
+        indices = snippet[records.GT_INDEX] - first + tf.range(seq_len, dtype=tf.int64)
+        pngs = tf.gather(snippet[records.FRAMES], indices)
+        frames = tf.stack([tf.io.decode_png(pngs[i], channels=3) for i in range(seq_len)])
+        if not every_label:
+            return frames
+        labels = tf.gather(snippet[records.LABELS], indices)  # every frame labelled: label i is frame i's
+        return frames, tf.stack([tf.io.decode_png(labels[i], channels=1) for i in range(seq_len)])
 
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     return dataset.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)
@@ -206,6 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--context", type=int, default=11, help="evaluation context frames (default: 11)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per pipeline (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
+    parser.add_argument("--per-frame-labels", action="store_true",
+                        help="synthetic clips labelled on every frame; train with every_label (supervise all)")
     parser.add_argument(
         "--train-seed",
         type=int,
@@ -220,7 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
         data_dir = args.data_dir
         if data_dir is None:
             data_dir = scratch
-            write_synthetic(data_dir, args.snippets, args.shards, args.height, args.width, args.seed)
+            write_synthetic(data_dir, args.snippets, args.shards, args.height, args.width, args.seed,
+                            args.per_frame_labels)
         info = data.split_info(data_dir, args.split)
         shard_bytes = sum(os.path.getsize(path) for path in info.files)
         train_batches = max(1, args.train_sequences // args.batch_size)
@@ -230,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
                 data.make_train_dataset(
                     data_dir, args.split, batch_size=args.batch_size, seq_len=args.seq_len,
                     crop=tuple(args.crop), shuffle_buffer=args.shuffle_buffer, seed=args.train_seed,
+                    every_label=args.per_frame_labels,
                 ),
                 train_batches,
                 args.seq_len,
@@ -238,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
                 decode_bound(
                     data_dir, args.split, first=args.seq_len // 2, seq_len=args.seq_len,
                     batch_size=args.batch_size, repeat=True, deterministic=args.train_seed is not None,
+                    every_label=args.per_frame_labels,
                 ),
                 train_batches,
                 args.seq_len,
@@ -300,14 +310,15 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "data": args.data_dir
         or (
-            f"synthetic: {args.snippets} snippets x 30 frames, {args.height}x{args.width}, "
-            f"{args.shards} shards"
+            f"synthetic: {args.snippets} clips x 30 frames, {args.height}x{args.width}, {args.shards} shards, "
+            f"labelled on {'every frame' if args.per_frame_labels else 'one frame'}"
         ),
         "shard_mib": round(shard_bytes / 2**20, 1),
         "train": {
             "seed": args.train_seed,
             "deterministic": args.train_seed is not None,
             "seq_len": args.seq_len,
+            "every_label": args.per_frame_labels,
             "crop": list(args.crop),
             "batch_size": args.batch_size,
             "shuffle_buffer": args.shuffle_buffer,

@@ -221,21 +221,19 @@ def test_streamed_evaluation_matches_vspw_and_the_model_files_carry_their_classe
 
 
 def model_files_carry_their_classes_to_predict(vspw, vspw_run, tmp_path):
-    """The run's .keras file and its SavedModel name and colour their predictions without the data."""
-    from vseg_keras.export import export_saved_model
-
+    """The run's .keras file names and colours its predictions without the data (the exports carry the spec
+    too: tests/test_edge.py), and predicts 107-wide frames (padded to the size rule, cropped back)."""
     spec = data.dataset_spec(vspw[1])
     assert load_trained_model(vspw_run).dataset == spec.to_json()
-    exported = export_saved_model(load_trained_model(vspw_run), out_dir=str(tmp_path / "sm"))
-    assert open_frame_model(exported).dataset == spec
+    assert open_frame_model(vspw_run).dataset == spec
     video = os.path.join(vspw[0], "data", "300_synthetic_test", "origin")
-    for model in (vspw_run, exported):
-        labels_dir = tmp_path / f"labels-{os.path.basename(model)}"
-        result = CliRunner().invoke(main, ["predict", model, video, str(tmp_path / "out.mp4"), "--no-progress",
-                                           "--labels-dir", str(labels_dir), "--label-ids"])
-        assert result.exit_code == 0, result.output
-        raw = np.unique([cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in labels_dir.glob("*_labels.png")])
-        assert set(raw.tolist()) <= {c.raw_id for c in spec.classes}  # VSPW's own ids: train id + 1
-        colours = {tuple(c) for p in labels_dir.glob("*_color.png")
-                   for c in cv2.imread(str(p))[..., ::-1].reshape(-1, 3).tolist()}
-        assert colours <= {c.color for c in spec.classes}
+    labels_dir = tmp_path / "labels"
+    result = CliRunner().invoke(main, ["predict", vspw_run, video, str(tmp_path / "out.mp4"), "--no-progress",
+                                       "--labels-dir", str(labels_dir), "--label-ids"])
+    assert result.exit_code == 0, result.output
+    raw = np.unique([cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in labels_dir.glob("*_labels.png")])
+    assert set(raw.tolist()) <= {c.raw_id for c in spec.classes}  # VSPW's own ids: train id + 1
+    colours = {tuple(c) for p in labels_dir.glob("*_color.png")
+               for c in cv2.imread(str(p))[..., ::-1].reshape(-1, 3).tolist()}
+    assert colours <= {c.color for c in spec.classes}
+    assert cv2.imread(str(next(labels_dir.glob("*_labels.png")))).shape[:2] == (60, 107)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import sys
@@ -133,9 +134,12 @@ def test_the_files_have_the_documented_inputs_and_outputs(trained, edge_files):
 
     onnx = open_edge_model(edge_files["onnx"])
     assert not onnx.has_logits and onnx.fixed_size == SIZE
-    # Both carry the classes of the data the model trained on (for predict's legend, with no dataset at hand).
-    assert litert.dataset == onnx.dataset == CITYSCAPES
+    # Every export carries the classes of the data the model trained on (for predict's legend, with no dataset at
+    # hand): the SavedModel in assets.extra, the .tflite and .onnx files in their metadata.
+    assert litert.dataset == onnx.dataset == open_frame_model(trained["saved_model"]).dataset == CITYSCAPES
     assert tflite_metadata(open(edge_files["int8"], "rb").read()) == CITYSCAPES.to_json()
+    with open(os.path.join(trained["saved_model"], "assets.extra", "vseg_dataset.json")) as handle:
+        assert json.load(handle) == CITYSCAPES.to_json()
     assert all(not isinstance(i.shape[0], int) for i in onnx._session.get_inputs())  # the batch axis is dynamic
     clip = val_clips(trained)[0][:2]
     pair = onnx.run({"frame": clip, **{name: np.zeros((2, *shape[1:]), np.float32)

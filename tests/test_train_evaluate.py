@@ -278,8 +278,8 @@ def test_a_size_that_breaks_the_size_rule_is_one_line_before_training(shards, tm
     (odd / "manifest.json").write_text(json.dumps({**manifest, "height": 62, "width": 124}))
     with pytest.raises(ValueError) as error:
         train(str(odd), str(run_dir), TrainConfig(model=MODEL))
-    assert str(error.value) == (f"{odd}: frames 62x124 (HxW) is not supported: height and width must be multiples "
-                                "of 4 for this 3-level UNet.")
+    assert str(error.value) == (f"{odd}: train frames 62x124 (HxW) is not supported: height and width must be "
+                                "multiples of 4 for this 3-level UNet.")
     # Windows longer than the snippets hold: refused before the run dir is written.
     with pytest.raises(ValueError, match=r"^seq_len 40 exceeds the 30 frames stored per snippet"):
         train(shards, str(run_dir), TrainConfig(model=MODEL, seq_len=40))
@@ -292,13 +292,14 @@ def test_the_multi_worker_loop_still_has_keras_private_symbolic_build():
     """The loop for keras-team/keras#20585 builds with Keras' private Model._symbolic_build: fail loudly without it."""
     import numpy as np
 
+    from vseg_keras.datasets.cityscapes import CITYSCAPES
     from vseg_keras.train.multi_worker import symbolic_build
     from vseg_keras.train.recipe import build_training_model
 
     assert hasattr(keras.Model, "_symbolic_build"), (
         f"Keras {keras.__version__} removed Model._symbolic_build: vseg_keras/train/multi_worker.py needs another "
         "way to build metrics and optimizer (or Keras' fit now runs MultiWorkerMirroredStrategy: keras#20585)")
-    model = build_training_model(TrainConfig(model=MODEL))
+    model = build_training_model(TrainConfig(model=MODEL), CITYSCAPES)
     symbolic_build(model, (np.zeros((1, 2, 32, 64, 3), np.uint8), np.zeros((1, 32, 64), np.uint8)))
     assert model.built and model.optimizer.built and model.metrics[-1].built
 

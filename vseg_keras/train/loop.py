@@ -154,17 +154,17 @@ def _nan_message(run_dir: str, epoch: int, batch: int) -> str:
 
 
 def _describe_windows(config: TrainConfig) -> str:
-    supervised = "every labelled frame of the window" if config.supervise == "all" else "the labelled frame"
     if config.seq_len == 1:
         return "windows: single labelled frames"
     if config.full_windows:
-        return f"windows: full, {config.seq_len} frames, decoder on every frame, loss on {supervised}"
+        every = ", loss on every labelled frame of the window" if config.supervise == "all" else ""
+        return f"windows: full, {config.seq_len} frames, decoder on every frame{every}"
     if config.temporal_loss > 0:
         return (f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on it and the "
                 f"frame before; temporal loss {config.temporal_loss:g} (DIS flow)")
     if config.supervise == "all":
         return (f"windows: causal, 1-{config.seq_len} frames ending at a labelled frame, decoder on every frame, "
-                f"loss on {supervised}")
+                "loss on every labelled frame of the window")
     return f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on that frame only"
 
 
