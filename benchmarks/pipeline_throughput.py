@@ -11,6 +11,9 @@ What it measures, in sequences/s and frames/s (median over ``--repeats`` interle
 * ``eval`` / ``eval_bound``: the same for :func:`vseg_keras.data.make_eval_dataset`
   (``--context`` frames + the labelled one, full frame size), one pass over the split.
 
+Causal training windows (the default) decode 1..``--seq-len`` frames, the bound always ``--seq-len``: their
+ratio above 1 is the work they skip. ``--full-windows`` decodes as many frames as the bound.
+
 With ``--per-frame-labels`` the synthetic clips are labelled on every frame (as VSPW), the training
 pipeline supervises every labelled frame of its window (``every_label``, ``vseg train --supervise
 all``), and ``train_bound`` decodes the label PNG of every window frame too: the work that data needs.
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--context", type=int, default=11, help="evaluation context frames (default: 11)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per pipeline (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
+    parser.add_argument("--full-windows", action="store_true",
+                        help="train on full windows (seq_len frames decoded, as the bound) instead of causal ones")
     parser.add_argument("--per-frame-labels", action="store_true",
                         help="synthetic clips labelled on every frame; train with every_label (supervise all)")
     parser.add_argument(
@@ -238,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
                 data.make_train_dataset(
                     data_dir, args.split, batch_size=args.batch_size, seq_len=args.seq_len,
                     crop=tuple(args.crop), shuffle_buffer=args.shuffle_buffer, seed=args.train_seed,
-                    every_label=args.per_frame_labels,
+                    every_label=args.per_frame_labels, full_windows=args.full_windows,
                 ),
                 train_batches,
                 args.seq_len,
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
             "deterministic": args.train_seed is not None,
             "seq_len": args.seq_len,
             "every_label": args.per_frame_labels,
+            "full_windows": args.full_windows,
             "crop": list(args.crop),
             "batch_size": args.batch_size,
             "shuffle_buffer": args.shuffle_buffer,

@@ -23,6 +23,19 @@ def _decode_frames(encoded: tf.Tensor, length: int | None) -> tf.Tensor:
     return tf.map_fn(_decode_frame, encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
+def split_label_map(lut: np.ndarray | None) -> tuple[np.ndarray | None, bytes | None]:
+    """Where a label table is applied: ``(per window, per batch)``.
+
+    A table that keeps 255 as 255 (no void class trained) commutes with everything a window goes
+    through (nearest resizing, cropping, 255 padding, flipping, 255 for unlabelled frames), so it is
+    applied once per batch inside the XLA finisher (:func:`batch_finisher`, as bytes: a cache key), where
+    its gather costs a fraction of TensorFlow's per window; otherwise per window, before padding.
+    """
+    if lut is not None and lut[255] == 255:
+        return None, lut.tobytes()
+    return lut, None
+
+
 def _decode_label(png: tf.Tensor, frame_size: tf.Tensor, lut: tf.Tensor | None) -> tf.Tensor:
     """A label PNG to train ids ``[H, W]`` through ``lut`` (``None``: stored as train ids); "" gives all 255."""
     def decode():
@@ -84,7 +97,7 @@ def _window_labels(label: tf.Tensor, gt_position: tf.Tensor, seq_len: int) -> tf
 
 @functools.cache
 def batch_finisher(
-    seq_len: int | None, flip: bool, every_label: bool = False
+    seq_len: int | None, flip: bool, every_label: bool = False, lut: bytes | None = None
 ) -> Callable[[dict[str, tf.Tensor]], tuple[tf.Tensor, tf.Tensor]]:
     """``finish(batch) -> (frames, labels)`` for a batch of uint8 windows.
 
@@ -93,14 +106,19 @@ def batch_finisher(
     ``flip`` bool ``[B]`` (flip that window horizontally). The result is frames uint8 ``[B, L, H, W, 3]``
     and labels uint8 ``[B, L, H, W]`` (the labelled frame's label placed at ``gt_position``, 255 on every
     other frame; with ``every_label`` every frame's own), or with ``seq_len=None`` (windows that end at
-    their labelled frame) the labels as the batch has them.
+    their labelled frame) the labels as the batch has them. ``lut`` (256 bytes, see :func:`split_label_map`)
+    maps the stored label values to train ids first.
 
     Runs once per batch, not per window, so batching copies one label per window (``L``x less than label
     windows), and is compiled with XLA: flip and label windows fuse into one pass over memory.
     """
 
+    table = None if lut is None else tf.constant(np.frombuffer(lut, np.uint8))
+
     def finish(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         frames, label = batch["frames"], batch["label"]
+        if table is not None:
+            label = tf.gather(table, tf.cast(label, tf.int32))
         if flip:
             flipped = batch["flip"]
             frames = _flip_width(frames, flipped, rank=5, width_axis=3)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from vseg_keras.data.augment import random_crop, random_scale
-from vseg_keras.data.decoding import batch_finisher, decode_window
+from vseg_keras.data.decoding import batch_finisher, decode_window, split_label_map
 from vseg_keras.data.reading import AUTOTUNE, read_snippets, with_options
 from vseg_keras.data.splits import SplitInfo, check_positive, split_info
 from vseg_keras.data.windows import eval_window_selector, train_window_selector
@@ -167,13 +168,14 @@ def make_train_dataset(
     _check_trainable(info, data_dir, split, seq_len)
     window_len = seq_len if full_windows else None
     height, width = crop if crop is not None else (info.height, info.width)
-    finish = [batch_finisher(window_len, flip, every_label)]
+    window_lut, batch_lut = split_label_map(info.label_lut(void_as_class))
+    finish = [batch_finisher(window_len, flip, every_label, batch_lut)]
     if previous_frame_flow is not None:
         finish.append(_previous_frame_warper(previous_frame_flow, height, width))
     return _window_pipeline(
         info,
         select=train_window_selector(seq_len, max_frame_skip, full_windows, every_label),
-        load=_train_loader(info, window_len, crop, scale_range, flip, void_as_class, every_label),
+        load=_train_loader(info, window_len, crop, scale_range, flip, window_lut, every_label),
         batch=(lambda windows: windows.batch(batch_size, drop_remainder=True)) if full_windows
         else (lambda windows: _batch_by_length(windows, batch_size)),
         finish=finish,
@@ -248,10 +250,10 @@ def _check_trainable(info: SplitInfo, data_dir: str, split: str, seq_len: int) -
                          f"{split!r} in {data_dir}; use --seq-len <= {info.min_frames}")
 
 
-def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, flip: bool, void: bool,
+def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, flip: bool, lut: np.ndarray | None,
                   every_label: bool):
-    """``load(window)``: decode (to train ids, void as class), random scale and crop; the flip is drawn here,
-    done per batch."""
+    """``load(window)``: decode (through ``lut``, the per-window part of the label map), random scale and crop;
+    the flip is drawn here, done per batch."""
     height, width = crop if crop is not None else (info.height, info.width)
     # Padding is only ever needed when a side can be shorter than the crop (skipped statically otherwise).
     needs_padding = crop is not None and (
@@ -259,7 +261,6 @@ def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, fl
         or crop[0] > info.height or crop[1] > info.width
     )
 
-    lut = info.label_lut(void)
     label_shape = [window_len, height, width] if every_label else [height, width]
 
     def load(window: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -367,7 +368,8 @@ def make_eval_dataset(
             f"{data_dir}: split {split!r} has no ground truth; use with_metadata=True to predict on it"
         )
     _check_context(info, data_dir, context)
-    finisher = batch_finisher(None if last_frame_labels else context + 1, flip=False)
+    window_lut, batch_lut = split_label_map(info.label_lut(void_as_class))
+    finisher = batch_finisher(None if last_frame_labels else context + 1, flip=False, lut=batch_lut)
 
     def finish(batch: dict[str, tf.Tensor]):
         metadata = batch.pop("metadata")  # strings stay out of the XLA function
@@ -377,7 +379,7 @@ def make_eval_dataset(
     return _window_pipeline(
         info,
         select=eval_window_selector(context),
-        load=_eval_loader(info, context + 1, void_as_class, crop),
+        load=_eval_loader(info, context + 1, window_lut, crop),
         batch=lambda windows: windows.batch(batch_size),
         finish=[finish],
         training=False,
@@ -386,9 +388,9 @@ def make_eval_dataset(
     )
 
 
-def _eval_loader(info: SplitInfo, seq_len: int, void: bool, crop: tuple[int, int] | None):
-    """``load(window)``: decode (an unlabelled clip gets all-255 labels), centre-crop, keep the metadata."""
-    lut = info.label_lut(void)
+def _eval_loader(info: SplitInfo, seq_len: int, lut: np.ndarray | None, crop: tuple[int, int] | None):
+    """``load(window)``: decode (through ``lut``; an unlabelled clip gets all-255 labels), centre-crop, keep the
+    metadata."""
 
     def load(window: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         frames, label, labelled = decode_window(window, seq_len, info.height, info.width, lut)
