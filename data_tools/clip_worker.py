@@ -181,7 +181,7 @@ def read_label(data: bytes, path: str) -> tuple[np.ndarray, bool]:
             return np.array(image, dtype=np.uint8), False
     if color_type != _PNG_GREY or bit_depth != 8:
         kind = f"{bit_depth}-bit {_PNG_COLOUR_TYPES.get(color_type, f'type-{color_type}')}"
-        raise _BadFile(path, f"a {kind} PNG; expected a one-channel 8-bit PNG (grey or palette) of label ids")
+        raise _BadFile(path, f"{kind} PNG; expected a one-channel 8-bit PNG (grey or palette) of label ids")
     return _decode(data, cv2.IMREAD_UNCHANGED, path, "label"), True
 
 

@@ -86,7 +86,7 @@ def test_folders_labels_are_matched_to_frames_by_stem(folders, tmp_path):
     assert data.dataset_spec(data_dir).name == "synthetic-street"
     label = os.path.join(root, "train", "clip_000", "labels", "frame_0002.png")
     cv2.imwrite(label, np.zeros((64, 128, 3), np.uint8))  # a colour-coded label, a common mistake
-    with pytest.raises(DatasetError, match=f"^{label}: a 8-bit RGB PNG; expected a one-channel 8-bit PNG"):
+    with pytest.raises(DatasetError, match=f"^{label}: 8-bit RGB PNG; expected a one-channel 8-bit PNG"):
         convert_dataset(root, str(tmp_path / "out"), workers=1, progress=False)
     os.rename(label, label.replace("frame_0002", "frame_9999"))
     with pytest.raises(DatasetError, match="frame_9999.png: no frame frame_9999.png|jpg in .*; a label is matched"):
