@@ -151,15 +151,14 @@ def _stored_size(layout: Layout, height: int | None, width: int | None, keep_siz
 
 
 def _find_clips(conversion: _Conversion) -> dict[str, list[ClipSource]]:
-    """The clips of every split, sorted by name; checks the root first."""
+    """The clips of every split, in the layout's order; checks the root first."""
     with filesystem.one_line_errors(conversion.root, f"read the {conversion.layout.name} root", DatasetError):
         conversion.layout.check_root(conversion.root)
-        return {split: sorted(conversion.layout.clips(conversion.root, split), key=lambda clip: clip.name)
-                for split in conversion.splits}
+        return {split: conversion.layout.clips(conversion.root, split) for split in conversion.splits}
 
 
 def _plan_shards(clips: list[ClipSource], count: int) -> list[list[ClipSource]]:
-    """Round-robin over the sorted clips, so that every shard mixes sources (cities, videos)."""
+    """Round-robin over the clips (in the layout's sorted order), so that every shard mixes sources."""
     return [clips[index::count] for index in range(count)]
 
 

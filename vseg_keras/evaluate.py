@@ -16,15 +16,14 @@ from collections.abc import Sequence
 
 from vseg_keras import data, files
 from vseg_keras.clip_evaluation import stream_clips
-from vseg_keras.datasets import DatasetSpec, spec_of_manifest, spec_of_model
+from vseg_keras.datasets import DatasetSpec
 from vseg_keras.flow import DEFAULT_FLOW, check_flow_method
-from vseg_keras.frame_models import FrameModel, KerasFrameModel, model_kind, saved_model_folder
+from vseg_keras.frame_models import FrameModel, KerasFrameModel, keras_model_spec, model_kind, saved_model_folder
 from vseg_keras.frame_segmenter import FrameSegmenter
 from vseg_keras.loading import load_trained_model, open_frame_model
 from vseg_keras.metrics import segmentation_scores
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.options import EVAL_BATCH_SIZE, EVAL_CONTEXT, EVAL_SPLIT
-from vseg_keras.records import MANIFEST_NAME, read_manifest
 from vseg_keras.reports import format_report, plot_confusion_matrix, plot_context_sweep  # noqa: F401  (API)
 from vseg_keras.window_evaluation import score_windows
 
@@ -34,9 +33,7 @@ DEFAULT_CONTEXT = EVAL_CONTEXT
 
 def model_spec(model: VideoSegmenter | FrameModel) -> DatasetSpec:
     """The spec of the dataset ``model`` was trained on (what its file carries)."""
-    if isinstance(model, FrameModel):
-        return model.dataset
-    return spec_of_model(model.dataset, model.num_classes, where=model.name)
+    return model.dataset if isinstance(model, FrameModel) else keras_model_spec(model)
 
 
 def check_model_fits(model: VideoSegmenter | FrameModel, spec: DatasetSpec, data_dir: str) -> None:
@@ -99,7 +96,7 @@ def evaluate(
             to evaluate (one line).
     """
     check_flow_method(flow)
-    spec = spec_of_manifest(read_manifest(data_dir), files.join(data_dir, MANIFEST_NAME))
+    spec = data.dataset_spec(data_dir)
     check_model_fits(model, spec, data_dir)
     tc_flow = flow if with_temporal_consistency else None
     if spec.protocol == "stream":
@@ -109,8 +106,9 @@ def evaluate(
                                flow=tc_flow)
         context = None
     else:
-        if isinstance(model, FrameModel) and data.frame_size(data_dir, split):
-            model.check_size(*data.frame_size(data_dir, split), what=f"{data_dir}: frames")
+        size = data.frame_size(data_dir, split) if isinstance(model, FrameModel) else None
+        if size:
+            model.check_size(*size, what=f"{data_dir}: frames")
         figures = score_windows(model, data_dir, split, spec, context=int(context), batch_size=batch_size,
                                 save_predictions=save_predictions, prediction_size=prediction_size,
                                 max_sequences=max_sequences, progress=progress, flow=tc_flow)
@@ -140,7 +138,7 @@ def context_sweep(
     Raises:
         ValueError: the data is evaluated streamed (``stream`` protocol), where the context is the whole clip.
     """
-    spec = spec_of_manifest(read_manifest(data_dir), files.join(data_dir, MANIFEST_NAME))
+    spec = data.dataset_spec(data_dir)
     if spec.protocol != "windows":
         raise ValueError(f"{data_dir}: {spec.name} clips are evaluated streamed from their first frame; a context "
                          "sweep needs windowed data (the cityscapes layout)")
@@ -205,8 +203,7 @@ def evaluate_to_files(
         return sweep
     report = evaluate(model, data_dir, **options)
     files.atomic_write_json(files.join(out_dir, "report.json"), report)
-    spec = spec_of_manifest(read_manifest(data_dir), files.join(data_dir, MANIFEST_NAME))
-    plot_confusion_matrix(report, spec, files.join(out_dir, "confusion_matrix.png"))
+    plot_confusion_matrix(report, data.dataset_spec(data_dir), files.join(out_dir, "confusion_matrix.png"))
     if report_path:
         files.atomic_write_json(report_path, report)
     return report

@@ -74,6 +74,11 @@ class FrameModel:
         return np.stack(labels)
 
 
+def keras_model_spec(model: VideoSegmenter) -> DatasetSpec:
+    """The spec of the dataset a Keras model was trained on (what its ``.keras`` file carries)."""
+    return spec_of_model(model.dataset, model.num_classes, where=model.name)
+
+
 class KerasFrameModel(FrameModel):
     """A :class:`VideoSegmenter` run through its streaming step (any Keras backend), compiled by Keras'
     ``predict_on_batch`` (a ``tf.function`` or ``jax.jit``, traced once per frame size): about 6x faster per
@@ -85,7 +90,7 @@ class KerasFrameModel(FrameModel):
 
     def __init__(self, model: VideoSegmenter):
         self.model, self.name, self.temporal = model, model.name, bool(model.state_shapes())
-        self.dataset = spec_of_model(model.dataset, model.num_classes, where=model.name)
+        self.dataset = keras_model_spec(model)
         self._step_model = model.make_streaming_model()
         check = model.backbone.encoder.get_layer("size_check")
         self.size_rule = (check.multiple, check.minimum)

@@ -116,7 +116,7 @@ def segmentation_scores(confusion: np.ndarray, spec: DatasetSpec) -> dict:
                       for c in range(classes)]
     total = int(confusion.sum())
     with_void = spec.void_class is not None
-    paper_iou = _iou(confusion, np.ones(classes + 1, bool))
+    paper_iou = _iou(confusion, np.ones(classes + 1, bool)) if with_void else []
     return {
         "miou": _mean(per_class),
         "per_class_iou": _by_name(spec, per_class),

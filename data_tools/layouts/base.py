@@ -72,7 +72,8 @@ class Layout:
         raise NotImplementedError
 
     def clips(self, root: str, split: str) -> list[ClipSource]:
-        """The clips of ``split``, sorted by name; :class:`DatasetError` (one line) if the split has none."""
+        """The clips of ``split``, sorted (Cityscapes: by city, sequence and labelled frame; otherwise by name);
+        :class:`DatasetError` (one line) if the split has none."""
         raise NotImplementedError
 
     def labelled(self, split: str) -> bool:

@@ -61,11 +61,11 @@ class VSPWLayout(Layout):
         """The video names that ``{split}.txt`` lists, in its order (blank lines and a missing final newline
         are fine)."""
         path = files.join(root, f"{split}.txt")
-        if not files.isfile(path):
+        videos = _listed(root, split)
+        if videos is None:
             lists = sorted(name[:-4] for name in files.listdir(root) if name.endswith(".txt"))
             raise DatasetError(f"{path}: missing; split '{split}' is listed in {split}.txt "
                                f"(this root lists: {', '.join(lists) or 'none'})")
-        videos = [line.strip() for line in files.read_text(path).splitlines() if line.strip()]
         if not videos:
             raise DatasetError(f"{path}: lists no video; expected one video folder name a line")
         return videos
@@ -88,15 +88,20 @@ class VSPWLayout(Layout):
         )
 
 
+def _listed(root: str, split: str) -> list[str] | None:
+    """The video names of ``ROOT/{split}.txt`` (blank lines skipped), ``None`` if there is no such file."""
+    path = files.join(root, f"{split}.txt")
+    if not files.isfile(path):
+        return None
+    return [line.strip() for line in files.read_text(path).splitlines() if line.strip()]
+
+
 def _mask_palette(root: str) -> list[tuple[int, int, int]] | None:
     """The RGB palette of the first mask of the first video listed, if it is a palette PNG."""
     from PIL import Image
 
     for split in ("train", "val"):
-        path = files.join(root, f"{split}.txt")
-        if not files.isfile(path):
-            continue
-        for video in (line.strip() for line in files.read_text(path).splitlines() if line.strip()):
+        for video in _listed(root, split) or []:
             masks = files.join(root, DATA_DIR, video, MASKS_DIR)
             names = sorted(n for n in files.listdir(masks) if n.endswith(".png")) if files.isdir(masks) else []
             if names:

@@ -38,10 +38,10 @@ def spec_of_manifest(manifest: dict, where: str = "manifest.json") -> DatasetSpe
     return DatasetSpec.from_json(manifest["dataset"], where=f"{where}: \"dataset\"")
 
 
-def spec_of_model(dataset: dict[str, Any] | None, num_logits: int, where: str = "model") -> DatasetSpec:
+def spec_of_model(dataset: dict[str, Any] | None, num_logits: int | None, where: str = "model") -> DatasetSpec:
     """The spec a model carries (its ``dataset`` config), or for a model saved before models carried one:
-    Cityscapes when it has Cityscapes' 20 logits (every such run trained on Cityscapes-layout data),
-    else numbered classes.
+    Cityscapes when it has Cityscapes' 20 logits (every such run trained on Cityscapes-layout data), or
+    when its logits are unknown (``None``: an edge file, which outputs labels), else numbered classes.
 
     Raises:
         SpecError: the carried spec is malformed or does not match the model's logits (one line).
@@ -49,9 +49,9 @@ def spec_of_model(dataset: dict[str, Any] | None, num_logits: int, where: str = 
     if dataset is None:
         from vseg_keras.datasets.cityscapes import CITYSCAPES
 
-        return CITYSCAPES if num_logits == CITYSCAPES.num_logits else generic_spec(num_logits)
+        return CITYSCAPES if num_logits in (None, CITYSCAPES.num_logits) else generic_spec(num_logits)
     spec = DatasetSpec.from_json(dataset, where=f"{where}: dataset")
-    if spec.num_logits != num_logits:
+    if num_logits is not None and spec.num_logits != num_logits:
         raise SpecError(f"{where}: its dataset {spec.name!r} has {spec.num_logits} classes but the model "
                         f"outputs {num_logits} logits")
     return spec

@@ -103,6 +103,11 @@ class DatasetSpec:
         return self.num_classes + (self.void_class is not None)
 
     @property
+    def scored_logits(self) -> list[bool]:
+        """Per logit (the void class last, if any), whether it is a scored class."""
+        return [c.scored for c in self.classes] + [False] * (self.void_class is not None)
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.classes)
 

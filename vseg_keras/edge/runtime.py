@@ -18,7 +18,7 @@ from vseg_keras.edge.metadata import DATASET_KEY, tflite_metadata
 from vseg_keras.edge.packages import require
 from vseg_keras.edge.step_function import NEXT_STATE_PREFIX
 from vseg_keras.frame_models import FrameModel
-from vseg_keras.options import EDGE_SUFFIXES, NUM_CLASSES
+from vseg_keras.options import EDGE_SUFFIXES
 
 
 class EdgeFrameModel(FrameModel):
@@ -49,8 +49,7 @@ class EdgeFrameModel(FrameModel):
                              if name != "frame"}
         self.has_logits = "logits" in outputs
         self.temporal = bool(self.state_shapes)
-        logits = len(dataset["classes"]) + (dataset.get("void_class") is not None) if dataset else NUM_CLASSES
-        self.dataset = spec_of_model(dataset, logits, where=path)
+        self.dataset = spec_of_model(dataset, None, where=path)  # the file outputs labels: no logit count
 
     def initial_states(self, height: int, width: int) -> dict:
         self.check_size(height, width)

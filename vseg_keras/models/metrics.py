@@ -7,9 +7,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-#: The mIoU conventions (:data:`vseg_keras.datasets.MIOU_CONVENTIONS`, repeated: the model package imports
-#: nothing of the rest of vseg).
-_CONVENTIONS = ("union", "ground_truth")
+from vseg_keras.datasets.spec import MIOU_CONVENTIONS
 
 
 @keras.saving.register_keras_serializable(package="vseg")
@@ -30,8 +28,8 @@ class DatasetMeanIoU(keras.metrics.MeanIoU):
     def __init__(self, num_classes: int, scored: Sequence[bool] | None = None, convention: str = "union",
                  ignore_class: int | None = 255, **kwargs):
         super().__init__(num_classes=num_classes, ignore_class=ignore_class, **kwargs)
-        if convention not in _CONVENTIONS:
-            raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}")
+        if convention not in MIOU_CONVENTIONS:
+            raise ValueError(f"convention must be one of {MIOU_CONVENTIONS}, got {convention!r}")
         self.scored = [bool(s) for s in scored] if scored is not None else [True] * num_classes
         if len(self.scored) != num_classes:
             raise ValueError(f"scored has {len(self.scored)} entries for {num_classes} classes")

@@ -35,9 +35,9 @@ def compile_for_training(model: keras.Model, config: TrainConfig, spec: DatasetS
 
 
 def _miou_metric(num_classes: int, spec: DatasetSpec | None) -> DatasetMeanIoU:
-    scored = None if spec is None else [*spec.scored.tolist(), *([False] if spec.void_class else [])]
-    return DatasetMeanIoU(num_classes=num_classes, scored=scored, convention=spec.miou if spec else "union",
-                          ignore_class=IGNORE_INDEX, sparse_y_pred=False, name="miou")
+    return DatasetMeanIoU(num_classes=num_classes, scored=spec.scored_logits if spec else None,
+                          convention=spec.miou if spec else "union", ignore_class=IGNORE_INDEX, sparse_y_pred=False,
+                          name="miou")
 
 
 def build_training_model(config: TrainConfig, spec: DatasetSpec) -> VideoSegmenter:
