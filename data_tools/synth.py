@@ -32,6 +32,7 @@ from data_tools.synthetic_scene import (  # noqa: F401  (re-exported: the scene'
     CLOAK_LEADS,
     OBJECT_COLOURS,
     OBJECT_PARTS,
+    OBJECTS_PER_CLIP,
     PART_COLOURS,
     PARTS,
     render_clip,
@@ -146,10 +147,11 @@ def _snippet_places(seed: int, split: str, count: int) -> list[tuple[str, int, i
 
 
 def _write_snippet(out_dir: str, split: str, place: tuple[str, int, int], content_rng: np.random.Generator,
-                   size: tuple[int, int]) -> None:
+                   scene: dict) -> None:
     """Renders one snippet and writes its frames and its label (all 0 in the test split)."""
     city, sequence, gt_frame = place
-    frames, parts_of_frames = render_clip(content_rng, *size, cityscapes_layout.FRAMES_PER_SNIPPET, FRAMES_BEFORE)
+    frames, parts_of_frames = render_clip(content_rng, num_frames=cityscapes_layout.FRAMES_PER_SNIPPET,
+                                          gt_index=FRAMES_BEFORE, **scene)
     labels = CITYSCAPES_LABEL_IDS[parts_of_frames[FRAMES_BEFORE]]
     first_frame = gt_frame - FRAMES_BEFORE
     label_file = cityscapes_layout.label_path(out_dir, split, city, sequence, gt_frame)
@@ -161,12 +163,12 @@ def _write_snippet(out_dir: str, split: str, place: tuple[str, int, int], conten
     atomic_write_bytes(label_file, _png(labels if split != "test" else np.zeros_like(labels)))
 
 
-def _write_cityscapes_split(out_dir: str, split: str, count: int, size: tuple[int, int], seed: int,
+def _write_cityscapes_split(out_dir: str, split: str, count: int, scene: dict, seed: int,
                             clip_frames: int) -> dict:
     """Writes the snippets of one split in the Cityscapes layout; returns its summary."""
     places = _snippet_places(seed, split, count)
     for snippet_index, place in enumerate(places):
-        _write_snippet(out_dir, split, place, _content_rng(seed, split, snippet_index), size)
+        _write_snippet(out_dir, split, place, _content_rng(seed, split, snippet_index), scene)
     cities = CITIES[split]
     return {
         "snippets": count,
@@ -191,14 +193,14 @@ def _vspw_frame_numbers(rng: np.random.Generator, count: int) -> list[int]:
     return (int(rng.integers(0, 600)) + np.cumsum(steps) - steps[0]).tolist()
 
 
-def _write_vspw_split(out_dir: str, split: str, count: int, size: tuple[int, int], seed: int,
+def _write_vspw_split(out_dir: str, split: str, count: int, scene: dict, seed: int,
                       clip_frames: int) -> dict:
     """Writes the videos of one split in the VSPW layout, and its ``{split}.txt``; returns its summary."""
     videos = [f"{100 * (_SPLIT_CODES[split] + 1) + index}_synthetic_{split}" for index in range(count)]
     colours = {part + 1: colour for part, colour in enumerate(PART_COLOURS)}
     for index, video in enumerate(videos):
         rng = _content_rng(seed, split, index)
-        frames, parts = render_clip(rng, *size, clip_frames, clip_frames - 1)
+        frames, parts = render_clip(rng, num_frames=clip_frames, gt_index=clip_frames - 1, **scene)
         numbers = _vspw_frame_numbers(np.random.default_rng([seed, _SPLIT_CODES[split], 2, index]), clip_frames)
         base = files.join(out_dir, vspw_layout.DATA_DIR, video)
         files.makedirs(files.join(base, vspw_layout.FRAMES_DIR))
@@ -228,12 +230,13 @@ def _write_vspw_classes(out_dir: str) -> None:
 # --- folders -----------------------------------------------------------------------------------------
 
 
-def _write_folders_split(out_dir: str, split: str, count: int, size: tuple[int, int], seed: int,
+def _write_folders_split(out_dir: str, split: str, count: int, scene: dict, seed: int,
                          clip_frames: int) -> dict:
     """Writes the clips of one split in the ``folders`` layout, labelled on every third frame and the last."""
     labelled = [i for i in range(clip_frames) if i % 3 == 2 or i == clip_frames - 1] if split != "test" else []
     for index in range(count):
-        frames, parts = render_clip(_content_rng(seed, split, index), *size, clip_frames, clip_frames - 1)
+        frames, parts = render_clip(_content_rng(seed, split, index), num_frames=clip_frames,
+                                    gt_index=clip_frames - 1, **scene)
         clip = files.join(out_dir, split, f"clip_{index:03d}")
         files.makedirs(files.join(clip, folders_layout.FRAMES_DIR))
         for position, frame in enumerate(frames):
@@ -297,7 +300,8 @@ def _written_entries(out_dir: str, entries: list[str]) -> list[str]:
     return _ENTRIES["cityscapes"]
 
 
-def _check_request(layout_name: str, counts: dict[str, int], height: int, width: int, clip_frames: int) -> None:
+def _check_request(layout_name: str, counts: dict[str, int], height: int, width: int, clip_frames: int,
+                   objects: tuple[int, int]) -> None:
     if layout_name not in SYNTH_LAYOUTS:
         raise SynthError(f"layout {layout_name!r}: expected one of {', '.join(SYNTH_LAYOUTS)}")
     if any(count < 0 for count in counts.values()) or not any(counts.values()):
@@ -307,6 +311,8 @@ def _check_request(layout_name: str, counts: dict[str, int], height: int, width:
         raise SynthError(f"frames must be at least 32x64 pixels, got {height}x{width}")
     if clip_frames < max(CLOAK_LEADS) + 1:
         raise SynthError(f"clips need at least {max(CLOAK_LEADS) + 1} frames, got {clip_frames}")
+    if not 1 <= objects[0] <= objects[1]:
+        raise SynthError(f"objects per clip: expected MIN,MAX with 1 <= MIN <= MAX, got {objects[0]},{objects[1]}")
 
 
 def make_synthetic_dataset(
@@ -320,6 +326,7 @@ def make_synthetic_dataset(
     seed: int = SYNTH_SEED,
     clip_frames: int = SYNTH_CLIP_FRAMES,
     overwrite: bool = False,
+    objects: tuple[int, int] = OBJECTS_PER_CLIP,
 ) -> dict:
     """Writes a synthetic dataset in one of ``vseg convert``'s layouts (see the module docstring).
 
@@ -338,9 +345,10 @@ def make_synthetic_dataset(
         seed: random seed.
         clip_frames: frames per clip of the vspw and folders layouts (Cityscapes snippets hold 30).
         overwrite: replace an earlier synthetic dataset in ``out_dir``.
+        objects: moving objects per clip, ``(at least, at most)``.
 
     Returns:
-        A summary: ``{"root", "layout", "height", "width", "seed", "entries", "splits": {split:
+        A summary: ``{"root", "layout", "height", "width", "seed", "objects", "entries", "splits": {split:
         {"snippets", "frames", "labelled_frames", ...}}}`` (also written to ``out_dir/synth.json``).
 
     Raises:
@@ -351,19 +359,20 @@ def make_synthetic_dataset(
     counts = {"train": train_sequences, "val": val_sequences, "test": test_sequences}
     default_height, default_width = SYNTH_FRAME_SIZES.get(layout, (0, 0))
     height, width = height or default_height, width or default_width
-    _check_request(layout, counts, height, width, clip_frames)
+    objects = (int(objects[0]), int(objects[1]))
+    _check_request(layout, counts, height, width, clip_frames, objects)
     out_dir = filesystem.absolute(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     summary = {"root": out_dir, "layout": layout, "height": height, "width": width, "seed": seed,
-               "entries": _ENTRIES[layout], "splits": {}}
+               "objects": list(objects), "entries": _ENTRIES[layout], "splits": {}}
     with filesystem.one_line_errors(out_dir, "write the synthetic dataset", SynthError):
         atomic_write_bytes(files.join(out_dir, INCOMPLETE_NAME), json.dumps({"entries": _ENTRIES[layout]}).encode())
         if _DATASET_WRITERS[layout]:
             _DATASET_WRITERS[layout](out_dir)
         for split, count in counts.items():
             if count:
-                summary["splits"][split] = _SPLIT_WRITERS[layout](out_dir, split, count, (height, width), seed,
-                                                                  clip_frames)
+                scene = {"height": height, "width": width, "objects": objects}
+                summary["splits"][split] = _SPLIT_WRITERS[layout](out_dir, split, count, scene, seed, clip_frames)
         atomic_write_json(files.join(out_dir, MARKER_NAME), summary)
         files.remove(files.join(out_dir, INCOMPLETE_NAME))
     return summary

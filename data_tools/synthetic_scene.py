@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vseg_keras.options import SYNTH_OBJECTS
+
 #: The parts of the synthetic street, by id (the scene's own classes).
 PARTS = ("backdrop", "facade", "foliage", "kerb", "lane", "hood", "vehicle", "pedestrian", "cycle")
 _BACKDROP, _FACADE, _FOLIAGE, _KERB, _LANE, _HOOD, _VEHICLE, _PEDESTRIAN, _CYCLE = range(len(PARTS))
@@ -29,6 +31,8 @@ PART_COLOURS = ((70, 130, 180), (70, 70, 70), (107, 142, 35), (244, 35, 232), (1
 OBJECT_PARTS = (_VEHICLE, _PEDESTRIAN, _CYCLE)
 #: Frames (before the key frame) at which an object's cloak starts: one of these, per object.
 CLOAK_LEADS = (1, 2, 3)
+#: Moving objects per clip: at least, at most (the default of ``vseg synth --objects``).
+OBJECTS_PER_CLIP = SYNTH_OBJECTS
 
 # Colour (RGB) of each object class's true look, and of the shared cloak.
 OBJECT_COLOURS = {_VEHICLE: (40, 70, 205), _PEDESTRIAN: (215, 45, 40), _CYCLE: (230, 200, 30)}
@@ -68,10 +72,11 @@ def _object_texture(part: int | None, ys: np.ndarray, xs: np.ndarray, phase: int
 
 
 def _draw_object(
-    image: np.ndarray, labels: np.ndarray, item: _MovingObject, centre: np.ndarray, cloaked: bool, bottom: int
+    image: np.ndarray, labels: np.ndarray, owner: np.ndarray, item: _MovingObject, centre: np.ndarray, cloaked: bool,
+    bottom: int, number: int,
 ) -> None:
     """Paints one object (true look or cloak) into ``image`` ``[H, W, 3]`` and ``labels`` ``[H, W]`` above row
-    ``bottom``."""
+    ``bottom``, and its ``number`` into ``owner`` ``[H, W]``."""
     top, left = np.floor(centre - item.half_axes).astype(int)
     low, right = np.ceil(centre + item.half_axes).astype(int) + 1
     top, left, low, right = max(top, 0), max(left, 0), min(low, bottom), min(right, image.shape[1])
@@ -88,6 +93,7 @@ def _draw_object(
     window = image[top:low, left:right]
     window[inside] = colour * texture[inside][:, None]
     labels[top:low, left:right][inside] = item.part
+    owner[top:low, left:right][inside] = number
 
 
 def _street(rng: np.random.Generator, height: int, canvas_width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,10 +147,11 @@ def _street(rng: np.random.Generator, height: int, canvas_width: int) -> tuple[n
     return image, labels
 
 
-def _moving_objects(rng: np.random.Generator, height: int, width: int, gt_index: int) -> list[_MovingObject]:
+def _moving_objects(rng: np.random.Generator, height: int, width: int, gt_index: int,
+                    count: tuple[int, int]) -> list[_MovingObject]:
     scale = height / 128.0
     objects: list[_MovingObject] = []
-    for _ in range(int(rng.integers(3, 6))):
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
         half_axes = np.array([rng.uniform(8, 14), rng.uniform(10, 20)], np.float32) * scale
         for _attempt in range(20):  # avoid overlaps at the labelled frame where possible
             centre = np.array(
@@ -175,7 +182,8 @@ def _moving_objects(rng: np.random.Generator, height: int, width: int, gt_index:
     return sorted(objects, key=lambda item: item.centre_at_gt[0])  # painter's order: farther first
 
 
-def render_scene(seed: int, height: int = 64, width: int = 128, num_frames: int = 6) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(seed: int, height: int = 64, width: int = 128, num_frames: int = 6,
+                 objects: tuple[int, int] = OBJECTS_PER_CLIP) -> tuple[np.ndarray, np.ndarray]:
     """A moving synthetic street scene (as in ``vseg synth``) with the part ids (:data:`PARTS`) of *every* frame,
     e.g. a perfectly consistent labelling to check temporal consistency with; its objects are cloaked
     in the last frames.
@@ -183,34 +191,76 @@ def render_scene(seed: int, height: int = 64, width: int = 128, num_frames: int 
     Returns:
         ``(frames [T, H, W, 3] uint8 RGB, parts [T, H, W] uint8)``.
     """
-    frames, labels = render_clip(np.random.default_rng(seed), height, width, num_frames, num_frames - 1)
+    frames, labels = render_clip(np.random.default_rng(seed), height, width, num_frames, num_frames - 1, objects)
     return np.stack(frames), np.stack(labels)
 
 
 def render_clip(
-    rng: np.random.Generator, height: int, width: int, num_frames: int, gt_index: int
+    rng: np.random.Generator, height: int, width: int, num_frames: int, gt_index: int,
+    objects: tuple[int, int] = OBJECTS_PER_CLIP,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Frames (RGB uint8 ``[H, W, 3]``) and part ids ``[H, W]`` of a clip whose key frame (objects cloaked
-    from 1-3 frames before it) is ``gt_index``."""
+    from 1-3 frames before it) is ``gt_index``, with ``objects[0]`` to ``objects[1]`` moving objects."""
+    frames, labels, _motion = render_clip_with_motion(rng, height, width, num_frames, gt_index, objects)
+    return frames, labels
+
+
+def render_clip_with_motion(
+    rng: np.random.Generator, height: int, width: int, num_frames: int, gt_index: int,
+    objects: tuple[int, int] = OBJECTS_PER_CLIP,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[np.ndarray, ...]]]:
+    """:func:`render_clip` (the same frames for the same ``rng``) and the true motion of every frame.
+
+    Returns:
+        ``(frames, part ids, motion)``; ``motion[t]`` is ``(flow [H, W, 2] float32, visible [H, W] bool,
+        cloaking [H, W] bool)``:
+        pixel ``x`` of frame ``t`` shows the surface point that frame ``t - 1`` showed at ``x + flow[x]``
+        (``(dx, dy)``; the background pans with the camera, objects move with their velocity), and
+        ``visible`` is false where that point was hidden (by another object, or outside frame ``t - 1``),
+        and ``cloaking`` marks the objects whose cloak starts at frame ``t`` (their look changes).
+        Frame 0 has zero flow and nothing visible.
+    """
     scale = width / 256.0
     margin = int(np.ceil(40 * scale))
     canvas, canvas_labels = _street(rng, height, width + 2 * margin)
     pan_speed = rng.uniform(-1.0, 1.0) * scale
     jitter = rng.integers(-1, 2, size=num_frames)
-    objects = _moving_objects(rng, height, width, gt_index)
+    movers = _moving_objects(rng, height, width, gt_index, objects)
     hood_top = int(np.argmax(canvas_labels[:, 0] == _HOOD))
-    frames, labels_of_frames = [], []
+    frames, labels_of_frames, motion, previous = [], [], [], None
     for index in range(num_frames):
         offset = int(np.clip(round(margin + pan_speed * (index - gt_index)) + jitter[index], 0, 2 * margin))
         image = canvas[:, offset : offset + width].copy()
         labels = canvas_labels[:, offset : offset + width].copy()
-        for item in objects:
+        owner = np.full((height, width), -1, np.int32)  # -1: the street; else the object's number
+        for number, item in enumerate(movers):
             centre = item.centre_at_gt + item.velocity * (index - gt_index)
-            _draw_object(image, labels, item, centre, index >= item.cloak_from, hood_top)
+            _draw_object(image, labels, owner, item, centre, index >= item.cloak_from, hood_top, number)
         gain = rng.uniform(0.92, 1.08)
         noise = rng.standard_normal((height, width, 3), dtype=np.float32) * 5.0
         frames.append(np.clip(image * gain + noise, 0, 255).astype(np.uint8))
         labels_of_frames.append(labels)
-    return frames, labels_of_frames
+        motion.append(_motion_to_previous(owner, offset, movers, previous, index))
+        previous = (owner, offset)
+    return frames, labels_of_frames, motion
 
 
+def _motion_to_previous(owner: np.ndarray, offset: int, movers: list[_MovingObject],
+                        previous: tuple[np.ndarray, int] | None, index: int) -> tuple[np.ndarray, ...]:
+    """The true flow to the previous frame and where it lands on the same surface (see
+    :func:`render_clip_with_motion`)."""
+    height, width = owner.shape
+    flow = np.zeros((height, width, 2), np.float32)
+    cloaking = np.isin(owner, [number for number, item in enumerate(movers) if item.cloak_from == index])
+    if previous is None:
+        return flow, np.zeros((height, width), bool), cloaking
+    previous_owner, previous_offset = previous
+    flow[..., 0] = offset - previous_offset  # the street: the canvas column stays, the crop moved
+    for number, item in enumerate(movers):
+        flow[owner == number] = (-item.velocity[1], -item.velocity[0])
+    grid_y, grid_x = np.mgrid[0:height, 0:width]
+    x = np.rint(grid_x + flow[..., 0]).astype(int)
+    y = np.rint(grid_y + flow[..., 1]).astype(int)
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    landed = previous_owner[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)]
+    return flow, inside & (landed == owner), cloaking

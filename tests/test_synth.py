@@ -219,3 +219,43 @@ def test_an_interrupted_run_is_recognised_and_replaced_with_overwrite(tmp_path, 
         make_synthetic_cityscapes(str(out), train_sequences=1, val_sequences=0, height=32, width=64)
     make_synthetic_cityscapes(str(out), train_sequences=1, val_sequences=0, height=32, width=64, overwrite=True)
     assert sorted(os.listdir(out)) == ["gtFine", "leftImg8bit_sequence", synth.MARKER_NAME]
+
+
+def test_the_true_motion_maps_each_visible_pixel_to_the_same_surface_in_the_frame_before():
+    """The study's ground-truth flow (benchmarks/temporal_loss_study.py): where ``visible``, frame t at x and
+    frame t-1 at x + flow(x) show the same point (only sensor noise and the cloak differ), same frames as
+    ``render_clip``; an object's look change is marked."""
+    from data_tools.synthetic_scene import render_clip, render_clip_with_motion
+
+    plain, _ = render_clip(np.random.default_rng(5), 64, 128, 6, 5)
+    frames, parts, motion = render_clip_with_motion(np.random.default_rng(5), 64, 128, 6, 5)
+    assert all((a == b).all() for a, b in zip(plain, frames, strict=True))
+    assert not motion[0][1].any()
+    grid_y, grid_x = np.mgrid[0:64, 0:128]
+    for t in range(1, 6):
+        flow, visible, cloaking = motion[t]
+        x = np.rint(grid_x + flow[..., 0]).astype(int).clip(0, 127)
+        y = np.rint(grid_y + flow[..., 1]).astype(int).clip(0, 63)
+        assert visible.mean() > 0.9
+        np.testing.assert_array_equal(parts[t - 1][y, x][visible], parts[t][visible])
+
+        current = frames[t].astype(np.float32)
+        moved = {(dx, dy): np.abs(current - frames[t - 1][(y + dy).clip(0, 63), (x + dx).clip(0, 127)])
+                 for dx, dy in ((0, 0), (1, 0), (-1, 0), (0, 1))}
+        street = visible & ~np.isin(parts[t], synth.OBJECT_PARTS)  # moves by whole pixels: an exact match
+        assert moved[0, 0][street].mean() < min(difference[street].mean() for difference in moved.values()
+                                                if difference is not moved[0, 0])
+        if cloaking.any():
+            assert np.isin(parts[t][cloaking], synth.OBJECT_PARTS).all()
+            assert moved[0, 0][cloaking & visible].mean() > 2 * moved[0, 0][street].mean()
+
+
+def test_the_object_count_is_an_option(tmp_path):
+    root = tmp_path / "many"
+    result = CliRunner().invoke(main, ["synth", str(root), "--train-sequences", "2", "--val-sequences", "0",
+                                       "--height", "64", "--width", "128", "--objects", "7,7"])
+    assert result.exit_code == 0, result.output
+    assert synth.read_synth_summary(str(root))["objects"] == [7, 7]
+    for bad in ("7", "3,x", "5,2", "0,2"):
+        result = CliRunner().invoke(main, ["synth", str(tmp_path / "bad"), "--objects", bad])
+        assert result.exit_code != 0 and "objects" in result.output.lower(), (bad, result.output)
