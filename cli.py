@@ -149,10 +149,12 @@ def _layout_sizes(sizes: dict) -> str:
               type=click.IntRange(min=4), help="Frames per clip (vspw, folders; Cityscapes snippets hold 30).")
 @click.option("--seed", default=defaults.SYNTH_SEED, show_default=True, type=click.IntRange(min=0),
               help="Random seed; the same seed gives byte-identical files.")
+@click.option("--objects", default=",".join(map(str, defaults.SYNTH_OBJECTS)), show_default=True,
+              callback=lambda _ctx, _param, text: _int_pair(text), help="Moving objects per clip: MIN,MAX.")
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset already in OUT_DIR.")
 @user_errors
 def synth(out_dir, layout, train_sequences, val_sequences, test_sequences, height, width, clip_frames, seed,
-          overwrite):
+          objects, overwrite):
     """Write a synthetic video dataset in a layout `vseg convert` reads.
 
     Moving vehicles, pedestrians and cycles look alike ("cloaked") from 1-3 frames before each clip's
@@ -167,7 +169,7 @@ def synth(out_dir, layout, train_sequences, val_sequences, test_sequences, heigh
     summary = make_synthetic_dataset(
         out_dir, layout=layout, train_sequences=train_sequences, val_sequences=val_sequences,
         test_sequences=test_sequences, height=height, width=width, seed=seed, clip_frames=clip_frames,
-        overwrite=overwrite,
+        overwrite=overwrite, objects=objects,
     )
     counts = ", ".join(f"{split} {info['snippets']}" for split, info in summary["splits"].items())
     click.echo(f"Wrote a synthetic {layout}-layout dataset ({summary['height']}x{summary['width']}, seed {seed}) "
@@ -236,6 +238,14 @@ def convert(root, out_dir, layout, splits, height, width, keep_size, frames_befo
                    f"{len(info['shards'])} shards ({megabytes:.1f} MB){skipped}{stray}")
 
 
+def _int_pair(text: str) -> tuple[int, int]:
+    """Parses ``3,5`` into ``(3, 5)``."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise click.BadParameter(f"expected MIN,MAX such as 3,5, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def parse_contexts(text: str) -> list[int]:
     """Parses ``0,1,2,4`` into a list of non-negative ints."""
     try:
@@ -288,6 +298,19 @@ def parse_contexts(text: str) -> list[int]:
               type=click.FloatRange(min=0),
               help="Weight of the temporal loss (ETC's, the report's temporal regularisation): the labelled "
                    "frame's prediction tied to the frame before, warped by DIS optical flow. 0 = off.")
+@click.option("--temporal-loss-target", default=TRAIN_DEFAULTS["temporal_loss_target"], show_default=True,
+              type=click.Choice(defaults.TEMPORAL_LOSS_TARGETS),
+              help="The prediction held fixed: labelled (the frame before learns from it), previous (ETC's) "
+                   "or neither.")
+@click.option("--temporal-loss-normalization", default=TRAIN_DEFAULTS["temporal_loss_normalization"],
+              show_default=True, type=click.Choice(defaults.TEMPORAL_LOSS_NORMALIZATIONS),
+              help="Mean over the occlusion weight (weight) or over every pixel (pixels, ETC's).")
+@click.option("--temporal-loss-occlusion", default=TRAIN_DEFAULTS["temporal_loss_occlusion"], show_default=True,
+              type=click.Choice(defaults.OCCLUSION_METHODS),
+              help="Pixels the loss trusts: where forward and backward flow agree (forward-backward), or ETC's "
+                   "colour match (photometric, which also drops pixels whose look changes).")
+@click.option("--temporal-loss-warmup", default=TRAIN_DEFAULTS["temporal_loss_warmup"], show_default=True,
+              type=click.IntRange(min=0), help="Epochs of cross-entropy alone before the temporal loss starts.")
 @click.option("--supervise", default=TRAIN_DEFAULTS["supervise"], type=click.Choice(defaults.SUPERVISION),
               help="The loss on the labelled frame each window ends at (last) or on every labelled frame of the "
                    "window (all). [default: all for data labelled on several frames per clip, else last]")

@@ -26,7 +26,7 @@ from vseg_keras.models.layers import (
     SpatialSizeCheck,
     UnfoldTime,
 )
-from vseg_keras.models.losses import temporal_consistency_loss
+from vseg_keras.models.losses import TemporalLoss, temporal_consistency_loss
 from vseg_keras.models.remat import set_rematerialization
 from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell
 
@@ -159,8 +159,13 @@ def test_the_loss_by_hand():
     previous = np.log(np.array([[[[0.9, 0.1], [0.25, 0.75]]]], np.float32))
     index = np.array([[[1, 1]]], np.int32)
     weight = np.array([[[1.0, 0.5]]], np.float32)
-    expected = (1.0 * 2 * 0.5**2 + 0.5 * 2 * 0.25**2) / 2
-    assert float(temporal_consistency_loss(logits, previous, index, weight)) == pytest.approx(expected, rel=1e-6)
+    weighted_sum = 1.0 * 2 * 0.5**2 + 0.5 * 2 * 0.25**2
+    by_pixels = temporal_consistency_loss(logits, previous, index, weight, normalization="pixels")
+    assert float(by_pixels) == pytest.approx(weighted_sum / 2, rel=1e-6)  # ETC's: over the N pixels
+    for target in ("labelled", "previous", "neither"):  # the stop-gradient moves no value
+        by_weight = temporal_consistency_loss(logits, previous, index, weight, target, normalization="weight")
+        assert float(by_weight) == pytest.approx(weighted_sum / 1.5, rel=1e-6)  # over the weight
+    assert float(temporal_consistency_loss(logits, previous, index, 0 * weight, normalization="weight")) == 0.0
 
 
 @pytest.mark.parametrize("name", ["vanilla-cgru-small-shallow", "vanilla-none-small-shallow"])
@@ -168,7 +173,7 @@ def test_the_two_frame_decoder_equals_the_sequence_models_last_frames(name):
     model = vm.build_model(name, seed=1)
     frames = np.random.default_rng(2).integers(0, 256, size=(2, 3, 32, 64, 3), dtype=np.uint8)
     sequence = numpy(model(frames, training=False))
-    model.temporal_loss_weight = 0.5
+    model.temporal_loss = TemporalLoss(0.5)
     pair = numpy(model(frames, training=False))
     np.testing.assert_allclose(pair, sequence[:, -2:], rtol=1e-5, atol=1e-5)
     single = numpy(model(frames[:, :1], training=False))  # no frame before: K = 1

@@ -14,7 +14,7 @@ import pytest
 from data_tools.synth import render_labelled_scene
 from vseg_keras.datasets.cityscapes import label_ids_to_train_ids
 from vseg_keras.flow import previous_frame_warp
-from vseg_keras.models.losses import temporal_consistency_loss
+from vseg_keras.models.losses import TemporalLoss, temporal_consistency_loss
 from vseg_keras.train import TrainConfig, TrainingError, train
 
 
@@ -55,6 +55,45 @@ def test_the_loss_is_zero_for_a_consistent_labelling_and_grows_with_flicker():
     assert consistent < 0.01 and flickering > consistent + 0.02
     assert float(temporal_consistency_loss(one_hot_logits(labels[1:]), one_hot_logits(flicker), index,
                                            np.zeros_like(weight))) == 0.0
+
+
+def test_the_forward_backward_check_keeps_a_pixel_whose_look_changes_and_drops_an_occluded_one():
+    """ETC's photometric weight cannot tell a new look (lighting, texture) from an occlusion; the
+    forward-backward check of the flows can."""
+    frames = textured_pair(3)
+    restyled = frames.copy()
+    restyled[0, 1, 12:36, 20:44] = (0.5 * restyled[0, 1, 12:36, 20:44]).astype(np.uint8)  # darker in frame t only
+    inner = (slice(20, 28), slice(28, 36))
+    _, photometric = previous_frame_warp(frames, occlusion="photometric")
+    _, forward_backward = previous_frame_warp(frames, occlusion="forward-backward")
+    assert photometric[0][inner].min() > 0.9 and forward_backward[0][inner].min() == 1.0
+    _, photometric = previous_frame_warp(restyled, occlusion="photometric")
+    _, forward_backward = previous_frame_warp(restyled, occlusion="forward-backward")
+    assert photometric[0][inner].max() < 0.05 and forward_backward[0][inner].mean() > 0.6
+    assert forward_backward[0][:, :2].max() == 0.0  # flow leaving the frame
+    with pytest.raises(ValueError, match="occlusion 'colour': expected one of forward-backward, photometric"):
+        previous_frame_warp(frames, occlusion="colour")
+
+
+def test_the_fixed_prediction_gets_no_gradient_and_the_warm_up_holds_the_term_at_zero():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    logits, previous = (tf.constant(rng.normal(size=(1, 4, 4, 3)).astype("float32")) for _ in range(2))
+    index = np.arange(16, dtype=np.int32).reshape(1, 4, 4)
+    weight = np.ones((1, 4, 4), np.float32)
+    for target, moved in (("labelled", (False, True)), ("previous", (True, False)), ("neither", (True, True))):
+        with tf.GradientTape() as tape:
+            tape.watch([logits, previous])
+            loss = temporal_consistency_loss(logits, previous, index, weight, target)
+        gradients = tape.gradient(loss, [logits, previous])
+        assert [g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients] == list(moved), target
+    term = TemporalLoss(2.0, warmup_steps=10)
+    pair = tf.stack([previous, logits], axis=1)
+    flow = {"previous_index": index, "previous_weight": weight}
+    assert float(term(pair, flow, tf.constant(9))) == 0.0
+    assert float(term(pair, flow, tf.constant(10))) == pytest.approx(
+        2.0 * float(temporal_consistency_loss(logits, previous, index, weight, "labelled", "weight")), rel=1e-6)
 
 
 def test_a_frame_wise_model_trains_with_the_temporal_loss_remat_accumulation_and_mixed_precision(tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vseg_keras.options import FLOW
+from vseg_keras.options import FLOW, OCCLUSION_METHODS
 
 #: The flow methods, the default first.
 FLOW_METHODS = ("dis", "farneback")
@@ -80,23 +80,36 @@ def warp_labels(labels: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.nd
 OCCLUSION_ALPHA = 50.0
 
 
-def previous_frame_warp(frames: np.ndarray, method: str = DEFAULT_FLOW) -> tuple[np.ndarray, np.ndarray]:
+
+def check_occlusion_method(method: str) -> str:
+    """``method`` if it is one of :data:`OCCLUSION_METHODS`, else ``ValueError`` naming them."""
+    if method not in OCCLUSION_METHODS:
+        raise ValueError(f"occlusion {method!r}: expected one of {', '.join(OCCLUSION_METHODS)}")
+    return method
+
+
+def previous_frame_warp(frames: np.ndarray, method: str = DEFAULT_FLOW,
+                        occlusion: str = "photometric") -> tuple[np.ndarray, np.ndarray]:
     """Where each pixel of a window's last frame was in the frame before, and how far to trust it.
 
-    For the temporal loss (``vseg train --temporal-loss``): the flow from the last (labelled) frame
-    ``I_t`` to its predecessor ``I_t-1`` maps every pixel ``x`` of frame ``t`` to ``x + flow[x]`` in frame
-    ``t - 1`` (nearest pixel). Its weight is ETC's occlusion mask computed from the warped-image error,
-    ``exp(-50 * ||I_t[x] - I_t-1[x + flow[x]]||^2)`` with RGB in ``[0, 1]`` (an occluded or mismatched
-    pixel differs in colour), and 0 where the flow leaves the frame.
+    For the temporal loss (``vseg train --temporal-loss``): the flow ``f`` from the last (labelled) frame
+    ``I_t`` to its predecessor ``I_t-1`` maps every pixel ``x`` of frame ``t`` to ``x + f(x)`` in frame
+    ``t - 1`` (nearest pixel). Its weight is 0 where the flow leaves the frame, else by ``occlusion``
+    (:data:`OCCLUSION_METHODS`): ETC's ``exp(-50 * ||I_t[x] - I_t-1[x + f(x)]||^2)`` with RGB in ``[0, 1]``
+    (``"photometric"``: an occluded or mismatched pixel differs in colour), or 1 where the backward flow
+    ``b`` from ``I_t-1`` to ``I_t`` brings the pixel back, ``|f + b(x + f)|^2 <= 0.01 (|f|^2 + |b|^2) + 0.5``,
+    and 0 elsewhere (``"forward-backward"``).
 
     Args:
         frames: uint8 ``[B, T, H, W, 3]``; windows with ``T < 2`` have no predecessor (weights 0).
         method: one of :data:`FLOW_METHODS`.
+        occlusion: one of :data:`OCCLUSION_METHODS`.
 
     Returns:
         ``(index [B, H, W] int32, weight [B, H, W] float32)``: ``index`` is the flat position
         ``y * W + x`` in frame ``t - 1`` (the pixel itself where the weight is 0).
     """
+    check_occlusion_method(occlusion)
     batch, steps, height, width = frames.shape[:4]
     own = np.arange(height * width, dtype=np.int32).reshape(height, width)
     index = np.broadcast_to(own, (batch, height, width)).copy()
@@ -111,7 +124,13 @@ def previous_frame_warp(frames: np.ndarray, method: str = DEFAULT_FLOW) -> tuple
         y = np.rint(grid_y + flow[..., 1]).astype(np.int64)
         inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
         x, y = np.where(inside, x, grid_x), np.where(inside, y, grid_y)
-        error = np.sum(((current.astype(np.float32) - previous[y, x].astype(np.float32)) / 255.0) ** 2, axis=-1)
         index[b] = (y * width + x).astype(np.int32)
-        weight[b] = np.where(inside, np.exp(-OCCLUSION_ALPHA * error), 0.0)
+        if occlusion == "photometric":
+            error = np.sum(((current.astype(np.float32) - previous[y, x].astype(np.float32)) / 255.0) ** 2, axis=-1)
+            trust = np.exp(-OCCLUSION_ALPHA * error)
+        else:
+            back = optical_flow(previous, current, method)[y, x]
+            mismatch = np.sum((flow + back) ** 2, axis=-1)
+            trust = mismatch <= 0.01 * (np.sum(flow**2, axis=-1) + np.sum(back**2, axis=-1)) + 0.5
+        weight[b] = np.where(inside, trust, 0.0)
     return index, weight

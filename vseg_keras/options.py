@@ -45,6 +45,21 @@ CONVERT_SPLITS = ("train", "val")
 LAYOUTS = ("auto", "cityscapes", "vspw", "folders")
 #: ``vseg synth``'s layouts.
 SYNTH_LAYOUTS = ("cityscapes", "vspw", "folders")
+#: ``vseg train --temporal-loss-target``: which prediction of the pair is the fixed target (a stop-gradient):
+#: ``labelled``: the frame before learns from the labelled frame's prediction; ``previous``: the labelled
+#: frame learns from the frame before (ETC's construction); ``neither``: both learn.
+TEMPORAL_LOSS_TARGETS = ("labelled", "previous", "neither")
+#: ``vseg train --temporal-loss-normalization``: ``weight``: a mean over the occlusion weight,
+#: ``sum(w d) / sum(w)``; ``pixels``: over every pixel of the batch, ``sum(w d) / N`` (ETC's).
+TEMPORAL_LOSS_NORMALIZATIONS = ("weight", "pixels")
+#: ``vseg train --temporal-loss-occlusion``: how the temporal loss finds the pixels of the labelled frame that
+#: were visible in the frame before: ``photometric``: ETC's weight ``exp(-50 ||I_t(x) - I_t-1(x + f(x))||^2)``,
+#: which also drops pixels whose look changes (lighting, a new texture); ``forward-backward``: 1 where the
+#: flow back to the frame before and the flow forward from it agree, else 0 (Sundaram et al., ECCV 2010).
+OCCLUSION_METHODS = ("forward-backward", "photometric")
+#: The options that only mean something with ``temporal_loss`` above 0.
+TEMPORAL_LOSS_SETTINGS = ("temporal_loss_target", "temporal_loss_normalization", "temporal_loss_occlusion",
+                          "temporal_loss_warmup")
 #: ``vseg train --supervise``: the loss on the window's last labelled frame, or on every labelled frame.
 SUPERVISION = ("last", "all")
 #: ``vseg synth``: snippets per split and frame size (height, width).
@@ -55,6 +70,8 @@ SYNTH_FRAME_SIZES = {"cityscapes": SYNTH_FRAME_SIZE, "vspw": (60, 107), "folders
 #: ``vseg synth``: frames per clip of the vspw and folders layouts (Cityscapes snippets hold 30).
 SYNTH_CLIP_FRAMES = 20
 SYNTH_SEED = 0
+#: ``vseg synth``: moving objects per clip (at least, at most).
+SYNTH_OBJECTS = (3, 5)
 #: Output folder of ``vseg demo``.
 DEMO_DIR = "demo"
 
@@ -152,13 +169,19 @@ class TrainConfig:
     full_windows: bool = False
     logical_cpus: int = 0
     temporal_loss: float = 0.0
+    temporal_loss_target: str = "labelled"
+    temporal_loss_normalization: str = "weight"
+    temporal_loss_occlusion: str = "photometric"
+    temporal_loss_warmup: int = 0
     supervise: str | None = None
     # Options that may differ when a run is resumed (extending it is allowed; a run dir made before
     # full_windows existed was trained with full windows and resumes with whatever is asked now).
     RESUMABLE_CHANGES: tuple[str, ...] = field(default=("epochs", "remat", "full_windows"), init=False, repr=False)
     # What a run dir made before an option existed was trained with (else: the option's default).
-    PREDATING_VALUES: tuple[tuple[str, Any], ...] = field(default=(("supervise", "last"), ("num_classes", NUM_CLASSES)),
-                                                          init=False, repr=False)
+    PREDATING_VALUES: tuple[tuple[str, Any], ...] = field(
+        default=(("supervise", "last"), ("num_classes", NUM_CLASSES), ("temporal_loss_target", "neither"),
+                 ("temporal_loss_normalization", "pixels"), ("temporal_loss_occlusion", "photometric")),
+        init=False, repr=False)
 
     def __post_init__(self) -> None:
         from vseg_keras.models.registry import get_model_config
@@ -166,6 +189,17 @@ class TrainConfig:
         config = get_model_config(self.model)
         if self.temporal_loss < 0:
             raise ValueError(f"temporal_loss must be >= 0, got {self.temporal_loss}")
+        if self.temporal_loss_target not in TEMPORAL_LOSS_TARGETS:
+            raise ValueError(f"temporal_loss_target must be one of {', '.join(TEMPORAL_LOSS_TARGETS)}, "
+                             f"got {self.temporal_loss_target!r}")
+        if self.temporal_loss_normalization not in TEMPORAL_LOSS_NORMALIZATIONS:
+            raise ValueError(f"temporal_loss_normalization must be one of {', '.join(TEMPORAL_LOSS_NORMALIZATIONS)}, "
+                             f"got {self.temporal_loss_normalization!r}")
+        if self.temporal_loss_occlusion not in OCCLUSION_METHODS:
+            raise ValueError(f"temporal_loss_occlusion must be one of {', '.join(OCCLUSION_METHODS)}, "
+                             f"got {self.temporal_loss_occlusion!r}")
+        if self.temporal_loss_warmup < 0:
+            raise ValueError(f"temporal_loss_warmup must be >= 0, got {self.temporal_loss_warmup}")
         if self.temporal_loss > 0 and self.full_windows:
             raise ValueError("--temporal-loss needs causal windows (the labelled frame last); drop --full-windows")
         if self.supervise not in (None, *SUPERVISION):
@@ -199,4 +233,7 @@ class TrainConfig:
         values.pop("RESUMABLE_CHANGES")
         values.pop("PREDATING_VALUES")
         values["crop"] = list(self.crop) if self.crop else None
+        if not self.temporal_loss:  # its settings mean nothing without it (and runs before them resume)
+            for name in TEMPORAL_LOSS_SETTINGS:
+                values.pop(name)
         return values

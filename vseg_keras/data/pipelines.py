@@ -17,7 +17,7 @@ from vseg_keras.data.decoding import batch_finisher, decode_window, split_label_
 from vseg_keras.data.reading import AUTOTUNE, read_snippets, with_options
 from vseg_keras.data.splits import SplitInfo, check_positive, split_info
 from vseg_keras.data.windows import eval_window_selector, train_window_selector
-from vseg_keras.flow import check_flow_method, previous_frame_warp
+from vseg_keras.flow import check_flow_method, check_occlusion_method, previous_frame_warp
 from vseg_keras.options import EVAL_CONTEXT, EVAL_SPLIT, TrainConfig
 
 TRAIN_SEQ_LEN = TrainConfig.defaults()["seq_len"]
@@ -87,6 +87,7 @@ def make_train_dataset(
     full_windows: bool = False,
     every_label: bool = False,
     previous_frame_flow: str | None = None,
+    previous_frame_occlusion: str = "photometric",
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     seed: int | None = None,
     repeat: bool = True,
@@ -136,6 +137,7 @@ def make_train_dataset(
             ``previous_index`` int32 and ``previous_weight`` float32 ``[B, H, W]``
             (:func:`vseg_keras.flow.previous_frame_warp`, computed on the augmented uint8 frames in
             a parallel map).
+        previous_frame_occlusion: how that warp's weight is found (:data:`vseg_keras.flow.OCCLUSION_METHODS`).
         shuffle_buffer: size of the shuffle buffer in windows. It holds ``shuffle_buffer * seq_len``
             encoded PNGs (about 0.6 MB each at 512x1024, so ~190 MB for 64 x 5) and is filled before the
             first batch; shard order is shuffled too (except under multi-worker sharding). 0 or 1: off.
@@ -160,6 +162,7 @@ def make_train_dataset(
     check_positive(batch_size=batch_size, seq_len=seq_len, max_frame_skip=max_frame_skip)
     if previous_frame_flow is not None:
         check_flow_method(previous_frame_flow)
+        check_occlusion_method(previous_frame_occlusion)
         if full_windows or every_label:
             raise ValueError("the temporal loss needs causal windows supervised on their last frame "
                              "(not full windows, nor every labelled frame)")
@@ -171,7 +174,7 @@ def make_train_dataset(
     window_lut, batch_lut = split_label_map(info.label_lut(void_as_class))
     finish = [batch_finisher(window_len, flip, every_label, batch_lut)]
     if previous_frame_flow is not None:
-        finish.append(_previous_frame_warper(previous_frame_flow, height, width))
+        finish.append(_previous_frame_warper(previous_frame_flow, previous_frame_occlusion, height, width))
     return _window_pipeline(
         info,
         select=train_window_selector(seq_len, max_frame_skip, full_windows, every_label),
@@ -282,11 +285,11 @@ def _train_loader(info: SplitInfo, window_len: int | None, crop, scale_range, fl
     return load
 
 
-def _previous_frame_warper(method: str, height: int, width: int):
+def _previous_frame_warper(method: str, occlusion: str, height: int, width: int):
     """``(frames, labels) -> (frames, {labels, previous_index, previous_weight})`` for a batch (OpenCV flow)."""
 
     def warp(frames: tf.Tensor, labels: tf.Tensor):
-        index, weight = tf.numpy_function(lambda f: previous_frame_warp(f, method), [frames],
+        index, weight = tf.numpy_function(lambda f: previous_frame_warp(f, method, occlusion), [frames],
                                           [tf.int32, tf.float32], stateful=False)
         shape = [frames.shape[0], height, width]
         return frames, {"labels": labels, "previous_index": tf.ensure_shape(index, shape),

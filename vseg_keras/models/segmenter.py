@@ -10,7 +10,7 @@ from keras import ops
 from vseg_keras.constants import NUM_CLASSES
 from vseg_keras.models.kernels import on_tensorflow
 from vseg_keras.models.layers import FoldTime, FrameNormalization, UnfoldTime, unfold_time
-from vseg_keras.models.losses import temporal_consistency_loss
+from vseg_keras.models.losses import TemporalLoss
 from vseg_keras.models.unet import VideoUNetBackbone
 
 
@@ -69,15 +69,15 @@ class VideoSegmenter(keras.Model):
     #: the export are the full sequence model.
     outputs_last_frame: bool = False
 
-    #: Runtime switch (not saved) for the temporal loss: when above 0, calling the model returns
+    #: Runtime switch (not saved) for the temporal loss: when set, calling the model returns
     #: the logits of the last two frames ``[B, K, H, W, num_classes]`` (``K = min(T, 2)``, the
-    #: labelled frame last, :meth:`last_frames_logits`), and the loss adds this weight times
-    #: :func:`~vseg_keras.models.losses.temporal_consistency_loss`; labels then come as a dict
+    #: labelled frame last, :meth:`last_frames_logits`), and the loss adds this
+    #: :class:`~vseg_keras.models.losses.TemporalLoss`; labels then come as a dict
     #: (see :meth:`compute_loss`). Overrides :attr:`outputs_last_frame`.
-    temporal_loss_weight: float = 0.0
+    temporal_loss: TemporalLoss | None = None
 
     def call(self, inputs, training=None, mask=None):
-        if self.temporal_loss_weight > 0:
+        if self.temporal_loss is not None:
             return self.last_frames_logits(inputs, 2, training=training)
         if self.outputs_last_frame:
             return self.last_frame_logits(inputs, training=training)
@@ -85,7 +85,7 @@ class VideoSegmenter(keras.Model):
 
     def compute_output_spec(self, inputs, training=None, mask=None):
         spec = super().compute_output_spec(inputs, training=training, mask=mask)
-        if self.temporal_loss_weight > 0:
+        if self.temporal_loss is not None:
             return keras.KerasTensor((spec.shape[0], None, *spec.shape[2:]), dtype=spec.dtype)
         if not self.outputs_last_frame:
             return spec
@@ -195,7 +195,7 @@ class VideoSegmenter(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras' loss computation on :meth:`labelled_frames` only, plus the temporal loss when on.
 
-        With :attr:`temporal_loss_weight` above 0, ``y`` is a dict: ``labels`` ``[B, H, W]`` of the
+        With :attr:`temporal_loss` set, ``y`` is a dict: ``labels`` ``[B, H, W]`` of the
         labelled frame, and ``previous_index`` and ``previous_weight`` ``[B, H, W]``, the flow to the
         frame before it (:func:`vseg_keras.flow.previous_frame_warp`); ``y_pred`` is
         ``[B, K, H, W, C]`` from :meth:`last_frames_logits`.
@@ -203,8 +203,7 @@ class VideoSegmenter(keras.Model):
         labels, logits = self._scored(y, y_pred, sample_weight)
         loss = super().compute_loss(x=x, y=labels, y_pred=logits, sample_weight=sample_weight, training=training)
         if isinstance(y, dict):  # training batches of the temporal loss (validation ones have labels only)
-            loss = loss + self.temporal_loss_weight * temporal_consistency_loss(
-                y_pred[:, -1], y_pred[:, 0], y["previous_index"], y["previous_weight"])
+            loss = loss + self.temporal_loss(y_pred, y, self.optimizer.iterations)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -215,7 +214,7 @@ class VideoSegmenter(keras.Model):
     def _scored(self, y, y_pred, sample_weight):
         """The labels and logits that the loss and metrics score: with the temporal loss the labelled
         frame's (``y`` a dict in training, its labels alone in validation), else :meth:`labelled_frames`."""
-        if self.temporal_loss_weight > 0:
+        if self.temporal_loss is not None:
             return (y["labels"] if isinstance(y, dict) else y), y_pred[:, -1]
         return self.labelled_frames(y, y_pred, sample_weight)
 

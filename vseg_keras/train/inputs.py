@@ -61,6 +61,7 @@ def _pipeline_options(config: TrainConfig, per_replica: int, val_crop: tuple[int
         "full_windows": config.full_windows,
         "every_label": config.supervise == "all",
         "previous_frame_flow": FLOW if config.temporal_loss > 0 else None,
+        "previous_frame_occlusion": config.temporal_loss_occlusion,
         "seed": config.seed,
     }
     val_options = {"batch_size": per_replica, "context": config.val_context, "void_as_class": config.void_as_class,

@@ -17,7 +17,7 @@ from vseg_keras.train import run_dir as runs
 from vseg_keras.train.callbacks import run_callbacks
 from vseg_keras.train.inputs import make_training_inputs
 from vseg_keras.train.multi_worker import fit_multi_worker
-from vseg_keras.train.recipe import build_training_model, precision_policy
+from vseg_keras.train.recipe import build_training_model, precision_policy, temporal_loss_of
 
 
 def train(
@@ -53,6 +53,7 @@ def train(
     spec = data.dataset_spec(data_dir)  # reads the manifest: one line if there is none
     config = for_data(config, data_dir, spec)
     _check_data(data_dir, config)
+    temporal_loss_of(config, steps_per_epoch=1)  # refuses what this backend cannot run, before RUN_DIR is written
     placement = make_placement(config.logical_cpus)
     if config.batch_size % placement.replicas:
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {placement.replicas} replicas")
@@ -118,14 +119,14 @@ def _check_data(data_dir: str, config: TrainConfig) -> None:
 def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, state: dict, log, verbose, callbacks):
     """Builds (or resumes) the model and the inputs and runs the remaining epochs; returns the NaN guard."""
     epochs_done = int(state.get("epochs_done", 0))
+    inputs = make_training_inputs(data_dir, config, placement)
     with placement.scope():
-        model = build_training_model(config, spec)
+        model = build_training_model(config, spec, inputs.steps)
         if epochs_done:
             model.optimizer.build(model.trainable_variables)
             with files.local_copy(files.join(run_dir, runs.BACKUP_DIR, state["weights"])) as weights:
                 model.load_weights(weights)
             log(f"resuming after epoch {epochs_done} from {files.join(run_dir, runs.BACKUP_DIR)}")
-    inputs = make_training_inputs(data_dir, config, placement)
     log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch"
         + (f" (centre crops of {config.crop[0]}x{config.crop[1]})" if inputs.val_crop else ""))
     nan_guard, own_callbacks = run_callbacks(run_dir, placement.chief, inputs.sample, spec)
@@ -161,7 +162,10 @@ def _describe_windows(config: TrainConfig) -> str:
         return f"windows: full, {config.seq_len} frames, decoder on every frame{every}"
     if config.temporal_loss > 0:
         return (f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on it and the "
-                f"frame before; temporal loss {config.temporal_loss:g} (DIS flow)")
+                f"frame before; temporal loss {config.temporal_loss:g} (DIS flow, {config.temporal_loss_target} "
+                f"prediction fixed, {config.temporal_loss_normalization}-normalised, "
+                f"{config.temporal_loss_occlusion} occlusion"
+                + (f", from epoch {config.temporal_loss_warmup + 1}" if config.temporal_loss_warmup else "") + ")")
     if config.supervise == "all":
         return (f"windows: causal, 1-{config.seq_len} frames ending at a labelled frame, decoder on every frame, "
                 "loss on every labelled frame of the window")

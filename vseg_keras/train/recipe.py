@@ -9,6 +9,7 @@ import keras
 
 from vseg_keras.datasets import IGNORE_INDEX, DatasetSpec
 from vseg_keras.distribute import mixed_precision_policy
+from vseg_keras.models.losses import TemporalLoss
 from vseg_keras.models.metrics import DatasetMeanIoU
 from vseg_keras.models.registry import build_model
 from vseg_keras.models.remat import set_rematerialization
@@ -40,18 +41,30 @@ def _miou_metric(num_classes: int, spec: DatasetSpec | None) -> DatasetMeanIoU:
                           name="miou")
 
 
-def build_training_model(config: TrainConfig, spec: DatasetSpec) -> VideoSegmenter:
+def temporal_loss_of(config: TrainConfig, steps_per_epoch: int) -> TemporalLoss | None:
+    """The run's temporal term (``None`` when ``config.temporal_loss`` is 0), its warm-up in optimizer steps."""
+    if not config.temporal_loss:
+        return None
+    if config.temporal_loss_warmup and keras.backend.backend() == "jax":
+        # JAX traces the train step with the optimizer's step count as a constant: the switch would never flip.
+        raise ValueError("--temporal-loss-warmup needs the tensorflow or torch backend (under JAX the loss "
+                         "would stay off); leave it out or set KERAS_BACKEND")
+    return TemporalLoss(config.temporal_loss, config.temporal_loss_target, config.temporal_loss_normalization,
+                        config.temporal_loss_warmup * steps_per_epoch)
+
+
+def build_training_model(config: TrainConfig, spec: DatasetSpec, steps_per_epoch: int = 1) -> VideoSegmenter:
     """``config.model``, freshly initialised for the dataset ``spec`` (its logits, and the spec it carries),
     with its training switches set and compiled.
 
     The switches: rematerialisation (``remat``), what the loss reads (the labelled frame only, unless
-    ``full_windows`` or ``supervise="all"``) and the temporal loss weight. Call it inside the placement's
-    scope.
+    ``full_windows`` or ``supervise="all"``) and the temporal loss (its warm-up counted in
+    ``steps_per_epoch``). Call it inside the placement's scope.
     """
     model = build_model(config.model, num_classes=spec.num_logits, seed=config.seed, dataset=spec.to_json())
     set_rematerialization(model, config.remat)
     model.outputs_last_frame = not config.full_windows and config.supervise != "all"
-    model.temporal_loss_weight = config.temporal_loss
+    model.temporal_loss = temporal_loss_of(config, steps_per_epoch)
     compile_for_training(model, config, spec)
     return model
 

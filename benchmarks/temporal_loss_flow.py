@@ -1,0 +1,141 @@
+"""How good are the temporal loss's flow and occlusion weight? (``temporal_loss_study.py flow``)
+
+On clips of the study's synthetic tasks, whose true motion the generator renders
+(:func:`data_tools.synthetic_scene.render_clip_with_motion`), for the last frames before each key frame:
+
+- the end-point error of DIS flow (what ``vseg train --temporal-loss`` uses) against the true flow;
+- the occlusion weight (:data:`vseg_keras.flow.OCCLUSION_METHODS`: ETC's photometric one and the
+  forward-backward check, with DIS flow; the photometric one with the true flow): its mean and its coverage
+  (share of pixels above 0.5) on pixels truly visible in the frame before, on truly hidden ones, and on
+  objects whose look changes (the cloak starts);
+- the temporal consistency of the ground truth itself, measured as ``vseg evaluate`` measures TC (DIS flow)
+  and with the true flow: the ceiling a perfect model reaches;
+- with ``--video PATH``, the weight's mean and coverage on any video (no ground truth needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from data_tools.synthetic_scene import OBJECT_PARTS, PARTS, render_clip_with_motion
+from vseg_keras.datasets.spec import generic_spec
+from vseg_keras.flow import OCCLUSION_ALPHA, OCCLUSION_METHODS, optical_flow, previous_frame_warp
+from vseg_keras.metrics import confusion_matrix, temporal_consistency_scores
+
+#: Clips per task and frames before the key frame that are measured (as ``--context 4``).
+CLIPS = 24
+FRAMES = 5
+
+
+def photometric_weight(current: np.ndarray, previous: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """ETC's occlusion weight of every pixel of ``current`` for ``flow`` to ``previous`` (0 outside)."""
+    height, width = current.shape[:2]
+    grid_y, grid_x = np.mgrid[0:height, 0:width]
+    x = np.rint(grid_x + flow[..., 0]).astype(int)
+    y = np.rint(grid_y + flow[..., 1]).astype(int)
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    x, y = np.where(inside, x, grid_x), np.where(inside, y, grid_y)
+    error = np.sum(((current.astype(np.float32) - previous[y, x].astype(np.float32)) / 255.0) ** 2, axis=-1)
+    return np.where(inside, np.exp(-OCCLUSION_ALPHA * error), 0.0)
+
+
+def _warp_back(labels: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``labels`` of frame ``t - 1`` seen from frame ``t`` through ``flow`` (nearest), and where it lands inside."""
+    height, width = labels.shape
+    grid_y, grid_x = np.mgrid[0:height, 0:width]
+    x = np.rint(grid_x + flow[..., 0]).astype(int)
+    y = np.rint(grid_y + flow[..., 1]).astype(int)
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    return labels[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)], inside
+
+
+def _part_spec():
+    spec = generic_spec(len(PARTS))
+    classes = tuple(dataclasses.replace(info, name=PARTS[i], scored=PARTS[i] != "hood")
+                    for i, info in enumerate(spec.classes))
+    return dataclasses.replace(spec, classes=classes)
+
+
+def task_flow_quality(task: dict) -> dict:
+    """The measurements above on :data:`CLIPS` clips of one task (``seed``, ``height``, ``width``, ``objects``)."""
+    sums: dict[str, list] = {}
+    size = len(PARTS) + 1
+    tc_pairs = {"dis": [], "true": []}
+
+    def add(key, values):
+        sums.setdefault(key, []).append(np.asarray(values, np.float64).ravel())
+
+    for clip in range(CLIPS):
+        rng = np.random.default_rng([task["seed"], 99, clip])
+        frames, parts, motion = render_clip_with_motion(rng, task["height"], task["width"], FRAMES, FRAMES - 1,
+                                                        tuple(task["objects"]))
+        for t in range(1, FRAMES):
+            true_flow, visible, cloaking = motion[t]
+            dis_flow = optical_flow(frames[t], frames[t - 1])
+            error = np.linalg.norm(dis_flow - true_flow, axis=-1)
+            objects = np.isin(parts[t], OBJECT_PARTS)
+            add("epe_all", error)
+            add("epe_objects", error[objects])
+            add("epe_street", error[~objects])
+            changed = cloaking & visible
+            pair = np.stack([frames[t - 1], frames[t]])[None]
+            weights = {f"dis_{occlusion}": previous_frame_warp(pair, "dis", occlusion)[1][0]
+                       for occlusion in OCCLUSION_METHODS}
+            weights["true_photometric"] = photometric_weight(frames[t], frames[t - 1], true_flow)
+            for name, weight in weights.items():
+                add(f"weight_{name}_visible", weight[visible])
+                add(f"weight_{name}_hidden", weight[~visible])
+                add(f"weight_{name}_look_changes", weight[changed])
+            for name, flow in (("dis", dis_flow), ("true", true_flow)):
+                warped, inside = _warp_back(parts[t - 1], flow)
+                tc_pairs[name].append(confusion_matrix(parts[t][inside], warped[inside], len(PARTS)))
+    spec = _part_spec()
+    result = {}
+    for key, chunks in sums.items():
+        values = np.concatenate(chunks)
+        if key.startswith("epe"):
+            result[key] = {"mean_px": float(values.mean()), "share_over_1px": float((values > 1).mean())}
+        else:
+            result[key] = {"mean": float(values.mean()) if values.size else None,
+                           "coverage_over_0.5": float((values > 0.5).mean()) if values.size else None,
+                           "pixels": int(values.size)}
+    for name, pairs in tc_pairs.items():
+        scores = temporal_consistency_scores(np.asarray(pairs).reshape(-1, size, size), spec)
+        result[f"ground_truth_tc_{name}_flow"] = scores["temporal_consistency"]
+        result[f"ground_truth_objects_tc_{name}_flow"] = float(np.mean(
+            [scores["per_class_temporal_consistency"][PARTS[p]] for p in OBJECT_PARTS]))
+    return result
+
+
+def video_weight(path: str, max_pairs: int = 200) -> dict:
+    """The occlusion weights' mean and coverage with DIS flow on consecutive frames of any video."""
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    weights, previous = [], None
+    while len(weights) < max_pairs:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if previous is not None:
+            weights.append(np.stack([previous_frame_warp(np.stack([previous, frame])[None], "dis", occlusion)[1][0]
+                                     for occlusion in OCCLUSION_METHODS]))
+        previous = frame
+    capture.release()
+    if not weights:
+        raise ValueError(f"{path}: no two frames could be read")
+    values = np.stack(weights)  # [pairs, method, H, W]
+    return {"video": path, "pairs": len(weights), **{
+        occlusion: {"mean": float(values[:, m].mean()), "coverage_over_0.5": float((values[:, m] > 0.5).mean())}
+        for m, occlusion in enumerate(OCCLUSION_METHODS)}}
+
+
+def flow_study(tasks: dict, video: str | None = None) -> dict:
+    """:func:`task_flow_quality` of every task (name -> settings), and :func:`video_weight` of ``video`` if given."""
+    result = {name: task_flow_quality(task) for name, task in tasks.items()}
+    if video:
+        result["video"] = video_weight(video)
+    return result
