@@ -296,12 +296,18 @@ def parse_contexts(text: str) -> list[int]:
                    "at the labelled frame (decoder there only; same gradients, BatchNorm statistics aside).")
 @click.option("--temporal-loss", default=TRAIN_DEFAULTS["temporal_loss"], show_default=True,
               type=click.FloatRange(min=0),
-              help="Weight of the temporal loss (ETC's, the report's temporal regularisation): the labelled "
-                   "frame's prediction tied to the frame before, warped by DIS optical flow. 0 = off.")
+              help="Weight of the temporal loss (the report's temporal regularisation, after ETC; 1 is the "
+                   "recommended strength): the frame before the labelled one learns its labels, warped by DIS "
+                   "optical flow (docs/TEMPORAL_LOSS.md). 0 = off.")
 @click.option("--temporal-loss-target", default=TRAIN_DEFAULTS["temporal_loss_target"], show_default=True,
               type=click.Choice(defaults.TEMPORAL_LOSS_TARGETS),
-              help="The prediction held fixed: labelled (the frame before learns from it), previous (ETC's) "
-                   "or neither.")
+              help="What the frame before learns: the labelled frame's labels (labels) or prediction (labelled); "
+                   "or the labelled frame learns the frame before's prediction (previous, ETC's), or both "
+                   "predictions learn from each other (neither).")
+@click.option("--temporal-loss-distance", default=TRAIN_DEFAULTS["temporal_loss_distance"], show_default=True,
+              type=click.Choice(defaults.TEMPORAL_LOSS_DISTANCES),
+              help="Per pixel: the KL divergence from the target's class distribution (kl) or ETC's squared "
+                   "distance of the probabilities (squared).")
 @click.option("--temporal-loss-normalization", default=TRAIN_DEFAULTS["temporal_loss_normalization"],
               show_default=True, type=click.Choice(defaults.TEMPORAL_LOSS_NORMALIZATIONS),
               help="Mean over the occlusion weight (weight) or over every pixel (pixels, ETC's).")

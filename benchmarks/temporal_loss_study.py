@@ -40,9 +40,9 @@ CONTEXT = 4
 
 
 def _loss(weight: float = 1.0, target: str = "labelled", normalization: str = "weight",
-          occlusion: str = "photometric", warmup: int = 0) -> dict:
+          occlusion: str = "photometric", warmup: int = 0, distance: str = "squared") -> dict:
     return {"temporal_loss": weight, "temporal_loss_target": target, "temporal_loss_normalization": normalization,
-            "temporal_loss_occlusion": occlusion, "temporal_loss_warmup": warmup}
+            "temporal_loss_occlusion": occlusion, "temporal_loss_warmup": warmup, "temporal_loss_distance": distance}
 
 
 VARIANTS = {
@@ -60,6 +60,15 @@ VARIANTS = {
     "fb-previous": _loss(target="previous", occlusion="forward-backward"),
     **{f"fb-w{w:g}": _loss(w, occlusion="forward-backward") for w in (0.1, 0.3, 3.0, 10.0, 30.0)},
     **{f"w{w:g}": _loss(w) for w in (0.1, 0.3, 3.0, 10.0, 30.0)},
+    "kl-fb": _loss(distance="kl", occlusion="forward-backward"),
+    "labels-fb": _loss(target="labels", distance="kl", occlusion="forward-backward"),
+    "labels-photometric": _loss(target="labels", distance="kl"),
+    "kl-photometric": _loss(distance="kl"),
+    "kl-fb-neither": _loss(distance="kl", occlusion="forward-backward", target="neither"),
+    "kl-fb-previous": _loss(distance="kl", occlusion="forward-backward", target="previous"),
+    "kl-fb-pixels": _loss(distance="kl", occlusion="forward-backward", normalization="pixels"),
+    "kl-fb-warmup": _loss(distance="kl", occlusion="forward-backward", warmup=12),
+    **{f"kl-fb-w{w:g}": _loss(w, distance="kl", occlusion="forward-backward") for w in (0.3, 3.0, 10.0)},
 }
 
 
@@ -109,7 +118,8 @@ class GradientNorms:
                     ce = cross_entropy(y["labels"], pair[:, -1])
                     temporal = temporal_consistency_loss(pair[:, -1], pair[:, 0], y["previous_index"],
                                                          y["previous_weight"], config.temporal_loss_target,
-                                                         config.temporal_loss_normalization)
+                                                         config.temporal_loss_normalization,
+                                                         config.temporal_loss_distance, y["labels"])
                 norms = [tf.linalg.global_norm([g for g in tape.gradient(term, variables) if g is not None])
                          for term in (ce, temporal)]
                 return ce, temporal, norms[0], norms[1]

@@ -166,6 +166,22 @@ def test_the_loss_by_hand():
         by_weight = temporal_consistency_loss(logits, previous, index, weight, target, normalization="weight")
         assert float(by_weight) == pytest.approx(weighted_sum / 1.5, rel=1e-6)  # over the weight
     assert float(temporal_consistency_loss(logits, previous, index, 0 * weight, normalization="weight")) == 0.0
+    # KL from the target's distribution q to the other's r: sum_c q_c log(q_c / r_c) per pixel.
+    labelled_q = [[0.75, 0.25], [0.5, 0.5]]  # the labelled frame's pixels; both look up previous pixel 1
+    kl = [sum(q * np.log(q / r) for q, r in zip(qs, [0.25, 0.75], strict=True)) for qs in labelled_q]
+    by_kl = temporal_consistency_loss(logits, previous, index, weight, "labelled", "weight", "kl")
+    assert float(by_kl) == pytest.approx((1.0 * kl[0] + 0.5 * kl[1]) / 1.5, rel=1e-5)
+    previous_q = [0.25, 0.75]  # target "previous": q is the warped previous frame's
+    kl = [sum(q * np.log(q / r) for q, r in zip(previous_q, rs, strict=True)) for rs in labelled_q]
+    by_kl = temporal_consistency_loss(logits, previous, index, weight, "previous", "pixels", "kl")
+    assert float(by_kl) == pytest.approx((1.0 * kl[0] + 0.5 * kl[1]) / 2, rel=1e-5)
+    # The labelled frame's ground truth as the target: the previous frame's warped cross-entropy; pixel 1 is
+    # unlabelled (255) and weighs nothing.
+    truth = np.array([[[0, 255]]], np.uint8)
+    by_labels = temporal_consistency_loss(logits, previous, index, weight, "labels", "weight", "kl", labels=truth)
+    assert float(by_labels) == pytest.approx(-np.log(0.25), rel=1e-5)
+    by_labels = temporal_consistency_loss(logits, previous, index, weight, "labels", "pixels", "squared", truth)
+    assert float(by_labels) == pytest.approx((0.75**2 + 0.75**2) / 2, rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["vanilla-cgru-small-shallow", "vanilla-none-small-shallow"])

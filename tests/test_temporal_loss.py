@@ -82,18 +82,22 @@ def test_the_fixed_prediction_gets_no_gradient_and_the_warm_up_holds_the_term_at
     logits, previous = (tf.constant(rng.normal(size=(1, 4, 4, 3)).astype("float32")) for _ in range(2))
     index = np.arange(16, dtype=np.int32).reshape(1, 4, 4)
     weight = np.ones((1, 4, 4), np.float32)
-    for target, moved in (("labelled", (False, True)), ("previous", (True, False)), ("neither", (True, True))):
-        with tf.GradientTape() as tape:
-            tape.watch([logits, previous])
-            loss = temporal_consistency_loss(logits, previous, index, weight, target)
-        gradients = tape.gradient(loss, [logits, previous])
-        assert [g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients] == list(moved), target
+    truth = rng.integers(0, 3, size=(1, 4, 4))
+    for target, moved in (("labelled", (False, True)), ("previous", (True, False)), ("neither", (True, True)),
+                          ("labels", (False, True))):
+        for distance in ("kl", "squared"):
+            with tf.GradientTape() as tape:
+                tape.watch([logits, previous])
+                loss = temporal_consistency_loss(logits, previous, index, weight, target, distance=distance,
+                                                 labels=truth)
+            gradients = tape.gradient(loss, [logits, previous])
+            assert [g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients] == list(moved), target
     term = TemporalLoss(2.0, warmup_steps=10)
     pair = tf.stack([previous, logits], axis=1)
     flow = {"previous_index": index, "previous_weight": weight}
     assert float(term(pair, flow, tf.constant(9))) == 0.0
     assert float(term(pair, flow, tf.constant(10))) == pytest.approx(
-        2.0 * float(temporal_consistency_loss(logits, previous, index, weight, "labelled", "weight")), rel=1e-6)
+        2.0 * float(temporal_consistency_loss(logits, previous, index, weight, "labelled", "weight", "kl")), rel=1e-6)
 
 
 def test_a_frame_wise_model_trains_with_the_temporal_loss_remat_accumulation_and_mixed_precision(tmp_path):
@@ -106,7 +110,7 @@ def test_a_frame_wise_model_trains_with_the_temporal_loss_remat_accumulation_and
     lines = []
     summary = train(data_dir, run_dir, config, log=lines.append, verbose=0)
     assert summary["epochs_done"] == 1 and summary["best_miou"] is not None
-    assert any("temporal loss 0.5 (DIS flow)" in line for line in lines)
+    assert any("temporal loss 0.5 (DIS flow, target " in line for line in lines)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["options"]["temporal_loss"] == 0.5
     with pytest.raises(TrainingError, match=r"other options \(seq_len: 2 -> 1, temporal_loss: 0.5 -> 0.0\)"):
         train(data_dir, run_dir, TrainConfig(**{**config.__dict__, "epochs": 2, "temporal_loss": 0.0}), verbose=0)

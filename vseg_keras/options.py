@@ -45,10 +45,11 @@ CONVERT_SPLITS = ("train", "val")
 LAYOUTS = ("auto", "cityscapes", "vspw", "folders")
 #: ``vseg synth``'s layouts.
 SYNTH_LAYOUTS = ("cityscapes", "vspw", "folders")
-#: ``vseg train --temporal-loss-target``: which prediction of the pair is the fixed target (a stop-gradient):
-#: ``labelled``: the frame before learns from the labelled frame's prediction; ``previous``: the labelled
-#: frame learns from the frame before (ETC's construction); ``neither``: both learn.
-TEMPORAL_LOSS_TARGETS = ("labelled", "previous", "neither")
+#: ``vseg train --temporal-loss-target``: what the frame pair is tied to: ``labels``: the frame before learns
+#: the labelled frame's ground truth, warped to it; ``labelled``: the frame before learns from the labelled
+#: frame's prediction (held fixed, a stop-gradient); ``previous``: the labelled frame learns from the frame
+#: before (ETC's construction); ``neither``: both predictions learn from each other.
+TEMPORAL_LOSS_TARGETS = ("labels", "labelled", "previous", "neither")
 #: ``vseg train --temporal-loss-normalization``: ``weight``: a mean over the occlusion weight,
 #: ``sum(w d) / sum(w)``; ``pixels``: over every pixel of the batch, ``sum(w d) / N`` (ETC's).
 TEMPORAL_LOSS_NORMALIZATIONS = ("weight", "pixels")
@@ -57,9 +58,14 @@ TEMPORAL_LOSS_NORMALIZATIONS = ("weight", "pixels")
 #: which also drops pixels whose look changes (lighting, a new texture); ``forward-backward``: 1 where the
 #: flow back to the frame before and the flow forward from it agree, else 0 (Sundaram et al., ECCV 2010).
 OCCLUSION_METHODS = ("forward-backward", "photometric")
+#: ``vseg train --temporal-loss-distance``: how two class distributions are compared per pixel:
+#: ``kl``: the Kullback-Leibler divergence from the target's to the other (the cross-entropy's units and
+#: gradients: ``p - q`` per logit, also where the prediction is confident); ``squared``: ETC's squared distance
+#: of the probabilities (its gradient vanishes where the softmax saturates).
+TEMPORAL_LOSS_DISTANCES = ("kl", "squared")
 #: The options that only mean something with ``temporal_loss`` above 0.
-TEMPORAL_LOSS_SETTINGS = ("temporal_loss_target", "temporal_loss_normalization", "temporal_loss_occlusion",
-                          "temporal_loss_warmup")
+TEMPORAL_LOSS_SETTINGS = ("temporal_loss_target", "temporal_loss_distance", "temporal_loss_normalization",
+                          "temporal_loss_occlusion", "temporal_loss_warmup")
 #: ``vseg train --supervise``: the loss on the window's last labelled frame, or on every labelled frame.
 SUPERVISION = ("last", "all")
 #: ``vseg synth``: snippets per split and frame size (height, width).
@@ -133,10 +139,16 @@ class TrainConfig:
         logical_cpus: split the CPU into this many devices and train data-parallel across them
             (to exercise multi-replica training without GPUs; TensorFlow or JAX).
         temporal_loss: weight of the temporal loss (the report's temporal regularisation, after
-            ETC; 0 = off): the labelled frame's prediction is tied to the frame before it, warped
-            by DIS optical flow computed in the input pipeline
-            (:func:`vseg_keras.models.losses.temporal_consistency_loss`). Needs causal windows; a
+            ETC; 0 = off; 1 is the recommended strength, see docs/TEMPORAL_LOSS.md): by default the
+            frame before the labelled one learns the labelled frame's ground truth, warped to it by DIS
+            optical flow computed in the input pipeline, as much as the labelled frame does
+            (:class:`vseg_keras.models.losses.TemporalLoss`). Needs causal windows; a
             frame-wise model then trains on windows of up to 2 frames (``seq_len`` 2).
+        temporal_loss_target: what the pair is tied to (:data:`TEMPORAL_LOSS_TARGETS`).
+        temporal_loss_distance: per-pixel distance (:data:`TEMPORAL_LOSS_DISTANCES`).
+        temporal_loss_normalization: the term's mean (:data:`TEMPORAL_LOSS_NORMALIZATIONS`).
+        temporal_loss_occlusion: the pixels it trusts (:data:`OCCLUSION_METHODS`).
+        temporal_loss_warmup: epochs of cross-entropy alone before the term starts (TensorFlow, PyTorch).
         supervise: ``"last"``: the loss on the labelled frame a window is drawn for (causal windows end
             there, and the decoder runs on that frame only); ``"all"``: on every labelled frame of the
             window (the decoder runs on every window frame). ``None`` (the default): ``"all"`` when the
@@ -169,9 +181,10 @@ class TrainConfig:
     full_windows: bool = False
     logical_cpus: int = 0
     temporal_loss: float = 0.0
-    temporal_loss_target: str = "labelled"
+    temporal_loss_target: str = "labels"
+    temporal_loss_distance: str = "kl"
     temporal_loss_normalization: str = "weight"
-    temporal_loss_occlusion: str = "photometric"
+    temporal_loss_occlusion: str = "forward-backward"
     temporal_loss_warmup: int = 0
     supervise: str | None = None
     # Options that may differ when a run is resumed (extending it is allowed; a run dir made before
@@ -180,6 +193,7 @@ class TrainConfig:
     # What a run dir made before an option existed was trained with (else: the option's default).
     PREDATING_VALUES: tuple[tuple[str, Any], ...] = field(
         default=(("supervise", "last"), ("num_classes", NUM_CLASSES), ("temporal_loss_target", "neither"),
+                 ("temporal_loss_distance", "squared"),
                  ("temporal_loss_normalization", "pixels"), ("temporal_loss_occlusion", "photometric")),
         init=False, repr=False)
 
@@ -192,6 +206,9 @@ class TrainConfig:
         if self.temporal_loss_target not in TEMPORAL_LOSS_TARGETS:
             raise ValueError(f"temporal_loss_target must be one of {', '.join(TEMPORAL_LOSS_TARGETS)}, "
                              f"got {self.temporal_loss_target!r}")
+        if self.temporal_loss_distance not in TEMPORAL_LOSS_DISTANCES:
+            raise ValueError(f"temporal_loss_distance must be one of {', '.join(TEMPORAL_LOSS_DISTANCES)}, "
+                             f"got {self.temporal_loss_distance!r}")
         if self.temporal_loss_normalization not in TEMPORAL_LOSS_NORMALIZATIONS:
             raise ValueError(f"temporal_loss_normalization must be one of {', '.join(TEMPORAL_LOSS_NORMALIZATIONS)}, "
                              f"got {self.temporal_loss_normalization!r}")

@@ -161,11 +161,11 @@ def _describe_windows(config: TrainConfig) -> str:
         every = ", loss on every labelled frame of the window" if config.supervise == "all" else ""
         return f"windows: full, {config.seq_len} frames, decoder on every frame{every}"
     if config.temporal_loss > 0:
+        settings = (f"DIS flow, target {config.temporal_loss_target}, {config.temporal_loss_distance}, "
+                    f"{config.temporal_loss_normalization}-normalised, {config.temporal_loss_occlusion} occlusion"
+                    + (f", from epoch {config.temporal_loss_warmup + 1}" if config.temporal_loss_warmup else ""))
         return (f"windows: causal, 1-{config.seq_len} frames ending at the labelled frame, decoder on it and the "
-                f"frame before; temporal loss {config.temporal_loss:g} (DIS flow, {config.temporal_loss_target} "
-                f"prediction fixed, {config.temporal_loss_normalization}-normalised, "
-                f"{config.temporal_loss_occlusion} occlusion"
-                + (f", from epoch {config.temporal_loss_warmup + 1}" if config.temporal_loss_warmup else "") + ")")
+                f"frame before; temporal loss {config.temporal_loss:g} ({settings})")
     if config.supervise == "all":
         return (f"windows: causal, 1-{config.seq_len} frames ending at a labelled frame, decoder on every frame, "
                 "loss on every labelled frame of the window")

@@ -50,7 +50,7 @@ def temporal_loss_of(config: TrainConfig, steps_per_epoch: int) -> TemporalLoss 
         raise ValueError("--temporal-loss-warmup needs the tensorflow or torch backend (under JAX the loss "
                          "would stay off); leave it out or set KERAS_BACKEND")
     return TemporalLoss(config.temporal_loss, config.temporal_loss_target, config.temporal_loss_normalization,
-                        config.temporal_loss_warmup * steps_per_epoch)
+                        config.temporal_loss_distance, config.temporal_loss_warmup * steps_per_epoch)
 
 
 def build_training_model(config: TrainConfig, spec: DatasetSpec, steps_per_epoch: int = 1) -> VideoSegmenter:
