@@ -9,7 +9,9 @@ On clips of the study's synthetic tasks, whose true motion the generator renders
   (share of pixels above 0.5) on pixels truly visible in the frame before, on truly hidden ones, and on
   objects whose look changes (the cloak starts);
 - the temporal consistency of the ground truth itself, measured as ``vseg evaluate`` measures TC (DIS flow)
-  and with the true flow: the ceiling a perfect model reaches;
+  and with the true flow: the ceiling a perfect model reaches; and, as ``vseg evaluate`` scores them
+  (mIoU on the key frame, TC over the window), two labellings a frame-wise model can reach: right wherever
+  an object shows its look and one guess (vehicle) where it is cloaked, or that guess on every object;
 - the weights' mean and coverage on a photograph filmed by a panning camera (:func:`photograph_pan`: real
   image content and an MPEG-4 codec, synthetic motion; no real video ships with the project), and with
   ``--video PATH`` on any video (no ground truth needed).
@@ -24,11 +26,25 @@ import numpy as np
 from data_tools.synthetic_scene import OBJECT_PARTS, PARTS, render_clip_with_motion
 from vseg_keras.datasets.spec import generic_spec
 from vseg_keras.flow import OCCLUSION_ALPHA, OCCLUSION_METHODS, optical_flow, previous_frame_warp
-from vseg_keras.metrics import confusion_matrix, temporal_consistency_scores
+from vseg_keras.metrics import (
+    confusion_matrix,
+    consistency_confusion,
+    segmentation_scores,
+    temporal_consistency_scores,
+)
 
 #: Clips per task and frames before the key frame that are measured (as ``--context 4``).
 CLIPS = 24
 FRAMES = 5
+_GUESS = PARTS.index("vehicle")
+#: Labellings of a clip's frames from its part ids ``[H, W]`` and cloaked objects ``[H, W]``: the truth, and
+#: what a frame-wise model can reach (it cannot tell cloaked objects apart: one guess for them).
+FRAME_WISE_LABELLINGS = {
+    "truth": lambda parts, cloaked: parts,
+    "right_where_visible": lambda parts, cloaked: np.where(cloaked, _GUESS, parts).astype(np.uint8),
+    "one_guess_for_every_object": lambda parts, cloaked: np.where(np.isin(parts, OBJECT_PARTS), _GUESS,
+                                                                  parts).astype(np.uint8),
+}
 
 
 def photometric_weight(current: np.ndarray, previous: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -69,12 +85,17 @@ def task_flow_quality(task: dict) -> dict:
     def add(key, values):
         sums.setdefault(key, []).append(np.asarray(values, np.float64).ravel())
 
+    strategies = {name: {"tc": [], "key": np.zeros((size, size), np.int64)} for name in FRAME_WISE_LABELLINGS}
     for clip in range(CLIPS):
         rng = np.random.default_rng([task["seed"], 99, clip])
         frames, parts, motion = render_clip_with_motion(rng, task["height"], task["width"], FRAMES, FRAMES - 1,
                                                         tuple(task["objects"]))
+        for name, labelling in FRAME_WISE_LABELLINGS.items():
+            predicted = np.stack([labelling(p, m[3]) for p, m in zip(parts, motion, strict=True)])
+            strategies[name]["tc"].append(consistency_confusion(predicted, np.stack(frames), len(PARTS)))
+            strategies[name]["key"] += confusion_matrix(parts[-1], predicted[-1], len(PARTS))
         for t in range(1, FRAMES):
-            true_flow, visible, cloaking = motion[t]
+            true_flow, visible, cloaking, _ = motion[t]
             dis_flow = optical_flow(frames[t], frames[t - 1])
             error = np.linalg.norm(dis_flow - true_flow, axis=-1)
             objects = np.isin(parts[t], OBJECT_PARTS)
@@ -103,6 +124,11 @@ def task_flow_quality(task: dict) -> dict:
             result[key] = {"mean": float(values.mean()) if values.size else None,
                            "coverage_over_0.5": float((values > 0.5).mean()) if values.size else None,
                            "pixels": int(values.size)}
+    for name, scores in strategies.items():
+        result[f"labelling_{name}"] = {
+            "key_frame_miou": segmentation_scores(scores["key"], spec)["miou"],
+            "temporal_consistency": temporal_consistency_scores(np.concatenate(scores["tc"]), spec)[
+                "temporal_consistency"]}
     for name, pairs in tc_pairs.items():
         scores = temporal_consistency_scores(np.asarray(pairs).reshape(-1, size, size), spec)
         result[f"ground_truth_tc_{name}_flow"] = scores["temporal_consistency"]

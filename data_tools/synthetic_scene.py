@@ -213,11 +213,12 @@ def render_clip_with_motion(
 
     Returns:
         ``(frames, part ids, motion)``; ``motion[t]`` is ``(flow [H, W, 2] float32, visible [H, W] bool,
-        cloaking [H, W] bool)``:
+        cloaking [H, W] bool, cloaked [H, W] bool)``:
         pixel ``x`` of frame ``t`` shows the surface point that frame ``t - 1`` showed at ``x + flow[x]``
         (``(dx, dy)``; the background pans with the camera, objects move with their velocity), and
         ``visible`` is false where that point was hidden (by another object, or outside frame ``t - 1``),
-        and ``cloaking`` marks the objects whose cloak starts at frame ``t`` (their look changes).
+        ``cloaking`` marks the objects whose cloak starts at frame ``t`` (their look changes) and ``cloaked``
+        every object that wears it.
         Frame 0 has zero flow and nothing visible.
     """
     scale = width / 256.0
@@ -252,8 +253,9 @@ def _motion_to_previous(owner: np.ndarray, offset: int, movers: list[_MovingObje
     height, width = owner.shape
     flow = np.zeros((height, width, 2), np.float32)
     cloaking = np.isin(owner, [number for number, item in enumerate(movers) if item.cloak_from == index])
+    cloaked = np.isin(owner, [number for number, item in enumerate(movers) if item.cloak_from <= index])
     if previous is None:
-        return flow, np.zeros((height, width), bool), cloaking
+        return flow, np.zeros((height, width), bool), cloaking, cloaked
     previous_owner, previous_offset = previous
     flow[..., 0] = offset - previous_offset  # the street: the canvas column stays, the crop moved
     for number, item in enumerate(movers):
@@ -263,4 +265,4 @@ def _motion_to_previous(owner: np.ndarray, offset: int, movers: list[_MovingObje
     y = np.rint(grid_y + flow[..., 1]).astype(int)
     inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
     landed = previous_owner[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)]
-    return flow, inside & (landed == owner), cloaking
+    return flow, inside & (landed == owner), cloaking, cloaked

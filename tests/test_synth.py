@@ -233,7 +233,8 @@ def test_the_true_motion_maps_each_visible_pixel_to_the_same_surface_in_the_fram
     assert not motion[0][1].any()
     grid_y, grid_x = np.mgrid[0:64, 0:128]
     for t in range(1, 6):
-        flow, visible, cloaking = motion[t]
+        flow, visible, cloaking, cloaked = motion[t]
+        assert not (cloaking & ~cloaked).any()
         x = np.rint(grid_x + flow[..., 0]).astype(int).clip(0, 127)
         y = np.rint(grid_y + flow[..., 1]).astype(int).clip(0, 63)
         assert visible.mean() > 0.9

@@ -132,3 +132,27 @@ def synthetic_shards(tmp_path) -> str:
     convert_cityscapes(str(tmp_path / "src"), str(tmp_path / "data"), height=64, width=128, frames_before=2,
                        frames_after=0, workers=1, progress=False)
     return str(tmp_path / "data")
+
+
+def test_the_loss_settings_belong_to_the_run_and_an_older_run_resumes_with_issue_15s_loss(tmp_path):
+    """Without the loss its settings are not recorded (runs made before them resume); a run made with the loss
+    before the settings existed trained issue 15's (target neither, squared, over pixels, photometric)."""
+    from vseg_keras.train.run_dir import CONFIG_NAME, check_run_dir
+
+    plain = TrainConfig(model="vanilla-cgru-small-shallow")
+    assert not set(plain.to_json()) & {"temporal_loss_target", "temporal_loss_distance", "temporal_loss_warmup"}
+    with_loss = TrainConfig(model="vanilla-cgru-small-shallow", temporal_loss=1.0)
+    assert with_loss.to_json()["temporal_loss_target"] == "labels"
+    old = with_loss.to_json()
+    for name in ("temporal_loss_target", "temporal_loss_distance", "temporal_loss_normalization",
+                 "temporal_loss_occlusion", "temporal_loss_warmup"):
+        old.pop(name)
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"options": old, "data_manifest_sha256": "x"}))
+    with pytest.raises(TrainingError, match=r"temporal_loss_target: None -> 'labels'.*temporal_loss_distance"):
+        check_run_dir(str(tmp_path), with_loss, "x")
+    issue_15 = TrainConfig(model="vanilla-cgru-small-shallow", temporal_loss=1.0, temporal_loss_target="neither",
+                           temporal_loss_distance="squared", temporal_loss_normalization="pixels",
+                           temporal_loss_occlusion="photometric")
+    assert check_run_dir(str(tmp_path), issue_15, "x")["options"] == issue_15.to_json()
+    with pytest.raises(ValueError, match="temporal_loss_target must be one of labels, labelled, previous, neither"):
+        TrainConfig(model="vanilla-cgru-small-shallow", temporal_loss=1.0, temporal_loss_target="both")
