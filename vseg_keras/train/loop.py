@@ -60,6 +60,8 @@ def train(
     log(f"strategy: {placement.name}, {placement.replicas} replica(s), global batch {config.batch_size}")
     log(f"dataset: {spec.name}, {spec.num_classes} classes ({config.num_classes} logits)")
     log(_describe_windows(config))
+    if config.temporal_loss and not get_model_config(config.model).is_temporal:
+        log(FRAME_WISE_TEMPORAL_LOSS_NOTE)
     state = runs.start_run(run_dir, config, runs.manifest_digest(data_dir), placement.chief,
                            data.frame_size(data_dir, "train"))
     epochs_done = int(state.get("epochs_done", 0))
@@ -78,6 +80,12 @@ def train(
         else f"done: {result['epochs_done']} epochs -> {result['last_model']}"
     )
     return result
+
+
+#: What ``vseg train --temporal-loss`` prints for a frame-wise model (docs/TEMPORAL_LOSS.md).
+FRAME_WISE_TEMPORAL_LOSS_NOTE = (
+    "note: the temporal loss is not recommended for frame-wise models: in the study (docs/TEMPORAL_LOSS.md) it "
+    "made them right on more unlabelled frames but not steadier; it helps recurrent models")
 
 
 def for_data(config: TrainConfig, data_dir: str, spec: DatasetSpec) -> TrainConfig:
@@ -119,14 +127,15 @@ def _check_data(data_dir: str, config: TrainConfig) -> None:
 def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, state: dict, log, verbose, callbacks):
     """Builds (or resumes) the model and the inputs and runs the remaining epochs; returns the NaN guard."""
     epochs_done = int(state.get("epochs_done", 0))
-    inputs = make_training_inputs(data_dir, config, placement)
+    steps = config.steps_per_epoch or data.steps_per_epoch(data_dir, "train", config.batch_size)
     with placement.scope():
-        model = build_training_model(config, spec, inputs.steps)
+        model = build_training_model(config, spec, steps)
         if epochs_done:
             model.optimizer.build(model.trainable_variables)
             with files.local_copy(files.join(run_dir, runs.BACKUP_DIR, state["weights"])) as weights:
                 model.load_weights(weights)
             log(f"resuming after epoch {epochs_done} from {files.join(run_dir, runs.BACKUP_DIR)}")
+    inputs = make_training_inputs(data_dir, config, placement)  # after the model: it seeds TensorFlow's RNG
     log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch"
         + (f" (centre crops of {config.crop[0]}x{config.crop[1]})" if inputs.val_crop else ""))
     nan_guard, own_callbacks = run_callbacks(run_dir, placement.chief, inputs.sample, spec)
