@@ -94,10 +94,11 @@ def test_the_fixed_prediction_gets_no_gradient_and_the_warm_up_holds_the_term_at
             assert [g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients] == list(moved), target
     term = TemporalLoss(2.0, warmup_steps=10)
     pair = tf.stack([previous, logits], axis=1)
-    flow = {"previous_index": index, "previous_weight": weight}
+    flow = {"previous_index": index, "previous_weight": weight, "labels": truth}
     assert float(term(pair, flow, tf.constant(9))) == 0.0
     assert float(term(pair, flow, tf.constant(10))) == pytest.approx(
-        2.0 * float(temporal_consistency_loss(logits, previous, index, weight, "labelled", "weight", "kl")), rel=1e-6)
+        2.0 * float(temporal_consistency_loss(logits, previous, index, weight, "labels", "weight", "kl", truth)),
+        rel=1e-6)
 
 
 def test_a_frame_wise_model_trains_with_the_temporal_loss_remat_accumulation_and_mixed_precision(tmp_path):

@@ -11,7 +11,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from vseg_keras.constants import NUM_CLASSES  # noqa: F401  (logits per pixel: 19 classes + void, the report)
+# NUM_CLASSES: logits per pixel (19 classes + void, the report); the temporal loss's settings: the model
+# package reads them too.
+from vseg_keras.constants import (  # noqa: F401
+    NUM_CLASSES,
+    OCCLUSION_METHODS,
+    TEMPORAL_LOSS_DISTANCES,
+    TEMPORAL_LOSS_NORMALIZATIONS,
+    TEMPORAL_LOSS_TARGETS,
+)
 
 #: Frames of context before the labelled frame in evaluation (the report's 12-frame windows).
 EVAL_CONTEXT = 11
@@ -45,24 +53,6 @@ CONVERT_SPLITS = ("train", "val")
 LAYOUTS = ("auto", "cityscapes", "vspw", "folders")
 #: ``vseg synth``'s layouts.
 SYNTH_LAYOUTS = ("cityscapes", "vspw", "folders")
-#: ``vseg train --temporal-loss-target``: what the frame pair is tied to: ``labels``: the frame before learns
-#: the labelled frame's ground truth, warped to it; ``labelled``: the frame before learns from the labelled
-#: frame's prediction (held fixed, a stop-gradient); ``previous``: the labelled frame learns from the frame
-#: before (ETC's construction); ``neither``: both predictions learn from each other.
-TEMPORAL_LOSS_TARGETS = ("labels", "labelled", "previous", "neither")
-#: ``vseg train --temporal-loss-normalization``: ``weight``: a mean over the occlusion weight,
-#: ``sum(w d) / sum(w)``; ``pixels``: over every pixel of the batch, ``sum(w d) / N`` (ETC's).
-TEMPORAL_LOSS_NORMALIZATIONS = ("weight", "pixels")
-#: ``vseg train --temporal-loss-occlusion``: how the temporal loss finds the pixels of the labelled frame that
-#: were visible in the frame before: ``photometric``: ETC's weight ``exp(-50 ||I_t(x) - I_t-1(x + f(x))||^2)``,
-#: which also drops pixels whose look changes (lighting, a new texture); ``forward-backward``: 1 where the
-#: flow back to the frame before and the flow forward from it agree, else 0 (Sundaram et al., ECCV 2010).
-OCCLUSION_METHODS = ("forward-backward", "photometric")
-#: ``vseg train --temporal-loss-distance``: how two class distributions are compared per pixel:
-#: ``kl``: the Kullback-Leibler divergence from the target's to the other (the cross-entropy's units and
-#: gradients: ``p - q`` per logit, also where the prediction is confident); ``squared``: ETC's squared distance
-#: of the probabilities (its gradient vanishes where the softmax saturates).
-TEMPORAL_LOSS_DISTANCES = ("kl", "squared")
 #: The options that only mean something with ``temporal_loss`` above 0.
 TEMPORAL_LOSS_SETTINGS = ("temporal_loss_target", "temporal_loss_distance", "temporal_loss_normalization",
                           "temporal_loss_occlusion", "temporal_loss_warmup")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from keras import ops
 
-from vseg_keras.options import TEMPORAL_LOSS_DISTANCES, TEMPORAL_LOSS_NORMALIZATIONS, TEMPORAL_LOSS_TARGETS
+from vseg_keras.constants import TEMPORAL_LOSS_DISTANCES, TEMPORAL_LOSS_NORMALIZATIONS, TEMPORAL_LOSS_TARGETS
 
 
 def temporal_consistency_loss(logits, previous_logits, previous_index, previous_weight, target: str = "neither",
