@@ -296,9 +296,9 @@ def parse_contexts(text: str) -> list[int]:
                    "at the labelled frame (decoder there only; same gradients, BatchNorm statistics aside).")
 @click.option("--temporal-loss", default=TRAIN_DEFAULTS["temporal_loss"], show_default=True,
               type=click.FloatRange(min=0),
-              help="Weight of the temporal loss (the report's temporal regularisation, after ETC; 1 is the "
-                   "recommended strength): the frame before the labelled one learns its labels, warped by DIS "
-                   "optical flow (docs/TEMPORAL_LOSS.md). 0 = off.")
+              help="Weight of the temporal loss (the report's temporal regularisation, after ETC): the frame "
+                   "before the labelled one learns its labels, warped by DIS optical flow; 1 weighs it as much as "
+                   "the labelled frame. Not a flicker cure: see docs/TEMPORAL_LOSS.md. 0 = off.")
 @click.option("--temporal-loss-target", default=TRAIN_DEFAULTS["temporal_loss_target"], show_default=True,
               type=click.Choice(defaults.TEMPORAL_LOSS_TARGETS),
               help="What the frame before learns: the labelled frame's labels (labels) or prediction (labelled); "

@@ -112,7 +112,7 @@ def test_a_frame_wise_model_trains_with_the_temporal_loss_remat_accumulation_and
     summary = train(data_dir, run_dir, config, log=lines.append, verbose=0)
     assert summary["epochs_done"] == 1 and summary["best_miou"] is not None
     assert any("temporal loss 0.5 (DIS flow, target " in line for line in lines)
-    assert "note: the temporal loss is not recommended for frame-wise models" in "\n".join(lines)
+    assert "note: the temporal loss is not recommended as a flicker cure" in "\n".join(lines)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["options"]["temporal_loss"] == 0.5
     with pytest.raises(TrainingError, match=r"other options \(seq_len: 2 -> 1, temporal_loss: 0.5 -> 0.0\)"):
         train(data_dir, run_dir, TrainConfig(**{**config.__dict__, "epochs": 2, "temporal_loss": 0.0}), verbose=0)

@@ -129,10 +129,10 @@ class TrainConfig:
         logical_cpus: split the CPU into this many devices and train data-parallel across them
             (to exercise multi-replica training without GPUs; TensorFlow or JAX).
         temporal_loss: weight of the temporal loss (the report's temporal regularisation, after
-            ETC; 0 = off; 1 is the recommended strength, see docs/TEMPORAL_LOSS.md): by default the
-            frame before the labelled one learns the labelled frame's ground truth, warped to it by DIS
-            optical flow computed in the input pipeline, as much as the labelled frame does
-            (:class:`vseg_keras.models.losses.TemporalLoss`). Needs causal windows; a
+            ETC; 0 = off): by default the frame before the labelled one learns the labelled frame's
+            ground truth, warped to it by DIS optical flow computed in the input pipeline; at 1 as much
+            as the labelled frame does (:class:`vseg_keras.models.losses.TemporalLoss`). Not a flicker
+            cure: see docs/TEMPORAL_LOSS.md. Needs causal windows; a
             frame-wise model then trains on windows of up to 2 frames (``seq_len`` 2).
         temporal_loss_target: what the pair is tied to (:data:`TEMPORAL_LOSS_TARGETS`).
         temporal_loss_distance: per-pixel distance (:data:`TEMPORAL_LOSS_DISTANCES`).
