@@ -193,18 +193,12 @@ class TrainConfig:
         config = get_model_config(self.model)
         if self.temporal_loss < 0:
             raise ValueError(f"temporal_loss must be >= 0, got {self.temporal_loss}")
-        if self.temporal_loss_target not in TEMPORAL_LOSS_TARGETS:
-            raise ValueError(f"temporal_loss_target must be one of {', '.join(TEMPORAL_LOSS_TARGETS)}, "
-                             f"got {self.temporal_loss_target!r}")
-        if self.temporal_loss_distance not in TEMPORAL_LOSS_DISTANCES:
-            raise ValueError(f"temporal_loss_distance must be one of {', '.join(TEMPORAL_LOSS_DISTANCES)}, "
-                             f"got {self.temporal_loss_distance!r}")
-        if self.temporal_loss_normalization not in TEMPORAL_LOSS_NORMALIZATIONS:
-            raise ValueError(f"temporal_loss_normalization must be one of {', '.join(TEMPORAL_LOSS_NORMALIZATIONS)}, "
-                             f"got {self.temporal_loss_normalization!r}")
-        if self.temporal_loss_occlusion not in OCCLUSION_METHODS:
-            raise ValueError(f"temporal_loss_occlusion must be one of {', '.join(OCCLUSION_METHODS)}, "
-                             f"got {self.temporal_loss_occlusion!r}")
+        for name, allowed in (("temporal_loss_target", TEMPORAL_LOSS_TARGETS),
+                              ("temporal_loss_distance", TEMPORAL_LOSS_DISTANCES),
+                              ("temporal_loss_normalization", TEMPORAL_LOSS_NORMALIZATIONS),
+                              ("temporal_loss_occlusion", OCCLUSION_METHODS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.temporal_loss_warmup < 0:
             raise ValueError(f"temporal_loss_warmup must be >= 0, got {self.temporal_loss_warmup}")
         if self.temporal_loss > 0 and self.full_windows:
