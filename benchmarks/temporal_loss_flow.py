@@ -25,7 +25,13 @@ import numpy as np
 
 from data_tools.synthetic_scene import OBJECT_PARTS, PARTS, render_clip_with_motion
 from vseg_keras.datasets.spec import generic_spec
-from vseg_keras.flow import OCCLUSION_ALPHA, OCCLUSION_METHODS, optical_flow, previous_frame_warp
+from vseg_keras.flow import (
+    OCCLUSION_METHODS,
+    nearest_source,
+    optical_flow,
+    photometric_weight,
+    previous_frame_warp,
+)
 from vseg_keras.metrics import (
     confusion_matrix,
     consistency_confusion,
@@ -47,26 +53,10 @@ FRAME_WISE_LABELLINGS = {
 }
 
 
-def photometric_weight(current: np.ndarray, previous: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """ETC's occlusion weight of every pixel of ``current`` for ``flow`` to ``previous`` (0 outside)."""
-    height, width = current.shape[:2]
-    grid_y, grid_x = np.mgrid[0:height, 0:width]
-    x = np.rint(grid_x + flow[..., 0]).astype(int)
-    y = np.rint(grid_y + flow[..., 1]).astype(int)
-    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-    x, y = np.where(inside, x, grid_x), np.where(inside, y, grid_y)
-    error = np.sum(((current.astype(np.float32) - previous[y, x].astype(np.float32)) / 255.0) ** 2, axis=-1)
-    return np.where(inside, np.exp(-OCCLUSION_ALPHA * error), 0.0)
-
-
 def _warp_back(labels: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``labels`` of frame ``t - 1`` seen from frame ``t`` through ``flow`` (nearest), and where it lands inside."""
-    height, width = labels.shape
-    grid_y, grid_x = np.mgrid[0:height, 0:width]
-    x = np.rint(grid_x + flow[..., 0]).astype(int)
-    y = np.rint(grid_y + flow[..., 1]).astype(int)
-    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-    return labels[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)], inside
+    (y, x), inside = nearest_source(flow)
+    return labels[y, x], inside
 
 
 def _part_spec():

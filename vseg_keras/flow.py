@@ -116,21 +116,39 @@ def previous_frame_warp(frames: np.ndarray, method: str = DEFAULT_FLOW,
     weight = np.zeros((batch, height, width), np.float32)
     if steps < 2:
         return index, weight
-    grid_y, grid_x = np.mgrid[0:height, 0:width]
     for b in range(batch):
         current, previous = frames[b, -1], frames[b, -2]
         flow = optical_flow(current, previous, method)
-        x = np.rint(grid_x + flow[..., 0]).astype(np.int64)
-        y = np.rint(grid_y + flow[..., 1]).astype(np.int64)
-        inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-        x, y = np.where(inside, x, grid_x), np.where(inside, y, grid_y)
+        (y, x), inside = nearest_source(flow)
         index[b] = (y * width + x).astype(np.int32)
         if occlusion == "photometric":
-            error = np.sum(((current.astype(np.float32) - previous[y, x].astype(np.float32)) / 255.0) ** 2, axis=-1)
-            trust = np.exp(-OCCLUSION_ALPHA * error)
+            weight[b] = photometric_weight(current, previous, flow)
         else:
             back = optical_flow(previous, current, method)[y, x]
             mismatch = np.sum((flow + back) ** 2, axis=-1)
-            trust = mismatch <= 0.01 * (np.sum(flow**2, axis=-1) + np.sum(back**2, axis=-1)) + 0.5
-        weight[b] = np.where(inside, trust, 0.0)
+            agree = mismatch <= 0.01 * (np.sum(flow**2, axis=-1) + np.sum(back**2, axis=-1)) + 0.5
+            weight[b] = np.where(inside, agree, 0.0)
     return index, weight
+
+
+def nearest_source(flow: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """For each pixel ``x`` of ``[H, W]``, the nearest pixel to ``x + flow[x]`` and whether it lies in the frame.
+
+    Returns:
+        ``((y, x), inside)``: int64 ``[H, W]`` rows and columns (the pixel itself where outside) and bool
+        ``[H, W]``.
+    """
+    height, width = flow.shape[:2]
+    grid_y, grid_x = np.mgrid[0:height, 0:width]
+    x = np.rint(grid_x + flow[..., 0]).astype(np.int64)
+    y = np.rint(grid_y + flow[..., 1]).astype(np.int64)
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    return (np.where(inside, y, grid_y), np.where(inside, x, grid_x)), inside
+
+
+def photometric_weight(current: np.ndarray, previous: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """ETC's occlusion weight ``exp(-50 ||I_t[x] - I_t-1[x + flow[x]]||^2)`` (RGB in [0, 1]) of every pixel of
+    ``current`` ``[H, W, 3]`` for ``flow`` ``[H, W, 2]`` to ``previous``; 0 where the flow leaves the frame."""
+    (y, x), inside = nearest_source(flow)
+    error = np.sum(((current.astype(np.float32) - previous[y, x].astype(np.float32)) / 255.0) ** 2, axis=-1)
+    return np.where(inside, np.exp(-OCCLUSION_ALPHA * error), 0.0).astype(np.float32)
