@@ -82,12 +82,19 @@ def _validation_steps(data_dir: str, config: TrainConfig, placement: Placement) 
     return val_steps, min(val_snippets, val_steps * config.batch_size)
 
 
-def make_training_inputs(data_dir: str, config: TrainConfig, placement: Placement) -> TrainingInputs:
+def training_steps(data_dir: str, config: TrainConfig) -> int:
+    """Training batches per epoch: ``config.steps_per_epoch``, else one pass over the labelled clips."""
+    return config.steps_per_epoch or data.steps_per_epoch(data_dir, "train", config.batch_size)
+
+
+def make_training_inputs(data_dir: str, config: TrainConfig, placement: Placement,
+                         steps: int | None = None) -> TrainingInputs:
     """The ``train`` and ``val`` pipelines of ``data_dir`` for ``config``, on ``placement``'s replicas.
 
     Under ``MultiWorkerMirroredStrategy`` every worker builds its own pipelines (records sharded by
     worker). With several local replicas, one global training batch is split across them, so that
     all get windows of one length (Keras' ``fit`` averages the first batch over the replicas).
+    ``steps``: training batches per epoch when the caller has them (default: :func:`training_steps`).
     """
     strategy = placement.strategy
     # TensorFlow's replicas read per-replica batches; Keras' JAX distribution splits global ones.
@@ -111,6 +118,6 @@ def make_training_inputs(data_dir: str, config: TrainConfig, placement: Placemen
     else:
         train_data, val_data = train_fn(None), val_fn(None)
     frames, labels = next(iter(data.make_eval_dataset(data_dir, "val", **{**val_options, "last_frame_labels": True})))
-    steps = config.steps_per_epoch or data.steps_per_epoch(data_dir, "train", config.batch_size)
+    steps = steps or training_steps(data_dir, config)
     val_steps, val_used = _validation_steps(data_dir, config, placement)
     return TrainingInputs(train_data, val_data, steps, val_steps, val_used, (frames.numpy(), labels.numpy()), val_crop)

@@ -15,9 +15,9 @@ from vseg_keras.models.registry import get_model_config
 from vseg_keras.options import TrainConfig, TrainingError
 from vseg_keras.train import run_dir as runs
 from vseg_keras.train.callbacks import run_callbacks
-from vseg_keras.train.inputs import make_training_inputs
+from vseg_keras.train.inputs import make_training_inputs, training_steps
 from vseg_keras.train.multi_worker import fit_multi_worker
-from vseg_keras.train.recipe import build_training_model, precision_policy, temporal_loss_of
+from vseg_keras.train.recipe import build_training_model, check_temporal_loss_backend, precision_policy
 
 
 def train(
@@ -53,7 +53,7 @@ def train(
     spec = data.dataset_spec(data_dir)  # reads the manifest: one line if there is none
     config = for_data(config, data_dir, spec)
     _check_data(data_dir, config)
-    temporal_loss_of(config, steps_per_epoch=1)  # refuses what this backend cannot run, before RUN_DIR is written
+    check_temporal_loss_backend(config)  # before RUN_DIR is written
     placement = make_placement(config.logical_cpus)
     if config.batch_size % placement.replicas:
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {placement.replicas} replicas")
@@ -127,7 +127,7 @@ def _check_data(data_dir: str, config: TrainConfig) -> None:
 def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, state: dict, log, verbose, callbacks):
     """Builds (or resumes) the model and the inputs and runs the remaining epochs; returns the NaN guard."""
     epochs_done = int(state.get("epochs_done", 0))
-    steps = config.steps_per_epoch or data.steps_per_epoch(data_dir, "train", config.batch_size)
+    steps = training_steps(data_dir, config)
     with placement.scope():
         model = build_training_model(config, spec, steps)
         if epochs_done:
@@ -135,7 +135,7 @@ def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, sta
             with files.local_copy(files.join(run_dir, runs.BACKUP_DIR, state["weights"])) as weights:
                 model.load_weights(weights)
             log(f"resuming after epoch {epochs_done} from {files.join(run_dir, runs.BACKUP_DIR)}")
-    inputs = make_training_inputs(data_dir, config, placement)  # after the model: it seeds TensorFlow's RNG
+    inputs = make_training_inputs(data_dir, config, placement, steps)  # after the model: it seeds TF's RNG
     log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch"
         + (f" (centre crops of {config.crop[0]}x{config.crop[1]})" if inputs.val_crop else ""))
     nan_guard, own_callbacks = run_callbacks(run_dir, placement.chief, inputs.sample, spec)

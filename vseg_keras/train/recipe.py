@@ -41,14 +41,19 @@ def _miou_metric(num_classes: int, spec: DatasetSpec | None) -> DatasetMeanIoU:
                           name="miou")
 
 
+def check_temporal_loss_backend(config: TrainConfig) -> None:
+    """``ValueError`` (one line) for a temporal-loss setting the Keras backend cannot run: the warm-up on JAX,
+    which traces the train step with the optimizer's step count as a constant (the switch would never flip)."""
+    if config.temporal_loss and config.temporal_loss_warmup and keras.backend.backend() == "jax":
+        raise ValueError("--temporal-loss-warmup needs the tensorflow or torch backend (under JAX the loss "
+                         "would stay off); leave it out or set KERAS_BACKEND")
+
+
 def temporal_loss_of(config: TrainConfig, steps_per_epoch: int) -> TemporalLoss | None:
     """The run's temporal term (``None`` when ``config.temporal_loss`` is 0), its warm-up in optimizer steps."""
     if not config.temporal_loss:
         return None
-    if config.temporal_loss_warmup and keras.backend.backend() == "jax":
-        # JAX traces the train step with the optimizer's step count as a constant: the switch would never flip.
-        raise ValueError("--temporal-loss-warmup needs the tensorflow or torch backend (under JAX the loss "
-                         "would stay off); leave it out or set KERAS_BACKEND")
+    check_temporal_loss_backend(config)
     return TemporalLoss(config.temporal_loss, config.temporal_loss_target, config.temporal_loss_normalization,
                         config.temporal_loss_distance, config.temporal_loss_warmup * steps_per_epoch)
 
