@@ -69,6 +69,11 @@ VARIANTS = {
     "kl-fb-pixels": _loss(distance="kl", occlusion="forward-backward", normalization="pixels"),
     "kl-fb-warmup": _loss(distance="kl", occlusion="forward-backward", warmup=12),
     **{f"kl-fb-w{w:g}": _loss(w, distance="kl", occlusion="forward-backward") for w in (0.3, 3.0, 10.0)},
+    # the recommended settings (labels-fb), one choice changed at a time
+    **{f"labels-fb-w{w:g}": _loss(w, target="labels", distance="kl", occlusion="forward-backward")
+       for w in (0.3, 3.0, 10.0)},
+    "labels-fb-pixels": _loss(target="labels", distance="kl", occlusion="forward-backward", normalization="pixels"),
+    "labels-fb-warmup": _loss(target="labels", distance="kl", occlusion="forward-backward", warmup=12),
 }
 
 
