@@ -70,10 +70,14 @@ def _is_user_error(error: Exception) -> bool:
 
 
 def user_errors(command):
-    """Turns the library's user errors (see :func:`_is_user_error`) into one ``Error: ...`` line and exit code 1."""
+    """Starts TensorFlow without its start-up log lines (:mod:`vseg_keras.quiet_start`), then runs ``command``,
+    turning the library's user errors (see :func:`_is_user_error`) into one ``Error: ...`` line and exit code 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from vseg_keras.quiet_start import start_tensorflow_quietly
+
+        start_tensorflow_quietly()
         try:
             return command(*args, **kwargs)
         except Exception as error:
@@ -470,22 +474,41 @@ def _export_saved_model(model, out_dir: str | None, version: int | None) -> None
               help="Write the dataset's own label values (Cityscapes labelIds, your dataset.json ids) instead of "
                    "train ids.")
 @size_option("--size", "Run the model at this size (default: the frame size; a .tflite/.onnx file's own size).")
+@click.option("--side-by-side", is_flag=True, help="Show the input frame and the overlay next to each other.")
+@click.option("--scale", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Draw the video this many times larger than the input (a small video's legend becomes readable).")
+@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
+              help="Measure flicker without labels and write it here (JSON): ETC's temporal consistency of "
+                   "consecutive predictions with DIS flow, under vseg evaluate's keys.")
 @threads_option
 @progress_option("Progress bar with frames/s, and a total and ETA when the video announces its length.")
 @user_errors
-def predict(model_path, source, output, labels_dir, label_ids, size, threads, progress):
+def predict(model_path, source, output, labels_dir, label_ids, size, side_by_side, scale, report_path, threads,
+            progress):
     """Segment a video (file, folder of frames or Cityscapes sequence folder) into an overlay mp4.
 
     MODEL is a .keras file, a run directory, a SavedModel from `vseg export`, or a .tflite/.onnx file
     from `vseg export --format litert|onnx`. Temporal models stream with carried state: memory does not
-    grow with the video length.
+    grow with the video length. With --report, flicker is measured on any video, no labels needed.
     """
     from vseg_keras.predict import predict_video
 
     result = predict_video(model_path, source, output, labels_dir=labels_dir, label_ids=label_ids,
-                           size=size, progress=progress, threads=threads)
+                           size=size, progress=progress, threads=threads, side_by_side=side_by_side, scale=scale,
+                           report=report_path)
     click.echo(f"segmented {result['frames']} frames ({result['clips']} clip(s)) -> {result['output']}"
                + (f"; labels in {labels_dir}" if labels_dir else ""))
+    if result["flicker"]:
+        click.echo(_flicker_line(result["flicker"], report_path))
+
+
+def _flicker_line(flicker: dict, report_path: str) -> str:
+    """One line: the video's temporal consistency (or why there is none) and where the report went."""
+    consistency = flicker["temporal_consistency"]
+    measured = (f"temporal consistency {100 * consistency:.2f} over {flicker['temporal_consistency_pairs']} frame "
+                f"pairs ({flicker['temporal_consistency_flow']} flow)" if consistency is not None
+                else "temporal consistency: none (no two consecutive frames)")
+    return f"{measured} -> {report_path}"
 
 
 @main.command()
@@ -496,7 +519,7 @@ def predict(model_path, source, output, labels_dir, label_ids, size, threads, pr
 def demo(out_dir, quick):
     """The main job on built-in synthetic data: synth, convert, train a temporal model and its
     frame-wise twin, evaluate both, export a SavedModel, segment a held-out video."""
-    from vseg_keras.demo import format_comparison, run_demo
+    from vseg_keras.demo import ROLE_NAMES, format_comparison, run_demo
 
     report = run_demo(out_dir, quick=quick, log=click.echo)
     click.echo("")
@@ -504,7 +527,7 @@ def demo(out_dir, quick):
     verdict = "comes out ahead" if report["temporal_ahead"] else "does NOT come out ahead"
     click.echo(f"\nthe temporal model {verdict} (mIoU and temporal consistency)" + (" [quick mode]" if quick else ""))
     artefacts = dict(report["artefacts"])
-    artefacts.update({f"run ({role})": path for role, path in artefacts.pop("runs").items()})
+    artefacts.update({f"run ({ROLE_NAMES[role]})": path for role, path in artefacts.pop("runs").items()})
     for name, path in artefacts.items():
         click.echo(f"{name:>16}: {path}")
     click.echo(f"{'report':>16}: {os.path.join(out_dir, 'report.json')}")

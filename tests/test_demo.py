@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+
+import cv2
 
 from tests.test_predict import video_info
 from tests.test_train_evaluate import vseg
@@ -13,12 +16,17 @@ def test_quick_demo_runs_every_step_and_resumes(tmp_path):
     result = vseg("demo", "--quick", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "temporal consistency" in result.stdout and "[quick mode]" in result.stdout
+    steps = [line.split(" ", 1)[0] for line in result.stdout.splitlines() if re.match(r"^\d/7 ", line)]
+    assert steps == [f"{k}/7" for k in range(1, 8)]  # in order, each once
+    assert result.stderr.strip() == ""  # no TensorFlow start-up lines, no warnings to read past
     report = json.loads((out / "report.json").read_text())
     for role in ("temporal", "baseline"):
         assert 0 <= report[role]["miou"] <= 1 and "temporal_consistency" in report[role]
     assert isinstance(report["temporal_ahead"], bool)
     frames, height, width = video_info(report["artefacts"]["video"])
-    assert (frames, height, width) == (30, 64, 128)  # the held-out synthetic snippet
+    assert (frames, height, width) == (30, 64 * 4, 128 * 4 * 2)  # the held-out snippet, side by side, enlarged
+    picture = cv2.imread(report["artefacts"]["comparison"])
+    assert picture.shape[0] > 4 * 64 * 3  # four rows of 3x tiles: frame, ground truth, the two models
     assert (tmp_path / "demo" / "saved_models").is_dir()
 
     again = vseg("demo", "--quick", "--out", str(out))  # everything already there: resumes, no errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 
@@ -262,3 +263,55 @@ def test_inputs_a_new_user_gets_wrong_are_one_line(model_file, tmp_path):
                                        str(tmp_path / "out.mp4")])
     assert single_error_line(result).endswith(
         "other: not a SavedModel from `vseg export` (no serving_default signature taking frames; it takes x)")
+
+
+REAL_FOOTAGE = os.path.join(os.path.dirname(__file__), "data", "vtest_clip.mp4")  # see tests/data/README.md
+
+
+def test_flicker_report_on_real_camera_footage_is_etcs_tc_of_the_written_labels(model_file, tmp_path):
+    """``--report`` on real footage: ETC's TC of consecutive predictions, the same as recomputing it from the
+    label PNGs and the decoded frames, under ``vseg evaluate``'s keys; ``--side-by-side --scale 2`` doubles
+    the height and quadruples the width."""
+    from vseg_keras.datasets.cityscapes import CITYSCAPES
+    from vseg_keras.metrics import consistency_confusion, temporal_consistency_scores
+    from vseg_keras.predict import read_frames
+
+    report = tmp_path / "reports" / "flicker.json"  # its folder is created
+    result = CliRunner().invoke(main, ["predict", str(model_file), REAL_FOOTAGE, str(tmp_path / "out.mp4"),
+                                       "--report", str(report), "--labels-dir", str(tmp_path / "labels"),
+                                       "--side-by-side", "--scale", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"over 11 frame pairs (dis flow) -> {report}" in result.output
+    assert video_info(tmp_path / "out.mp4") == (12, 576, 1536)
+    written = json.loads(report.read_text())
+    labels = np.stack([cv2.imread(str(tmp_path / "labels" / f"frame_{t:06d}_labels.png"), cv2.IMREAD_UNCHANGED)
+                       for t in range(12)])
+    assert len(np.unique(labels)) > 1  # not a constant prediction, whose TC would be 1 trivially
+    frames = np.stack([frame.image for frame in read_frames(REAL_FOOTAGE)])
+    expected = temporal_consistency_scores(consistency_confusion(labels, frames, CITYSCAPES.num_classes), CITYSCAPES)
+    assert written["temporal_consistency"] == pytest.approx(expected["temporal_consistency"], abs=1e-12)
+    assert written["per_class_temporal_consistency"] == expected["per_class_temporal_consistency"]
+    assert 0 < written["temporal_consistency"] < 1
+    assert (written["frames"], written["clips"], written["temporal_consistency_pairs"]) == (12, 1, 11)
+    assert written["video"] == REAL_FOOTAGE and written["temporal_consistency_flow"] == "dis"
+
+
+def test_flicker_report_restarts_at_each_clip_and_fails_before_writing(model_file, tmp_path):
+    """No pair spans two clips of a sequence folder; a report path in a file that is not a folder fails in one
+    line, leaving no video behind."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(1)
+    for seq, frame in [(0, 10), (0, 11), (0, 12), (1, 40), (1, 41)]:
+        cv2.imwrite(str(frames / f"city_{seq:06d}_{frame:06d}_leftImg8bit.png"),
+                    rng.integers(0, 255, size=(32, 64, 3), dtype=np.uint8))
+    report = tmp_path / "flicker.json"
+    result = predict_video(str(model_file), str(frames), str(tmp_path / "out.mp4"), progress=False,
+                           report=str(report))
+    assert result["flicker"]["temporal_consistency_pairs"] == 3  # 2 in the first clip, 1 in the second
+    assert json.loads(report.read_text()) == json.loads(json.dumps(result["flicker"]))
+    (tmp_path / "file").write_text("")
+    failed = CliRunner().invoke(main, ["predict", str(model_file), str(frames), str(tmp_path / "out2.mp4"),
+                                       "--report", str(tmp_path / "file" / "flicker.json")])
+    single_error_line(failed)
+    assert "file" in failed.output and not (tmp_path / "out2.mp4").exists()

@@ -56,7 +56,7 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     run_dir = tmp_path / "run"
     result = vseg("train", shards, str(run_dir), "--epochs", "2", *TRAIN_ARGS, "--remat")
     assert result.returncode == 0, result.stderr
-    assert "_DefaultDistributionStrategy, 1 replica(s)" in result.stdout
+    assert "placement: 1 device (CPU), global batch" in result.stdout
     assert "windows: causal, 1-3 frames ending at the labelled frame" in result.stdout
     assert "best val mIoU" in result.stdout
     for name in ("config.json", "last.keras", "best.keras", "history.csv", "backup/state.json"):
@@ -148,7 +148,7 @@ def test_train_evaluate_predict_on_jax_with_data_parallel_and_remat(shards, tmp_
     assert session.returncode == 0, session.stderr[-3000:]
     train, evaluate, predict, export = (json.loads(line) for line in session.stdout.strip().splitlines()[-4:])
     assert train["exit_code"] == 0, train["output"][-3000:]
-    assert "strategy: DataParallel, 2 replica(s), global batch 2" in train["output"]
+    assert "placement: 2 replicas (DataParallel), global batch 2" in train["output"]
     assert "best val mIoU" in train["output"]
     assert evaluate["exit_code"] == 0, evaluate["output"][-3000:]  # the TC path is Keras' predict, as on TF
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
@@ -200,7 +200,7 @@ def test_mirrored_strategy_over_two_logical_cpus_with_the_temporal_loss(shards, 
     result = vseg("train", shards, str(tmp_path / "run"), "--epochs", "1", *TRAIN_ARGS, "--logical-cpus", "2",
                   "--temporal-loss", "0.5")
     assert result.returncode == 0, result.stderr
-    assert "MirroredStrategy, 2 replica(s), global batch 2" in result.stdout
+    assert "placement: 2 replicas (MirroredStrategy), global batch 2" in result.stdout
     assert "decoder on it and the frame before; temporal loss 0.5 (DIS flow, target " in result.stdout
     assert history_epochs(tmp_path / "run") == [0]
 
@@ -230,7 +230,7 @@ def run_two_workers(shards, run_dir, epochs: int) -> list[str]:
 def test_two_process_multi_worker_training_on_localhost(shards, tmp_path):
     run_dir = tmp_path / "run"
     for stdout in run_two_workers(shards, run_dir, epochs=1):
-        assert "MultiWorkerMirroredStrategy, 2 replica(s), global batch 2" in stdout
+        assert "placement: 2 replicas (MultiWorkerMirroredStrategy), global batch 2" in stdout
     assert history_epochs(run_dir) == [0]  # written by the chief only
     assert (run_dir / "last.keras").exists()
     assert sorted(os.listdir(run_dir)) == ["backup", "best.keras", "config.json", "history.csv", "last.keras", "logs"]

@@ -13,15 +13,37 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
+
 from vseg_keras.evaluate import evaluate_to_files
 from vseg_keras.export import export_saved_model, latest_version
-from vseg_keras.files import atomic_write_json
+from vseg_keras.files import atomic_write_json, atomic_write_png
+from vseg_keras.frame_segmenter import FrameSegmenter, plan_for, segment_frame
 from vseg_keras.loading import load_trained_model
 from vseg_keras.predict import predict_video
+from vseg_keras.render import enlarge, legend_panel, titled_grid
 from vseg_keras.train import TrainConfig, train
 
 TEMPORAL_MODEL = "vanilla-cgru-small-shallow"
 BASELINE_MODEL = "vanilla-none-small-shallow"
+ROLE_NAMES = {"temporal": "temporal", "baseline": "frame-wise"}
+#: The held-out video and the comparison picture are drawn this many times larger than the 64x128 frames.
+VIDEO_SCALE = 4
+PICTURE_SCALE = 3
+#: Val clips in the comparison picture (the first ones by name).
+PICTURE_CLIPS = 4
+
+
+class _Steps:
+    """Logs ``k/n text`` for consecutive steps."""
+
+    def __init__(self, log: Callable[[str], None], total: int):
+        self.log, self.total, self.done = log, total, 0
+
+    def __call__(self, text: str) -> None:
+        self.done += 1
+        self.log(f"{self.done}/{self.total} {text}")
 
 
 @dataclass(frozen=True)
@@ -69,33 +91,38 @@ def run_demo(out_dir: str = "demo", quick: bool = False, log: Callable[[str], No
         raise ValueError(f"{out_dir}: the demo writes to a local folder; give a local --out")
     settings = DemoSettings.quick() if quick else DemoSettings.full()
     source, data_dir = os.path.join(out_dir, "src"), os.path.join(out_dir, "data")
-    log(f"1/5 synthetic Cityscapes-layout video set -> {source}")
+    step = _Steps(log, 7)
+    step(f"synthetic Cityscapes-layout video set -> {source}")
     make_synthetic_cityscapes(source, train_sequences=settings.train_sequences, val_sequences=settings.val_sequences,
                               test_sequences=1, height=settings.height, width=settings.width, seed=0, overwrite=True)
-    log(f"2/5 convert to TFRecord shards -> {data_dir}")
+    step(f"convert to TFRecord shards -> {data_dir}")
     convert_cityscapes(source, data_dir, height=settings.height, width=settings.width, progress=False)
 
-    reports, runs = {}, {}
-    for role, model in (("temporal", TEMPORAL_MODEL), ("baseline", BASELINE_MODEL)):
-        runs[role] = os.path.join(out_dir, "runs", model)
-        log(f"3/5 train {model} ({role}) -> {runs[role]}")
+    roles = {"temporal": TEMPORAL_MODEL, "baseline": BASELINE_MODEL}
+    runs = {role: os.path.join(out_dir, "runs", model) for role, model in roles.items()}
+    for role, model in roles.items():
+        step(f"train {model} ({ROLE_NAMES[role]}) -> {runs[role]}")
         config = TrainConfig(model=model, epochs=settings.epochs, batch_size=settings.batch_size,
                              seq_len=settings.seq_len, lr=settings.lr, steps_per_epoch=settings.steps_per_epoch)
         train(data_dir, runs[role], config, log=log)
-        log(f"4/5 evaluate {model}")
-        reports[role] = evaluate_to_files(load_trained_model(runs[role]), data_dir,
-                                          os.path.join(out_dir, "eval", model),
-                                          context=settings.seq_len - 1, progress=False)
+    step("evaluate both on the val split (mIoU, temporal consistency)")
+    reports = {role: evaluate_to_files(load_trained_model(runs[role]), data_dir,
+                                       os.path.join(out_dir, "eval", model), context=settings.seq_len - 1,
+                                       progress=False)
+               for role, model in roles.items()}
 
-    log("5/5 export the temporal model and segment a held-out synthetic video")
+    step("export the temporal model for TF Serving")
     temporal = load_trained_model(runs["temporal"])
     export_base = os.path.join(out_dir, "saved_models", temporal.name)
     latest = latest_version(export_base)  # a re-run reuses the export instead of adding versions
     exported = os.path.join(export_base, str(latest)) if latest else export_saved_model(temporal, out_dir=export_base)
+    step("segment a held-out video; draw both models on the same val frames")
     test_root = os.path.join(source, "leftImg8bit_sequence", "test")
     heldout = os.path.join(test_root, sorted(os.listdir(test_root))[0])
     video = os.path.join(out_dir, "heldout_overlay.mp4")
-    predict_video(export_base, heldout, video, progress=False)
+    predict_video(export_base, heldout, video, progress=False, side_by_side=True, scale=VIDEO_SCALE)
+    picture = os.path.join(out_dir, "comparison.png")
+    write_comparison_picture(picture, runs, source)
 
     report = {
         "temporal": reports["temporal"],
@@ -106,7 +133,7 @@ def run_demo(out_dir: str = "demo", quick: bool = False, log: Callable[[str], No
         ),
         "quick": quick,
         "artefacts": {"data": data_dir, "runs": runs, "saved_model": exported, "video": video,
-                      "eval": os.path.join(out_dir, "eval")},
+                      "comparison": picture, "eval": os.path.join(out_dir, "eval")},
     }
     atomic_write_json(os.path.join(out_dir, "report.json"), report)
     return report
@@ -121,3 +148,62 @@ def format_comparison(report: dict) -> str:
         values = [report[role][key] for role in ("temporal", "baseline")]
         lines.append(f"{label:<24} " + " ".join(f"{100 * (v or 0):>28.2f}" for v in values))
     return "\n".join(lines)
+
+
+def write_comparison_picture(path: str, runs: dict[str, str], source: str, clips: int = PICTURE_CLIPS,
+                             scale: int = PICTURE_SCALE) -> None:
+    """Draws the demo's two models on the same frames: the labelled frame of the first ``clips`` val clips of
+    the synthetic Cityscapes set ``source``, each model streamed over the clip up to that frame. Rows: the
+    frame, the ground truth, the temporal model, the frame-wise model; a legend of the ground truth's classes.
+
+    Args:
+        path: the PNG to write.
+        runs: ``{"temporal": run_dir, "baseline": run_dir}``.
+        source: the synthetic Cityscapes root (``leftImg8bit_sequence/val``, ``gtFine/val``).
+        clips: how many val clips (columns).
+        scale: enlargement of each tile.
+    """
+    from vseg_keras.datasets.cityscapes import CITYSCAPES, LABEL_TO_TRAIN
+
+    labelled = _labelled_val_frames(source)[:clips]
+    frames = [cv2.cvtColor(cv2.imread(frame), cv2.COLOR_BGR2RGB) for frame, _, _ in labelled]
+    truth = [LABEL_TO_TRAIN[cv2.imread(label, cv2.IMREAD_UNCHANGED)] for _, label, _ in labelled]
+    rows = [("frame", [enlarge(f, scale) for f in frames]),
+            ("ground truth", [enlarge(CITYSCAPES.colorize(t), scale, nearest=True) for t in truth])]
+    for role in ("temporal", "baseline"):
+        segmenter = FrameSegmenter(runs[role])
+        predictions = [_last_prediction(segmenter, clip) for _, _, clip in labelled]
+        rows.append((ROLE_NAMES[role], [enlarge(CITYSCAPES.colorize(p), scale, nearest=True) for p in predictions]))
+    picture = titled_grid(rows)
+    legend = legend_panel(picture.shape[0], sorted({int(c) for t in truth for c in np.unique(t)
+                                                    if c < CITYSCAPES.num_classes}), CITYSCAPES)
+    atomic_write_png(path, np.concatenate([picture, legend], axis=1)[..., ::-1])
+
+
+def _labelled_val_frames(source: str) -> list[tuple[str, str, list[str]]]:
+    """``(frame, label, clip frames up to it)`` for every labelled val frame of a synthetic Cityscapes set, by name."""
+    found = []
+    for city in sorted(os.listdir(os.path.join(source, "gtFine", "val"))):
+        frames_dir = os.path.join(source, "leftImg8bit_sequence", "val", city)
+        names = set(os.listdir(frames_dir))
+        for label in sorted(n for n in os.listdir(os.path.join(source, "gtFine", "val", city))
+                            if n.endswith("_gtFine_labelIds.png")):
+            stem = label.removesuffix("_gtFine_labelIds.png")
+            city_sequence, frame_number = stem.rsplit("_", 1)
+            first = int(frame_number)
+            while f"{city_sequence}_{first - 1:06d}_leftImg8bit.png" in names:  # the consecutive frames before it
+                first -= 1
+            clip = [os.path.join(frames_dir, f"{city_sequence}_{n:06d}_leftImg8bit.png")
+                    for n in range(first, int(frame_number) + 1)]
+            found.append((os.path.join(frames_dir, f"{stem}_leftImg8bit.png"),
+                          os.path.join(source, "gtFine", "val", city, label), clip))
+    return found
+
+
+def _last_prediction(segmenter: FrameSegmenter, clip: list[str]) -> np.ndarray:
+    """Streams ``segmenter`` over the frames of ``clip`` from a fresh state; the last frame's train ids."""
+    segmenter.reset()
+    for name in clip:
+        image = cv2.cvtColor(cv2.imread(name), cv2.COLOR_BGR2RGB)
+        labels = segment_frame(segmenter, image, plan_for(segmenter, image.shape[:2]))
+    return labels

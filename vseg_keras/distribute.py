@@ -46,10 +46,21 @@ class Placement:
 
     @property
     def name(self) -> str:
-        """``MirroredStrategy``, ``MultiWorkerMirroredStrategy``, ``DataParallel``, ... (for logs and summaries)."""
+        """``MirroredStrategy``, ``MultiWorkerMirroredStrategy``, ``DataParallel``, or ``single device`` (summaries)."""
         if self.distribution is not None:
             return type(self.distribution).__name__
-        return "MultiWorkerMirroredStrategy" if self.multi_worker else type(self.strategy).__name__
+        if self.multi_worker:
+            return "MultiWorkerMirroredStrategy"
+        if self.replicas == 1:
+            return "single device"
+        return type(self.strategy).__name__
+
+    @property
+    def description(self) -> str:
+        """The placement in words: ``1 device (CPU)``, ``2 replicas (MirroredStrategy)``, ..."""
+        if self.replicas == 1 and not self.multi_worker:
+            return f"1 device ({_device_kind()})"
+        return f"{self.replicas} replicas ({self.name})"
 
     @property
     def multi_worker(self) -> bool:
@@ -71,6 +82,15 @@ class Placement:
         """Variables created inside are placed for this process (mirrored, or replicated on JAX)."""
         with self.strategy.scope(), (self.distribution.scope() if self.distribution else contextlib.nullcontext()):
             yield
+
+
+def _device_kind() -> str:
+    """``GPU``, ``TPU`` or ``CPU``: the kind of device a single-device run computes on."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend().upper()
+    return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
 
 
 def make_placement(logical_cpus: int = 0) -> Placement:

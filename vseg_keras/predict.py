@@ -11,6 +11,7 @@ Memory does not grow with the video length: one frame and the states are held at
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from vseg_keras import files
 from vseg_keras.datasets import DatasetSpec
-from vseg_keras.files import atomic_write_png
+from vseg_keras.files import atomic_write_json, atomic_write_png
 from vseg_keras.frame_segmenter import (  # noqa: F401  (FrameSegmenter and the sizes are part of this API)
     MAX_RUN_PIXELS,
     STRICTEST_ZOO_RULE,
@@ -35,6 +36,8 @@ from vseg_keras.frame_segmenter import (  # noqa: F401  (FrameSegmenter and the 
     plan_run_size,
     segment_frame,
 )
+from vseg_keras.metrics import TemporalConsistency
+from vseg_keras.render import overlay, video_frame, video_frame_size  # noqa: F401  (overlay: part of this API)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _CITYSCAPES_FRAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
@@ -128,39 +131,41 @@ def announced_frame_count(source: str) -> int | None:
     return int(count) if count and count > 0 else None
 
 
-def overlay(image: np.ndarray, train_ids: np.ndarray, spec: DatasetSpec, alpha: float = 0.5) -> np.ndarray:
-    """The frame blended with its labels in the spec's colours, with a legend of the classes present (RGB uint8)."""
-    palette = spec.palette()
-    blended = cv2.addWeighted(image, 1.0 - alpha, palette[np.asarray(train_ids, np.uint8)], alpha, 0.0)
-    height = blended.shape[0]
-    scale = max(height / 720.0, 0.3)
-    row = max(int(22 * scale), 9)
-    names = [*spec.class_names, *([spec.void_class.name] if spec.void_class else [])]
-    present = [c for c in range(len(names)) if np.any(train_ids == c)]
-    for i, class_id in enumerate(present):
-        y = 4 + i * row
-        if y + row > height:
-            break
-        color = tuple(int(v) for v in palette[class_id])
-        cv2.rectangle(blended, (4, y), (4 + row - 2, y + row - 2), color, thickness=-1)
-        cv2.putText(blended, names[class_id], (row + 6, y + row - 4), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5 * scale * 1.4, (255, 255, 255), 1, cv2.LINE_AA)
-    return blended
+@dataclass(frozen=True)
+class VideoLook:
+    """How ``vseg predict`` draws its video: the input beside the overlay (``side_by_side``), and frames
+    ``scale`` times larger (labels are still computed and written at the frame's own size)."""
+
+    side_by_side: bool = False
+    scale: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.scale <= 16:
+            raise ValueError(f"--scale {self.scale}: expected an integer enlargement from 1 to 16")
 
 
 class _Outputs:
-    """The overlay video ``output`` (written to ``temporary``) and the optional per-frame label PNGs."""
+    """The overlay video ``output`` (written to ``temporary``), the optional per-frame label PNGs, and the
+    optional flicker measurement (temporal consistency of consecutive predictions)."""
 
     def __init__(self, output: str, temporary: str, fps: float, size: tuple[int, int], labels_dir: str | None,
-                 label_ids: bool, spec: DatasetSpec):
-        self.writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
+                 label_ids: bool, spec: DatasetSpec, look: VideoLook, flicker: TemporalConsistency | None):
+        height, width = video_frame_size(size, look.side_by_side, look.scale)
+        self.writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
         if not self.writer.isOpened():
             self.writer.release()
             raise OSError(f"{output}: OpenCV cannot write an mp4 video here")
-        self.labels_dir, self.label_ids, self.spec = labels_dir, label_ids, spec
+        self.labels_dir, self.label_ids, self.spec, self.look = labels_dir, label_ids, spec, look
+        self.flicker, self.previous = flicker, None
 
     def write(self, frame: Frame, labels: np.ndarray) -> None:
-        self.writer.write(overlay(frame.image, labels, self.spec)[..., ::-1])
+        self.writer.write(video_frame(frame.image, labels, self.spec, self.look.side_by_side,
+                                      self.look.scale)[..., ::-1])
+        if self.flicker is not None:
+            if self.previous is not None and not frame.new_clip:
+                image, predicted = self.previous
+                self.flicker.add(np.stack([predicted, labels]), np.stack([image, frame.image]))
+            self.previous = (frame.image, labels)
         if self.labels_dir:
             stored = self.spec.train_to_raw()[labels] if self.label_ids else labels
             atomic_write_png(os.path.join(self.labels_dir, f"{frame.name}_labels.png"), stored)
@@ -179,6 +184,10 @@ def _make_folder(folder: str, what: str) -> None:
         raise OSError(f"{what}: cannot create the folder {folder} ({error.strerror}: {error.filename})") from None
 
 
+def _folder_of(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path) if files.is_local(path) else path)
+
+
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
@@ -193,6 +202,9 @@ def predict_video(
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
     threads: int | None = None,
+    side_by_side: bool = False,
+    scale: int = 1,
+    report: str | None = None,
 ) -> dict:
     """Segments ``source`` and writes an overlay video (mp4) to ``output``.
 
@@ -218,11 +230,19 @@ def predict_video(
         warn: called with a one-line warning (a video that decodes fewer frames than its
             container announces); default: printed to stderr.
         threads: CPU threads of a LiteRT or ONNX Runtime model (default: the runtime's).
+        side_by_side: the video shows the input frame and the overlay next to each other.
+        scale: the video's frames are this many times larger than the input's (1-16), so that a
+            small video's legend can be read.
+        report: also measure flicker, without labels, and write it here as JSON: ETC's temporal
+            consistency (TC) of each pair of consecutive predictions, the later one warped to the
+            earlier frame with DIS optical flow (:class:`~vseg_keras.metrics.TemporalConsistency`,
+            the measure ``vseg evaluate`` reports, under the same keys).
 
     Returns:
-        ``{"frames", "announced_frames", "truncated", "output", "labels_dir", "clips", "run_size"}``:
-        frames written, frames announced (``None`` if unknown), whether fewer were decoded than
-        announced, and the ``(height, width)`` the model ran at (after padding).
+        ``{"frames", "announced_frames", "truncated", "output", "labels_dir", "clips", "run_size",
+        "flicker"}``: frames written, frames announced (``None`` if unknown), whether fewer were decoded
+        than announced, the ``(height, width)`` the model ran at (after padding), and the flicker
+        report (``None`` without ``report``; see :func:`flicker_report`).
 
     Raises:
         ValueError: an unreadable input or model, a bad ``size``, frames of different sizes, or
@@ -230,33 +250,49 @@ def predict_video(
         OSError: the output cannot be written.
     """
     check_run_size(size)
+    look = VideoLook(side_by_side, scale)
     announced = announced_frame_count(source)
     frames = read_frames(source)
     try:
         first = next(frames)  # the input's errors come before the model loads
         _make_folder(os.path.dirname(os.path.abspath(output)), output)
-        if labels_dir:
-            _make_folder(labels_dir, labels_dir)
+        for folder in (labels_dir, report and _folder_of(report)):
+            if folder:
+                _make_folder(folder, folder)
         segmenter = FrameSegmenter(model_path, threads=threads)
         sizes = plan_for(segmenter, first.image.shape[:2], size)
+        spec = segmenter.frame_model.dataset
         temporary = f"{output}.tmp.mp4"
-        try:
-            outputs = _Outputs(output, temporary, video_fps(source), sizes.frame, labels_dir, label_ids,
-                               segmenter.frame_model.dataset)
-            count, clips = _segment_all(segmenter, source, _chain(first, frames), sizes, outputs,
-                                        tqdm(total=announced, unit=" frames", desc="segmenting", disable=not progress))
-            os.replace(temporary, output)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        with TemporalConsistency(spec) if report else contextlib.nullcontext() as flicker:
+            try:
+                outputs = _Outputs(output, temporary, video_fps(source), sizes.frame, labels_dir, label_ids, spec,
+                                   look, flicker)
+                count, clips = _segment_all(segmenter, source, _chain(first, frames), sizes, outputs,
+                                            tqdm(total=announced, unit=" frames", desc="segmenting",
+                                                 disable=not progress))
+                measured = flicker_report(flicker, source, model_path, count, clips) if flicker else None
+                os.replace(temporary, output)
+            finally:
+                if os.path.exists(temporary):
+                    os.remove(temporary)
     finally:
         frames.close()
+    if measured:
+        atomic_write_json(report, measured)
     truncated = announced is not None and count < announced
     if truncated:
         (warn or _to_stderr)(f"warning: {source}: the container announces {announced} frames but only {count} "
                              f"decoded (truncated file?); wrote {count} frames")
     return {"frames": count, "announced_frames": announced, "truncated": truncated, "output": output,
-            "labels_dir": labels_dir, "clips": clips, "run_size": sizes.padded}
+            "labels_dir": labels_dir, "clips": clips, "run_size": sizes.padded, "flicker": measured}
+
+
+def flicker_report(flicker: TemporalConsistency, source: str, model_path: str, frames: int, clips: int) -> dict:
+    """The JSON ``vseg predict --report`` writes: ``video``, ``model``, ``frames``, ``clips``, and
+    :meth:`TemporalConsistency.result`'s keys (``temporal_consistency``, ``per_class_temporal_consistency``,
+    ``temporal_consistency_per_pair``, ``temporal_consistency_pairs``, ``temporal_consistency_flow``): the
+    agreement of every pair of consecutive predicted frames within a clip, without labels."""
+    return {"video": source, "model": model_path, "frames": frames, "clips": clips, **flicker.result()}
 
 
 def _chain(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:

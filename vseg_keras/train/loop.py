@@ -57,7 +57,7 @@ def train(
     placement = make_placement(config.logical_cpus)
     if config.batch_size % placement.replicas:
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {placement.replicas} replicas")
-    log(f"strategy: {placement.name}, {placement.replicas} replica(s), global batch {config.batch_size}")
+    log(f"placement: {placement.description}, global batch {config.batch_size}")
     log(f"dataset: {spec.name}, {spec.num_classes} classes ({config.num_classes} logits)")
     log(_describe_windows(config))
     if config.temporal_loss:
