@@ -6,7 +6,9 @@ import json
 import re
 
 import cv2
+from click.testing import CliRunner
 
+from cli import main
 from tests.test_predict import video_info
 from tests.test_train_evaluate import vseg
 
@@ -29,6 +31,7 @@ def test_quick_demo_runs_every_step_and_resumes(tmp_path):
     assert picture.shape[0] > 4 * 64 * 3  # four rows of 3x tiles: frame, ground truth, the two models
     assert (tmp_path / "demo" / "saved_models").is_dir()
 
-    again = vseg("demo", "--quick", "--out", str(out))  # everything already there: resumes, no errors
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "already done" in again.stdout
+    again = CliRunner().invoke(main, ["demo", "--quick", "--out", str(out)])  # all there: resumes, no errors
+    assert again.exit_code == 0, again.output[-3000:]
+    assert "already done" in again.output
+    assert json.loads((out / "report.json").read_text())["temporal"] == report["temporal"]  # evaluation reused

@@ -18,7 +18,7 @@ import numpy as np
 
 from vseg_keras.evaluate import evaluate_to_files
 from vseg_keras.export import export_saved_model, latest_version
-from vseg_keras.files import atomic_write_json, atomic_write_png
+from vseg_keras.files import atomic_write_json, atomic_write_png, read_json
 from vseg_keras.frame_segmenter import FrameSegmenter, plan_for, segment_frame
 from vseg_keras.loading import load_trained_model
 from vseg_keras.predict import predict_video
@@ -106,9 +106,7 @@ def run_demo(out_dir: str = "demo", quick: bool = False, log: Callable[[str], No
                              seq_len=settings.seq_len, lr=settings.lr, steps_per_epoch=settings.steps_per_epoch)
         train(data_dir, runs[role], config, log=log)
     step("evaluate both on the val split (mIoU, temporal consistency)")
-    reports = {role: evaluate_to_files(load_trained_model(runs[role]), data_dir,
-                                       os.path.join(out_dir, "eval", model), context=settings.seq_len - 1,
-                                       progress=False)
+    reports = {role: _evaluation(runs[role], data_dir, os.path.join(out_dir, "eval", model), settings.seq_len - 1)
                for role, model in roles.items()}
 
     step("export the temporal model for TF Serving")
@@ -137,6 +135,15 @@ def run_demo(out_dir: str = "demo", quick: bool = False, log: Callable[[str], No
     }
     atomic_write_json(os.path.join(out_dir, "report.json"), report)
     return report
+
+
+def _evaluation(run_dir: str, data_dir: str, eval_dir: str, context: int) -> dict:
+    """The evaluation report of the run's best model: the one in ``eval_dir`` if it is newer than the model
+    (a re-run of the demo), else evaluated now."""
+    report, model = os.path.join(eval_dir, "report.json"), os.path.join(run_dir, "best.keras")
+    if os.path.exists(report) and os.path.getmtime(report) >= os.path.getmtime(model):
+        return read_json(report)
+    return evaluate_to_files(load_trained_model(run_dir), data_dir, eval_dir, context=context, progress=False)
 
 
 def format_comparison(report: dict) -> str:
