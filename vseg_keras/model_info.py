@@ -73,7 +73,8 @@ def describe_models(
         num_classes: classes of the head.
         flops: also count GFLOPs per ``height x width`` frame (about a second per model; only on
             the TensorFlow backend, see :func:`frame_gflops`).
-        height, width: frame size for the FLOP count.
+        height: frame height for the FLOP count.
+        width: frame width for the FLOP count.
 
     Returns:
         A list of dicts; ``gflops`` is ``None`` when ``flops`` is false or Keras is not on TensorFlow.
