@@ -119,7 +119,7 @@ class GradientNorms:
             def measure(self):
                 variables = self.model.trainable_variables
                 with tf.GradientTape(persistent=True) as tape:
-                    pair = self.model.last_frames_logits(frames, 2, training=False)
+                    pair = self.model.trailing_frames_logits(frames, 2, training=False)
                     ce = cross_entropy(y["labels"], pair[:, -1])
                     temporal = temporal_consistency_loss(pair[:, -1], pair[:, 0], y["previous_index"],
                                                          y["previous_weight"], config.temporal_loss_target,

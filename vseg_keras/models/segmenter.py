@@ -71,14 +71,14 @@ class VideoSegmenter(keras.Model):
 
     #: Runtime switch (not saved) for the temporal loss: when set, calling the model returns
     #: the logits of the last two frames ``[B, K, H, W, num_classes]`` (``K = min(T, 2)``, the
-    #: labelled frame last, :meth:`last_frames_logits`), and the loss adds this
+    #: labelled frame last, :meth:`trailing_frames_logits`), and the loss adds this
     #: :class:`~vseg_keras.models.losses.TemporalLoss`; labels then come as a dict
     #: (see :meth:`compute_loss`). Overrides :attr:`outputs_last_frame`.
     temporal_loss: TemporalLoss | None = None
 
     def call(self, inputs, training=None, mask=None):
         if self.temporal_loss is not None:
-            return self.last_frames_logits(inputs, 2, training=training)
+            return self.trailing_frames_logits(inputs, 2, training=training)
         if self.outputs_last_frame:
             return self.last_frame_logits(inputs, training=training)
         return super().call(inputs, training=training, mask=mask)
@@ -101,13 +101,13 @@ class VideoSegmenter(keras.Model):
         features = self.backbone.last_frame_features(self.normalization(frames), training=training)
         return self.float32_logits(self.head(features))
 
-    def last_frames_logits(self, frames, count: int, training=None):
+    def trailing_frames_logits(self, frames, count: int, training=None):
         """Logits of the last ``count`` frames of each window: ``[B, T, H, W, 3] -> [B, K, H, W, num_classes]``.
 
         ``K = min(count, T)``; the same numbers as ``self(frames)[:, -count:]`` (BatchNorm in inference
         mode), with the decoder and head on those ``K`` frames only.
         """
-        features = self.backbone.last_frames_features(self.normalization(frames), count, training=training)
+        features = self.backbone.trailing_frames_features(self.normalization(frames), count, training=training)
         folded = ops.reshape(features, (-1, *ops.shape(features)[2:]))
         return unfold_time(self.float32_logits(self.head(folded)), features)
 
@@ -198,7 +198,7 @@ class VideoSegmenter(keras.Model):
         With :attr:`temporal_loss` set, ``y`` is a dict: ``labels`` ``[B, H, W]`` of the
         labelled frame, and ``previous_index`` and ``previous_weight`` ``[B, H, W]``, the flow to the
         frame before it (:func:`vseg_keras.flow.previous_frame_warp`); ``y_pred`` is
-        ``[B, K, H, W, C]`` from :meth:`last_frames_logits`.
+        ``[B, K, H, W, C]`` from :meth:`trailing_frames_logits`.
         """
         labels, logits = self._scored(y, y_pred, sample_weight)
         loss = super().compute_loss(x=x, y=labels, y_pred=logits, sample_weight=sample_weight, training=training)

@@ -269,6 +269,8 @@ class ConvRecurrent(keras.layers.RNN):
         return config
 
 
+#: The cells by temporal-unit name, in the zoo's order: the one list of temporal units
+#: (:data:`vseg_keras.models.unet.TEMPORAL_UNITS` adds "none").
 TEMPORAL_CELLS: dict[str, type[_ConvCellBase]] = {"crnn": ConvRNNCell, "cgru": ConvGRUCell}
 
 

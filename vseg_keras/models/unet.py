@@ -10,9 +10,10 @@ import keras
 from vseg_keras.models.blocks import get_block_family
 from vseg_keras.models.layers import FoldTime, SpatialSizeCheck, UnfoldTime, unfold_time
 from vseg_keras.models.remat import Stage
-from vseg_keras.models.temporal import ConvRecurrent, make_temporal_cell
+from vseg_keras.models.temporal import TEMPORAL_CELLS, ConvRecurrent, make_temporal_cell
 
-TEMPORAL_UNITS = ("none", "crnn", "cgru")
+#: The temporal units a backbone takes: none (a frame-wise UNet), or a cell of :data:`TEMPORAL_CELLS` at every level.
+TEMPORAL_UNITS = ("none", *TEMPORAL_CELLS)
 
 
 def build_stage(name: str, input_channels: Sequence[int], build: Callable) -> Stage:
@@ -167,7 +168,7 @@ class VideoUNetBackbone(keras.Model):
         return self.decoder(self._level_features(frames, lambda sequence: sequence[:, -1], training),
                             training=training)
 
-    def last_frames_features(self, frames, count: int, training=None):
+    def trailing_frames_features(self, frames, count: int, training=None):
         """Decoder features of the last ``count`` frames of each sequence: ``[B, T, H, W, 3] -> [B, K, H, W, F]``.
 
         ``K = min(count, T)``; equal to ``self(frames)[:, -count:]`` (BatchNorm in inference mode),
