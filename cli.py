@@ -212,10 +212,10 @@ def convert(root, out_dir, layout, splits, height, width, keep_size, frames_befo
             workers, overwrite, skip_bad, compress, progress):
     """Convert a video dataset to TFRecord shards: Cityscapes, VSPW, or your own labelled videos.
 
-    ROOT is the dataset: the Cityscapes root (leftImg8bit_sequence/, gtFine/; each labelled frame
-    gives one 30-frame snippet), the VSPW_480p root (train.txt, label_num_dic_final.json, data/), or
-    your own (dataset.json, <split>/<clip>/frames/ and labels/). OUT_DIR receives the shards and
-    manifest.json, which holds the dataset's classes, colours and label map.
+    ROOT is the dataset: the Cityscapes root (`leftImg8bit_sequence/`, `gtFine/`; each labelled frame
+    gives one 30-frame snippet), the VSPW_480p root (`train.txt`, `label_num_dic_final.json`, `data/`), or
+    your own (`dataset.json`, `<split>/<clip>/frames/` and `labels/`). OUT_DIR receives the shards and
+    `manifest.json`, which holds the dataset's classes, colours and label map.
     An interrupted run resumes when re-run with the same settings.
     """
     import time
@@ -517,8 +517,11 @@ def _flicker_line(flicker: dict, report_path: str) -> str:
 @click.option("--quick", is_flag=True, help="Tiny sizes: a smoke run of every step (for CI).")
 @user_errors
 def demo(out_dir, quick):
-    """The main job on built-in synthetic data: synth, convert, train a temporal model and its
-    frame-wise twin, evaluate both, export a SavedModel, segment a held-out video."""
+    """Run the main job on built-in synthetic data (about 7 minutes on 2 CPU cores).
+
+    Synthesise and convert a video task that needs memory, train a temporal model and its frame-wise
+    twin, evaluate both, export the temporal one as a SavedModel, segment a held-out video side by side,
+    and draw both models on the same frames (comparison.png)."""
     from vseg_keras.demo import ROLE_NAMES, format_comparison, run_demo
 
     report = run_demo(out_dir, quick=quick, log=click.echo)
