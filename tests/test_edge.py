@@ -18,10 +18,11 @@ from tests.test_train_evaluate import invoke
 from vseg_keras.datasets.cityscapes import CITYSCAPES
 from vseg_keras.edge import open_edge_model
 from vseg_keras.edge.calibration import calibration_windows
-from vseg_keras.edge.metadata import tflite_metadata
+from vseg_keras.edge.metadata import DATASET_KEY, SIZE_RULE_KEY, tflite_metadata
 from vseg_keras.evaluate import default_output_dir, evaluate, open_model_to_evaluate
 from vseg_keras.frame_models import label_agreement
-from vseg_keras.loading import open_frame_model
+from vseg_keras.loading import load_trained_model, open_frame_model
+from vseg_keras.models.layers import frame_size_requirement
 
 MODEL = "vanilla-cgru-small-shallow"
 SIZE = (64, 128)
@@ -136,8 +137,12 @@ def test_the_files_have_the_documented_inputs_and_outputs(trained, edge_files):
     assert not onnx.has_logits and onnx.fixed_size == SIZE
     # Every export carries the classes of the data the model trained on (for predict's legend, with no dataset at
     # hand): the SavedModel in assets.extra, the .tflite and .onnx files in their metadata.
-    assert litert.dataset == onnx.dataset == open_frame_model(trained["saved_model"]).dataset == CITYSCAPES
-    assert tflite_metadata(open(edge_files["int8"], "rb").read()) == CITYSCAPES.to_json()
+    saved_model = open_frame_model(trained["saved_model"])
+    assert litert.dataset == onnx.dataset == saved_model.dataset == CITYSCAPES
+    # ... and the frame-size rule, stored as data (the SavedModel's size_rule signature), not read from a message.
+    assert litert.size_rule == onnx.size_rule == saved_model.size_rule == load_trained_model(trained["run"]).size_rule
+    assert tflite_metadata(open(edge_files["int8"], "rb").read()) == {
+        DATASET_KEY: CITYSCAPES.to_json(), SIZE_RULE_KEY: {"multiple": 4, "minimum": 4}}
     with open(os.path.join(trained["saved_model"], "assets.extra", "vseg_dataset.json")) as handle:
         assert json.load(handle) == CITYSCAPES.to_json()
     assert all(not isinstance(i.shape[0], int) for i in onnx._session.get_inputs())  # the batch axis is dynamic
@@ -193,7 +198,7 @@ def test_bad_inputs_are_one_clear_line(trained, edge_files, tmp_path):
         invoke("export", run, "--format", "onnx", "--quantize", "float16"))
     assert "--format litert writes a .tflite file" in single_error_line(
         invoke("export", run, "--format", "litert", "--out", str(tmp_path / "m.onnx")))
-    assert "--size 63x128 (HxW) is not supported: height and width must be multiples of 4" in single_error_line(
+    assert f"--size 63x128 (HxW) is not supported: {frame_size_requirement(4, 4)}" in single_error_line(
         invoke("export", run, "--format", "onnx", "--size", "63x128", "--out", str(tmp_path / "m.onnx")))
     shutil.copy(f"{run}/best.keras", tmp_path / "alone.keras")  # no run dir around it: no recorded size
     assert "no recorded training frame size" in single_error_line(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import tensorflow as tf
 
 import vseg_keras
 from vseg_keras.model_info import trainable_params
+from vseg_keras.models.layers import frame_size_requirement
 
 # One small model per (family, temporal unit), covering both depths.
 SMALL_TEMPORAL = [
@@ -87,19 +90,20 @@ def test_one_model_serves_any_sequence_length_and_valid_size():
     frames = random_frames((1, 3, 16, 32, 3))
     np.testing.assert_allclose(traced(frames).numpy(), model(frames, training=False).numpy(), atol=1e-5)
     assert traced(random_frames((2, 1, 40, 8, 3))).shape == (2, 1, 40, 8, 20)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="multiples of 8"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(frame_size_requirement(*model.size_rule))):
         traced(random_frames((1, 2, 20, 16, 3)))
 
 
-@pytest.mark.parametrize("name,shape,requirement", [
-    ("vanilla-none-small-shallow", (1, 1, 30, 64, 3), "multiples of 4 for this 3-level UNet"),
-    ("convnext-cgru-small-deep", (1, 2, 32, 36, 3), "multiples of 8 for this 4-level UNet and at least 32"),
-    ("convnext-crnn-small-deep", (1, 2, 16, 64, 3), "multiples of 8 for this 4-level UNet and at least 32"),
+@pytest.mark.parametrize("name,shape,rule", [
+    ("vanilla-none-small-shallow", (1, 1, 30, 64, 3), (4, 4)),  # 3 levels
+    ("convnext-cgru-small-deep", (1, 2, 32, 36, 3), (8, 32)),  # 4 levels, a 7x7 conv at 1/8
+    ("convnext-crnn-small-deep", (1, 2, 16, 64, 3), (8, 32)),
 ])
-def test_bad_frame_size_raises_clear_value_error(name, shape, requirement):
+def test_bad_frame_size_raises_clear_value_error(name, shape, rule):
     model = vseg_keras.build_model(name)
+    assert model.size_rule == rule
     height, width = shape[2], shape[3]
-    message = rf"Frame size {height}x{width} \(HxW\) is not supported: height and width must be {requirement}\."
+    message = rf"Frame size {height}x{width} \(HxW\) is not supported: {re.escape(frame_size_requirement(*rule))}\."
     with pytest.raises(ValueError, match=f"^{message}$"):
         model.check_frame_size(height, width)
     with pytest.raises(ValueError, match=message):

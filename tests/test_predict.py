@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 
 import cv2
@@ -16,6 +17,7 @@ import vseg_keras
 from cli import main
 from tests.test_train_evaluate import vseg
 from vseg_keras.datasets.cityscapes import TRAIN_TO_LABEL
+from vseg_keras.models.layers import frame_size_requirement
 from vseg_keras.predict import FrameSegmenter, announced_frame_count, predict_video
 
 
@@ -190,7 +192,7 @@ def test_a_truncated_video_warns_once_and_still_writes_what_decoded(model_file, 
 
 def test_a_frame_that_breaks_the_size_rule_is_one_line_naming_it(model_file, saved_model):
     """FrameSegmenter runs frames as they are (predict_video pads them); the SavedModel's rule is read from it."""
-    rule = r"^Frame 60x130 \(HxW\) is not supported: height and width must be multiples of 4 for this 3-level UNet\.$"
+    rule = rf"^Frame 60x130 \(HxW\) is not supported: {re.escape(frame_size_requirement(4, 4))}\.$"
     for model in [model_file, saved_model]:
         segmenter = FrameSegmenter(str(model))
         assert segmenter.size_rule == (4, 4)
@@ -315,3 +317,21 @@ def test_flicker_report_restarts_at_each_clip_and_fails_before_writing(model_fil
                                        "--report", str(tmp_path / "file" / "flicker.json")])
     single_error_line(failed)
     assert "file" in failed.output and not (tmp_path / "out2.mp4").exists()
+
+
+OLD_SAVED_MODEL = os.path.join(os.path.dirname(__file__), "data", "saved-model-c62837d")  # tests/data/README.md
+
+
+def test_the_size_rule_is_stored_in_exports_and_read_from_older_ones(saved_model, capsys):
+    """A SavedModel states its rule in its size_rule signature; one exported before that (a fixture from commit
+    c62837d) still gives its rule, read from its graph's own size-check message, with a one-line note."""
+    loaded = tf.saved_model.load(str(saved_model / "1"))
+    rule = loaded.signatures["size_rule"]()
+    assert (int(rule["multiple"]), int(rule["minimum"])) == (4, 4)
+    assert FrameSegmenter(str(saved_model)).size_rule == (4, 4)
+    assert capsys.readouterr().err == ""
+    old = FrameSegmenter(OLD_SAVED_MODEL)
+    assert old.size_rule == (4, 4)
+    note = capsys.readouterr().err.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith(f"note: {OLD_SAVED_MODEL} was exported before SavedModels stored")
+    assert old(np.zeros((32, 64, 3), np.uint8)).shape == (32, 64)

@@ -19,6 +19,7 @@ import pytest
 
 from tests.test_cli_models import VSEG
 from vseg_keras.loading import load_trained_model
+from vseg_keras.models.layers import frame_size_requirement
 from vseg_keras.train import TrainConfig, TrainingError, read_resume_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +268,7 @@ def test_a_size_that_breaks_the_size_rule_is_one_line_before_training(shards, tm
     run_dir = tmp_path / "run"
     crop = invoke("train", shards, str(run_dir), "--model", MODEL, "--crop", "63x128")
     assert crop.exit_code == 1 and crop.output.strip().splitlines() == [
-        "Error: --crop 63x128 (HxW) is not supported: height and width must be multiples of 4 for this 3-level UNet."]
+        f"Error: --crop 63x128 (HxW) is not supported: {frame_size_requirement(4, 4)}."]
     garbage = invoke("train", shards, str(run_dir), "--model", MODEL, "--crop", "63by128")
     assert garbage.exit_code == 2 and "expected HEIGHTxWIDTH such as 512x1024, got '63by128'" in garbage.output
     # Full frames that break the rule (a manifest of 62x124 frames): named with the data folder, before
@@ -278,8 +279,7 @@ def test_a_size_that_breaks_the_size_rule_is_one_line_before_training(shards, tm
     (odd / "manifest.json").write_text(json.dumps({**manifest, "height": 62, "width": 124}))
     with pytest.raises(ValueError) as error:
         train(str(odd), str(run_dir), TrainConfig(model=MODEL))
-    assert str(error.value) == (f"{odd}: train frames 62x124 (HxW) is not supported: height and width must be "
-                                "multiples of 4 for this 3-level UNet.")
+    assert str(error.value) == f"{odd}: train frames 62x124 (HxW) is not supported: {frame_size_requirement(4, 4)}."
     # Windows longer than the snippets hold: refused before the run dir is written.
     with pytest.raises(ValueError, match=r"^seq_len 40 exceeds the 30 frames stored per snippet"):
         train(shards, str(run_dir), TrainConfig(model=MODEL, seq_len=40))

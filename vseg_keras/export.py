@@ -9,6 +9,8 @@ Signatures (raw uint8 RGB in, preprocessing in the graph; any ``T >= 1`` and any
   ``init_state``: ``frame`` uint8 ``[B, H, W, 3]`` -> zero states ``state_i``
   float32 ``[B, H/2**i, W/2**i, c_i]``; ``step``: ``frame`` plus the ``state_i``
   -> ``labels`` uint8 ``[B, H, W]`` plus the new ``state_i``.
+* ``size_rule``: no inputs -> ``multiple`` and ``minimum`` int32: frame height and width must be
+  multiples of ``multiple`` and at least ``minimum`` (:attr:`VideoSegmenter.size_rule`).
 
 Layout: ``DIR/VERSION/saved_model.pb`` + ``variables/`` (what ``tensorflow_model_server
 --model_base_path=DIR`` serves), and ``assets.extra/vseg_dataset.json``: the spec of the dataset
@@ -33,6 +35,8 @@ from vseg_keras.options import EXPORT_ROOT
 DEFAULT_EXPORT_ROOT = EXPORT_ROOT
 #: The dataset spec in a version folder (TF Serving ignores ``assets.extra/``).
 DATASET_FILE = "assets.extra/vseg_dataset.json"
+#: The signature that states the frame-size rule: no inputs; ``multiple`` and ``minimum``, int32 scalars.
+SIZE_RULE_SIGNATURE = "size_rule"
 
 
 def latest_version(out_dir: str) -> int | None:
@@ -118,6 +122,12 @@ def _serving_archive(model: VideoSegmenter) -> keras.export.ExportArchive:
         return {"labels": _labels(logits), "probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
 
     archive.add_endpoint("serving_default", serve, input_signature=[tf.TensorSpec(None, tf.uint8, "frames")])
+    multiple, minimum = model.size_rule
+
+    def size_rule():
+        return {"multiple": tf.constant(multiple, tf.int32), "minimum": tf.constant(minimum, tf.int32)}
+
+    archive.add_endpoint(SIZE_RULE_SIGNATURE, size_rule, input_signature=[])
     if model.state_shapes():
         _add_streaming_endpoints(archive, model)
     return archive

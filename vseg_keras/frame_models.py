@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 from vseg_keras import files
 from vseg_keras.datasets import DatasetSpec, spec_of_model
-from vseg_keras.export import DATASET_FILE, latest_version
+from vseg_keras.export import DATASET_FILE, SIZE_RULE_SIGNATURE, latest_version
 from vseg_keras.models.layers import check_frame_size
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.options import EDGE_SUFFIXES, NUM_CLASSES
 
-_SIZE_RULE = re.compile(r"multiples of (\d+) for this \d+-level UNet(?: and at least (\d+))?")
+#: The size check's message in SavedModels exported before the ``size_rule`` signature (their graphs keep it).
+_EXPORTED_SIZE_RULE = re.compile(r"multiples of (\d+) for this \d+-level UNet(?: and at least (\d+))?")
 
 
 def is_edge_file(path: str) -> bool:
@@ -92,8 +94,7 @@ class KerasFrameModel(FrameModel):
         self.model, self.name, self.temporal = model, model.name, bool(model.state_shapes())
         self.dataset = keras_model_spec(model)
         self._step_model = model.make_streaming_model()
-        check = model.backbone.encoder.get_layer("size_check")
-        self.size_rule = (check.multiple, check.minimum)
+        self.size_rule = model.size_rule
 
     def initial_states(self, height: int, width: int) -> dict:
         return {key: np.zeros(shape, np.float32) for key, shape in self.model.state_shapes(height, width, 1).items()}
@@ -127,7 +128,7 @@ class SavedModelFrameModel(FrameModel):
         self._serve, self._init, self._step = (
             signatures["serving_default"], signatures.get("init_state"), signatures.get("step")
         )
-        self.size_rule = _saved_model_size_rule(self._serve)
+        self.size_rule = _saved_model_size_rule(folder, signatures)
         self.dataset = _saved_model_dataset(folder, self._serve)
 
     def initial_states(self, height: int, width: int) -> dict:
@@ -176,17 +177,24 @@ def _check_vseg_signatures(base: str, signatures) -> None:
                          f"{found})")
 
 
-def _saved_model_size_rule(serve) -> tuple[int, int] | None:
-    """``(multiple, minimum)`` of a ``vseg export`` SavedModel, ``None`` if it does not say.
+def _saved_model_size_rule(folder: str, signatures) -> tuple[int, int] | None:
+    """``(multiple, minimum)`` of a ``vseg export`` SavedModel (its ``size_rule`` signature), ``None`` if it
+    does not say.
 
-    The SavedModel keeps no layer attributes, but its size check is an assertion whose message
-    states the rule; a 1x1 frame fails it before any convolution runs.
+    SavedModels exported before the signature existed fall back to their size check's assertion, whose
+    message (in the graph as it was exported, so rewording today's message cannot change it) states the
+    rule; a 1x1 frame fails it before any convolution runs. A one-line note on stderr says so.
     """
+    if SIZE_RULE_SIGNATURE in signatures:
+        rule = signatures[SIZE_RULE_SIGNATURE]()
+        return int(rule["multiple"]), int(rule["minimum"])
     try:
-        serve(frames=tf.zeros([1, 1, 1, 1, 3], tf.uint8))
+        signatures["serving_default"](frames=tf.zeros([1, 1, 1, 1, 3], tf.uint8))
     except tf.errors.OpError as error:
-        match = _SIZE_RULE.search(str(error))
+        match = _EXPORTED_SIZE_RULE.search(str(error))
         if match:
+            print(f"note: {folder} was exported before SavedModels stored their frame-size rule; read it from the "
+                  f"model's size check instead (re-export to store it)", file=sys.stderr)
             return int(match[1]), int(match[2] or match[1])
     return None
 

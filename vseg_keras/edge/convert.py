@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from vseg_keras import data, files
 from vseg_keras.edge.calibration import calibration_samples, calibration_windows
-from vseg_keras.edge.metadata import DATASET_KEY, with_tflite_metadata
+from vseg_keras.edge.metadata import model_metadata, with_tflite_metadata
 from vseg_keras.edge.packages import require
 from vseg_keras.edge.step_function import frozen_step_function
 from vseg_keras.models.segmenter import VideoSegmenter
@@ -131,11 +131,9 @@ def export_edge_model(
             if clips is None:
                 clips = calibration_windows(calibration_dir, size, calibration_split, calibration_windows_count)
             samples = calibration_samples(step, clips, step.input_signature[1:])
-        content = _litert_bytes(step, quantization, samples)
-        if model.dataset is not None:
-            content = with_tflite_metadata(content, model.dataset)
+        content = with_tflite_metadata(_litert_bytes(step, quantization, samples), model_metadata(model))
     else:
-        content = _onnx_bytes(frozen_step_function(model, size, batch_size=None, logits=logits), model.dataset)
+        content = _onnx_bytes(frozen_step_function(model, size, batch_size=None, logits=logits), model_metadata(model))
     if os.path.dirname(path):
         files.makedirs(os.path.dirname(path))
     files.atomic_write_bytes(path, content)
@@ -159,7 +157,7 @@ def _litert_bytes(step, quantization: str, samples) -> bytes:
         raise ValueError(f"the LiteRT converter failed: {files.error_reason(error)}") from None
 
 
-def _onnx_bytes(step, dataset: dict | None) -> bytes:
+def _onnx_bytes(step, metadata: dict[str, dict]) -> bytes:
     tf2onnx = require("tf2onnx", "--format onnx")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
@@ -167,6 +165,6 @@ def _onnx_bytes(step, dataset: dict | None) -> bytes:
     except Exception as error:  # tf2onnx raises plain exceptions of many kinds
         raise ValueError(f"tf2onnx failed: {files.error_reason(error)}") from None
     proto.producer_name = "vseg"
-    if dataset is not None:
-        proto.metadata_props.add(key=DATASET_KEY, value=json.dumps(dataset))
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=json.dumps(value))
     return proto.SerializeToString()

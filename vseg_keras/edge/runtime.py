@@ -7,14 +7,13 @@ sees them: a frame of another size or dtype is one clear line rather than the ru
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from vseg_keras import files
 from vseg_keras.datasets import spec_of_model
-from vseg_keras.edge.metadata import DATASET_KEY, tflite_metadata
+from vseg_keras.edge.metadata import DATASET_KEY, onnx_metadata, size_rule_of, tflite_metadata
 from vseg_keras.edge.packages import require
 from vseg_keras.edge.step_function import NEXT_STATE_PREFIX
 from vseg_keras.frame_models import FrameModel
@@ -28,8 +27,9 @@ class EdgeFrameModel(FrameModel):
         path: the file.
         inputs: ``{name: shape}`` of its inputs (``frame`` and the ``state_i``).
         outputs: the names of its outputs (``labels``, maybe ``logits``, the ``next_state_i``).
-        dataset: the dataset spec's JSON the file carries (``None``: a file from before files carried it,
-            all of which were Cityscapes models).
+        metadata: the vseg entries the file carries (:mod:`vseg_keras.edge.metadata`): the dataset spec's
+            JSON (absent in files from before files carried it, all of which were Cityscapes models) and
+            the size rule of the model it was exported from (absent in older files).
 
     Attributes:
         state_shapes: ``{"state_i": (1, h_i, w_i, c_i)}`` (empty for a frame-wise model).
@@ -38,7 +38,7 @@ class EdgeFrameModel(FrameModel):
 
     format = "edge"
 
-    def __init__(self, path: str, inputs: dict[str, list], outputs: list[str], dataset: dict | None = None):
+    def __init__(self, path: str, inputs: dict[str, list], outputs: list[str], metadata: dict[str, dict]):
         if "frame" not in inputs or "labels" not in outputs:
             raise ValueError(f"{path}: not a {self.format} file from `vseg export` (inputs: {', '.join(inputs)}; "
                              f"outputs: {', '.join(outputs)})")
@@ -49,7 +49,8 @@ class EdgeFrameModel(FrameModel):
                              if name != "frame"}
         self.has_logits = "logits" in outputs
         self.temporal = bool(self.state_shapes)
-        self.dataset = spec_of_model(dataset, None, where=path)  # the file outputs labels: no logit count
+        self.dataset = spec_of_model(metadata.get(DATASET_KEY), None, where=path)  # labels out: no logit count
+        self.size_rule = size_rule_of(metadata)
 
     def initial_states(self, height: int, width: int) -> dict:
         self.check_size(height, width)
@@ -115,8 +116,7 @@ class OnnxFrameModel(EdgeFrameModel):
             raise ValueError(f"{path}: not a valid ONNX model ({files.error_reason(error)})") from None
         self._outputs = [output.name for output in self._session.get_outputs()]
         inputs = {i.name: [1 if not isinstance(d, int) else d for d in i.shape] for i in self._session.get_inputs()}
-        dataset = self._session.get_modelmeta().custom_metadata_map.get(DATASET_KEY)
-        super().__init__(path, inputs, self._outputs, json.loads(dataset) if dataset else None)
+        super().__init__(path, inputs, self._outputs, onnx_metadata(self._session.get_modelmeta().custom_metadata_map))
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._outputs, self._session.run(None, inputs), strict=True))

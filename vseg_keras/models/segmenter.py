@@ -9,7 +9,7 @@ from keras import ops
 
 from vseg_keras.constants import NUM_CLASSES
 from vseg_keras.models.kernels import on_tensorflow
-from vseg_keras.models.layers import FoldTime, FrameNormalization, UnfoldTime, unfold_time
+from vseg_keras.models.layers import FoldTime, FrameNormalization, UnfoldTime, check_frame_size, unfold_time
 from vseg_keras.models.losses import TemporalLoss
 from vseg_keras.models.unet import VideoUNetBackbone
 
@@ -121,10 +121,17 @@ class VideoSegmenter(keras.Model):
         frames = keras.Input(shape=(None, None, None, 3), name="frames")
         return keras.Model(frames, self.last_frame_logits(frames), name=f"{self.name}_last_frame")
 
+    @property
+    def size_rule(self) -> tuple[int, int]:
+        """``(multiple, minimum)``: frame height and width must be multiples of ``multiple`` and at least
+        ``minimum`` (what :func:`~vseg_keras.models.layers.check_frame_size` checks; exports store it)."""
+        check = self.backbone.encoder.get_layer("size_check")
+        return check.multiple, check.minimum
+
     def check_frame_size(self, height: int, width: int, what: str = "Frame size") -> None:
         """Raises ``ValueError`` (one clear sentence naming ``what``) if frames of ``height x width`` are not
         supported."""
-        self.backbone.encoder.get_layer("size_check").validate(height, width, what=what)
+        check_frame_size(height, width, *self.size_rule, what=what)
 
     def state_shapes(
         self, height: int | None = None, width: int | None = None, batch_size: int | None = None
