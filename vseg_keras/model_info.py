@@ -45,15 +45,14 @@ def frame_gflops(model: VideoSegmenter, height: int = 512, width: int = 1024) ->
         .get_concrete_function(specs)
         .graph
     )
-    from tensorflow.python.profiler import model_analyzer, option_builder
-
-    options = option_builder.ProfileOptionBuilder.float_operation()
+    profiler = tf.compat.v1.profiler  # public API (TensorFlow's graph profiler has no TF2 name)
+    options = profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     tf_logger = tf.get_logger()
     previous_level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)  # the v1 profiler warns about its own deprecated helpers
     try:
-        profile = model_analyzer.profile(graph, options=options)
+        profile = profiler.profile(graph, options=options)
     finally:
         tf_logger.setLevel(previous_level)
     return profile.total_float_ops / 1e9
