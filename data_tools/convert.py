@@ -46,6 +46,7 @@ from data_tools.layouts import ClipSource, DatasetError, Layout, get_layout
 from data_tools.layouts.cityscapes import CityscapesLayout
 from vseg_keras import files, records
 from vseg_keras.datasets import DatasetSpec
+from vseg_keras.folder_lock import LOCK_NAME, folder_lock
 from vseg_keras.options import CONVERT_SPLITS, FRAME_SIZE, FRAMES_AFTER, FRAMES_BEFORE
 
 __all__ = ["DatasetError", "convert_cityscapes", "convert_dataset", "default_shard_count"]
@@ -199,6 +200,8 @@ def _out_dir_files(out_dir: str) -> tuple[list[str], list[str]]:
     """(ours, foreign): our shards/manifest/progress/temp files, and anything else."""
     ours, foreign = [], []
     for name in files.listdir(out_dir):
+        if name == LOCK_NAME:  # the lock this conversion holds (vseg_keras.folder_lock)
+            continue
         is_temp = name.startswith(".") and name.endswith(files.TEMP_SUFFIX)
         if is_temp or _SHARD_NAME.match(name) or name in (records.MANIFEST_NAME, PROGRESS_NAME):
             ours.append(name)
@@ -538,7 +541,8 @@ def convert_dataset(
     plans = _plan(conversion, _find_clips(conversion), shards)
     settings = _settings(conversion, plans)
     filesystem.make_output_folder(conversion.out_dir, DatasetError)
-    with filesystem.one_line_errors(conversion.out_dir, "write the output folder", DatasetError):
+    with (folder_lock(conversion.out_dir, "vseg convert"),
+          filesystem.one_line_errors(conversion.out_dir, "write the output folder", DatasetError)):
         done = _prepare_out_dir(conversion.out_dir, settings, overwrite, skip_bad)
         record = {"settings": settings, "shards": dict(done)}
         entries = _write_missing_shards(conversion, plans, record, skip_bad, workers or os.cpu_count() or 1, progress)

@@ -18,6 +18,7 @@ import keras
 import pytest
 
 from tests.test_cli_models import VSEG
+from vseg_keras.folder_lock import LOCK_NAME
 from vseg_keras.loading import load_trained_model
 from vseg_keras.models.layers import frame_size_requirement
 from vseg_keras.train import TrainConfig, TrainingError, read_resume_state
@@ -168,6 +169,10 @@ def test_killed_training_resumes_and_finishes_every_epoch_once(shards, tmp_path)
         assert process.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.2)
+    # One writer per run dir: a second `vseg train` on it is refused at once, naming the first.
+    second = invoke("train", shards, str(run_dir), "--epochs", "4", *TRAIN_ARGS)
+    assert second.exit_code == 1 and second.output.strip().splitlines()[-1].startswith(
+        f"Error: {run_dir} is being written by another vseg train (host {socket.gethostname()}, pid {process.pid},")
     time.sleep(0.5)  # somewhere inside epoch 2
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -177,7 +182,10 @@ def test_killed_training_resumes_and_finishes_every_epoch_once(shards, tmp_path)
 
     result = vseg("train", shards, str(run_dir), "--epochs", "4", *TRAIN_ARGS)
     assert result.returncode == 0, result.stderr
+    assert f"note: {run_dir}: taking over the lock of a vseg train that is gone (host {socket.gethostname()}, " \
+           f"pid {process.pid}," in result.stdout  # killed with -9: its lock is stale, not a reason to refuse
     assert f"resuming after epoch {killed_at}" in result.stdout
+    assert not (run_dir / LOCK_NAME).exists()  # released at the end
     assert history_epochs(run_dir) == [0, 1, 2, 3]
     assert optimizer_steps == killed_at * 2  # the optimizer state was saved with the weights
     assert load_optimizer_iterations(run_dir, 4) == 4 * 2  # ... and restored, not restarted

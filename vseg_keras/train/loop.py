@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from collections.abc import Callable, Sequence
@@ -11,6 +12,7 @@ import keras
 from vseg_keras import data, files
 from vseg_keras.datasets import DatasetSpec
 from vseg_keras.distribute import Placement, make_placement
+from vseg_keras.folder_lock import folder_lock
 from vseg_keras.models.registry import get_model_config
 from vseg_keras.options import TrainConfig, TrainingError
 from vseg_keras.train import run_dir as runs
@@ -62,6 +64,13 @@ def train(
     log(_describe_windows(config))
     if config.temporal_loss:
         log(TEMPORAL_LOSS_NOTE)
+    with folder_lock(run_dir, "vseg train", log) if placement.chief else contextlib.nullcontext():
+        return _train_run(data_dir, run_dir, config, spec, placement, log, verbose, callbacks)
+
+
+def _train_run(data_dir, run_dir, config: TrainConfig, spec: DatasetSpec, placement: Placement, log, verbose,
+               callbacks) -> dict:
+    """:func:`train` from the run directory on, on the process that holds its lock (or a non-chief worker)."""
     state = runs.start_run(run_dir, config, runs.manifest_digest(data_dir), placement.chief,
                            data.frame_size(data_dir, "train"))
     epochs_done = int(state.get("epochs_done", 0))
