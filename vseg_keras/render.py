@@ -80,9 +80,9 @@ def overlay(image: np.ndarray, train_ids: np.ndarray, spec: DatasetSpec, alpha: 
     train_ids = np.asarray(train_ids, np.uint8)
     colours = spec.colorize(train_ids)
     blended = cv2.addWeighted(enlarge(image, scale), 1.0 - alpha, enlarge(colours, scale, nearest=True), alpha, 0.0)
-    classes, counts = np.unique(train_ids, return_counts=True)
-    shown = counts >= LEGEND_MIN_SHARE * train_ids.size
-    present = [int(c) for c in classes[shown] if c < len(_class_names(spec))]
+    counts = np.bincount(train_ids.ravel(), minlength=256)  # one pass; np.unique would sort the frame
+    shown = np.flatnonzero((counts > 0) & (counts >= LEGEND_MIN_SHARE * train_ids.size))
+    present = [int(c) for c in shown if c < len(_class_names(spec))]
     return draw_legend(blended, present, spec)
 
 
