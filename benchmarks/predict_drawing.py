@@ -14,13 +14,13 @@ import itertools
 import json
 import os
 import sys
-import time
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.machine import median, time_calls  # noqa: E402
 from vseg_keras.datasets.cityscapes import CITYSCAPES  # noqa: E402
 from vseg_keras.metrics import consistency_confusion  # noqa: E402
 from vseg_keras.predict import read_frames  # noqa: E402
@@ -30,13 +30,7 @@ CLIP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 def median_ms(call, repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return 1000 * float(np.median(times))
+    return 1000 * median(time_calls(call, repeats))
 
 
 def main() -> None:

@@ -210,7 +210,8 @@ def _labelled_val_frames(source: str) -> list[tuple[str, str, list[str]]]:
 def _last_prediction(segmenter: FrameSegmenter, clip: list[str]) -> np.ndarray:
     """Streams ``segmenter`` over the frames of ``clip`` from a fresh state; the last frame's train ids."""
     segmenter.reset()
-    for name in clip:
-        image = cv2.cvtColor(cv2.imread(name), cv2.COLOR_BGR2RGB)
-        labels = segment_frame(segmenter, image, plan_for(segmenter, image.shape[:2]))
+    images = [cv2.cvtColor(cv2.imread(name), cv2.COLOR_BGR2RGB) for name in clip]
+    sizes = plan_for(segmenter, images[0].shape[:2])
+    for image in images:
+        labels = segment_frame(segmenter, image, sizes)
     return labels

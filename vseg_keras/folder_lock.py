@@ -126,7 +126,8 @@ def folder_lock(folder: str, what: str, note: Callable[[str], None] = print) -> 
     try:
         yield
     finally:
-        if _read(path).get("pid") == holder["pid"] and _read(path).get("host") == holder["host"]:
+        held = _read(path)
+        if (held.get("pid"), held.get("host")) == (holder["pid"], holder["host"]):
             files.remove(path)
 
 

@@ -20,8 +20,6 @@ import os
 import sys
 import tempfile
 
-_started = False
-
 
 @contextlib.contextmanager
 def native_stderr_captured():
@@ -47,12 +45,9 @@ def native_stderr_captured():
 def start_tensorflow_quietly() -> None:
     """Imports TensorFlow and finds its devices without the start-up lines (see the module docstring). Once
     per process; a no-op if TensorFlow was imported already."""
-    global _started
-    if _started or "tensorflow" in sys.modules:
-        _started = True
+    if "tensorflow" in sys.modules:
         return
     with native_stderr_captured():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
-    _started = True

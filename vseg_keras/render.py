@@ -25,6 +25,11 @@ def legend_row_height(height: int) -> int:
     return int(np.clip(round(height * _ROW_FRACTION), _MIN_ROW, _MAX_ROW))
 
 
+def _font(row: int) -> tuple[float, int]:
+    """``(font scale, thickness)`` of text in rows ``row`` pixels high."""
+    return row / 32, 1 if row < 28 else 2
+
+
 def _class_names(spec: DatasetSpec) -> list[str]:
     return [*spec.class_names, *([spec.void_class.name] if spec.void_class else [])]
 
@@ -34,7 +39,7 @@ def draw_legend(picture: np.ndarray, class_ids: list[int], spec: DatasetSpec) ->
     (RGB uint8, changed in place and returned). Rows wrap into further columns when the picture is too low."""
     height = picture.shape[0]
     row = legend_row_height(height)
-    font_scale, thickness = row / 32, 1 if row < 28 else 2
+    font_scale, thickness = _font(row)
     names, palette = _class_names(spec), spec.palette()
     per_column = max((height - 4) // row, 1)
     x = 4
@@ -60,7 +65,7 @@ def legend_panel(height: int, class_ids: list[int], spec: DatasetSpec) -> np.nda
     """A dark panel ``height`` pixels high holding just a legend of ``class_ids`` (RGB uint8)."""
     row = legend_row_height(height)
     names = _class_names(spec)
-    text_width = max(cv2.getTextSize(names[c], _FONT, row / 32, 1 if row < 28 else 2)[0][0] for c in class_ids)
+    text_width = max(cv2.getTextSize(names[c], _FONT, *_font(row))[0][0] for c in class_ids)
     return draw_legend(np.full((height, row + text_width + 20, 3), 32, np.uint8), class_ids, spec)
 
 
@@ -110,7 +115,7 @@ def titled_grid(rows: list[tuple[str, list[np.ndarray]]], column_titles: list[st
     """
     tile_h, tile_w = rows[0][1][0].shape[:2]
     row = legend_row_height(len(rows) * tile_h)
-    font_scale = row / 32
+    font_scale = _font(row)[0]
     title_w = max(cv2.getTextSize(title, _FONT, font_scale, 1)[0][0] for title, _ in rows) + 2 * gap
     header = row + gap if column_titles else 0
     columns = len(rows[0][1])
