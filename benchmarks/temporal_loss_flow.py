@@ -177,3 +177,62 @@ def photograph_pan(path: str, frames: int = 40) -> str:
         writer.write(np.clip(frame * (1 + 0.02 * np.sin(t / 3)), 0, 255).astype(np.uint8))
     writer.release()
     return path
+
+
+class TrueFlowWarp:
+    """The temporal loss's warp with the generator's true flow and visibility instead of DIS and an occlusion
+    check: a drop-in for :func:`vseg_keras.flow.previous_frame_warp` on a study task's training windows.
+
+    The training pipeline hands the warp only pixels, so each window's labelled frame is matched to the
+    rendered key frame of its clip (or its mirror image: the pipeline flips windows at random) that it is
+    closest to; the match must be exact up to the frames' encoding, and the frame before must match too.
+    The weight is 1 where the pixel's surface point was truly visible in the frame before, else 0.
+
+    Args:
+        task: a study task (``seed``, ``height``, ``width``, ``objects``).
+        clips: training clips of the task (as ``vseg synth`` wrote them).
+    """
+
+    #: Largest mean absolute difference (0-255) accepted between a window's frame and a rendered one.
+    TOLERANCE = 2.0
+
+    def __init__(self, task: dict, clips: int):
+        from data_tools.synth import _content_rng
+        from vseg_keras.options import FRAMES_BEFORE
+
+        keys, befores, flows, visible = [], [], [], []
+        for clip in range(clips):
+            frames, _, motion = render_clip_with_motion(
+                _content_rng(task["seed"], "train", clip), task["height"], task["width"],
+                30, FRAMES_BEFORE, tuple(task["objects"]))
+            flow, seen = motion[FRAMES_BEFORE][:2]
+            mirrored_flow = flow[:, ::-1] * np.array([-1.0, 1.0], np.float32)
+            for key, before, f, v in ((frames[FRAMES_BEFORE], frames[FRAMES_BEFORE - 1], flow, seen),
+                                      (frames[FRAMES_BEFORE][:, ::-1], frames[FRAMES_BEFORE - 1][:, ::-1],
+                                       mirrored_flow, seen[:, ::-1])):
+                keys.append(key)
+                befores.append(before)
+                flows.append(f)
+                visible.append(v)
+        self.keys = np.stack(keys).astype(np.float32)
+        self.befores = np.stack(befores).astype(np.float32)
+        self.flows, self.visible = np.stack(flows), np.stack(visible)
+
+    def __call__(self, frames: np.ndarray, method: str = "dis", occlusion: str = "") -> tuple[np.ndarray, np.ndarray]:
+        batch, steps, height, width = frames.shape[:4]
+        index = np.broadcast_to(np.arange(height * width, dtype=np.int32).reshape(height, width),
+                                (batch, height, width)).copy()
+        weight = np.zeros((batch, height, width), np.float32)
+        if steps < 2:
+            return index, weight
+        for b in range(batch):
+            gaps = np.abs(self.keys - frames[b, -1].astype(np.float32)).mean(axis=(1, 2, 3))
+            best = int(np.argmin(gaps))
+            before_gap = np.abs(self.befores[best] - frames[b, -2].astype(np.float32)).mean()
+            if gaps[best] > self.TOLERANCE or before_gap > self.TOLERANCE:
+                raise ValueError(f"no rendered clip matches a training window (gaps {gaps[best]:.2f}, "
+                                 f"{before_gap:.2f})")
+            (y, x), inside = nearest_source(self.flows[best])
+            index[b] = (y * width + x).astype(np.int32)
+            weight[b] = (inside & self.visible[best]).astype(np.float32)
+        return index, weight

@@ -74,7 +74,14 @@ VARIANTS = {
        for w in (0.3, 3.0, 10.0)},
     "labels-fb-pixels": _loss(target="labels", distance="kl", occlusion="forward-backward", normalization="pixels"),
     "labels-fb-warmup": _loss(target="labels", distance="kl", occlusion="forward-backward", warmup=12),
+    # the same losses with the generator's true flow and visibility (TRUE_FLOW) in place of DIS and its weight
+    "labels-trueflow": _loss(target="labels", distance="kl", occlusion="forward-backward"),
+    "etc-trueflow": _loss(target="neither", normalization="pixels"),
 }
+#: Variants trained with benchmarks.temporal_loss_flow.TrueFlowWarp as the pipeline's warp.
+TRUE_FLOW = ("labels-trueflow", "etc-trueflow")
+#: Training clips per task (and validation clips).
+CLIPS = {"train": 48, "val": 12}
 
 
 def prepare_task(work: str, task: str) -> str:
@@ -85,8 +92,8 @@ def prepare_task(work: str, task: str) -> str:
     spec, data_dir = TASKS[task], os.path.join(work, task, "data")
     if not os.path.exists(os.path.join(data_dir, "manifest.json")):
         source = os.path.join(work, task, "src")
-        make_synthetic_dataset(source, "cityscapes", 48, 12, 1, spec["height"], spec["width"], spec["seed"],
-                               overwrite=True, objects=spec["objects"])
+        make_synthetic_dataset(source, "cityscapes", CLIPS["train"], CLIPS["val"], 1, spec["height"], spec["width"],
+                               spec["seed"], overwrite=True, objects=spec["objects"])
         convert_dataset(source, data_dir, layout="cityscapes", height=spec["height"], width=spec["width"],
                         progress=False, overwrite=True)
     return data_dir
@@ -149,6 +156,11 @@ def one_run(work: str, task: str, model: str, seed: int, variant: str) -> dict:
     name = run_name(task, model, seed, variant)
     run_dir = os.path.join(work, "runs", name)
     config = TrainConfig(model=model, seed=seed, **BUDGET, **VARIANTS[variant])
+    if variant in TRUE_FLOW:
+        from benchmarks.temporal_loss_flow import TrueFlowWarp
+        from vseg_keras.data import pipelines
+
+        pipelines.previous_frame_warp = TrueFlowWarp(TASKS[task], CLIPS["train"])
     norms: list = []
     started = time.perf_counter()
     train(data_dir, run_dir, config, callbacks=[GradientNorms.make(data_dir, config, norms)], log=lambda _: None,
