@@ -234,3 +234,30 @@ def test_a_frame_wise_model_exports_without_states(tmp_path):
     assert edge.state_shapes == {} and edge.fixed_size == (32, 64)
     clip = np.random.default_rng(0).integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
     assert label_agreement(KerasFrameModel(model), edge, [clip]) == 1.0
+
+
+def test_a_convlstm_model_streams_through_every_format_with_both_states(tmp_path):
+    """Two states per level (h and c), named by level and kind, in the SavedModel's step and both edge files;
+    each format's streamed labels agree with the Keras model's as the trained cGRU's do (TARGETS)."""
+    import tensorflow as tf
+
+    import vseg_keras
+    from vseg_keras.edge import export_edge_model
+    from vseg_keras.export import export_saved_model
+    from vseg_keras.frame_models import KerasFrameModel
+
+    model = vseg_keras.build_model("vanilla-clstm-small-shallow", seed=0)
+    names = [f"state_{level}_{kind}" for level in range(3) for kind in ("h", "c")]
+    assert list(model.state_shapes()) == names
+    saved = export_saved_model(model, out_dir=str(tmp_path / "serving"))
+    step = tf.saved_model.load(saved).signatures["step"]
+    assert sorted(step.structured_input_signature[1]) == sorted(["frame", *names])
+    files = {kind: export_edge_model(model, kind, (32, 64), path=str(tmp_path / f"m.{suffix}"))
+             for kind, suffix in (("litert", "tflite"), ("onnx", "onnx"))}
+    clips = [np.random.default_rng(seed).integers(0, 256, (4, 32, 64, 3), dtype=np.uint8) for seed in (1, 2)]
+    reference = KerasFrameModel(model)
+    assert label_agreement(reference, open_frame_model(saved), clips) >= TARGETS["float32"]
+    for kind, path in files.items():
+        edge = open_edge_model(path, threads=1)
+        assert sorted(edge.state_shapes) == sorted(names)
+        assert label_agreement(reference, edge, clips) >= TARGETS["onnx" if kind == "onnx" else "float32"], kind

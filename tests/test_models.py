@@ -21,6 +21,7 @@ SMALL_TEMPORAL = [
     "resnet-cgru-small-shallow",
     "convnext-crnn-small-shallow",
     "convnext-cgru-small-deep",
+    "resnet-clstm-small-shallow",
 ]
 
 
@@ -35,9 +36,9 @@ def _fresh_session():
     keras.backend.clear_session()
 
 
-def test_registry_has_all_27_configs():
+def test_registry_has_all_36_configs():
     names = vseg_keras.list_models()
-    assert len(names) == len(set(names)) == 27
+    assert len(names) == len(set(names)) == 36
     for name in names:
         block, temporal, size = name.split("-", 2)
         config = vseg_keras.get_model_config(name)
@@ -181,6 +182,12 @@ def test_state_shapes_follow_levels():
         "state_1": (2, 32, 64, 32),
         "state_2": (2, 16, 32, 64),
         "state_3": (2, 8, 16, 128),
+    }
+    lstm = vseg_keras.build_model("vanilla-clstm-small-shallow")  # two states per level, named by kind
+    assert lstm.state_shapes(64, 128, 2) == {
+        "state_0_h": (2, 64, 128, 16), "state_0_c": (2, 64, 128, 16),
+        "state_1_h": (2, 32, 64, 32), "state_1_c": (2, 32, 64, 32),
+        "state_2_h": (2, 16, 32, 64), "state_2_c": (2, 16, 32, 64),
     }
 
 

@@ -28,7 +28,7 @@ from vseg_keras.models.layers import (
 )
 from vseg_keras.models.losses import TemporalLoss, temporal_consistency_loss
 from vseg_keras.models.remat import set_rematerialization
-from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell
+from vseg_keras.models.temporal import ConvGRUCell, ConvLSTMCell, ConvRecurrent, ConvRNNCell
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -71,24 +71,40 @@ def pixels(shape, seed=0) -> np.ndarray:
 
 
 #: On JAX (test_backends.py), where building a model costs about twice as much, the zoo test builds one
-#: config per block family and temporal unit, the sizes rotating so that each appears three times: every
+#: config per block family and temporal unit, the sizes rotating so that each appears four times: every
 #: block, cell and depth is built on JAX; the counts themselves do not depend on the backend (TensorFlow
-#: builds all 27).
+#: builds all 36).
 ZOO_ON_JAX = [f"{block}-{temporal}-{size}" for i, block in enumerate(("vanilla", "resnet", "convnext"))
-              for j, temporal in enumerate(("none", "crnn", "cgru"))
+              for j, temporal in enumerate(("none", "crnn", "cgru", "clstm"))
               for size in [("original", "small-shallow", "small-deep")[(i + j) % 3]]]
 
 
-def test_all_27_configs_build_with_the_table_3_counts():
-    assert len(vm.list_models()) == 27
+def convlstm2d_params(channels: int) -> int:
+    """Trainable parameters of Keras' own ``ConvLSTM2D`` (3x3, ``channels`` in and out)."""
+    layer = keras.layers.ConvLSTM2D(channels, 3, padding="same")
+    layer.build((None, None, 8, 8, channels))
+    return layer.count_params()
+
+
+def test_all_36_configs_build_with_the_table_3_counts():
+    """Table 3's counts; the ConvLSTM models, not in the report, have their frame-wise twin's count plus, per
+    level, that of a ``keras.layers.ConvLSTM2D`` and the equations' ``9 * 2C * 4C + 4C``."""
+    assert len(vm.list_models()) == 36
+    counts = {}
     for name in ZOO_ON_JAX if keras.backend.backend() == "jax" else vm.list_models():
-        model = vm.build_model(name)
+        counts[name] = trainable_params(vm.build_model(name))
         if name in TABLE_3:
-            assert trainable_params(model) == TABLE_3[name], name
+            assert counts[name] == TABLE_3[name], name
         keras.backend.clear_session()
+    for name in [name for name in counts if "-clstm-" in name]:
+        filters = vm.get_model_config(name).filters
+        assert [convlstm2d_params(c) for c in filters] == [9 * 2 * c * 4 * c + 4 * c for c in filters]
+        twin = name.replace("-clstm-", "-none-")
+        twin_count = counts.get(twin) or trainable_params(vm.build_model(twin))
+        assert counts[name] == twin_count + sum(convlstm2d_params(c) for c in filters), name
 
 
-@pytest.mark.parametrize("name", ["resnet-cgru-small-shallow", "convnext-crnn-small-deep"])
+@pytest.mark.parametrize("name", ["resnet-cgru-small-shallow", "convnext-crnn-small-deep", "vanilla-clstm-small-deep"])
 def test_streaming_equals_sequence(name):
     model = vm.build_model(name, seed=1)
     frames = pixels((1, 4, 32, 32, 3), seed=2)
@@ -139,7 +155,7 @@ def test_fit_on_a_tf_data_pipeline_reduces_the_loss(last_frame):
 def sgd_step_changes(remat: bool, frames, labels) -> tuple[list, list]:
     """One Keras train step (SGD, learning rate 1) on the labelled frame (``outputs_last_frame``, what
     ``vseg train`` runs): the weight changes, i.e. the gradients, and the BatchNorm moving statistics after it."""
-    model = vm.build_model("convnext-cgru-small-shallow", seed=9)  # GELU, BatchNorm, attention gates, cGRU
+    model = vm.build_model("convnext-clstm-small-shallow", seed=9)  # GELU, BatchNorm, attention gates, 2 states
     assert set_rematerialization(model, remat) == 5 + 3  # stem, enc1, enc2, dec1, dec0 and 3 cells
     model.outputs_last_frame = True
     model.compile(optimizer=keras.optimizers.SGD(1.0),
@@ -206,14 +222,14 @@ def test_the_two_frame_decoder_equals_the_sequence_models_last_frames(name):
     keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("cell_class", [ConvRNNCell, ConvGRUCell])
+@pytest.mark.parametrize("cell_class", [ConvRNNCell, ConvGRUCell, ConvLSTMCell])
 def test_cells_run_in_a_plain_keras_rnn_given_an_initial_state(cell_class):
-    """The documented protocol deviation: Keras' own RNN layer runs the cells once handed a zero state."""
+    """The documented protocol deviation: Keras' own RNN layer runs the cells once handed zero states."""
     sequence = np.random.default_rng(8).normal(size=(2, 3, 8, 8, 4)).astype("float32")
     recurrent = ConvRecurrent(cell_class(4))
     expected = numpy(recurrent(sequence))
     plain = keras.layers.RNN(recurrent.cell, return_sequences=True)
-    outputs = plain(sequence, initial_state=[ops.zeros((2, 8, 8, 4))])
+    outputs = plain(sequence, initial_state=[ops.zeros((2, 8, 8, 4)) for _ in cell_class.state_kinds])
     np.testing.assert_allclose(numpy(outputs), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -225,6 +241,7 @@ def test_cells_run_in_a_plain_keras_rnn_given_an_initial_state(cell_class):
 LAYER_CASES = {
     "ConvRNNCell": (lambda: ConvRecurrent(ConvRNNCell(4)), [(2, 3, 8, 8, 4)], (2, 3, 8, 8, 4)),
     "ConvGRUCell": (lambda: ConvRecurrent(ConvGRUCell(4)), [(2, 3, 8, 8, 4)], (2, 3, 8, 8, 4)),
+    "ConvLSTMCell": (lambda: ConvRecurrent(ConvLSTMCell(4)), [(2, 3, 8, 8, 4)], (2, 3, 8, 8, 4)),
     "AttentionGate": (lambda: AttentionGate(4), [(2, 8, 8, 4), (2, 8, 8, 4)], (2, 8, 8, 4)),
     "ReflectionPad2D": (lambda: ReflectionPad2D(2), [(2, 8, 8, 4)], (2, 12, 12, 4)),
     "SpatialSizeCheck": (lambda: SpatialSizeCheck(4, 8), [(2, 8, 8, 4)], (2, 8, 8, 4)),

@@ -1,4 +1,5 @@
-"""The cRNN/cGRU cells against a NumPy transcription of the report's equations."""
+"""The cRNN/cGRU cells against a NumPy transcription of the report's equations, the ConvLSTM cell against
+its equations and ``keras.layers.ConvLSTM2D``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell, make_temporal_cell
+from vseg_keras.models.temporal import ConvGRUCell, ConvLSTMCell, ConvRecurrent, ConvRNNCell, make_temporal_cell
 
 
 def conv_same(x, kernel, bias):
@@ -55,13 +56,27 @@ def reference_cgru(cell, sequence):
     return np.stack(outputs, axis=1)
 
 
+def reference_clstm(cell, sequence):
+    c = cell.filters
+    h = np.zeros(sequence.shape[:1] + sequence.shape[2:])
+    memory, outputs = np.zeros_like(h), []
+    for x in np.moveaxis(sequence, 1, 0):
+        gates = conv_same(np.concatenate([x, h], -1), cell.gate_kernel.numpy(), cell.gate_bias.numpy())
+        i, f, g, o = (gates[..., k * c : (k + 1) * c] for k in range(4))
+        memory = sigmoid(f) * memory + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(memory)
+        outputs.append(h)
+    return np.stack(outputs, axis=1)
+
+
 def randomise_biases(cell, rng):
     for weight in cell.weights:
         if "bias" in weight.name:
             weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
 
 
-@pytest.mark.parametrize("cell_class,reference", [(ConvRNNCell, reference_crnn), (ConvGRUCell, reference_cgru)])
+@pytest.mark.parametrize("cell_class,reference", [(ConvRNNCell, reference_crnn), (ConvGRUCell, reference_cgru),
+                                                  (ConvLSTMCell, reference_clstm)])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_cell_matches_report_equations_unrolled_and_in_the_rnn_loop(cell_class, reference, batch):
     # A static T is unrolled; a T unknown when traced (e.g. an exported model) runs Keras' RNN loop.
@@ -76,7 +91,26 @@ def test_cell_matches_report_equations_unrolled_and_in_the_rnn_loop(cell_class, 
     np.testing.assert_allclose(dynamic(sequence).numpy(), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind,expected", [("crnn", 2 * (9 * 8 * 8 + 8)), ("cgru", 9 * 16 * 16 + 16 + 9 * 16 * 8 + 8)])
+def test_convlstm_cell_equals_keras_convlstm2d_with_the_same_weights():
+    """The fused kernel is ConvLSTM2D's kernel stacked on its recurrent kernel; the forget bias starts at 1."""
+    rng = np.random.default_rng(3)
+    sequence = rng.normal(size=(2, 4, 6, 7, 5)).astype("float32")
+    layer = ConvRecurrent(ConvLSTMCell(5))
+    layer.build(sequence.shape)
+    np.testing.assert_array_equal(layer.cell.gate_bias.numpy(), np.repeat([0.0, 1.0, 0.0, 0.0], 5))
+    for weight in layer.cell.weights:
+        weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+    keras_layer = keras.layers.ConvLSTM2D(5, 3, padding="same", return_sequences=True)
+    keras_layer.build(sequence.shape)
+    kernel = layer.cell.gate_kernel.numpy()
+    keras_layer.cell.kernel.assign(kernel[:, :, :5])
+    keras_layer.cell.recurrent_kernel.assign(kernel[:, :, 5:])
+    keras_layer.cell.bias.assign(layer.cell.gate_bias.numpy())
+    np.testing.assert_allclose(layer(sequence).numpy(), keras_layer(sequence).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,expected", [("crnn", 2 * (9 * 8 * 8 + 8)), ("cgru", 9 * 16 * 16 + 16 + 9 * 16 * 8 + 8),
+                                           ("clstm", 9 * 16 * 32 + 32)])
 def test_cell_parameter_counts(kind, expected):
     layer = ConvRecurrent(make_temporal_cell(kind, 8))
     layer.build((None, None, None, None, 8))
@@ -101,7 +135,7 @@ def test_cell_rejects_channel_mismatch():
 
 
 def test_unknown_temporal_unit():
-    with pytest.raises(ValueError, match="Unknown temporal unit 'lstm'"):
+    with pytest.raises(ValueError, match="Unknown temporal unit 'lstm'.*clstm"):
         make_temporal_cell("lstm", 4)
 
 

@@ -7,8 +7,9 @@ Signatures (raw uint8 RGB in, preprocessing in the graph; any ``T >= 1`` and any
   ``[B, T, H, W]`` (trainIds) and ``probabilities`` float32 ``[B, T, H, W, num_classes]``.
 * temporal models only, for streaming with the state kept by the client:
   ``init_state``: ``frame`` uint8 ``[B, H, W, 3]`` -> zero states ``state_i``
-  float32 ``[B, H/2**i, W/2**i, c_i]``; ``step``: ``frame`` plus the ``state_i``
-  -> ``labels`` uint8 ``[B, H, W]`` plus the new ``state_i``.
+  float32 ``[B, H/2**i, W/2**i, c_i]`` (a ConvLSTM has two per level, ``state_i_h`` and
+  ``state_i_c``: :meth:`VideoSegmenter.state_shapes`); ``step``: ``frame`` plus the states
+  -> ``labels`` uint8 ``[B, H, W]`` plus the new states.
 * ``size_rule``: no inputs -> ``multiple`` and ``minimum`` int32: frame height and width must be
   multiples of ``multiple`` and at least ``minimum`` (:attr:`VideoSegmenter.size_rule`).
 
@@ -138,7 +139,7 @@ def _add_streaming_endpoints(archive: keras.export.ExportArchive, model: VideoSe
     step_model = model.make_streaming_model()
     archive.track(step_model)
     names = list(state_shapes)
-    scales = [factor for factor, _ in model.backbone.state_shapes]
+    scales = [factor for factor, _ in model.backbone.state_layout.values()]
 
     def init_state(frame):
         size = tf.shape(_checked(frame, [None, None, None, 3]))

@@ -1,9 +1,10 @@
 """The streaming step as one frozen TensorFlow function of fixed frame size: what edge exports convert.
 
 Inputs (named): ``frame`` uint8 RGB ``[B, H, W, 3]`` and, for temporal models, ``state_i`` float32
-``[B, H/2**i, W/2**i, c_i]``. Outputs (named): ``labels`` uint8 ``[B, H, W]`` (trainIds),
-optionally ``logits`` float32 ``[B, H, W, num_classes]``, and ``next_state_i`` (same shapes as
-``state_i``: ONNX forbids an output named like an input). ``H`` and ``W`` are fixed; ``B`` is 1, or
+``[B, H/2**i, W/2**i, c_i]`` (``state_i_h`` and ``state_i_c`` for a ConvLSTM:
+:meth:`~vseg_keras.models.VideoSegmenter.state_shapes`). Outputs (named): ``labels`` uint8 ``[B, H, W]`` (trainIds),
+optionally ``logits`` float32 ``[B, H, W, num_classes]``, and ``next_`` + each state's name (same
+shapes: ONNX forbids an output named like an input). ``H`` and ``W`` are fixed; ``B`` is 1, or
 ``None`` (any) for ONNX.
 """
 

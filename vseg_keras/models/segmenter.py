@@ -139,13 +139,13 @@ class VideoSegmenter(keras.Model):
         """Shapes of the streaming states for frames of ``height x width``.
 
         Returns:
-            ``{"state_i": (batch_size, height / 2**i, width / 2**i, c_i)}`` for
-            every level ``i`` (``None`` where a size is ``None``); empty for a
-            frame-wise model.
+            ``{name: (batch_size, height / 2**i, width / 2**i, c_i)}`` for every state of every level ``i``
+            (``None`` where a size is ``None``), named as :attr:`VideoUNetBackbone.state_layout` names them
+            (``state_i``, or ``state_i_h`` and ``state_i_c`` for a ConvLSTM); empty for a frame-wise model.
         """
         return {
-            f"state_{level}": (batch_size, _downscaled(height, factor), _downscaled(width, factor), channels)
-            for level, (factor, channels) in enumerate(self.backbone.state_shapes)
+            name: (batch_size, _downscaled(height, factor), _downscaled(width, factor), channels)
+            for name, (factor, channels) in self.backbone.state_layout.items()
         }
 
     def initial_states(self, batch_size: int, height: int, width: int) -> dict:
@@ -164,9 +164,9 @@ class VideoSegmenter(keras.Model):
         """A one-frame step model sharing this model's weights.
 
         Inputs ``{"frame": [B, H, W, 3], "state_i": [B, H/2**i, W/2**i, c_i], ...}``
-        (the frame as raw RGB pixel values in ``[0, 255]``, like the model's input);
-        outputs ``{"logits": [B, H, W, num_classes], "state_i": ..., ...}`` (float32 logits,
-        as the model's).
+        (the frame as raw RGB pixel values in ``[0, 255]``, like the model's input; the states as
+        :meth:`state_shapes` names them); outputs ``{"logits": [B, H, W, num_classes], "state_i": ...,
+        ...}`` (float32 logits, as the model's).
         Feeding the frames of a sequence one by one, starting from
         :meth:`initial_states` and passing each step's states to the next,
         gives the same logits as calling the model on the whole sequence.

@@ -1,10 +1,14 @@
-"""Convolutional temporal units: cRNN and cGRU cells and the layer that runs them.
+"""Convolutional temporal units: cRNN, cGRU and ConvLSTM cells and the layer that runs them.
 
-The cells follow the report (section 2.1, appendix A.2): every convolution is
-3x3, stride 1, "same" padding, with bias, and the hidden state has as many
-channels as the input (``filters``). A cell processes one frame
-``[B, H, W, C]``; :class:`ConvRecurrent` runs a cell over a sequence
-``[B, T, H, W, C]`` starting from zero state, for any ``T``, ``H`` and ``W``.
+The cRNN and cGRU cells follow the report (section 2.1, appendix A.2), the ConvLSTM cell the
+equations of ``keras.layers.ConvLSTM2D``: every convolution is 3x3, stride 1, "same" padding, with
+bias, and every state has as many channels as the input (``filters``). A cell processes one frame
+``[B, H, W, C]``; :class:`ConvRecurrent` runs a cell over a sequence ``[B, T, H, W, C]`` starting
+from zero states, for any ``T``, ``H`` and ``W``.
+
+The cell protocol is Keras' (``keras.layers.GRUCell``, ``LSTMCell``): a cell carries any number of
+states, named by :attr:`~_ConvCellBase.state_kinds` (``("h",)`` for cRNN and cGRU, ``("h", "c")`` for
+ConvLSTM), and its output is its first state, the hidden state ``h``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class _ConvCellBase(keras.layers.Layer):
     """
 
     rematerialize: bool = False
+    #: The states the cell carries, by kind, in order; the output is the first.
+    state_kinds: tuple[str, ...] = ("h",)
 
     def __init__(
         self,
@@ -52,8 +58,8 @@ class _ConvCellBase(keras.layers.Layer):
         self.kernel_size = int(kernel_size)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        # `keras.layers.RNN` wants an int; it is the channel count of the state.
-        self.state_size = self.filters
+        # `keras.layers.RNN` wants an int (one state) or a list: the channel count of each state.
+        self.state_size = self.filters if len(self.state_kinds) == 1 else [self.filters] * len(self.state_kinds)
         self.output_size = self.filters
 
     def _check_channels(self, input_shape) -> None:
@@ -79,8 +85,9 @@ class _ConvCellBase(keras.layers.Layer):
         """3x3 "same" conv with bias of the channel concatenation of ``parts`` (never materialised)."""
         return ops.add(conv_of_concatenation(parts, kernel, strides=1, padding="same"), bias)
 
-    def step(self, inputs, previous, weights: dict):
-        """One step: ``(x_t [B, H, W, C], h_{t-1} [B, H, W, C]) -> h_t [B, H, W, C]``.
+    def step(self, inputs, states: tuple, weights: dict) -> tuple:
+        """One step: ``(x_t [B, H, W, C], states_{t-1}) -> states_t``, a tuple of ``[B, H, W, C]``
+        tensors in the order of :attr:`state_kinds`; the step's output is ``states_t[0]``.
 
         ``weights`` maps each weight's name (``"gate_kernel"``, ...) to its
         current value: a tensor, so that a rematerialised step inside the RNN
@@ -93,28 +100,28 @@ class _ConvCellBase(keras.layers.Layer):
         return {weight.name: ops.convert_to_tensor(weight) for weight in self.weights}
 
     def call(self, inputs, states, training=None):
-        previous = states[0] if isinstance(states, (list, tuple)) else states
+        previous = tuple(states) if isinstance(states, (list, tuple)) else (states,)
         weights = self.weight_values()
         if self.rematerialize and training:  # the backend's checkpoint (vseg_keras.models.remat)
-            output = kernels.recompute(lambda args: self.step(*args), (inputs, previous, weights))
+            new_states = kernels.recompute(lambda args: self.step(*args), (inputs, previous, weights))
         else:
-            output = self.step(inputs, previous, weights)
-        return output, [output]
+            new_states = self.step(inputs, previous, weights)
+        return new_states[0], list(new_states)
 
     def get_initial_state(self, reference):
-        """Zero state shaped like one frame of the input.
+        """Zero states shaped like one frame of the input.
 
         Args:
             reference: a frame ``[B, H, W, C]`` of the input the cell will see.
 
         Returns:
-            A list with one zero tensor ``[B, H, W, filters]``.
+            A list of zero tensors ``[B, H, W, filters]``, one per state (:attr:`state_kinds`).
         """
-        return [ops.zeros_like(reference, dtype=self.compute_dtype)]
+        return [ops.zeros_like(reference, dtype=self.compute_dtype) for _ in self.state_kinds]
 
     def compute_output_shape(self, inputs_shape, states_shape=None):
         shape = tuple(inputs_shape[:-1]) + (self.filters,)
-        return shape, [shape]
+        return shape, [shape] * len(self.state_kinds)
 
     def get_config(self):
         config = super().get_config()
@@ -159,11 +166,13 @@ class ConvRNNCell(_ConvCellBase):
         self.recurrent_kernel = self._kernel("recurrent_kernel", c, c)
         self.recurrent_bias = self._bias("recurrent_bias", c)
 
-    def step(self, inputs, previous, weights: dict):
-        return ops.relu(
+    def step(self, inputs, states: tuple, weights: dict) -> tuple:
+        (previous,) = states
+        output = ops.relu(
             self._conv([inputs], weights["input_kernel"], weights["input_bias"])
             + self._conv([previous], weights["recurrent_kernel"], weights["recurrent_bias"])
         )
+        return (output,)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -198,13 +207,63 @@ class ConvGRUCell(_ConvCellBase):
         self.candidate_kernel = self._kernel("candidate_kernel", 2 * c, c)
         self.candidate_bias = self._bias("candidate_bias", c)
 
-    def step(self, inputs, previous, weights: dict):
+    def step(self, inputs, states: tuple, weights: dict) -> tuple:
+        (previous,) = states
         gates = ops.sigmoid(self._conv([inputs, previous], weights["gate_kernel"], weights["gate_bias"]))
         reset, update = ops.split(gates, 2, axis=-1)
         candidate = ops.tanh(
             self._conv([inputs, reset * previous], weights["candidate_kernel"], weights["candidate_bias"])
         )
-        return (1.0 - update) * candidate + update * previous
+        return ((1.0 - update) * candidate + update * previous,)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvLSTMCell(_ConvCellBase):
+    """Convolutional LSTM cell, with the equations of ``keras.layers.ConvLSTM2D`` (Shi et al., NeurIPS 2015).
+
+    ``[i, f, g, o] = C * concat(x_t, h_{t-1})`` is one fused convolution giving ``4 * filters`` channels
+    (input, forget, cell and output gates, in Keras' order); ``c_t = sigmoid(f) . c_{t-1} + sigmoid(i) .
+    tanh(g)``; ``h_t = sigmoid(o) . tanh(c_t)``. The fused kernel is ``ConvLSTM2D``'s ``kernel`` (rows of
+    ``x``) stacked on its ``recurrent_kernel`` (rows of ``h``); the bias is ``ConvLSTM2D``'s (the recurrent
+    convolution has none there either), so both have the same weights and the same count,
+    ``9 * 2C * 4C + 4C``. As with Keras' default ``unit_forget_bias=True``, the forget gate's bias starts at 1.
+
+    Args:
+        filters: channels of the input, both states and the output.
+        kernel_size: spatial size of the convolution (3, like the other cells).
+        kernel_initializer: initializer of the kernel.
+        bias_initializer: initializer of the bias but its forget gate's part, which starts at 1.
+        **kwargs: base layer arguments (``name``, ``dtype``, ...).
+
+    Call arguments:
+        inputs: one frame ``[B, H, W, filters]``.
+        states: list ``[h_{t-1}, c_{t-1}]``, each ``[B, H, W, filters]``.
+
+    Returns:
+        ``(h_t, [h_t, c_t])``, each ``[B, H, W, filters]``.
+    """
+
+    state_kinds = ("h", "c")
+
+    def build(self, input_shape):
+        self._check_channels(input_shape)
+        c = self.filters
+        self.gate_kernel = self._kernel("gate_kernel", 2 * c, 4 * c)
+        initializer = self.bias_initializer
+
+        def unit_forget_bias(shape, dtype=None):  # as ConvLSTM2D's: the forget gate's part is ones
+            start = ops.convert_to_tensor(initializer((c,), dtype=dtype))
+            rest = ops.convert_to_tensor(initializer((2 * c,), dtype=dtype))
+            return ops.concatenate([start, ops.ones((c,), dtype=start.dtype), rest])
+
+        self.gate_bias = self.add_weight(name="gate_bias", shape=(4 * c,), initializer=unit_forget_bias)
+
+    def step(self, inputs, states: tuple, weights: dict) -> tuple:
+        hidden, memory = states
+        gates = self._conv([inputs, hidden], weights["gate_kernel"], weights["gate_bias"])
+        input_gate, forget_gate, candidate, output_gate = ops.split(gates, 4, axis=-1)
+        memory = ops.sigmoid(forget_gate) * memory + ops.sigmoid(input_gate) * ops.tanh(candidate)
+        return ops.sigmoid(output_gate) * ops.tanh(memory), memory
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -223,17 +282,17 @@ class ConvRecurrent(keras.layers.RNN):
     step) and the RNN loop each step.
 
     Args:
-        cell: a :class:`ConvRNNCell` or :class:`ConvGRUCell`.
+        cell: a cell of :data:`TEMPORAL_CELLS`.
         **kwargs: :class:`keras.layers.RNN` arguments other than
             ``return_sequences`` (``name``, ``dtype``, ``unroll``, ...).
 
     Call arguments:
         sequences: ``[B, T, H, W, C]``.
-        initial_state: optional list with one ``[B, H, W, C]`` tensor; zeros
+        initial_state: optional list with one ``[B, H, W, C]`` tensor per state of the cell; zeros
             when omitted.
 
     Returns:
-        ``[B, T, H, W, C]``: the cell output at every step.
+        ``[B, T, H, W, C]``: the cell output (its first state) at every step.
     """
 
     def __init__(self, cell, **kwargs):
@@ -253,7 +312,8 @@ class ConvRecurrent(keras.layers.RNN):
         # the input's buffer instead of copying it.
         frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
         if training and self.cell.rematerialize:  # a checkpoint that keeps only the states
-            return kernels.recompute_recurrence(self.cell.step, frames, initial_state[0], self.cell.weight_values())
+            return kernels.recompute_recurrence(self.cell.step, frames, tuple(initial_state),
+                                                self.cell.weight_values())
         states, outputs = list(initial_state), []
         for frame in frames:
             output, states = self.cell(frame, states, training=training)
@@ -271,11 +331,11 @@ class ConvRecurrent(keras.layers.RNN):
 
 #: The cells by temporal-unit name, in the zoo's order: the one list of temporal units
 #: (:data:`vseg_keras.models.unet.TEMPORAL_UNITS` adds "none").
-TEMPORAL_CELLS: dict[str, type[_ConvCellBase]] = {"crnn": ConvRNNCell, "cgru": ConvGRUCell}
+TEMPORAL_CELLS: dict[str, type[_ConvCellBase]] = {"crnn": ConvRNNCell, "cgru": ConvGRUCell, "clstm": ConvLSTMCell}
 
 
 def make_temporal_cell(kind: str, filters: int, name: str | None = None) -> _ConvCellBase:
-    """Builds the cell named ``kind`` (``"crnn"`` or ``"cgru"``) with ``filters`` channels."""
+    """Builds the cell named ``kind`` (a key of :data:`TEMPORAL_CELLS`) with ``filters`` channels."""
     try:
         cell_class = TEMPORAL_CELLS[kind]
     except KeyError:

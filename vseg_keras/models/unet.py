@@ -81,15 +81,15 @@ class VideoUNetBackbone(keras.Model):
 
     The encoder and decoder run frame-wise (time folded into the batch). With a
     temporal unit, every encoder level's output runs through its own
-    convolutional RNN/GRU over time (input = hidden channels = that level's
-    channels, zero initial state); the temporal output replaces the level's
+    convolutional RNN/GRU/LSTM over time (input = hidden channels = that level's
+    channels, zero initial states); the temporal output replaces the level's
     skip connection and, at the deepest level, the bottleneck. With
     ``temporal="none"`` the same UNet uses plain skips and treats every frame
     independently.
 
     Args:
         block: block family, ``"vanilla"``, ``"resnet"`` or ``"convnext"``.
-        temporal: ``"none"``, ``"crnn"`` or ``"cgru"``.
+        temporal: ``"none"``, ``"crnn"``, ``"cgru"`` or ``"clstm"`` (:data:`TEMPORAL_UNITS`).
         filters: encoder channels per level, shallowest first, e.g. ``(16, 32, 64)``.
         **kwargs: :class:`keras.Model` arguments (``name``, ``dtype``, ...).
 
@@ -140,13 +140,21 @@ class VideoUNetBackbone(keras.Model):
         self.cells = [recurrent.cell for recurrent in recurrents]
 
     @property
-    def state_shapes(self) -> list[tuple[int, int]]:
-        """``(downsampling factor, channels)`` of each temporal state, shallowest first.
+    def state_layout(self) -> dict[str, tuple[int, int]]:
+        """``{name: (downsampling factor, channels)}`` of every temporal state, shallowest level first and
+        in the order of its cell's :attr:`~vseg_keras.models.temporal.ConvLSTMCell.state_kinds` within a level.
 
-        Empty for ``temporal="none"``. A state for frames of size ``H x W`` is
-        ``[B, H // factor, W // factor, channels]``.
+        A state is named by its level and kind: ``state_{level}`` for cells with one state (cRNN, cGRU),
+        ``state_{level}_{kind}`` (``state_0_h``, ``state_0_c``, ...) for cells with more (ConvLSTM). Empty
+        for ``temporal="none"``. A state for frames of size ``H x W`` is ``[B, H // factor, W // factor,
+        channels]``.
         """
-        return [(2**level, c) for level, c in enumerate(self.filters)] if self.cells else []
+        layout = {}
+        for level, (cell, channels) in enumerate(zip(self.cells, self.filters, strict=False)):
+            kinds = cell.state_kinds
+            for kind in kinds:
+                layout[f"state_{level}" if len(kinds) == 1 else f"state_{level}_{kind}"] = (2**level, channels)
+        return layout
 
     def last_frame_features(self, frames, training=None):
         """Decoder features of the last frame of each sequence only: ``[B, T, H, W, 3] -> [B, H, W, filters[0]]``.
@@ -198,17 +206,19 @@ class VideoUNetBackbone(keras.Model):
 
         Args:
             frame: ``[B, H, W, 3]``, normalised like the backbone's input.
-            states: list of the previous states, one ``[B, H/2**i, W/2**i, filters[i]]``
-                per level (empty for ``temporal="none"``).
+            states: list of the previous states in the order of :attr:`state_layout`, each
+                ``[B, H/2**i, W/2**i, filters[i]]`` at level ``i`` (empty for ``temporal="none"``).
 
         Returns:
-            ``(features [B, H, W, filters[0]], new_states)``.
+            ``(features [B, H, W, filters[0]], new_states)``, the new states in the same order.
         """
         features = list(self.encoder(frame))
-        new_states = []
+        new_states, states = [], list(states)
         for level, cell in enumerate(self.cells):
-            features[level], (state,) = cell(features[level], [states[level]])
-            new_states.append(state)
+            count = len(cell.state_kinds)
+            features[level], level_states = cell(features[level], states[:count])
+            new_states.extend(level_states)
+            states = states[count:]
         return self.decoder(features), new_states
 
     def get_config(self):

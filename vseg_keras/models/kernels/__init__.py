@@ -55,7 +55,7 @@ def recompute(function, inputs, variables: Sequence[keras.Variable] = ()):
     return _remat_kernels().recompute(function, inputs, variables)
 
 
-def recompute_recurrence(step, frames: list, initial_state, params: dict):
-    """``h_t = step(x_t, h_{t-1}, params)`` over ``frames`` keeping only the states, ``[B, T, ...]``, by the
-    backend's kernel."""
-    return _remat_kernels().recompute_recurrence(step, frames, initial_state, params)
+def recompute_recurrence(step, frames: list, initial_states: tuple, params: dict):
+    """``states_t = step(x_t, states_{t-1}, params)`` over ``frames`` keeping only the states; the outputs
+    (first states) ``[B, T, ...]``, by the backend's kernel."""
+    return _remat_kernels().recompute_recurrence(step, frames, initial_states, params)

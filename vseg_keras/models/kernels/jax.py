@@ -50,19 +50,20 @@ def recompute(function: Callable, inputs, variables: Sequence[keras.Variable] = 
     return outputs
 
 
-def recompute_recurrence(step: Callable, frames: list, initial_state, params: dict):
-    """Runs ``h_t = step(x_t, h_{t-1}, params)`` over ``frames``, keeping only the states for the backward pass.
+def recompute_recurrence(step: Callable, frames: list, initial_states: tuple, params: dict):
+    """Runs ``states_t = step(x_t, states_{t-1}, params)`` over ``frames``, keeping only the states for the
+    backward pass.
 
     Each step is a ``jax.checkpoint``: what it keeps is its inputs, the frame (the caller's input),
-    the previous state (an output anyway) and the weights, and its gate activations are recomputed.
+    the previous states (outputs anyway) and the weights, and its gate activations are recomputed.
     Same arguments and result as :func:`vseg_keras.models.kernels.tensorflow.recompute_recurrence`.
 
     Returns:
-        ``[B, T, ...]``: ``h_1 .. h_T`` stacked along axis 1.
+        ``[B, T, ...]``: the outputs (first states) stacked along axis 1.
     """
     checkpointed = jax.checkpoint(step)
-    state, outputs = initial_state, []
+    states, outputs = tuple(initial_states), []
     for frame in frames:
-        state = checkpointed(frame, state, params)
-        outputs.append(state)
+        states = tuple(checkpointed(frame, states, params))
+        outputs.append(states[0])
     return jnp.stack(outputs, axis=1)

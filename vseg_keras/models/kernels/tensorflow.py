@@ -152,61 +152,65 @@ def recompute(function: Callable, inputs, variables=()):
     return checkpointed(*flat_inputs)
 
 
-def recompute_recurrence(step: Callable, frames: list, initial_state, params: dict):
-    """Runs ``h_t = step(x_t, h_{t-1}, params)`` over ``frames``, keeping only the outputs for the backward pass.
+def recompute_recurrence(step: Callable, frames: list, initial_states: tuple, params: dict):
+    """Runs ``states_t = step(x_t, states_{t-1}, params)`` over ``frames``, keeping only the states for the
+    backward pass.
 
     The checkpoint of a whole recurrence: the forward pass keeps the frames
-    (the caller's input), ``initial_state`` and the stacked outputs. The
+    (the caller's input), ``initial_states`` and the stacked states. The
     backward pass goes through the steps in reverse and recomputes one step at
-    a time, its previous state read back from the stacked outputs, so neither
-    a step's activations nor a second copy of the states are kept. Gradients
-    equal those of the plain recurrence.
+    a time, its previous states read back from the stacks, so neither a step's
+    activations nor a second copy of the states are kept. Gradients equal those
+    of the plain recurrence.
 
     Args:
-        step: ``(x_t [B, ...], h_{t-1} [B, ...], params) -> h_t [B, ...]``,
-            reading no variables (pass their values in ``params``).
+        step: ``(x_t [B, ...], states_{t-1}, params) -> states_t`` (tuples of ``[B, ...]`` tensors, the
+            output first), reading no variables (pass their values in ``params``).
         frames: the inputs ``x_t``, one tensor ``[B, ...]`` per step.
-        initial_state: ``h_0`` ``[B, ...]``.
+        initial_states: the states before the first step, a tuple of ``[B, ...]`` tensors.
         params: name -> tensor (e.g. the cell's weights).
 
     Returns:
-        ``[B, T, ...]``: ``h_1 .. h_T`` stacked along axis 1.
+        ``[B, T, ...]``: the outputs (first states) of the ``T`` steps stacked along axis 1.
     """
-    names = sorted(params)
+    names, count = sorted(params), len(initial_states)
 
     @tf.custom_gradient
-    def recurrence(initial, *flat):
-        inputs, values = flat[: len(frames)], dict(zip(names, flat[len(frames):], strict=True))
-        state, outputs = initial, []
+    def recurrence(*flat):
+        initial, inputs = flat[:count], flat[count: count + len(frames)]
+        values = dict(zip(names, flat[count + len(frames):], strict=True))
+        states, history = tuple(initial), [[] for _ in range(count)]
         for frame in inputs:
-            state = step(frame, state, values)
-            outputs.append(state)
-        stacked = tf.stack(outputs, axis=1)
+            states = tuple(step(frame, states, values))
+            for kind, state in enumerate(states):
+                history[kind].append(state)
+        stacks = [tf.stack(kind, axis=1) for kind in history]  # the first is the output
 
         def gradient(upstream):
-            state_grad = tf.zeros_like(initial)
+            state_grads = [tf.zeros_like(state) for state in initial]
             param_grads = [tf.zeros_like(values[name]) for name in names]
             input_grads = [None] * len(inputs)
             for t in reversed(range(len(inputs))):
-                # No earlier than needed, one step at a time: a step's state and upstream gradient are
+                # No earlier than needed, one step at a time: a step's states and upstream gradient are
                 # taken out of the sequences only when its turn comes (gather, not a slice: Grappler
                 # rewrites a slice of a stack to the stacked tensor, which would keep every forward
                 # state alive until the backward pass).
-                with tf.control_dependencies([upstream, state_grad, *param_grads]):
-                    previous = tf.gather(stacked, t - 1, axis=1) if t else tf.identity(initial)
-                    replayed = [tf.identity(inputs[t]), previous]
+                with tf.control_dependencies([upstream, *state_grads, *param_grads]):
+                    previous = [tf.gather(stack, t - 1, axis=1) if t else tf.identity(first)
+                                for stack, first in zip(stacks, initial, strict=True)]
+                    replayed = [tf.identity(inputs[t]), *previous]
                     replayed_params = {name: tf.identity(values[name]) for name in names}
-                    output_grad = upstream[:, t] + state_grad
+                    output_grads = [upstream[:, t] + state_grads[0], *state_grads[1:]]
                 with tf.GradientTape() as tape:
                     tape.watch([*replayed, *replayed_params.values()])
-                    output = step(replayed[0], replayed[1], replayed_params)
-                grads = tape.gradient(output, [*replayed, *(replayed_params[name] for name in names)],
-                                      output_gradients=output_grad,
+                    outputs = step(replayed[0], tuple(replayed[1:]), replayed_params)
+                grads = tape.gradient(list(outputs), [*replayed, *(replayed_params[name] for name in names)],
+                                      output_gradients=output_grads,
                                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                input_grads[t], state_grad = grads[0], grads[1]
-                param_grads = [total + grad for total, grad in zip(param_grads, grads[2:], strict=True)]
-            return [state_grad, *input_grads, *param_grads]
+                input_grads[t], state_grads = grads[0], list(grads[1: 1 + count])
+                param_grads = [total + grad for total, grad in zip(param_grads, grads[1 + count:], strict=True)]
+            return [*state_grads, *input_grads, *param_grads]
 
-        return stacked, gradient
+        return stacks[0], gradient
 
-    return recurrence(initial_state, *frames, *(params[name] for name in names))
+    return recurrence(*initial_states, *frames, *(params[name] for name in names))

@@ -29,13 +29,14 @@ def recompute(function: Callable, inputs, variables=()):
     return checkpoint(function, inputs, use_reentrant=False, context_fn=_contexts)
 
 
-def recompute_recurrence(step: Callable, frames: list, initial_state, params: dict):
-    """Runs ``h_t = step(x_t, h_{t-1}, params)`` over ``frames``, each step a checkpoint: ``[B, T, ...]``.
+def recompute_recurrence(step: Callable, frames: list, initial_states: tuple, params: dict):
+    """Runs ``states_t = step(x_t, states_{t-1}, params)`` over ``frames``, each step a checkpoint: the
+    outputs (first states) ``[B, T, ...]``.
 
     Same arguments and result as :func:`vseg_keras.models.kernels.tensorflow.recompute_recurrence`.
     """
-    state, outputs = initial_state, []
+    states, outputs = tuple(initial_states), []
     for frame in frames:
-        state = checkpoint(step, frame, state, params, use_reentrant=False)
-        outputs.append(state)
+        states = tuple(checkpoint(step, frame, states, params, use_reentrant=False))
+        outputs.append(states[0])
     return torch.stack(outputs, dim=1)
