@@ -95,6 +95,17 @@ def parse_case(text: str) -> dict:
     return {"model": model, "height": height, "width": width, "switch": switch}
 
 
+def last_frame_training_model(model):
+    """What ``vseg train`` fits on causal windows: a ``TrainingModel`` outputting the last frame; code from
+    before it (a ``--baseline`` checkout) had the ``outputs_last_frame`` switch on the model instead."""
+    try:
+        from vseg_keras.models.training_model import TrainingModel
+    except ImportError:
+        model.outputs_last_frame = True
+        return model
+    return TrainingModel(model, "last_frame")
+
+
 def prepare_training_step(model_name: str, height: int, width: int, seq_len: int, batch: int, *,
                           mixed: bool = False, remat: bool = False, jit: bool = False, causal: bool = False):
     """The model compiled exactly like ``vseg train`` and a random batch: ``(model, frames, labels)``.
@@ -123,8 +134,8 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
         from vseg_keras.models.remat import set_rematerialization
 
         set_rematerialization(model, True)
-    if causal:  # absent before causal windows: only asked for the current code
-        model.outputs_last_frame = True
+    if causal:
+        model = last_frame_training_model(model)
     compile_for_training(model, TrainConfig(model=model_name, jit=jit))
     rng = np.random.default_rng(0)
     frames = keras.ops.convert_to_tensor(random_pixels((batch, steps, height, width, 3), rng))

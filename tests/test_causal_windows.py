@@ -8,7 +8,9 @@ import pytest
 import tensorflow as tf
 
 from vseg_keras.datasets import IGNORE_INDEX
+from vseg_keras.models.losses import TemporalLoss
 from vseg_keras.models.registry import build_model
+from vseg_keras.models.training_model import TrainingModel
 from vseg_keras.train import TrainConfig, compile_for_training
 
 # Every block family with both cells, and a frame-wise model.
@@ -39,8 +41,9 @@ def test_causal_window_gives_the_full_windows_loss_and_gradients(name):
     window_labels[:, position] = label
 
     full_loss, full_grads = loss_and_gradients(model, frames, window_labels)
-    model.outputs_last_frame = True
-    causal_loss, causal_grads = loss_and_gradients(model, frames[:, : position + 1], label)
+    trainer = TrainingModel(model, "last_frame")
+    compile_for_training(trainer, TrainConfig(model=name))
+    causal_loss, causal_grads = loss_and_gradients(trainer, frames[:, : position + 1], label)
 
     assert causal_loss == pytest.approx(full_loss, rel=1e-5)
     assert len(causal_grads) == len(full_grads)
@@ -59,24 +62,29 @@ def test_last_frame_logits_equal_the_sequence_models_last_frame(name):
     np.testing.assert_allclose(last, full[:, -1], rtol=1e-5, atol=1e-5)
 
 
-def test_last_frame_mode_is_a_runtime_switch_not_saved(tmp_path):
+def test_the_training_model_shares_the_weights_and_the_saved_model_stays_the_sequence_model(tmp_path):
+    """No switch on the model: a TrainingModel computes the last frame with the segmenter's own variables, and
+    the segmenter (what vseg train saves) still returns every frame, before and after loading."""
     model = build_model("vanilla-cgru-small-shallow", seed=5)
-    model.outputs_last_frame = True
-    frames = keras.KerasTensor((2, None, 16, 32, 3))
-    assert model.compute_output_spec(frames).shape == (2, 16, 32, 20)
-    assert model(np.zeros((1, 3, 16, 32, 3), np.uint8)).shape == (1, 16, 32, 20)
+    trainer = TrainingModel(model, "last_frame")
+    frames = np.random.default_rng(3).integers(0, 256, size=(1, 3, 16, 32, 3), dtype=np.uint8)
+    last = keras.ops.convert_to_numpy(trainer(frames, training=False))
+    assert last.shape == (1, 16, 32, 20)
+    assert [id(v) for v in trainer.trainable_variables] == [id(v) for v in model.trainable_variables]
+    np.testing.assert_allclose(last, keras.ops.convert_to_numpy(model(frames))[:, -1], rtol=1e-5, atol=1e-5)
+    pair = TrainingModel(model, "last_two_frames", TemporalLoss(1.0))(frames, training=False)
+    assert pair.shape == (1, 2, 16, 32, 20)
     path = str(tmp_path / "m.keras")
     model.save(path)
-    restored = keras.saving.load_model(path, safe_mode=True)
-    assert not restored.outputs_last_frame
-    assert restored(np.zeros((1, 3, 16, 32, 3), np.uint8)).shape == (1, 3, 16, 32, 20)
+    assert keras.saving.load_model(path, safe_mode=True)(frames).shape == (1, 3, 16, 32, 20)
+    with pytest.raises(ValueError, match="needs outputs='last_two_frames'"):
+        TrainingModel(model, "last_frame", TemporalLoss(1.0))
 
 
 def test_a_fit_step_on_windows_of_every_length_traces_once():
     """Causal batches have ``T`` from 1 to L: one train graph (``T`` dynamic) serves all of them."""
     name = "vanilla-cgru-small-shallow"
-    model = build_model(name, seed=6)
-    model.outputs_last_frame = True
+    model = TrainingModel(build_model(name, seed=6), "last_frame")
     compile_for_training(model, TrainConfig(model=name))
     rng = np.random.default_rng(2)
 

@@ -29,6 +29,7 @@ from vseg_keras.models.layers import (
 from vseg_keras.models.losses import TemporalLoss, temporal_consistency_loss
 from vseg_keras.models.remat import set_rematerialization
 from vseg_keras.models.temporal import ConvGRUCell, ConvLSTMCell, ConvRecurrent, ConvRNNCell
+from vseg_keras.models.training_model import TrainingModel
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -138,8 +139,8 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
 def test_fit_on_a_tf_data_pipeline_reduces_the_loss(last_frame):
     import tensorflow as tf  # tf.data feeds every backend's fit
 
-    model = vm.build_model("vanilla-cgru-small-shallow", seed=5)
-    model.outputs_last_frame = last_frame
+    model = TrainingModel(vm.build_model("vanilla-cgru-small-shallow", seed=5),
+                          "last_frame" if last_frame else "sequence")
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
     rng = np.random.default_rng(6)
@@ -153,11 +154,11 @@ def test_fit_on_a_tf_data_pipeline_reduces_the_loss(last_frame):
 
 
 def sgd_step_changes(remat: bool, frames, labels) -> tuple[list, list]:
-    """One Keras train step (SGD, learning rate 1) on the labelled frame (``outputs_last_frame``, what
-    ``vseg train`` runs): the weight changes, i.e. the gradients, and the BatchNorm moving statistics after it."""
-    model = vm.build_model("convnext-clstm-small-shallow", seed=9)  # GELU, BatchNorm, attention gates, 2 states
-    assert set_rematerialization(model, remat) == 5 + 3  # stem, enc1, enc2, dec1, dec0 and 3 cells
-    model.outputs_last_frame = True
+    """One Keras train step (SGD, learning rate 1) on the labelled frame (a ``TrainingModel``, as ``vseg train``
+    runs): the weight changes, i.e. the gradients, and the BatchNorm moving statistics after it."""
+    segmenter = vm.build_model("convnext-clstm-small-shallow", seed=9)  # GELU, BatchNorm, attention gates, 2 states
+    assert set_rematerialization(segmenter, remat) == 5 + 3  # stem, enc1, enc2, dec1, dec0 and 3 cells
+    model = TrainingModel(segmenter, "last_frame")
     model.compile(optimizer=keras.optimizers.SGD(1.0),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     before = [numpy(v) for v in model.trainable_variables]
@@ -214,10 +215,10 @@ def test_the_two_frame_decoder_equals_the_sequence_models_last_frames(name):
     model = vm.build_model(name, seed=1)
     frames = np.random.default_rng(2).integers(0, 256, size=(2, 3, 32, 64, 3), dtype=np.uint8)
     sequence = numpy(model(frames, training=False))
-    model.temporal_loss = TemporalLoss(0.5)
-    pair = numpy(model(frames, training=False))
+    trainer = TrainingModel(model, "last_two_frames", TemporalLoss(0.5))  # what the temporal loss trains
+    pair = numpy(trainer(frames, training=False))
     np.testing.assert_allclose(pair, sequence[:, -2:], rtol=1e-5, atol=1e-5)
-    single = numpy(model(frames[:, :1], training=False))  # no frame before: K = 1
+    single = numpy(trainer(frames[:, :1], training=False))  # no frame before: K = 1
     np.testing.assert_allclose(single, sequence[:, :1], rtol=1e-5, atol=1e-5)
     keras.backend.clear_session()
 

@@ -167,14 +167,15 @@ def test_model_saved_before_the_concatenation_free_decoder_loads_with_the_same_l
     np.testing.assert_allclose(model(data["frames"]).numpy(), data["logits"], rtol=1e-4, atol=1e-5)
 
 
-def test_recompute_recurrence_gives_the_gradients_of_the_plain_recurrence():
+@pytest.mark.parametrize("cell_class", [ConvGRUCell, ConvLSTMCell])
+def test_recompute_recurrence_gives_the_gradients_of_the_plain_recurrence(cell_class):
     rng = np.random.default_rng(5)
-    cell = ConvGRUCell(3)
+    cell = cell_class(3)
     cell.build((2, 5, 4, 3))
     frames = [tf.constant(rng.normal(size=(2, 5, 4, 3)).astype("float32")) for _ in range(3)]
-    initial = tf.constant(rng.normal(size=(2, 5, 4, 3)).astype("float32"))
+    initial = tuple(tf.constant(rng.normal(size=(2, 5, 4, 3)).astype("float32")) for _ in cell.state_kinds)
     weights = {name: tf.constant(value) for name, value in cell.weight_values().items()}
-    sources = [initial, *frames, *weights.values()]
+    sources = [*initial, *frames, *weights.values()]
 
     @tf.function(autograph=False)  # plain Python control flow; autograph once mis-resolved cell.step in a long run
     def loss_and_grads(checkpointed: bool):
@@ -183,11 +184,11 @@ def test_recompute_recurrence_gives_the_gradients_of_the_plain_recurrence():
             if checkpointed:
                 outputs = recompute_recurrence(cell.step, frames, initial, weights)
             else:
-                state, states = initial, []
+                states, outputs = initial, []
                 for frame in frames:
-                    state = cell.step(frame, state, weights)
-                    states.append(state)
-                outputs = tf.stack(states, axis=1)
+                    states = cell.step(frame, states, weights)
+                    outputs.append(states[0])
+                outputs = tf.stack(outputs, axis=1)
             loss = tf.reduce_sum(tf.square(outputs) * tf.range(1.0, 4.0)[None, :, None, None, None])
         return loss, tape.gradient(loss, sources)
 

@@ -403,15 +403,15 @@ def test_gradient_accumulation_updates_every_k_batches(full_windows):
     import numpy as np
 
     from vseg_keras import build_model
+    from vseg_keras.models.training_model import TrainingModel
     from vseg_keras.train import compile_for_training
 
-    model = build_model(MODEL, seed=0)
-    model.outputs_last_frame = not full_windows
+    model = TrainingModel(build_model(MODEL, seed=0), "sequence" if full_windows else "last_frame")
     compile_for_training(model, TrainConfig(model=MODEL, grad_accum=2, lr=1e-2))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(1, 2, 16, 16, 3), dtype=np.uint8)
     labels = rng.integers(0, 19, size=(1, 2, 16, 16) if full_windows else (1, 16, 16), dtype=np.uint8)
-    kernel = model.head.kernel
+    kernel = model.segmenter.head.kernel
     before = kernel.numpy().copy()
     model.train_on_batch(frames, labels)
     after_one = kernel.numpy().copy()

@@ -6,12 +6,12 @@ Keras runs on TensorFlow). Modules:
 
 - :mod:`~vseg_keras.models.layers`: normalisation, time folding, the size check, BatchNorm, GELU, the
   split-kernel ``Conv2D``;
-- :mod:`~vseg_keras.models.temporal`: ``ConvRNNCell``, ``ConvGRUCell`` and ``ConvRecurrent``;
+- :mod:`~vseg_keras.models.temporal`: ``ConvRNNCell``, ``ConvGRUCell``, ``ConvLSTMCell`` and ``ConvRecurrent``;
 - :mod:`~vseg_keras.models.blocks`: the vanilla, ResNet and ConvNeXt block families;
 - :mod:`~vseg_keras.models.unet`: the recurrent UNet backbone;
 - :mod:`~vseg_keras.models.remat`: ``Stage`` sub-models and the rematerialisation switch;
 - :mod:`~vseg_keras.models.segmenter`: ``VideoSegmenter``, the task;
-- :mod:`~vseg_keras.models.registry`: the 27 configs by name;
+- :mod:`~vseg_keras.models.registry`: the 36 configs by name;
 - :mod:`~vseg_keras.models.losses` and :mod:`~vseg_keras.models.metrics`: the temporal loss, the mean IoU;
 - :mod:`~vseg_keras.models.kernels`: backend kernels the layers dispatch to.
 """
@@ -28,14 +28,16 @@ from vseg_keras.models.registry import (
     list_models,
 )
 from vseg_keras.models.segmenter import VideoSegmenter
-from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent, ConvRNNCell
+from vseg_keras.models.temporal import TEMPORAL_CELLS, ConvGRUCell, ConvLSTMCell, ConvRecurrent, ConvRNNCell
 from vseg_keras.models.unet import VideoUNetBackbone
 
 __all__ = [
     "DEFAULT_NUM_CLASSES",
     "MODEL_CONFIGS",
     "SIZES",
+    "TEMPORAL_CELLS",
     "ConvGRUCell",
+    "ConvLSTMCell",
     "ConvRNNCell",
     "ConvRecurrent",
     "DatasetMeanIoU",

@@ -1,4 +1,4 @@
-"""The report's model zoo by name: ``{block}-{temporal}-{size}`` (27 configs)."""
+"""The model zoo by name: ``{block}-{temporal}-{size}`` (36 configs: the report's 27 and 9 ConvLSTM models)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from keras import ops
 from vseg_keras.constants import NUM_CLASSES
 from vseg_keras.models.kernels import on_tensorflow
 from vseg_keras.models.layers import FoldTime, FrameNormalization, UnfoldTime, check_frame_size, unfold_time
-from vseg_keras.models.losses import TemporalLoss
 from vseg_keras.models.unet import VideoUNetBackbone
 
 
@@ -63,40 +62,13 @@ class VideoSegmenter(keras.Model):
         self.head = head
         self.float32_logits = float32_logits
 
-    #: Runtime switch (not saved): when true, calling the model returns only the last frame's
-    #: logits ``[B, H, W, num_classes]``, computed by :meth:`last_frame_logits`. Training and
-    #: evaluation set it (see :func:`last_frame_only`); the saved model, the streaming model and
-    #: the export are the full sequence model.
-    outputs_last_frame: bool = False
-
-    #: Runtime switch (not saved) for the temporal loss: when set, calling the model returns
-    #: the logits of the last two frames ``[B, K, H, W, num_classes]`` (``K = min(T, 2)``, the
-    #: labelled frame last, :meth:`trailing_frames_logits`), and the loss adds this
-    #: :class:`~vseg_keras.models.losses.TemporalLoss`; labels then come as a dict
-    #: (see :meth:`compute_loss`). Overrides :attr:`outputs_last_frame`.
-    temporal_loss: TemporalLoss | None = None
-
-    def call(self, inputs, training=None, mask=None):
-        if self.temporal_loss is not None:
-            return self.trailing_frames_logits(inputs, 2, training=training)
-        if self.outputs_last_frame:
-            return self.last_frame_logits(inputs, training=training)
-        return super().call(inputs, training=training, mask=mask)
-
-    def compute_output_spec(self, inputs, training=None, mask=None):
-        spec = super().compute_output_spec(inputs, training=training, mask=mask)
-        if self.temporal_loss is not None:
-            return keras.KerasTensor((spec.shape[0], None, *spec.shape[2:]), dtype=spec.dtype)
-        if not self.outputs_last_frame:
-            return spec
-        return keras.KerasTensor((spec.shape[0], *spec.shape[2:]), dtype=spec.dtype)
-
     def last_frame_logits(self, frames, training=None):
         """Logits of the last frame of each window: ``[B, T, H, W, 3] -> [B, H, W, num_classes]``.
 
         The same numbers as ``self(frames)[:, -1]`` (BatchNorm in inference mode), computing only
         what reaches them (:meth:`VideoUNetBackbone.last_frame_features`): the decoder and head
-        run on one frame per window, and a frame-wise model encodes only that frame.
+        run on one frame per window, and a frame-wise model encodes only that frame. What training on
+        causal windows computes (:class:`~vseg_keras.models.training_model.TrainingModel`).
         """
         features = self.backbone.last_frame_features(self.normalization(frames), training=training)
         return self.float32_logits(self.head(features))
@@ -180,7 +152,7 @@ class VideoSegmenter(keras.Model):
         outputs.update(zip(self.state_shapes(), new_states, strict=True))
         return keras.Model(inputs, outputs, name=f"{self.name}_streaming")
 
-    def labelled_frames(self, y, y_pred, sample_weight=None):
+    def labelled_frames(self, y, y_pred, sample_weight=None, jit_compile: bool | None = None):
         """The labels and logits of the frames that have at least one labelled pixel.
 
         Labels ``[B, T, H, W]`` (:attr:`ignore_index` = not labelled) and logits
@@ -190,9 +162,10 @@ class VideoSegmenter(keras.Model):
         ignores that index and averages over labelled pixels, nor to a confusion matrix. A
         TensorFlow kernel (:func:`vseg_keras.models.kernels.tensorflow.labelled_frames`); returned
         unchanged on other backends (the same values, more work), with sample weights, other
-        layouts, or under XLA (``jit_compile``), which needs static shapes.
+        layouts, or under XLA (``jit_compile``, default: this model's), which needs static shapes.
         """
-        if (y is None or sample_weight is not None or self.jit_compile or not on_tensorflow()
+        jit_compile = self.jit_compile if jit_compile is None else jit_compile
+        if (y is None or sample_weight is not None or jit_compile or not on_tensorflow()
                 or len(y.shape) != 4 or len(y_pred.shape) != 5):
             return y, y_pred
         from vseg_keras.models.kernels import tensorflow as tf_kernels
@@ -200,30 +173,14 @@ class VideoSegmenter(keras.Model):
         return tf_kernels.labelled_frames(y, y_pred, self.ignore_index)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras' loss computation on :meth:`labelled_frames` only, plus the temporal loss when on.
-
-        With :attr:`temporal_loss` set, ``y`` is a dict: ``labels`` ``[B, H, W]`` of the
-        labelled frame, and ``previous_index`` and ``previous_weight`` ``[B, H, W]``, the flow to the
-        frame before it (:func:`vseg_keras.flow.previous_frame_warp`); ``y_pred`` is
-        ``[B, K, H, W, C]`` from :meth:`trailing_frames_logits`.
-        """
-        labels, logits = self._scored(y, y_pred, sample_weight)
-        loss = super().compute_loss(x=x, y=labels, y_pred=logits, sample_weight=sample_weight, training=training)
-        if isinstance(y, dict):  # training batches of the temporal loss (validation ones have labels only)
-            loss = loss + self.temporal_loss(y_pred, y, self.optimizer.iterations)
-        return loss
+        """Keras' loss computation on :meth:`labelled_frames` only."""
+        labels, logits = self.labelled_frames(y, y_pred, sample_weight)
+        return super().compute_loss(x=x, y=labels, y_pred=logits, sample_weight=sample_weight, training=training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Keras' metric update on :meth:`labelled_frames` only (the labelled frame with the temporal loss)."""
-        labels, logits = self._scored(y, y_pred, sample_weight)
+        """Keras' metric update on :meth:`labelled_frames` only."""
+        labels, logits = self.labelled_frames(y, y_pred, sample_weight)
         return super().compute_metrics(x, labels, logits, sample_weight=sample_weight)
-
-    def _scored(self, y, y_pred, sample_weight):
-        """The labels and logits that the loss and metrics score: with the temporal loss the labelled
-        frame's (``y`` a dict in training, its labels alone in validation), else :meth:`labelled_frames`."""
-        if self.temporal_loss is not None:
-            return (y["labels"] if isinstance(y, dict) else y), y_pred[:, -1]
-        return self.labelled_frames(y, y_pred, sample_weight)
 
     def get_config(self):
         return {

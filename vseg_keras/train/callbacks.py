@@ -16,6 +16,9 @@ from vseg_keras.train import run_dir as runs
 class CrashSafeCheckpoint(keras.callbacks.Callback):
     """Saves the resume state, ``last.keras`` and ``best.keras`` at the end of every epoch.
 
+    The model fitted is a :class:`~vseg_keras.models.training_model.TrainingModel`; what is saved is its
+    ``segmenter`` (the sequence model, with the optimizer they share).
+
     Order within an epoch end: epoch weights (with optimizer state) to a new
     file, ``last.keras``, ``best.keras`` if improved, then ``state.json`` --
     the commit point -- then older weight files are deleted. A kill before the
@@ -39,13 +42,14 @@ class CrashSafeCheckpoint(keras.callbacks.Callback):
             return  # never commit diverged weights: the last good epoch stays the resume point
         files.makedirs(self.backup_dir)
         weights_name = f"epoch-{epoch + 1:05d}.weights.h5"
-        files.atomic_save_model(self.model, files.join(self.backup_dir, weights_name), weights_only=True)
+        segmenter = self.model.segmenter
+        files.atomic_save_model(segmenter, files.join(self.backup_dir, weights_name), weights_only=True)
         state = dict(self.state)
         state.update({"epochs_done": epoch + 1, "weights": weights_name})
-        files.atomic_save_model(self.model, files.join(self.run_dir, runs.LAST_MODEL))
+        files.atomic_save_model(segmenter, files.join(self.run_dir, runs.LAST_MODEL))
         value = logs.get(self.monitor)
         if value is not None and not math.isnan(value) and value > state.get("best_value", -math.inf):
-            files.atomic_save_model(self.model, files.join(self.run_dir, runs.BEST_MODEL))
+            files.atomic_save_model(segmenter, files.join(self.run_dir, runs.BEST_MODEL))
             state.update({"best_value": float(value), "best_epoch": epoch + 1, "monitor": self.monitor})
         files.atomic_write_json(files.join(self.backup_dir, runs.STATE_NAME), state)
         self.state = state
@@ -93,7 +97,7 @@ class PredictionImages(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(files.join(log_dir, "images"))
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = self.model.last_frame_logits(self.frames, training=False)
+        logits = self.model.segmenter.last_frame_logits(self.frames, training=False)
         predictions = np.argmax(keras.ops.convert_to_numpy(logits), axis=-1)
         images = np.concatenate(
             [

@@ -142,7 +142,7 @@ def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, sta
         if epochs_done:
             model.optimizer.build(model.trainable_variables)
             with files.local_copy(files.join(run_dir, runs.BACKUP_DIR, state["weights"])) as weights:
-                model.load_weights(weights)
+                model.segmenter.load_weights(weights)  # the weights and the optimizer state
             log(f"resuming after epoch {epochs_done} from {files.join(run_dir, runs.BACKUP_DIR)}")
     inputs = make_training_inputs(data_dir, config, placement, steps)  # after the model: it seeds TF's RNG
     log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch"

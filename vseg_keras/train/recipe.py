@@ -14,10 +14,12 @@ from vseg_keras.models.metrics import DatasetMeanIoU
 from vseg_keras.models.registry import build_model
 from vseg_keras.models.remat import set_rematerialization
 from vseg_keras.models.segmenter import VideoSegmenter
+from vseg_keras.models.training_model import TrainingModel
 from vseg_keras.options import TrainConfig
 
 
-def compile_for_training(model: keras.Model, config: TrainConfig, spec: DatasetSpec | None = None) -> None:
+def compile_for_training(model: VideoSegmenter | TrainingModel, config: TrainConfig,
+                         spec: DatasetSpec | None = None) -> None:
     """Adam + sparse cross-entropy over labelled pixels only + streaming mIoU (report section 3.4), the mIoU
     averaged as the dataset ``spec`` says (its scored classes and convention; default: every class, union)."""
     optimizer = keras.optimizers.Adam(
@@ -58,20 +60,27 @@ def temporal_loss_of(config: TrainConfig, steps_per_epoch: int) -> TemporalLoss 
                         config.temporal_loss_distance, config.temporal_loss_warmup * steps_per_epoch)
 
 
-def build_training_model(config: TrainConfig, spec: DatasetSpec, steps_per_epoch: int = 1) -> VideoSegmenter:
-    """``config.model``, freshly initialised for the dataset ``spec`` (its logits, and the spec it carries),
-    with its training switches set and compiled.
+def training_outputs(config: TrainConfig) -> str:
+    """What the run's :class:`~vseg_keras.models.training_model.TrainingModel` outputs: the last frame (causal
+    windows), the last two (with the temporal loss), or every frame (``full_windows`` or ``supervise="all"``)."""
+    if config.full_windows or config.supervise == "all":
+        return "sequence"
+    return "last_two_frames" if config.temporal_loss else "last_frame"
 
-    The switches: rematerialisation (``remat``), what the loss reads (the labelled frame only, unless
-    ``full_windows`` or ``supervise="all"``) and the temporal loss (its warm-up counted in
-    ``steps_per_epoch``). Call it inside the placement's scope.
+
+def build_training_model(config: TrainConfig, spec: DatasetSpec, steps_per_epoch: int = 1) -> TrainingModel:
+    """``config.model``, freshly initialised for the dataset ``spec`` (its logits, and the spec it carries), in
+    the :class:`~vseg_keras.models.training_model.TrainingModel` that trains it, compiled.
+
+    Rematerialisation (``remat``) is switched on the model's stages and cells; the training model computes
+    what the loss reads (:func:`training_outputs`) and adds the temporal loss (its warm-up counted in
+    ``steps_per_epoch``). Call it inside the placement's scope; ``.segmenter`` is the model to save.
     """
     model = build_model(config.model, num_classes=spec.num_logits, seed=config.seed, dataset=spec.to_json())
     set_rematerialization(model, config.remat)
-    model.outputs_last_frame = not config.full_windows and config.supervise != "all"
-    model.temporal_loss = temporal_loss_of(config, steps_per_epoch)
-    compile_for_training(model, config, spec)
-    return model
+    trainer = TrainingModel(model, training_outputs(config), temporal_loss_of(config, steps_per_epoch))
+    compile_for_training(trainer, config, spec)
+    return trainer
 
 
 @contextlib.contextmanager
