@@ -233,3 +233,28 @@ def test_logits_are_float32_under_a_mixed_precision_policy():
         np.testing.assert_array_equal(keras.ops.reshape(logits, (2, 16, 16, 20)), expected)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_the_config_records_the_dtype_policy_and_vseg_loads_float32_for_inference(tmp_path):
+    from vseg_keras.loading import load_trained_model
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as vseg train --mixed-precision builds it
+    try:
+        model = vseg_keras.build_model("vanilla-clstm-small-shallow", seed=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_config()["dtype"]["config"]["name"] == "mixed_bfloat16"
+    path = str(tmp_path / "mixed.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)  # Keras restores the recorded policy
+    assert restored.dtype_policy.name == restored.backbone.cells[0].dtype_policy.name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # and leaves the global one as it was
+    inference = load_trained_model(path)  # vseg's evaluate, export and predict compute in float32
+    assert inference.backbone.cells[0].dtype_policy.name == "float32"
+    for ours, saved in zip(inference.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, saved)
+    assert load_trained_model(path, keep_policy=True).head.dtype_policy.name == "mixed_bfloat16"
+    frames = random_frames((1, 2, 32, 32, 3))
+    np.testing.assert_allclose(inference(frames).numpy(), restored(frames).numpy(), atol=0.1)
+    float32 = vseg_keras.build_model("vanilla-none-small-shallow")
+    assert float32.get_config()["dtype"]["config"]["name"] == "float32"

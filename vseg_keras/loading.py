@@ -42,14 +42,20 @@ def resolve_model_file(path: str) -> str:
     return path
 
 
-def load_trained_model(path: str) -> VideoSegmenter:
+def load_trained_model(path: str, keep_policy: bool = False) -> VideoSegmenter:
     """Loads a model from a ``.keras`` file or a run directory (``best.keras``, else ``last.keras``).
 
     Loading uses Keras safe mode. A missing, truncated or corrupt file, or another kind of model, is a
     ``ValueError``/``FileNotFoundError`` of one line naming the file.
 
+    A model trained with ``--mixed-precision`` records its policy (``mixed_bfloat16``, ``mixed_float16``),
+    and ``keras.saving.load_model`` restores it. For inference, evaluation and export vseg computes in
+    float32 (its variables are float32 either way): the model is rebuilt in ``float32`` with the same
+    weights unless ``keep_policy``.
+
     Args:
         path: a ``.keras`` file or a run directory, local or on any TensorFlow filesystem.
+        keep_policy: keep the dtype policy the file records.
     """
     path = resolve_model_file(path)
     with files.local_copy(path) as local_path:
@@ -61,7 +67,19 @@ def load_trained_model(path: str) -> VideoSegmenter:
             raise ValueError(f"{path}: not a valid .keras file ({type(error).__name__}: {error})") from None
     if not isinstance(model, VideoSegmenter):
         raise ValueError(f"{path}: not a vseg model (found {type(model).__name__})")
-    return model
+    if keep_policy or model.dtype_policy.name == "float32":
+        return model
+    return in_float32(model)
+
+
+def in_float32(model: VideoSegmenter) -> VideoSegmenter:
+    """``model`` rebuilt in the ``float32`` policy with its weights (a mixed policy's variables are float32)."""
+    config = model.get_config()
+    config["dtype"] = "float32"
+    config["backbone"] = {**config["backbone"], "config": {**config["backbone"]["config"], "dtype": "float32"}}
+    rebuilt = VideoSegmenter.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
 
 
 def open_frame_model(model_path: str, threads: int | None = None) -> FrameModel:

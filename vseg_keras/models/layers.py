@@ -9,6 +9,9 @@ prediction and serving hand the model compact uint8 frames.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import keras
 from keras import ops
 
@@ -21,6 +24,22 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 
 #: Per-channel RGB standard deviation of ImageNet, for pixel values scaled to [0, 1].
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(policy) -> Iterator[None]:
+    """Builds layers under ``policy`` (a name, a policy or its serialised form; ``None``: the global one as it
+    is), the global policy restored after: how a model whose sub-layers are created in its ``__init__``
+    restores the policy its config records."""
+    if policy is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(keras.dtype_policies.get(policy))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def normalize_frames(frames):

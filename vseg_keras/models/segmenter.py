@@ -9,7 +9,14 @@ from keras import ops
 
 from vseg_keras.constants import NUM_CLASSES
 from vseg_keras.models.kernels import on_tensorflow
-from vseg_keras.models.layers import FoldTime, FrameNormalization, UnfoldTime, check_frame_size, unfold_time
+from vseg_keras.models.layers import (
+    FoldTime,
+    FrameNormalization,
+    UnfoldTime,
+    check_frame_size,
+    dtype_policy_scope,
+    unfold_time,
+)
 from vseg_keras.models.unet import VideoUNetBackbone
 
 
@@ -190,6 +197,7 @@ class VideoSegmenter(keras.Model):
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
             "dataset": self.dataset,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     @property
@@ -199,6 +207,9 @@ class VideoSegmenter(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        """The model its config describes, in the dtype policy it records (a model saved before configs
+        recorded it: the global policy)."""
         config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        with dtype_policy_scope(config.pop("dtype", None)):
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+            return cls(**config)

@@ -8,7 +8,7 @@ from functools import partial
 import keras
 
 from vseg_keras.models.blocks import get_block_family
-from vseg_keras.models.layers import FoldTime, SpatialSizeCheck, UnfoldTime, unfold_time
+from vseg_keras.models.layers import FoldTime, SpatialSizeCheck, UnfoldTime, dtype_policy_scope, unfold_time
 from vseg_keras.models.remat import Stage
 from vseg_keras.models.temporal import TEMPORAL_CELLS, ConvRecurrent, make_temporal_cell
 
@@ -228,8 +228,11 @@ class VideoUNetBackbone(keras.Model):
             "block": self.block,
             "temporal": self.temporal,
             "filters": list(self.filters),
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        config = dict(config)
+        with dtype_policy_scope(config.pop("dtype", None)):  # every sub-layer in the recorded policy
+            return cls(**config)
