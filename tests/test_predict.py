@@ -47,7 +47,7 @@ def video_info(path) -> tuple[int, int, int]:
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    vseg_keras.build_model("vanilla-crnn-small-shallow", seed=0).save(path)
+    vseg_keras.build_model("vanilla-clstm-small-shallow", seed=0).save(path)  # two states per level
     return path
 
 
