@@ -67,8 +67,9 @@ def test_models_table_with_pattern():
     lines = result.output.strip().splitlines()
     assert lines[0].split()[:2] == ["model", "levels"]
     rows = [line.split() for line in lines[2:]]
-    assert [row[0] for row in rows] == ["resnet-none-small-deep", "resnet-crnn-small-deep", "resnet-cgru-small-deep"]
-    assert rows[2][2] == "1,707,460"
+    assert [row[0] for row in rows] == ["resnet-none-small-deep", "resnet-crnn-small-deep", "resnet-cgru-small-deep",
+                                        "resnet-clstm-small-deep"]
+    assert rows[2][2] == "1,707,460" and rows[3][2] == "2,099,380"
 
 
 @pytest.mark.parametrize("args,message", [
