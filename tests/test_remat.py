@@ -68,17 +68,19 @@ def test_rematerialisation_switches_stages_and_cells_and_is_not_saved(tmp_path):
     assert set_rematerialization(model, False) == 11 and not stages[0].rematerialize
 
 
-def test_rematerialised_cell_inside_the_rnn_while_loop_gives_the_same_gradient():
+@pytest.mark.parametrize("cell_class,steps", [(ConvGRUCell, None), (ConvLSTMCell, 3)], ids=["rnn-loop", "unrolled"])
+def test_a_rematerialised_recurrence_gives_the_same_gradients(cell_class, steps):
+    """``T`` unknown when traced: Keras' RNN loop checkpoints each step; ``T`` static: the unrolled steps, one
+    checkpoint for the whole recurrence, carrying both ConvLSTM states (h and c) back through the steps."""
     rng = np.random.default_rng(2)
-    sequence = tf.constant(rng.normal(size=(1, 4, 6, 5, 3)).astype("float32"))
-    layer = ConvRecurrent(keras.saving.deserialize_keras_object(
-        {"class_name": "vseg>ConvGRUCell", "config": {"filters": 3}}))
+    sequence = tf.constant(rng.normal(size=(2, 4 if steps is None else steps, 6, 5, 3)).astype("float32"))
+    layer = ConvRecurrent(cell_class(3))
     layer.build(sequence.shape)
     grads = []
     for remat in (False, True):
         layer.cell.rematerialize = remat
 
-        @tf.function(input_signature=[tf.TensorSpec([None] * 4 + [3], tf.float32)])  # unknown T: while loop
+        @tf.function(input_signature=[tf.TensorSpec([None, steps, None, None, 3], tf.float32)])
         def loss_and_grad(x):
             with tf.GradientTape() as tape:
                 tape.watch(x)
@@ -197,25 +199,3 @@ def test_recompute_recurrence_gives_the_gradients_of_the_plain_recurrence(cell_c
     assert float(loss) == pytest.approx(float(plain_loss), rel=1e-6)
     for plain, recomputed in zip(plain_grads, grads, strict=True):
         np.testing.assert_allclose(recomputed.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)
-
-
-def test_rematerialised_convlstm_recurrence_gives_the_same_gradients():
-    """The unrolled checkpoint carries both ConvLSTM states (h and c) back through the steps."""
-    rng = np.random.default_rng(5)
-    sequence = tf.constant(rng.normal(size=(2, 3, 6, 5, 4)).astype("float32"))
-    layer = ConvRecurrent(ConvLSTMCell(4))
-    layer.build(sequence.shape)
-    grads = []
-    for remat in (False, True):
-        layer.cell.rematerialize = remat
-
-        @tf.function  # a static T: the unrolled steps, one checkpoint for the whole recurrence
-        def loss_and_grad(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                loss = tf.reduce_sum(tf.square(layer(x, training=True)))
-            return tape.gradient(loss, [x] + layer.trainable_variables)
-
-        grads.append([g.numpy() for g in loss_and_grad(sequence)])
-    for plain, recomputed in zip(*grads, strict=True):
-        np.testing.assert_allclose(recomputed, plain, rtol=1e-5, atol=1e-6)
