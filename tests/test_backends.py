@@ -28,7 +28,7 @@ def run_on(backend: str, *args: str, timeout: int = 600) -> subprocess.Completed
 
 #: The portable tests in two halves of about a minute each (a JAX process per half, no workers of its
 #: own), so that the suite's two workers share them; the halves are complements, so none is left out.
-PORTABLE_HALF = "table_3 or rematerialisation or loss_by_hand or plain_keras_rnn or custom_layer or round_trip"
+PORTABLE_HALF = "table_3 or loss_by_hand or plain_keras_rnn or custom_layer or round_trip"
 
 
 @pytest.mark.parametrize("selection", [PORTABLE_HALF, f"not ({PORTABLE_HALF})"], ids=["first-half", "second-half"])
