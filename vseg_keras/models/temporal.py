@@ -34,7 +34,7 @@ class _ConvCellBase(keras.layers.Layer):
 
     One deviation from the Keras RNN cell protocol, on purpose: a state's
     spatial size is the input's, known only at call time, so
-    :attr:`state_size` is the state's channel count and
+    :attr:`state_size` is each state's channel count and
     :meth:`get_initial_state` takes a frame of the input, not ``batch_size``.
     A plain ``keras.layers.RNN(cell)`` therefore needs an ``initial_state``
     (then it gives the same outputs, tested on every backend);

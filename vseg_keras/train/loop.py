@@ -45,7 +45,9 @@ def train(
         verbose: Keras progress mode (0, 1 bar, 2 one line per epoch); ``"auto"``: a bar on a
             terminal, one line per epoch otherwise.
         callbacks: more Keras callbacks (early stopping, timing, ...), run on every worker after
-            vseg's own (NaN guard; on the chief: CSV history, crash-safe checkpoint, TensorBoard).
+            vseg's own (NaN guard; on the chief: CSV history, crash-safe checkpoint, TensorBoard). Their
+            ``self.model`` is the :class:`~vseg_keras.models.training_model.TrainingModel` being fitted;
+            ``self.model.segmenter`` is the model it trains.
 
     Returns:
         A summary: ``best_miou``, ``best_epoch``, ``epochs_done``, paths, strategy.
