@@ -41,6 +41,15 @@ def size_option(name: str, help_text: str, default: tuple[int, int] | None = Non
     return click.option(name, default=shown, show_default=bool(default), metavar="HxW", callback=_size, help=help_text)
 
 
+def _backup_every(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    """Click callback: ``auto`` -> ``None``, else steps between backups (0: epoch ends only)."""
+    if value == "auto":
+        return None
+    if not value.isdigit():
+        raise click.BadParameter(f"expected auto or a number of steps (0: at epoch ends only), got {value!r}")
+    return int(value)
+
+
 def model_argument(command):
     """The MODEL argument: a run directory or a .keras file (predict, evaluate: also a SavedModel or edge file)."""
     return click.argument("model_path", metavar="MODEL", type=click.Path())(command)
@@ -83,7 +92,9 @@ def user_errors(command):
         except Exception as error:
             if not _is_user_error(error):
                 raise
-            raise click.ClickException(str(error).strip().splitlines()[0]) from None
+            failure = click.ClickException(str(error).strip().splitlines()[0])
+            failure.exit_code = getattr(error, "exit_code", 1)  # e.g. 75 after a training stopped by a signal
+            raise failure from None
 
     return wrapper
 
@@ -326,6 +337,12 @@ def parse_contexts(text: str) -> list[int]:
                    "window (all). [default: all for data labelled on several frames per clip, else last]")
 @click.option("--seed", default=TRAIN_DEFAULTS["seed"], show_default=True, type=int,
               help="Seeds weights and data order.")
+@click.option("--backup-every", default="auto", show_default=True, callback=_backup_every, metavar="auto|N",
+              help="Back up weights, optimizer and data position every N steps within an epoch (0: at epoch ends "
+                   "only); auto keeps backups under 2% of the training time. Epoch ends always back up.")
+@click.option("--deterministic/--no-deterministic", default=TRAIN_DEFAULTS["deterministic"], show_default=True,
+              help="Deterministic kernels: a run killed and resumed any number of times ends with the weights of "
+                   "an uninterrupted one.")
 @click.option("--logical-cpus", default=TRAIN_DEFAULTS["logical_cpus"], show_default=True, type=click.IntRange(min=0),
               help="Split the CPU into this many devices and train data-parallel across them (to test "
                    "multi-replica training without GPUs; TensorFlow or JAX).")
@@ -335,6 +352,8 @@ def train(data_dir, run_dir, model_name, crop, **options):
 
     DATA_DIR is the output of `vseg convert` (its manifest gives the classes); RUN_DIR receives
     config.json, last.keras, best.keras, history.csv, TensorBoard logs and the resume state.
+    SIGTERM or Ctrl-C stops after the current step with a backup and exit code 75; run the same
+    command again to resume there.
     """
     from vseg_keras.train import train as train_model
 

@@ -267,6 +267,21 @@ def test_training_is_reproducible_with_a_seed(write_split):
     tf.nest.map_structure(np.testing.assert_array_equal, first, second)
 
 
+
+def test_the_epoch_stream_draws_each_epoch_afresh_and_resumes_at_any_step(write_split):
+    """What a resumed run reads: from (epoch, step) on exactly the batches of an uninterrupted run, each epoch
+    its own draw (so a resume at a later epoch does not replay the first one's windows)."""
+    data_dir = write_split(num_snippets=5, num_shards=2)
+    options = dict(batch_size=2, seq_len=3, crop=(8, 12), max_frame_skip=2, steps_per_epoch=3, seed=0)
+    whole = [(f.numpy(), lab.numpy()) for f, lab in data.make_epoch_stream(data_dir, **options).take(9)]
+    resumed = [(f.numpy(), lab.numpy()) for f, lab in
+               data.make_epoch_stream(data_dir, first_epoch=1, first_step=2, **options).take(4)]
+    tf.nest.map_structure(np.testing.assert_array_equal, resumed, whole[5:])
+    epochs = [np.concatenate([f.reshape(-1) for f, _ in whole[e * 3:(e + 1) * 3]]) for e in range(3)]
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    with pytest.raises(ValueError, match="first_step 3"):
+        data.make_epoch_stream(data_dir, first_step=3, **options)
+
 def test_crop_and_flip_are_pixel_aligned(write_split):
     data_dir = write_split(num_snippets=4)
     dataset = data.make_train_dataset(data_dir, batch_size=8, seq_len=3, crop=(12, 16), seed=4, full_windows=True)

@@ -89,7 +89,7 @@ def test_a_run_dir_from_before_schema_v2_resumes_and_the_classes_come_from_the_d
     result = train(V1_SHARDS, str(run_dir), TrainConfig(**{**config.to_json(), "epochs": 2, "crop": None,
                                                            "supervise": None, "num_classes": None}),
                    log=lines.append, verbose=0)
-    assert result["epochs_done"] == 2 and any(line.startswith("resuming after epoch 1") for line in lines)
+    assert result["epochs_done"] == 2 and any(line.startswith("resuming at epoch 2, step 0") for line in lines)
     with pytest.raises(TrainingError, match="^--num-classes 3: .* holds cityscapes with 20 classes"):
         train(V1_SHARDS, str(tmp_path / "other"), TrainConfig(model="vanilla-none-small-shallow", num_classes=3))
     assert not (tmp_path / "other").exists()

@@ -119,7 +119,7 @@ def test_a_frame_wise_model_trains_with_the_temporal_loss_remat_accumulation_and
     resumed = []  # the same run, one epoch longer: resumes with the temporal loss
     assert train(data_dir, run_dir, TrainConfig(**{**config.__dict__, "epochs": 2}), log=resumed.append,
                  verbose=0)["epochs_done"] == 2
-    assert any("resuming after epoch 1" in line for line in resumed)
+    assert any("resuming at epoch 2, step 0" in line for line in resumed)
     with pytest.raises(ValueError, match="needs causal windows"):
         TrainConfig(model="vanilla-cgru-small-shallow", full_windows=True, temporal_loss=0.5)
     keras.backend.clear_session()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import glob
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -15,13 +17,14 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from tests.test_cli_models import VSEG
 from vseg_keras.folder_lock import LOCK_NAME
 from vseg_keras.loading import load_trained_model
 from vseg_keras.models.layers import frame_size_requirement
-from vseg_keras.train import TrainConfig, TrainingError, read_resume_state
+from vseg_keras.train import TrainConfig, TrainingError, read_resume_state, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "vanilla-crnn-small-shallow"
@@ -139,7 +142,7 @@ def test_train_evaluate_predict_on_jax_with_data_parallel_and_remat(shards, tmp_
     frames = sorted(glob.glob(os.path.join(os.path.dirname(shards), "src", "leftImg8bit_sequence", "val", "*")))[0]
     commands = [
         ["train", shards, run_dir, "--epochs", "1", *TRAIN_ARGS[:4], "--seq-len", "2", "--crop", "32x64",
-         "--steps-per-epoch", "2", "--val-steps", "1", "--logical-cpus", "2", "--remat"],
+         "--steps-per-epoch", "2", "--val-steps", "1", "--logical-cpus", "2", "--remat", "--backup-every", "1"],
         ["evaluate", run_dir, shards, "--context", "2", "--out", out, "--no-temporal-consistency"],
         ["predict", run_dir, frames, str(tmp_path / "out.mp4"), "--no-progress"],
         ["export", run_dir, "--out", str(tmp_path / "sm")],
@@ -159,36 +162,87 @@ def test_train_evaluate_predict_on_jax_with_data_parallel_and_remat(shards, tmp_
     assert export["exit_code"] == 1 and "needs the TensorFlow backend" in export["output"]
 
 
-def test_killed_training_resumes_and_finishes_every_epoch_once(shards, tmp_path):
-    run_dir = tmp_path / "run"
-    args = [VSEG, "train", shards, str(run_dir), "--epochs", "4", *TRAIN_ARGS]
+def start_training(shards, run_dir, args: list[str], **popen) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return subprocess.Popen([VSEG, "train", shards, str(run_dir), *args], env=env, **popen)
+
+
+def wait_for_backup(process: subprocess.Popen, run_dir, epochs_done: int, step: int) -> None:
+    """Waits until the committed resume state is at or past ``(epochs_done, step)``."""
     deadline = time.time() + 300
-    while read_resume_state(str(run_dir)).get("epochs_done", 0) < 1:
-        assert process.poll() is None, "training ended before it could be killed"
+    while True:
+        state = read_resume_state(str(run_dir))
+        if (state.get("epochs_done", 0), state.get("step", 0)) >= (epochs_done, step):
+            return
+        assert process.poll() is None, "training ended before it could be stopped"
         assert time.time() < deadline
-        time.sleep(0.2)
-    # One writer per run dir: a second `vseg train` on it is refused at once, naming the first.
-    second = invoke("train", shards, str(run_dir), "--epochs", "4", *TRAIN_ARGS)
+        time.sleep(0.05)
+
+
+def test_training_stopped_by_sigterm_or_kill_9_mid_epoch_resumes_to_the_same_weights(shards, tmp_path):
+    """SIGTERM: one line, exit 75, a backup of the step; kill -9: the last backup. Resuming either reads the rest
+    of the epoch's windows (the pipeline position) and, with --deterministic, ends with an uninterrupted run's
+    weights and history. A second writer is refused; a failed backup write keeps the last backup. (Full windows of
+    2 frames: one traced step.)"""
+    args = ["--epochs", "2", "--model", MODEL, "--batch-size", "2", "--seq-len", "2", "--full-windows", "--crop",
+            "32x64", "--steps-per-epoch", "4", "--val-context", "1", "--backup-every", "1", "--deterministic"]
+    reference = start_training(shards, tmp_path / "reference", args, stdout=subprocess.DEVNULL)
+    run_dir = tmp_path / "run"
+    process = start_training(shards, run_dir, args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_backup(process, run_dir, 0, 2)
+    second = invoke("train", shards, str(run_dir), *args)  # one writer per run dir
     assert second.exit_code == 1 and second.output.strip().splitlines()[-1].startswith(
         f"Error: {run_dir} is being written by another vseg train (host {socket.gethostname()}, pid {process.pid},")
-    time.sleep(0.5)  # somewhere inside epoch 2
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    state = read_resume_state(str(run_dir))
+    assert process.returncode == 75, output[-2000:]
+    assert output.strip().splitlines()[-1] == (
+        f"Error: stopped by SIGTERM at epoch {state['epochs_done'] + 1}, step {state.get('step', 0)}; the backup in "
+        f"{run_dir} resumes there: run the same command again (exit code 75)")
+    assert not (run_dir / LOCK_NAME).exists()
+
+    process = start_training(shards, run_dir, args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_backup(process, run_dir, 1, 1)  # within epoch 2
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = read_resume_state(str(run_dir))["epochs_done"]
-    assert 1 <= killed_at < 4
-    optimizer_steps = load_optimizer_iterations(run_dir, killed_at)
+    killed_at = read_resume_state(str(run_dir))
+    assert killed_at["epochs_done"] == 1 and 1 <= killed_at.get("step", 0) < 4, killed_at
 
-    result = vseg("train", shards, str(run_dir), "--epochs", "4", *TRAIN_ARGS)
+    # A failed write: files may not grow past 200 kB (the soft RLIMIT_FSIZE; Python ignores SIGXFSZ), and a
+    # backup's weights are larger. In this process, so without --deterministic (a change resuming allows).
+    config = TrainConfig(model=MODEL, epochs=2, batch_size=2, seq_len=2, full_windows=True, crop=(32, 64),
+                         steps_per_epoch=4, val_context=1, backup_every=1)
+    with pytest.raises(TrainingError) as failure, file_size_limit(200_000):
+        train(shards, str(run_dir), config, log=lambda line: None, verbose=0)
+    assert str(failure.value) == (
+        f"{run_dir}/backup: writing a backup failed (File too large); the last one (resuming at epoch 2, step "
+        f"{killed_at['step']}) is intact: free space and run the same command to resume")
+    assert read_resume_state(str(run_dir)) == killed_at
+    assert not glob.glob(f"{run_dir}/**/.*.tmp*", recursive=True)
+
+    result = vseg("train", shards, str(run_dir), *args)
     assert result.returncode == 0, result.stderr
-    assert f"note: {run_dir}: taking over the lock of a vseg train that is gone (host {socket.gethostname()}, " \
-           f"pid {process.pid}," in result.stdout  # killed with -9: its lock is stale, not a reason to refuse
-    assert f"resuming after epoch {killed_at}" in result.stdout
-    assert not (run_dir / LOCK_NAME).exists()  # released at the end
-    assert history_epochs(run_dir) == [0, 1, 2, 3]
-    assert optimizer_steps == killed_at * 2  # the optimizer state was saved with the weights
-    assert load_optimizer_iterations(run_dir, 4) == 4 * 2  # ... and restored, not restarted
+    assert f"resuming at epoch 2, step {killed_at['step']} (of 4)" in result.stdout
+    assert reference.wait(timeout=300) == 0
+    assert history_epochs(run_dir) == [0, 1]
+    with open(run_dir / "history.csv") as ours, open(tmp_path / "reference" / "history.csv") as theirs:
+        assert ours.read() == theirs.read()  # the resumed epochs' metrics cover the whole epoch
+    assert load_optimizer_iterations(run_dir, 2) == 2 * 4  # the optimizer state restored, not restarted
+    for name in ("last.keras", "best.keras"):
+        ours, theirs = (load_trained_model(str(folder / name)) for folder in (run_dir, tmp_path / "reference"))
+        for mine, reference_weights in zip(ours.get_weights(), theirs.get_weights(), strict=True):
+            np.testing.assert_allclose(mine, reference_weights, rtol=0, atol=1e-6)
+
+
+@contextlib.contextmanager
+def file_size_limit(size: int):
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def load_optimizer_iterations(run_dir, epochs_done: int) -> int:
@@ -207,7 +261,7 @@ def load_optimizer_iterations(run_dir, epochs_done: int) -> int:
 
 def test_mirrored_strategy_over_two_logical_cpus_with_the_temporal_loss(shards, tmp_path):
     result = vseg("train", shards, str(tmp_path / "run"), "--epochs", "1", *TRAIN_ARGS, "--logical-cpus", "2",
-                  "--temporal-loss", "0.5")
+                  "--temporal-loss", "0.5", "--backup-every", "1")
     assert result.returncode == 0, result.stderr
     assert "placement: 2 replicas (MirroredStrategy), global batch 2" in result.stdout
     assert "decoder on it and the frame before; temporal loss 0.5 (DIS flow, target " in result.stdout
@@ -220,20 +274,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_two_workers(shards, run_dir, epochs: int) -> list[str]:
+def run_two_workers(shards, run_dir, epochs: int, stop_at: tuple[int, int] | None = None) -> list[str]:
+    """Runs the two workers to the end, or with ``stop_at`` sends SIGTERM to the second (not the chief) once the
+    chief's backup is at ``(epochs_done, step)``; both must then stop (exit 75) at the same step."""
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config}
         processes.append(subprocess.Popen(
-            [VSEG, "train", shards, str(run_dir), "--epochs", str(epochs), *TRAIN_ARGS],
+            [VSEG, "train", shards, str(run_dir), "--epochs", str(epochs), *TRAIN_ARGS, "--backup-every", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         ))
+    if stop_at is not None:
+        wait_for_backup(processes[0], run_dir, *stop_at)
+        processes[1].send_signal(signal.SIGTERM)
     outputs = [process.communicate(timeout=600) for process in processes]
     for process, (_, stderr) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, stderr[-3000:]
-    return [stdout for stdout, _ in outputs]
+        assert process.returncode == (0 if stop_at is None else 75), stderr[-3000:]
+    return [stdout if stop_at is None else stdout + stderr for stdout, stderr in outputs]
 
 
 def test_two_process_multi_worker_training_on_localhost(shards, tmp_path):
@@ -243,10 +302,15 @@ def test_two_process_multi_worker_training_on_localhost(shards, tmp_path):
     assert history_epochs(run_dir) == [0]  # written by the chief only
     assert (run_dir / "last.keras").exists()
     assert sorted(os.listdir(run_dir)) == ["backup", "best.keras", "config.json", "history.csv", "last.keras", "logs"]
-    # Both workers resume from the chief's committed state and train the next epoch together.
-    for stdout in run_two_workers(shards, run_dir, epochs=2):
-        assert "resuming after epoch 1" in stdout
-    assert history_epochs(run_dir) == [0, 1]
+    # Both workers resume from the chief's committed state and train on together; SIGTERM to one stops both at
+    # the same step, where the chief backs up.
+    outputs = run_two_workers(shards, run_dir, 3, stop_at=(1, 1))
+    assert all("resuming at epoch 2, step 0 (of 2)" in output for output in outputs)
+    state = read_resume_state(str(run_dir))
+    where = f"at epoch {state['epochs_done'] + 1}, step {state.get('step', 0)};"
+    assert f"\nError: stopped by a signal to another worker {where}" in outputs[0]
+    assert f"\nError: stopped by SIGTERM {where}" in outputs[1]  # (gRPC may complain after it, the chief gone)
+    assert state["epochs_done"] >= 1 and history_epochs(run_dir) == list(range(state["epochs_done"]))
 
 
 def invoke(*args: str):
@@ -330,13 +394,13 @@ def test_train_resume_evaluate_and_export_on_another_filesystem(shards, tmp_path
     for name in os.listdir(shards):
         tf.io.gfile.copy(os.path.join(shards, name), f"{data_dir}/{name}")
     config = TrainConfig(model="vanilla-clstm-small-shallow", epochs=1, batch_size=2, seq_len=3, crop=(32, 64),
-                         steps_per_epoch=2, val_context=2)  # a ConvLSTM: two states per level, resumed
+                         steps_per_epoch=2, val_context=2, backup_every=1)  # a ConvLSTM: two states per level
     lines = []
     assert train(data_dir, run_dir, config, log=lines.append, verbose=0)["epochs_done"] == 1
     assert files.listdir(run_dir) == ["backup", "best.keras", "config.json", "history.csv", "last.keras", "logs"]
     summary = train(data_dir, run_dir, dataclasses.replace(config, epochs=2), log=lines.append, verbose=0)
     assert summary["epochs_done"] == 2 and summary["best_model"] == f"{run_dir}/best.keras"
-    assert f"resuming after epoch 1 from {run_dir}/backup" in lines
+    assert f"resuming at epoch 2, step 0 (of 2) from {run_dir}/backup" in lines
     assert [row.split(",")[0] for row in files.read_text(f"{run_dir}/history.csv").splitlines()] == ["epoch", "0", "1"]
     assert files.listdir(f"{run_dir}/backup") == ["epoch-00002.weights.h5", "state.json"]
 
@@ -473,7 +537,7 @@ def test_full_windows_and_a_run_dir_from_before_causal_windows_resume(shards, tm
     lines.clear()
     train(shards, str(run_dir), TrainConfig(epochs=2, **options), log=lines.append, verbose=0)
     keras.backend.clear_session()
-    assert "resuming after epoch 1 from" in " ".join(lines) and history_epochs(run_dir) == [0, 1]
+    assert "resuming at epoch 2, step 0" in " ".join(lines) and history_epochs(run_dir) == [0, 1]
     assert json.loads((run_dir / "config.json").read_text())["options"]["full_windows"] is False
 
 

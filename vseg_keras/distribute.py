@@ -162,3 +162,18 @@ def mixed_precision_policy() -> str:
     else:
         on_gpu = bool(tf.config.list_physical_devices("GPU"))
     return "mixed_float16" if on_gpu else "mixed_bfloat16"
+
+
+#: XLA's flag for deterministic GPU kernels (read when JAX starts its backend).
+_JAX_DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def enable_determinism() -> None:
+    """Deterministic kernels for the rest of the process (``--deterministic``): TensorFlow's op determinism
+    (which also keeps ``tf.data`` in order), and on JAX XLA's deterministic GPU ops (it applies if JAX has
+    not started its backend yet; on CPUs XLA is deterministic already). TensorFlow cannot switch it off
+    again within a process."""
+    tf.config.experimental.enable_op_determinism()
+    flags = os.environ.get("XLA_FLAGS", "")
+    if keras.backend.backend() == "jax" and _JAX_DETERMINISM_FLAG.split("=")[0] not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {_JAX_DETERMINISM_FLAG}".strip()

@@ -110,13 +110,14 @@ def error_reason(error: BaseException, path: str = "") -> str:
 
     Args:
         error: a ``tf.errors.OpError`` (its message, without TensorFlow's graph and node lines), an
-            ``OSError`` (``FILE; REASON``) or any other exception.
+            ``OSError`` (``FILE; REASON``, the reason of its ``errno``) or any other exception.
         path: a path the message may start with (TensorFlow writes ``PATH; No such file ...``).
     """
     if isinstance(error, tf.errors.OpError):
         text = error.message
-    elif isinstance(error, OSError) and error.strerror:
-        text = f"{error.filename}; {error.strerror}" if error.filename else error.strerror
+    elif isinstance(error, OSError) and (error.errno or error.strerror):
+        reason = os.strerror(error.errno) if error.errno else error.strerror  # h5py's strerror is a long report
+        text = f"{error.filename}; {reason}" if error.filename else reason
     else:
         text = str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -135,7 +136,8 @@ def temp_path_for(path: str) -> str:
     return os.path.join(folder, f".{name}.{os.getpid()}{TEMP_SUFFIX}")
 
 
-def _remove_quietly(path: str) -> None:
+def remove_quietly(path: str) -> None:
+    """Removes the file ``path`` if it is there, ignoring errors (clean-up after a failed write)."""
     with contextlib.suppress(tf.errors.OpError, OSError):
         if gfile.exists(path):
             gfile.remove(path)
@@ -160,7 +162,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
                 handle.write(data)
         gfile.rename(temp_path, path, overwrite=True)
     except BaseException:
-        _remove_quietly(temp_path)
+        remove_quietly(temp_path)
         raise
 
 
@@ -201,7 +203,7 @@ def publish_file(local_path: str, path: str) -> None:
         gfile.copy(local_path, temp_path, overwrite=True)
         gfile.rename(temp_path, path, overwrite=True)
     except BaseException:
-        _remove_quietly(temp_path)
+        remove_quietly(temp_path)
         raise
 
 
@@ -276,5 +278,5 @@ def atomic_save_model(model, path: str, weights_only: bool = False) -> None:
         save(temp_path)
         gfile.rename(temp_path, path, overwrite=True)
     except BaseException:
-        _remove_quietly(temp_path)
+        remove_quietly(temp_path)
         raise

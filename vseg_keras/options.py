@@ -144,6 +144,12 @@ class TrainConfig:
             window (the decoder runs on every window frame). ``None`` (the default): ``"all"`` when the
             data has more than one labelled frame per clip (VSPW, your own videos) and windows are
             longer than one frame, else ``"last"``; with the temporal loss always ``"last"``.
+        backup_every: steps between mid-epoch backups (weights, optimizer, the pipeline's position); ``None``
+            (the default, ``auto``): whenever the training time since the last backup is 50 times what that
+            backup took, so backups cost at most 2 %; 0: at epoch ends only. Epoch ends always back up.
+        deterministic: TensorFlow's op determinism (and XLA's deterministic ops on JAX GPUs): a run killed and
+            resumed any number of times ends with the weights of an uninterrupted one, to float rounding
+            (docs/training.md says how far runs differ without it).
 
     Raises:
         ValueError: an unknown model, a value out of range, or a crop that breaks the model's
@@ -177,9 +183,12 @@ class TrainConfig:
     temporal_loss_occlusion: str = "forward-backward"
     temporal_loss_warmup: int = 0
     supervise: str | None = None
+    backup_every: int | None = None
+    deterministic: bool = False
     # Options that may differ when a run is resumed (extending it is allowed; a run dir made before
     # full_windows existed was trained with full windows and resumes with whatever is asked now).
-    RESUMABLE_CHANGES: tuple[str, ...] = field(default=("epochs", "remat", "full_windows"), init=False, repr=False)
+    RESUMABLE_CHANGES: tuple[str, ...] = field(
+        default=("epochs", "remat", "full_windows", "backup_every", "deterministic"), init=False, repr=False)
     # What a run dir made before an option existed was trained with (else: the option's default).
     PREDATING_VALUES: tuple[tuple[str, Any], ...] = field(
         default=(("supervise", "last"), ("num_classes", NUM_CLASSES), ("temporal_loss_target", "neither"),
@@ -222,6 +231,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.backup_every is not None and self.backup_every < 0:
+            raise ValueError(f"backup_every must be >= 0 (or None: auto), got {self.backup_every}")
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

@@ -29,7 +29,14 @@ The package, in the order data flows: :mod:`.splits` (manifest, spec, shards), :
 :mod:`.augment` (scale, crop) and :mod:`.pipelines` (the two pipelines on one skeleton).
 """
 
-from vseg_keras.data.pipelines import DEFAULT_SHUFFLE_BUFFER, check_windows, make_eval_dataset, make_train_dataset
+from vseg_keras.data.pipelines import (
+    DEFAULT_SHUFFLE_BUFFER,
+    check_windows,
+    epoch_seed,
+    make_epoch_stream,
+    make_eval_dataset,
+    make_train_dataset,
+)
 from vseg_keras.data.splits import (
     SplitInfo,
     count_snippets,
@@ -47,7 +54,9 @@ __all__ = [
     "choose_train_window",
     "count_snippets",
     "dataset_spec",
+    "epoch_seed",
     "frame_size",
+    "make_epoch_stream",
     "make_eval_dataset",
     "make_train_dataset",
     "split_info",

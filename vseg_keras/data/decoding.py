@@ -113,12 +113,10 @@ def batch_finisher(
     windows), and is compiled with XLA: flip and label windows fuse into one pass over memory.
     """
 
-    table = None if lut is None else tf.constant(np.frombuffer(lut, np.uint8))
-
     def finish(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         frames, label = batch["frames"], batch["label"]
-        if table is not None:
-            label = tf.gather(table, tf.cast(label, tf.int32))
+        if lut is not None:  # a constant of the function's own graph (it may be traced inside another)
+            label = tf.gather(tf.constant(np.frombuffer(lut, np.uint8)), tf.cast(label, tf.int32))
         if flip:
             flipped = batch["flip"]
             frames = _flip_width(frames, flipped, rank=5, width_axis=3)

@@ -191,6 +191,60 @@ def make_train_dataset(
     )
 
 
+
+def make_epoch_stream(
+    data_dir: str,
+    split: str = "train",
+    *,
+    steps_per_epoch: int,
+    seed: int,
+    first_epoch: int = 0,
+    first_step: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+    **options,
+) -> tf.data.Dataset:
+    """The training batches of every epoch from ``(first_epoch, first_step)`` on, each epoch its own draw.
+
+    Epoch ``e`` is ``steps_per_epoch`` batches of :func:`make_train_dataset` seeded by :func:`epoch_seed`
+    ``(seed, e)``, so where an epoch starts and what it holds depend only on ``(seed, e)``: a run resumed
+    at epoch ``E``, step ``S`` reads exactly the batches an uninterrupted run reads from there (it skips
+    the epoch's first ``S``, which are decoded again). Endless; ``fit`` takes ``steps_per_epoch`` per epoch.
+
+    Args:
+        data_dir: output folder of ``vseg convert``.
+        split: split to read.
+        steps_per_epoch: batches per epoch.
+        seed: the run's seed.
+        first_epoch: the epoch to start in (0-based).
+        first_step: batches of ``first_epoch`` already trained on (``0 <= first_step < steps_per_epoch``).
+        input_context: as for :func:`make_train_dataset`.
+        **options: the other arguments of :func:`make_train_dataset` (not ``seed`` or ``repeat``).
+
+    Returns:
+        A dataset of :func:`make_train_dataset`'s ``(frames, labels)`` batches.
+    """
+    check_positive(steps_per_epoch=steps_per_epoch)
+    if not 0 <= first_step < steps_per_epoch or first_epoch < 0:
+        raise ValueError(f"first_epoch {first_epoch} and first_step {first_step} must be >= 0, the step below "
+                         f"steps_per_epoch ({steps_per_epoch})")
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        # The seed of this function's graph only (not the process's). The ops' own seeds are tensors, which
+        # TensorFlow cannot combine with a graph seed of 0 (``tf.random.set_seed(0)``, vseg's default seed).
+        tf.random.set_seed(1)
+        return make_train_dataset(data_dir, split, seed=epoch_seed(seed, epoch), repeat=True,
+                                  input_context=input_context, **options).take(steps_per_epoch)
+
+    stream = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).skip(first_step)
+    return with_options(stream.prefetch(AUTOTUNE), deterministic=True)
+
+
+def epoch_seed(seed: int, epoch: tf.Tensor | int) -> tf.Tensor:
+    """The seed of epoch ``epoch``'s windows (int64 scalar in ``[0, 2**31)``), a hash of ``(seed, epoch)``."""
+    pair = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.stateless_uniform([], seed=pair, minval=0, maxval=2**31 - 1, dtype=tf.int64)
+
+
 def _checked_crop(crop, scale_range) -> tuple[tuple[int, int] | None, tuple[float, float] | None]:
     """``crop`` and ``scale_range`` as ints and floats, after checking them."""
     if crop is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,9 @@ class TrainingInputs:
     """What ``fit`` reads, and how much of it.
 
     Attributes:
-        train: the training dataset (distributed when there are several replicas).
+        train_from: ``train_from(epoch, step)``, the training batches from that position on (0-based epoch,
+            batches of it done; :func:`~vseg_keras.data.make_epoch_stream`), distributed when there are
+            several replicas.
         val: the validation dataset.
         steps: training batches per epoch.
         val_steps: validation batches per epoch.
@@ -27,7 +30,7 @@ class TrainingInputs:
         val_crop: the centre crop validation scores, or ``None`` for whole frames.
     """
 
-    train: object
+    train_from: Callable[[int, int], object]
     val: object
     steps: int
     val_steps: int
@@ -62,7 +65,6 @@ def _pipeline_options(config: TrainConfig, per_replica: int, val_crop: tuple[int
         "every_label": config.supervise == "all",
         "previous_frame_flow": FLOW if config.temporal_loss > 0 else None,
         "previous_frame_occlusion": config.temporal_loss_occlusion,
-        "seed": config.seed,
     }
     val_options = {"batch_size": per_replica, "context": config.val_context, "void_as_class": config.void_as_class,
                    "last_frame_labels": not config.full_windows and config.supervise != "all", "crop": val_crop}
@@ -101,23 +103,27 @@ def make_training_inputs(data_dir: str, config: TrainConfig, placement: Placemen
     per_replica = config.batch_size // strategy.num_replicas_in_sync
     val_crop = validation_crop(data_dir, config)
     train_options, val_options = _pipeline_options(config, per_replica, val_crop)
+    steps = steps or training_steps(data_dir, config)
 
-    def train_fn(context):
-        return data.make_train_dataset(data_dir, "train", input_context=context, **train_options)
+    def train_from(epoch: int, step: int):
+        def stream(context, batch_size=per_replica):
+            return data.make_epoch_stream(data_dir, "train", steps_per_epoch=steps, seed=config.seed,
+                                          first_epoch=epoch, first_step=step, input_context=context,
+                                          **{**train_options, "batch_size": batch_size})
+
+        if placement.multi_worker:
+            return strategy.distribute_datasets_from_function(stream)
+        if placement.split_pipelines:
+            return strategy.experimental_distribute_dataset(stream(None, config.batch_size))
+        return stream(None)
 
     def val_fn(context):
         return data.make_eval_dataset(data_dir, "val", input_context=context, **val_options)
 
-    if placement.multi_worker:
-        train_data = strategy.distribute_datasets_from_function(train_fn)
-        val_data = strategy.distribute_datasets_from_function(val_fn)
-    elif placement.split_pipelines:
-        global_batch = data.make_train_dataset(data_dir, "train", **{**train_options, "batch_size": config.batch_size})
-        train_data = strategy.experimental_distribute_dataset(global_batch)
+    if placement.multi_worker or placement.split_pipelines:
         val_data = strategy.distribute_datasets_from_function(val_fn)
     else:
-        train_data, val_data = train_fn(None), val_fn(None)
+        val_data = val_fn(None)
     frames, labels = next(iter(data.make_eval_dataset(data_dir, "val", **{**val_options, "last_frame_labels": True})))
-    steps = steps or training_steps(data_dir, config)
     val_steps, val_used = _validation_steps(data_dir, config, placement)
-    return TrainingInputs(train_data, val_data, steps, val_steps, val_used, (frames.numpy(), labels.numpy()), val_crop)
+    return TrainingInputs(train_from, val_data, steps, val_steps, val_used, (frames.numpy(), labels.numpy()), val_crop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 from collections.abc import Callable, Sequence
 
@@ -11,7 +12,7 @@ import keras
 
 from vseg_keras import data, files
 from vseg_keras.datasets import DatasetSpec
-from vseg_keras.distribute import Placement, make_placement
+from vseg_keras.distribute import Placement, enable_determinism, make_placement
 from vseg_keras.folder_lock import folder_lock
 from vseg_keras.models.registry import get_model_config
 from vseg_keras.options import TrainConfig, TrainingError
@@ -19,6 +20,7 @@ from vseg_keras.train import run_dir as runs
 from vseg_keras.train.callbacks import run_callbacks
 from vseg_keras.train.inputs import make_training_inputs, training_steps
 from vseg_keras.train.multi_worker import fit_multi_worker
+from vseg_keras.train.preemption import StepCounter, StopRequest, stop_signals
 from vseg_keras.train.recipe import build_training_model, check_temporal_loss_backend, precision_policy
 
 
@@ -66,6 +68,8 @@ def train(
     log(_describe_windows(config))
     if config.temporal_loss:
         log(TEMPORAL_LOSS_NOTE)
+    if config.deterministic:
+        enable_determinism()
     with folder_lock(run_dir, "vseg train", log) if placement.chief else contextlib.nullcontext():
         return _train_run(data_dir, run_dir, config, spec, placement, log, verbose, callbacks)
 
@@ -79,8 +83,8 @@ def _train_run(data_dir, run_dir, config: TrainConfig, spec: DatasetSpec, placem
     if epochs_done >= config.epochs:
         log(f"{run_dir}: all {config.epochs} epochs already done")
         return _summary(run_dir, state, placement)
-    with precision_policy(config, log):
-        nan_guard = _fit(data_dir, run_dir, config, spec, placement, state, log, verbose, callbacks)
+    with precision_policy(config, log), stop_signals() as request:
+        nan_guard = _fit(data_dir, run_dir, config, spec, placement, state, log, verbose, callbacks, request)
     if nan_guard.where is not None:
         raise TrainingError(_nan_message(run_dir, *nan_guard.where))
     result = _summary(run_dir, runs.read_resume_state(run_dir), placement)
@@ -135,31 +139,45 @@ def _check_data(data_dir: str, config: TrainConfig) -> None:
     data.check_windows(data_dir, config.seq_len, config.val_context)
 
 
-def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, state: dict, log, verbose, callbacks):
-    """Builds (or resumes) the model and the inputs and runs the remaining epochs; returns the NaN guard."""
-    epochs_done = int(state.get("epochs_done", 0))
+def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, state: dict, log, verbose, callbacks,
+         request: StopRequest):
+    """Builds (or resumes) the model and the inputs and runs the remaining epochs; returns the NaN guard.
+
+    A run resumed within an epoch first trains the rest of that epoch in a ``fit`` of its own (its callbacks
+    see a second ``on_train_begin``), then the epochs after it."""
+    epoch, step = int(state.get("epochs_done", 0)), int(state.get("step", 0))
     steps = training_steps(data_dir, config)
+    if step >= steps:
+        raise TrainingError(f"{run_dir}: the backup is at step {step} of an epoch, but epochs now have {steps} "
+                            "steps; use the same --steps-per-epoch and --batch-size, or another RUN_DIR")
     with placement.scope():
         model = build_training_model(config, spec, steps)
-        if epochs_done:
+        if epoch or step:
             model.optimizer.build(model.trainable_variables)
-            with files.local_copy(files.join(run_dir, runs.BACKUP_DIR, state["weights"])) as weights:
+            with files.local_copy(runs.resume_weights(run_dir, state)) as weights:
                 model.segmenter.load_weights(weights)  # the weights and the optimizer state
-            log(f"resuming after epoch {epochs_done} from {files.join(run_dir, runs.BACKUP_DIR)}")
+            log(f"resuming at {runs.describe_position(state)} (of {steps}) from {files.join(run_dir, runs.BACKUP_DIR)}")
     inputs = make_training_inputs(data_dir, config, placement, steps)  # after the model: it seeds TF's RNG
     log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch"
         + (f" (centre crops of {config.crop[0]}x{config.crop[1]})" if inputs.val_crop else ""))
-    nan_guard, own_callbacks = run_callbacks(run_dir, placement.chief, inputs.sample, spec)
-    fit_options = {"epochs": config.epochs, "initial_epoch": epochs_done, "steps": inputs.steps,
-                   "val_steps": inputs.val_steps, "callbacks": own_callbacks + list(callbacks), "verbose": verbose}
-    if placement.multi_worker:
-        fit_multi_worker(model, placement.strategy, inputs.train, inputs.val, **fit_options)
-    else:
-        _keras_fit(model, placement, inputs.train, inputs.val, **fit_options)
+    counter = StepCounter(epoch, step, steps)
+    nan_guard, own_callbacks = run_callbacks(run_dir, placement.chief, inputs.sample, spec, counter, request,
+                                             config.backup_every, placement.multi_worker)
+    fit = functools.partial(fit_multi_worker, model, placement.strategy, request=request) if placement.multi_worker \
+        else functools.partial(_keras_fit, model, placement)
+    options = {"val_data": inputs.val, "val_steps": inputs.val_steps, "callbacks": own_callbacks + list(callbacks),
+               "verbose": verbose}
+    if step:  # the rest of the interrupted epoch
+        fit(inputs.train_from(epoch, step), epochs=epoch + 1, initial_epoch=epoch, steps=steps - step, **options)
+        epoch += 1
+        if model.stop_training or nan_guard.where is not None:
+            return nan_guard
+    if epoch < config.epochs:
+        fit(inputs.train_from(epoch, 0), epochs=config.epochs, initial_epoch=epoch, steps=steps, **options)
     return nan_guard
 
 
-def _keras_fit(model, placement: Placement, train_data, val_data, *, epochs, initial_epoch, steps, val_steps,
+def _keras_fit(model, placement: Placement, train_data, *, val_data, epochs, initial_epoch, steps, val_steps,
                callbacks, verbose) -> None:
     with placement.scope():
         model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,

@@ -17,6 +17,8 @@ import keras
 import tensorflow as tf
 from keras import tree
 
+from vseg_keras.train.preemption import StopRequest
+
 
 def symbolic_build(model: keras.Model, batch) -> None:
     """Builds ``model``'s compiled metrics and optimizer for ``batch`` (Keras' private ``_symbolic_build``).
@@ -33,8 +35,9 @@ def symbolic_build(model: keras.Model, batch) -> None:
     build(data_batch=batch)
 
 
-def fit_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy, train_data, val_data, *, epochs: int,
-                     initial_epoch: int, steps: int, val_steps: int, callbacks: list, verbose: int) -> None:
+def fit_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy, train_data, *, val_data, epochs: int,
+                     initial_epoch: int, steps: int, val_steps: int, callbacks: list, verbose: int,
+                     request: StopRequest | None = None) -> None:
     """Runs epochs ``initial_epoch .. epochs-1`` of ``steps`` training and ``val_steps`` validation batches.
 
     Args:
@@ -48,7 +51,11 @@ def fit_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy, train
         val_steps: validation batches per epoch.
         callbacks: Keras callbacks (history and progress bar added as in ``fit``).
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+        request: this worker's stop request. After every step and before every epoch end the workers agree
+            on it (a stop on one is a stop on all, at the same step), so that none waits for the others.
     """
+    request = request or StopRequest()
+    any_worker = _any_worker(strategy)
     first = next(iter(train_data))
     with strategy.scope():  # build metrics/optimizer from local values (same shapes on every replica)
         symbolic_build(model, tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], first))
@@ -63,13 +70,14 @@ def fit_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy, train
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
-        logs = _train_epoch(model, train_step, train_iterator, steps, callback_list)
+        logs = _train_epoch(model, train_step, train_iterator, steps, callback_list, request, any_worker)
         model.reset_metrics()
         val_iterator = iter(val_data)
         val_logs = {}
         for _ in range(val_steps):
             val_logs = {k: float(v) for k, v in test_step(val_iterator).items()}
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        _agree(request, any_worker)
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -87,11 +95,29 @@ def _distributed_step(strategy: tf.distribute.Strategy, step):
     return run
 
 
-def _train_epoch(model: keras.Model, train_step, iterator, steps: int, callback_list) -> dict:
+def _any_worker(strategy: tf.distribute.Strategy):
+    """``any_worker(flag)``: whether ``flag`` is set on any worker (an all-reduce of one number)."""
+
+    @tf.function
+    def any_worker(flag):
+        return strategy.reduce("SUM", strategy.run(lambda: tf.identity(flag)), axis=None) > 0
+
+    return any_worker
+
+
+def _agree(request: StopRequest, any_worker) -> None:
+    """Marks ``request`` when another worker got a stop signal."""
+    if bool(any_worker(tf.constant(float(request.requested)))) and not request.requested:
+        request.signal_name = "a signal to another worker"
+
+
+def _train_epoch(model: keras.Model, train_step, iterator, steps: int, callback_list, request: StopRequest,
+                 any_worker) -> dict:
     logs = {}
     for step in range(steps):
         callback_list.on_train_batch_begin(step)
         logs = {k: float(v) for k, v in train_step(iterator).items()}
+        _agree(request, any_worker)
         callback_list.on_train_batch_end(step, logs)
         if model.stop_training:
             break
