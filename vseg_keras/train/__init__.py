@@ -8,6 +8,7 @@ The data flow, one role per module:
 * :mod:`.inputs` -- the training and validation pipelines, placed on the replicas;
 * :mod:`.callbacks` -- the crash-safe checkpoint, history, NaN guard and TensorBoard images;
 * :mod:`.multi_worker` -- the epoch loop for ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585);
+* :mod:`.preemption` -- stopping on signals, where a run is within an epoch, when backups are due;
 * :mod:`.loop` -- :func:`train`, which ties them together.
 
 A run directory holds everything of one training run (on any TensorFlow filesystem)::
@@ -17,13 +18,15 @@ A run directory holds everything of one training run (on any TensorFlow filesyst
     RUN_DIR/best.keras         the model with the best validation mIoU so far
     RUN_DIR/history.csv        one row per finished epoch, column ``epoch``
     RUN_DIR/logs/              TensorBoard scalars and predicted label maps
-    RUN_DIR/backup/            resume state: weights + optimizer after the last finished epoch
+    RUN_DIR/backup/            resume state: weights + optimizer at the last backup (epoch end or mid-epoch)
 
 Every file is written under a temporary name and renamed (``history.csv`` and the TensorBoard logs
 are appended to, and ``history.csv`` is trimmed to the committed epochs on resume), and
-``backup/state.json`` is the single commit point of an epoch, so killing the process at any moment
-(even ``kill -9``) and running the same command again resumes at the interrupted epoch with the
-optimizer state intact, and ``history.csv`` holds each finished epoch exactly once.
+``backup/state.json`` is the single commit point of a backup (every epoch end, and every few steps
+within an epoch), so killing the process at any moment (even ``kill -9``) and running the same command
+again resumes at the last backup, at the same place in the input pipeline, with the optimizer state
+intact, and ``history.csv`` holds each finished epoch exactly once. SIGTERM and SIGINT stop training
+after the current step with a backup (:mod:`.preemption`).
 """
 
 from vseg_keras.options import TrainConfig, TrainingError

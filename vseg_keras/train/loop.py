@@ -34,10 +34,13 @@ def train(
 ) -> dict:
     """Trains ``config.model`` on the shards in ``data_dir``, writing everything to ``run_dir``.
 
-    Running the same call again after an interruption resumes at the
-    interrupted epoch; after completion it returns at once. Raises
-    :class:`TrainingError` or ``ValueError`` with one clear line for bad
-    input, and :class:`TrainingError` when the loss becomes NaN.
+    Running the same call again after an interruption resumes at the last
+    backup (an epoch end, or a step within an epoch: ``config.backup_every``);
+    after completion it returns at once. Raises :class:`TrainingError` or
+    ``ValueError`` with one clear line for bad input, :class:`TrainingError`
+    when the loss becomes NaN or a backup cannot be written, and
+    :class:`~vseg_keras.train.preemption.TrainingInterrupted` after a SIGTERM
+    or SIGINT (caught while it runs in the main thread) stopped it with a backup.
 
     Args:
         data_dir: output folder of ``vseg convert`` (train and val splits), any TensorFlow filesystem.
@@ -68,8 +71,6 @@ def train(
     log(_describe_windows(config))
     if config.temporal_loss:
         log(TEMPORAL_LOSS_NOTE)
-    if config.deterministic:
-        enable_determinism()
     with folder_lock(run_dir, "vseg train", log) if placement.chief else contextlib.nullcontext():
         return _train_run(data_dir, run_dir, config, spec, placement, log, verbose, callbacks)
 
@@ -77,6 +78,8 @@ def train(
 def _train_run(data_dir, run_dir, config: TrainConfig, spec: DatasetSpec, placement: Placement, log, verbose,
                callbacks) -> dict:
     """:func:`train` from the run directory on, on the process that holds its lock (or a non-chief worker)."""
+    if config.deterministic:
+        enable_determinism()  # for the rest of the process: TensorFlow cannot switch it off
     state = runs.start_run(run_dir, config, runs.manifest_digest(data_dir), placement.chief,
                            data.frame_size(data_dir, "train"))
     epochs_done = int(state.get("epochs_done", 0))
@@ -150,13 +153,7 @@ def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, sta
     if step >= steps:
         raise TrainingError(f"{run_dir}: the backup is at step {step} of an epoch, but epochs now have {steps} "
                             "steps; use the same --steps-per-epoch and --batch-size, or another RUN_DIR")
-    with placement.scope():
-        model = build_training_model(config, spec, steps)
-        if epoch or step:
-            model.optimizer.build(model.trainable_variables)
-            with files.local_copy(runs.resume_weights(run_dir, state)) as weights:
-                model.segmenter.load_weights(weights)  # the weights and the optimizer state
-            log(f"resuming at {runs.describe_position(state)} (of {steps}) from {files.join(run_dir, runs.BACKUP_DIR)}")
+    model = _build_or_resume(config, spec, placement, run_dir, state, steps, log)
     inputs = make_training_inputs(data_dir, config, placement, steps)  # after the model: it seeds TF's RNG
     log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch"
         + (f" (centre crops of {config.crop[0]}x{config.crop[1]})" if inputs.val_crop else ""))
@@ -175,6 +172,19 @@ def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, sta
     if epoch < config.epochs:
         fit(inputs.train_from(epoch, 0), epochs=config.epochs, initial_epoch=epoch, steps=steps, **options)
     return nan_guard
+
+
+def _build_or_resume(config: TrainConfig, spec: DatasetSpec, placement: Placement, run_dir: str, state: dict,
+                     steps: int, log):
+    """The training model, with the backup's weights and optimizer state if ``state`` has one."""
+    with placement.scope():
+        model = build_training_model(config, spec, steps)
+        if state.get("epochs_done") or state.get("step"):
+            model.optimizer.build(model.trainable_variables)
+            with files.local_copy(runs.resume_weights(run_dir, state)) as weights:
+                model.segmenter.load_weights(weights)  # the weights and the optimizer state
+            log(f"resuming at {runs.describe_position(state)} (of {steps}) from {files.join(run_dir, runs.BACKUP_DIR)}")
+    return model
 
 
 def _keras_fit(model, placement: Placement, train_data, *, val_data, epochs, initial_epoch, steps, val_steps,

@@ -57,8 +57,8 @@ def resume_weights(run_dir: str, state: dict) -> str:
     """
     path = files.join(run_dir, BACKUP_DIR, str(state.get("weights", "")))
     if not state.get("weights") or not files.isfile(path):
-        raise TrainingError(f"{path}: missing, but {BACKUP_DIR}/{STATE_NAME} resumes from it after epoch "
-                            f"{state.get('epochs_done')}; restore it, or move {run_dir} aside to start over")
+        raise TrainingError(f"{path}: missing, but {BACKUP_DIR}/{STATE_NAME} resumes from it at "
+                            f"{describe_position(state)}; restore it, or move {run_dir} aside to start over")
     return path
 
 
