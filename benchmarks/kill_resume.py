@@ -22,7 +22,6 @@ Prints one JSON object (also written to ``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -32,14 +31,13 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.epoch_time import synthetic_shards  # noqa: E402
+from epoch_time import synthetic_shards
+from machine import report_header, write_report
 
 VSEG = os.path.join(os.path.dirname(sys.executable), "vseg")
-#: The run: causal windows of 1..3 frames (three traced steps), 3 epochs of 8 steps, a backup every 2.
-TRAIN_ARGS = ["--model", "vanilla-crnn-small-shallow", "--epochs", "3", "--batch-size", "2", "--seq-len", "3",
-              "--crop", "32x64", "--steps-per-epoch", "8", "--val-context", "2", "--max-frame-skip", "2",
+#: The run: causal windows of 1..3 frames (three traced steps), 4 epochs of 12 steps, a backup every 2.
+TRAIN_ARGS = ["--model", "vanilla-crnn-small-shallow", "--epochs", "4", "--batch-size", "2", "--seq-len", "3",
+              "--crop", "32x64", "--steps-per-epoch", "12", "--val-context", "2", "--max-frame-skip", "2",
               "--backup-every", "2"]
 
 
@@ -92,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12, help="kills (fewer if the run ends first)")
     parser.add_argument("--min-wait", type=float, default=2.0)
-    parser.add_argument("--max-wait", type=float, default=25.0)
+    parser.add_argument("--max-wait", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0, help="seeds the waits and signals")
     parser.add_argument("--twice-without-flag", action="store_true",
                         help="also compare two uninterrupted runs without --deterministic")
@@ -122,12 +120,7 @@ def main() -> None:
             result["two_runs_without_flag"] = compare(*runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-
+    write_report({**report_header("kill_resume", None), **result}, args.out)
 
 if __name__ == "__main__":
     main()

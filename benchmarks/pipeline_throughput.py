@@ -8,6 +8,8 @@ What it measures, in sequences/s and frames/s (median over ``--repeats`` interle
 * ``train_bound``: tf.data reading the same shards (same interleave and parallelism), parsing, gathering
   the same number of frames per sequence and decoding them with ``tf.io.decode_png``; nothing else
   (timed the same way, same batch size);
+* ``train_epochs`` (with ``--epoch-stream STEPS``): what ``vseg train`` reads,
+  :func:`vseg_keras.data.make_epoch_stream`, a fresh draw (and shuffle buffer) every ``STEPS`` batches;
 * ``eval`` / ``eval_bound``: the same for :func:`vseg_keras.data.make_eval_dataset`
   (``--context`` frames + the labelled one, full frame size), one pass over the split.
 
@@ -224,6 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="seed of the training pipeline; given, it runs deterministic (default: none, nondeterministic)",
     )
+    parser.add_argument("--epoch-stream", type=int, default=0, metavar="STEPS",
+                        help="also time train_epochs: vseg train's stream (make_epoch_stream), a fresh draw every "
+                             "STEPS batches, against train (one endless draw)")
     parser.add_argument("--out", help="also write the JSON result here")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
@@ -267,6 +272,17 @@ def main(argv: list[str] | None = None) -> dict:
                 eval_len,
             ),
         }  # fmt: skip
+        if args.epoch_stream:
+            pipelines["train_epochs"] = (
+                data.make_epoch_stream(
+                    data_dir, args.split, steps_per_epoch=args.epoch_stream, seed=args.train_seed or 0,
+                    batch_size=args.batch_size, seq_len=args.seq_len, crop=tuple(args.crop),
+                    shuffle_buffer=args.shuffle_buffer, every_label=args.per_frame_labels,
+                    full_windows=args.full_windows,
+                ),
+                train_batches,
+                args.seq_len,
+            )
         warmup = -(-args.shuffle_buffer // args.batch_size) + 4
         times: dict[str, list[float]] = {name: [] for name in pipelines}
         cpu_times: dict[str, list[float]] = {name: [] for name in pipelines}

@@ -7,9 +7,9 @@ Two measurements (docs/BENCHMARKS.md, "Preemption: backups and resuming"):
   ``backup/``, then ``state.json``) and the weights file's size. ``--backup-every auto`` spaces backups 50x
   this time apart.
 * ``notice`` (``--notice``): a real ``vseg train`` of ``--model`` at ``--size`` on synthetic shards with
-  ``--backup-every 1``; as soon as the first step's backup is committed (the second step has just begun:
-  the worst moment), SIGTERM; the seconds from the signal to the process's exit, its exit code and last
-  line. That is the rest of one step plus one backup.
+  ``--backup-every 1``; ``--signal-delay`` seconds after the first step's backup is committed (the second
+  step has then begun: near the worst moment), SIGTERM; the seconds from the signal to the process's exit,
+  its exit code and last line. That is the rest of one step plus one backup.
 
 Usage::
 
@@ -24,7 +24,6 @@ Prints one JSON object (also written to ``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -33,9 +32,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.epoch_time import synthetic_shards  # noqa: E402
+from epoch_time import synthetic_shards
+from machine import report_header, write_report
 
 
 def backup_cost(model_name: str, repeats: int) -> dict:
@@ -66,7 +64,7 @@ def backup_cost(model_name: str, repeats: int) -> dict:
             "weights_file_mib": round(size / 2**20, 1), "auto_interval_s": round(seconds[len(seconds) // 2] / 0.02, 1)}
 
 
-def notice(model_name: str, height: int, width: int, remat: bool, data_dir: str) -> dict:
+def notice(model_name: str, height: int, width: int, remat: bool, data_dir: str, delay: float) -> dict:
     """Seconds from SIGTERM (right after the first step's backup) to the exit of a real ``vseg train``."""
     from vseg_keras.train.run_dir import read_resume_state
 
@@ -84,11 +82,12 @@ def notice(model_name: str, height: int, width: int, remat: bool, data_dir: str)
                 raise SystemExit(f"vseg train ended first: {process.stderr.read()[-2000:]}")
             time.sleep(0.05)
         first_step_s = time.time() - started
+        time.sleep(delay)
         signalled = time.time()
         process.send_signal(signal.SIGTERM)
         stderr = process.communicate()[1]
         return {"model": model_name, "size": f"{height}x{width}", "remat": remat,
-                "start_to_first_backup_s": round(first_step_s, 1),
+                "start_to_first_backup_s": round(first_step_s, 1), "signal_delay_s": delay,
                 "signal_to_exit_s": round(time.time() - signalled, 1), "exit_code": process.returncode,
                 "last_line": (stderr.strip().splitlines() or [""])[-1],
                 "stopped_at_step": read_resume_state(run_dir).get("step")}
@@ -105,6 +104,8 @@ def main() -> None:
     parser.add_argument("--notice", action="store_true", help="also time SIGTERM to exit of a real vseg train")
     parser.add_argument("--size", default="512x1024", help="frame size of the --notice run")
     parser.add_argument("--remat", action="store_true", help="--remat in the --notice run")
+    parser.add_argument("--signal-delay", type=float, default=5.0,
+                        help="seconds between the first backup and SIGTERM in the --notice run")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "vseg-bench-data"))
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -115,13 +116,9 @@ def main() -> None:
     if args.notice:
         os.makedirs(args.data_dir, exist_ok=True)
         height, width = (int(side) for side in args.size.split("x"))
-        result["notice"] = [notice(name, height, width, args.remat, args.data_dir) for name in args.model]
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-
+        result["notice"] = [notice(name, height, width, args.remat, args.data_dir, args.signal_delay)
+                            for name in args.model]
+    write_report({**report_header("preemption_notice", None), **result}, args.out)
 
 if __name__ == "__main__":
     main()

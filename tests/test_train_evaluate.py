@@ -134,7 +134,7 @@ for args in json.loads(sys.argv[1]):
 """
 
 
-def test_train_evaluate_predict_on_jax_with_data_parallel_and_remat(shards, tmp_path):
+def test_train_evaluate_predict_on_jax_with_data_parallel_and_mid_epoch_backups(shards, tmp_path):
     """The CLI on JAX: ``--logical-cpus 2`` trains with keras.distribution.DataParallel over two host devices.
 
     (A JAX-saved .keras loading on TensorFlow, what export then does, is test_backends'.)"""
@@ -142,7 +142,7 @@ def test_train_evaluate_predict_on_jax_with_data_parallel_and_remat(shards, tmp_
     frames = sorted(glob.glob(os.path.join(os.path.dirname(shards), "src", "leftImg8bit_sequence", "val", "*")))[0]
     commands = [
         ["train", shards, run_dir, "--epochs", "1", *TRAIN_ARGS[:4], "--seq-len", "2", "--crop", "32x64",
-         "--steps-per-epoch", "2", "--val-steps", "1", "--logical-cpus", "2", "--remat", "--backup-every", "1"],
+         "--steps-per-epoch", "2", "--val-steps", "1", "--logical-cpus", "2", "--backup-every", "1"],
         ["evaluate", run_dir, shards, "--context", "2", "--out", out, "--no-temporal-consistency"],
         ["predict", run_dir, frames, str(tmp_path / "out.mp4"), "--no-progress"],
         ["export", run_dir, "--out", str(tmp_path / "sm")],
@@ -185,7 +185,8 @@ def test_training_stopped_by_sigterm_or_kill_9_mid_epoch_resumes_to_the_same_wei
     weights and history. A second writer is refused; a failed backup write keeps the last backup. (Full windows of
     2 frames: one traced step.)"""
     args = ["--epochs", "2", "--model", MODEL, "--batch-size", "2", "--seq-len", "2", "--full-windows", "--crop",
-            "32x64", "--steps-per-epoch", "4", "--val-context", "1", "--backup-every", "1", "--deterministic"]
+            "32x64", "--steps-per-epoch", "3", "--val-context", "1", "--val-steps", "1", "--backup-every", "1",
+            "--deterministic"]
     reference = start_training(shards, tmp_path / "reference", args, stdout=subprocess.DEVNULL)
     run_dir = tmp_path / "run"
     process = start_training(shards, run_dir, args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -208,12 +209,12 @@ def test_training_stopped_by_sigterm_or_kill_9_mid_epoch_resumes_to_the_same_wei
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = read_resume_state(str(run_dir))
-    assert killed_at["epochs_done"] == 1 and 1 <= killed_at.get("step", 0) < 4, killed_at
+    assert killed_at["epochs_done"] == 1 and 1 <= killed_at.get("step", 0) < 3, killed_at
 
     # A failed write: files may not grow past 200 kB (the soft RLIMIT_FSIZE; Python ignores SIGXFSZ), and a
     # backup's weights are larger. In this process, so without --deterministic (a change resuming allows).
     config = TrainConfig(model=MODEL, epochs=2, batch_size=2, seq_len=2, full_windows=True, crop=(32, 64),
-                         steps_per_epoch=4, val_context=1, backup_every=1)
+                         steps_per_epoch=3, val_context=1, val_steps=1, backup_every=1)
     with pytest.raises(TrainingError) as failure, file_size_limit(200_000):
         train(shards, str(run_dir), config, log=lambda line: None, verbose=0)
     assert str(failure.value) == (
@@ -224,12 +225,12 @@ def test_training_stopped_by_sigterm_or_kill_9_mid_epoch_resumes_to_the_same_wei
 
     result = vseg("train", shards, str(run_dir), *args)
     assert result.returncode == 0, result.stderr
-    assert f"resuming at epoch 2, step {killed_at['step']} (of 4)" in result.stdout
+    assert f"resuming at epoch 2, step {killed_at['step']} (of 3)" in result.stdout
     assert reference.wait(timeout=300) == 0
     assert history_epochs(run_dir) == [0, 1]
     with open(run_dir / "history.csv") as ours, open(tmp_path / "reference" / "history.csv") as theirs:
         assert ours.read() == theirs.read()  # the resumed epochs' metrics cover the whole epoch
-    assert load_optimizer_iterations(run_dir, 2) == 2 * 4  # the optimizer state restored, not restarted
+    assert load_optimizer_iterations(run_dir, 2) == 2 * 3  # the optimizer state restored, not restarted
     for name in ("last.keras", "best.keras"):
         ours, theirs = (load_trained_model(str(folder / name)) for folder in (run_dir, tmp_path / "reference"))
         for mine, reference_weights in zip(ours.get_weights(), theirs.get_weights(), strict=True):

@@ -63,10 +63,8 @@ class CrashSafeCheckpoint(keras.callbacks.Callback):
             return
         if self.request.requested or self.schedule.due(step):
             started = time.monotonic()
-            metrics = [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in self.model.metrics_variables
-                       ] if self.keep_metrics else None
             self._commit(f"epoch-{self.counter.epoch + 1:05d}-step-{step:06d}.weights.h5",
-                         {"epochs_done": self.counter.epoch, "step": step, "train_metrics": metrics})
+                         {"epochs_done": self.counter.epoch, "step": step, "train_metrics": self._metric_sums()})
             self.schedule.backed_up(started)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -81,6 +79,12 @@ class CrashSafeCheckpoint(keras.callbacks.Callback):
         self._commit(f"epoch-{epoch + 1:05d}.weights.h5", update, models=(runs.LAST_MODEL,)
                      + ((runs.BEST_MODEL,) if improved else ()))
         self.schedule.restart()
+
+    def _metric_sums(self) -> list | None:
+        """The epoch's training metric variables as JSON lists (``None`` without ``keep_metrics``)."""
+        if not self.keep_metrics:
+            return None
+        return [np.asarray(keras.ops.convert_to_numpy(variable)).tolist() for variable in self.model.metrics_variables]
 
     def _add_metrics_so_far(self) -> None:
         """Adds the interrupted epoch's metric sums (vseg's metrics are sums: totals, counts, confusion)."""
