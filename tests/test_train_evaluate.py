@@ -396,7 +396,7 @@ def test_train_resume_evaluate_and_export_on_another_filesystem(shards, tmp_path
     for name in os.listdir(shards):
         tf.io.gfile.copy(os.path.join(shards, name), f"{data_dir}/{name}")
     config = TrainConfig(model="vanilla-clstm-small-shallow", epochs=1, batch_size=2, seq_len=3, crop=(32, 64),
-                         steps_per_epoch=2, val_context=2, backup_every=1)  # a ConvLSTM: two states per level
+                         steps_per_epoch=2, val_context=2)  # a ConvLSTM: two states per level, resumed
     lines = []
     assert train(data_dir, run_dir, config, log=lines.append, verbose=0)["epochs_done"] == 1
     assert files.listdir(run_dir) == ["backup", "best.keras", "config.json", "history.csv", "last.keras", "logs"]
