@@ -33,7 +33,7 @@ import statistics
 import tempfile
 import time
 
-from epoch_time import synthetic_shards
+from epoch_time import BENCH_DATA_DIR, synthetic_shards
 from machine import report_header, write_report
 
 
@@ -126,10 +126,9 @@ def main() -> None:
     parser.add_argument("--probe", action="store_true", help="run the matmul probe beside training")
     parser.add_argument("--full-windows", action="store_true",
                         help="windows of 5 frames (the same work every step) instead of causal ones of 1..5")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "vseg-bench-data"))
+    parser.add_argument("--data-dir", default=BENCH_DATA_DIR)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    os.makedirs(args.data_dir, exist_ok=True)
     height, width = (int(side) for side in args.size.split("x"))
     shards = synthetic_shards(args.data_dir, height, width, snippets=16)
     from vseg_keras.train import TrainConfig, train

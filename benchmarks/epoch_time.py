@@ -45,6 +45,8 @@ import time
 
 #: Training sequences per epoch in the report (the Cityscapes train split).
 EPOCH_SEQUENCES = 2975
+#: Where the benchmarks keep their synthetic datasets (``--data-dir``), one folder per size.
+BENCH_DATA_DIR = os.path.join(tempfile.gettempdir(), "vseg-epoch-bench")
 #: Minutes the report needed for one epoch of vanilla-crnn-small-shallow on an RTX 2080 Ti.
 REPORT_EPOCH_MIN = 50
 
@@ -61,6 +63,7 @@ def synthetic_shards(data_dir: str, height: int, width: int, snippets: int, val_
     target = os.path.join(data_dir, f"{height}x{width}-{snippets}{suffix}")
     if os.path.exists(os.path.join(target, "manifest.json")):
         return target
+    os.makedirs(data_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="epoch-data-", dir=data_dir)
     try:
         make_synthetic_cityscapes(os.path.join(work, "src"), train_sequences=snippets, val_sequences=val_sequences,
@@ -107,7 +110,6 @@ def measure(args: argparse.Namespace) -> dict:
         shards = args.shards
         height, width = frame_size(shards) or (None, None)  # None: stored at the source's size
     else:
-        os.makedirs(args.data_dir, exist_ok=True)
         shards = synthetic_shards(args.data_dir, height, width, args.snippets)
     data_s = time.perf_counter() - start
 
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--full-windows", action="store_true",
                         help="--full-windows (the report's computation; default: causal windows, as vseg train)")
     parser.add_argument("--snippets", type=int, default=8, help="synthetic train snippets (repeated as needed)")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "vseg-epoch-bench"),
+    parser.add_argument("--data-dir", default=BENCH_DATA_DIR,
                         help="where the synthetic data is written once and reused")
     parser.add_argument("--shards", default=None, metavar="DIR",
                         help="train on this converted dataset (vseg convert output, train and val splits) "

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from epoch_time import synthetic_shards
+from epoch_time import BENCH_DATA_DIR, synthetic_shards
 from machine import report_header, write_report
 
 VSEG = os.path.join(os.path.dirname(sys.executable), "vseg")
@@ -94,10 +94,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the waits and signals")
     parser.add_argument("--twice-without-flag", action="store_true",
                         help="also compare two uninterrupted runs without --deterministic")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "vseg-bench-data"))
+    parser.add_argument("--data-dir", default=BENCH_DATA_DIR)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    os.makedirs(args.data_dir, exist_ok=True)
     data_dir = synthetic_shards(args.data_dir, 64, 128, snippets=6, val_sequences=3)
     work = tempfile.mkdtemp(prefix="vseg-kill-")
     try:

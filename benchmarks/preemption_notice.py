@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from epoch_time import synthetic_shards
+from epoch_time import BENCH_DATA_DIR, synthetic_shards
 from machine import report_header, write_report
 
 
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--remat", action="store_true", help="--remat in the --notice run")
     parser.add_argument("--signal-delay", type=float, default=5.0,
                         help="seconds between the first backup and SIGTERM in the --notice run")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "vseg-bench-data"))
+    parser.add_argument("--data-dir", default=BENCH_DATA_DIR)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from vseg_keras.quiet_start import start_tensorflow_quietly
@@ -114,7 +114,6 @@ def main() -> None:
     start_tensorflow_quietly()
     result = {"backups": [backup_cost(name, args.repeats) for name in args.model] if args.repeats else []}
     if args.notice:
-        os.makedirs(args.data_dir, exist_ok=True)
         height, width = (int(side) for side in args.size.split("x"))
         result["notice"] = [notice(name, height, width, args.remat, args.data_dir, args.signal_delay)
                             for name in args.model]
