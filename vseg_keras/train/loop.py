@@ -157,7 +157,7 @@ def _fit(data_dir, run_dir, config, spec: DatasetSpec, placement: Placement, sta
     inputs = make_training_inputs(data_dir, config, placement, steps)  # after the model: it seeds TF's RNG
     log(f"{inputs.steps} training batches per epoch; validation on {inputs.val_used} val sequence(s) per epoch"
         + (f" (centre crops of {config.crop[0]}x{config.crop[1]})" if inputs.val_crop else ""))
-    counter = StepCounter(epoch, step, steps)
+    counter = StepCounter(steps, epoch, step)
     nan_guard, own_callbacks = run_callbacks(run_dir, placement.chief, inputs.sample, spec, counter, request,
                                              config.backup_every, placement.multi_worker)
     fit = functools.partial(fit_multi_worker, model, placement.strategy, request=request) if placement.multi_worker \

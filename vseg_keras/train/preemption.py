@@ -81,12 +81,12 @@ class StepCounter(keras.callbacks.Callback):
     the step it resumed at).
 
     Args:
+        steps: batches per epoch.
         resume_epoch: the epoch a mid-epoch resume continues (0-based).
         resume_step: the batches of it trained before.
-        steps: batches per epoch.
     """
 
-    def __init__(self, resume_epoch: int = 0, resume_step: int = 0, steps: int | None = None):
+    def __init__(self, steps: int, resume_epoch: int = 0, resume_step: int = 0):
         super().__init__()
         self.resume_epoch, self.resume_step, self.steps = resume_epoch, resume_step, steps
         self.epoch = resume_epoch
@@ -104,7 +104,7 @@ class StepCounter(keras.callbacks.Callback):
     @property
     def mid_epoch(self) -> bool:
         """Whether the epoch has batches left (a backup now is a mid-epoch one)."""
-        return self.steps is None or self.step < self.steps
+        return self.step < self.steps
 
 
 class BackupSchedule:

@@ -44,10 +44,10 @@ def read_resume_state(run_dir: str) -> dict:
         raise ValueError(f"{path}: not a valid resume state ({error}); move the run dir aside to start over") from None
 
 
-
 def describe_position(state: dict) -> str:
     """Where a resume ``state`` resumes, as ``vseg train`` says it: ``epoch E, step S`` (1-based epoch)."""
     return f"epoch {int(state.get('epochs_done', 0)) + 1}, step {int(state.get('step', 0))}"
+
 
 def resume_weights(run_dir: str, state: dict) -> str:
     """The weights file (with optimizer state) that the committed resume ``state`` names.
