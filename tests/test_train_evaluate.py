@@ -138,18 +138,24 @@ def test_train_evaluate_predict_on_jax_with_data_parallel_and_mid_epoch_backups(
     """The CLI on JAX: ``--logical-cpus 2`` trains with keras.distribution.DataParallel over two host devices.
 
     (A JAX-saved .keras loading on TensorFlow, what export then does, is test_backends'.)"""
-    run_dir, out = str(tmp_path / "run"), str(tmp_path / "eval")
     frames = sorted(glob.glob(os.path.join(os.path.dirname(shards), "src", "leftImg8bit_sequence", "val", "*")))[0]
-    commands = [
-        ["train", shards, run_dir, "--epochs", "1", *TRAIN_ARGS[:4], "--seq-len", "2", "--crop", "32x64",
-         "--steps-per-epoch", "2", "--val-steps", "1", "--logical-cpus", "2", "--backup-every", "1"],
-        ["evaluate", run_dir, shards, "--context", "2", "--out", out, "--no-temporal-consistency"],
-        ["predict", run_dir, frames, str(tmp_path / "out.mp4"), "--no-progress"],
-        ["export", run_dir, "--out", str(tmp_path / "sm")],
-    ]
-    session = subprocess.run([sys.executable, "-c", CLI_SESSION, json.dumps(commands)], capture_output=True,
-                             text=True, timeout=600, cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "jax",
-                                                                     "TF_CPP_MIN_LOG_LEVEL": "3"})
+    for attempt in ("first", "second"):  # JAX's 2 host devices have hung at random on 2 busy cores (see the note)
+        run_dir, out = str(tmp_path / attempt / "run"), str(tmp_path / "eval")
+        commands = [
+            ["train", shards, run_dir, "--epochs", "1", *TRAIN_ARGS[:4], "--seq-len", "2", "--crop", "32x64",
+             "--steps-per-epoch", "2", "--val-steps", "1", "--logical-cpus", "2", "--backup-every", "1"],
+            ["evaluate", run_dir, shards, "--context", "2", "--out", out, "--no-temporal-consistency"],
+            ["predict", run_dir, frames, str(tmp_path / "out.mp4"), "--no-progress"],
+            ["export", run_dir, "--out", str(tmp_path / "sm")],
+        ]
+        try:
+            session = subprocess.run([sys.executable, "-c", CLI_SESSION, json.dumps(commands)], capture_output=True,
+                                     text=True, timeout=400, cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "jax",
+                                                                             "TF_CPP_MIN_LOG_LEVEL": "3"})
+            break
+        except subprocess.TimeoutExpired:
+            if attempt == "second":
+                raise
     assert session.returncode == 0, session.stderr[-3000:]
     train, evaluate, predict, export = (json.loads(line) for line in session.stdout.strip().splitlines()[-4:])
     assert train["exit_code"] == 0, train["output"][-3000:]
