@@ -15,6 +15,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
+import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on, see vseg_keras/__init__.py)
+
+# isort: split
 import tensorflow as tf
 
 

@@ -100,3 +100,15 @@ def test_no_import_cycles_in_vseg_keras():
         if module not in state:
             visit(module, [])
     assert "vseg_keras.models.remat" in graph and graph["vseg_keras.models.temporal"]
+
+
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="oneDNN: x86 only")
+def test_importing_vseg_turns_on_tensorflows_onednn_kernels_unless_the_user_chose():
+    check = ("import os, vseg_keras, tensorflow; from tensorflow.python.util import _pywrap_util_port as port; "
+             "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())")
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    for setting, expected in ((None, "1 True"), ("0", "0 False")):
+        chosen = env if setting is None else {**env, "TF_ENABLE_ONEDNN_OPTS": setting}
+        result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT,
+                                env={**chosen, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+        assert result.stdout.split()[-2:] == expected.split(), result.stderr[-2000:]
