@@ -118,7 +118,12 @@ def test_int8_miou_is_within_two_points_of_float32(trained, edge_files):
         scores[key] = report["miou"]
     keras_report = evaluate(open_model_to_evaluate(trained["run"]), trained["data"], context=4, progress=False,
                             with_temporal_consistency=False)
-    print("val mIoU:", scores, "keras:", keras_report["miou"])
+    saved_model = open_model_to_evaluate(trained["saved_model"])
+    batched, single = (evaluate(saved_model, trained["data"], context=4, batch_size=size, progress=False,
+                                with_temporal_consistency=False) for size in (2, 1))  # 2: full, partial
+    print("val mIoU:", scores, "keras:", keras_report["miou"], "SavedModel:", batched["miou"])
+    assert batched["num_sequences"] == single["num_sequences"] == keras_report["num_sequences"] == 3
+    assert abs(batched["miou"] - single["miou"]) <= 1e-6 and abs(batched["miou"] - keras_report["miou"]) <= 0.002
     assert scores["float32"] > 0.1  # the run learnt something, so the comparison means something
     assert abs(scores["int8"] - scores["float32"]) <= 0.02
     assert abs(scores["float32"] - keras_report["miou"]) <= 0.002 and abs(scores["onnx"] - scores["float32"]) <= 0.002

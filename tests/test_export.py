@@ -91,3 +91,17 @@ def test_versions_and_frame_wise_models(tmp_path):
     loaded = tf.saved_model.load(second)
     assert set(loaded.signatures) == {"serving_default", "size_rule"}  # no streaming state: frame-wise
     keras.backend.clear_session()
+
+
+def test_a_batch_of_windows_runs_together_with_states_per_window(exported):
+    from vseg_keras.frame_models import KerasFrameModel, SavedModelFrameModel
+
+    model, path = exported
+    windows = random_video((3, 4, 32, 48, 3), seed=1)
+    expected = np.argmax(model(windows, training=False).numpy(), axis=-1)
+    for frame_model in (SavedModelFrameModel(path), KerasFrameModel(model)):
+        assert frame_model.batched
+        labels = frame_model.windows_labels(windows)
+        assert labels.shape == (3, 4, 32, 48) and labels.dtype == np.uint8
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_array_equal(labels[1], frame_model.clip_labels(windows[1]))  # alone: the same labels

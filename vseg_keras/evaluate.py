@@ -67,7 +67,9 @@ def evaluate(
     frame-wise model computes only that frame), with the same scores.
 
     A :class:`~vseg_keras.frame_models.FrameModel` (a ``.tflite``/``.onnx`` file or a SavedModel, see
-    :func:`open_model_to_evaluate`) runs frame by frame: each window from zero states, or each clip.
+    :func:`open_model_to_evaluate`) runs frame by frame: each window from zero states (a SavedModel the
+    ``batch_size`` windows of a batch together, with states per window; an edge file, whose batch is fixed at
+    1, one window at a time), or each clip.
 
     Args:
         model: the model to evaluate: a Keras model, or a frame model.

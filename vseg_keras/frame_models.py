@@ -49,6 +49,8 @@ class FrameModel:
     fixed_size: tuple[int, int] | None = None
     temporal: bool = True
     dataset: DatasetSpec | None = None
+    #: Whether :meth:`step_frames` takes a batch of frames, one per independent clip (each with its own states).
+    batched: bool = False
 
     def check_size(self, height: int, width: int, what: str = "Frame") -> None:
         """Raises ``ValueError`` (one line: ``what``, the size, the rule) unless the model runs ``height x width``."""
@@ -58,13 +60,35 @@ class FrameModel:
         if self.size_rule is not None:
             check_frame_size(height, width, *self.size_rule, what=what)
 
-    def initial_states(self, height: int, width: int) -> dict:
-        """The zero states of a clip of ``height x width`` frames (``{}`` for a frame-wise model)."""
+    def initial_states(self, height: int, width: int, batch_size: int = 1) -> dict:
+        """The zero states of ``batch_size`` clips of ``height x width`` frames (``{}`` for a frame-wise model);
+        ``batch_size`` above 1 only where :attr:`batched`."""
         raise NotImplementedError
 
     def step(self, frame: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
         """The trainIds ``[H, W]`` uint8 of one RGB uint8 frame ``[H, W, 3]``, and the states after it."""
+        labels, states = self.step_frames(np.asarray(frame)[None], states)
+        return labels[0], states
+
+    def step_frames(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        """trainIds ``[B, H, W]`` of RGB uint8 frames ``[B, H, W, 3]``, the next frame of ``B`` clips (``B`` is 1
+        unless :attr:`batched`), and the states after them (``initial_states(H, W, B)`` at a clip's start)."""
         raise NotImplementedError
+
+    def windows_labels(self, windows: np.ndarray) -> np.ndarray:
+        """trainIds ``[B, T, H, W]`` of ``B`` windows ``[B, T, H, W, 3]``, each from zero states of its own.
+
+        A :attr:`batched` model runs the windows together, one call per frame position (the states are
+        per window, so the numbers are those of each window alone); any other, window by window.
+        """
+        if not self.batched:
+            return np.stack([self.clip_labels(window) for window in windows])
+        states = self.initial_states(*windows.shape[2:4], batch_size=len(windows))
+        labels = []
+        for frames in np.swapaxes(windows, 0, 1):
+            frame_labels, states = self.step_frames(frames, states)
+            labels.append(frame_labels)
+        return np.stack(labels, axis=1)
 
     def clip_labels(self, clip: np.ndarray) -> np.ndarray:
         """trainIds ``[T, H, W]`` of a clip ``[T, H, W, 3]``, from zero states."""
@@ -90,18 +114,21 @@ class KerasFrameModel(FrameModel):
         model: the model.
     """
 
+    batched = True
+
     def __init__(self, model: VideoSegmenter):
         self.model, self.name, self.temporal = model, model.name, bool(model.state_shapes())
         self.dataset = keras_model_spec(model)
         self._step_model = model.make_streaming_model()
         self.size_rule = model.size_rule
 
-    def initial_states(self, height: int, width: int) -> dict:
-        return {key: np.zeros(shape, np.float32) for key, shape in self.model.state_shapes(height, width, 1).items()}
+    def initial_states(self, height: int, width: int, batch_size: int = 1) -> dict:
+        shapes = self.model.state_shapes(height, width, batch_size)
+        return {key: np.zeros(shape, np.float32) for key, shape in shapes.items()}
 
-    def step(self, frame: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
-        outputs = self._step_model.predict_on_batch({"frame": np.asarray(frame)[None], **states})
-        labels = np.argmax(outputs["logits"][0], axis=-1).astype(np.uint8)
+    def step_frames(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        outputs = self._step_model.predict_on_batch({"frame": np.asarray(frames), **states})
+        labels = np.argmax(outputs["logits"], axis=-1).astype(np.uint8)
         return labels, {key: outputs[key] for key in states}
 
 
@@ -131,17 +158,19 @@ class SavedModelFrameModel(FrameModel):
         self.size_rule = _saved_model_size_rule(folder, signatures)
         self.dataset = _saved_model_dataset(folder, self._serve)
 
-    def initial_states(self, height: int, width: int) -> dict:
+    batched = True
+
+    def initial_states(self, height: int, width: int, batch_size: int = 1) -> dict:
         if not self.temporal:
             return {}
-        return self._init(frame=tf.zeros([1, height, width, 3], tf.uint8))
+        return self._init(frame=tf.zeros([batch_size, height, width, 3], tf.uint8))
 
-    def step(self, frame: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
-        batch = tf.constant(frame[None])
+    def step_frames(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        batch = tf.constant(frames)
         if not self.temporal:
-            return self._serve(frames=batch[:, None])["labels"].numpy()[0, 0], states
+            return self._serve(frames=batch[:, None])["labels"].numpy()[:, 0], states
         outputs = self._step(frame=batch, **states)
-        return outputs["labels"].numpy()[0], {key: outputs[key] for key in states}
+        return outputs["labels"].numpy(), {key: outputs[key] for key in states}
 
 
 def model_kind(model_path: str) -> str:

@@ -2,7 +2,9 @@
 
 Each window is the labelled frame after ``context`` frames (the report: 11), batched; a Keras model
 runs whole windows (or, without temporal consistency, only what reaches the last frame), a frame model
-(SavedModel, ``.tflite``, ``.onnx``) runs each window frame by frame from zero states, as on a device.
+(SavedModel, ``.tflite``, ``.onnx``) runs each window frame by frame from zero states, as on a device: a
+SavedModel the batch's windows together (:meth:`~vseg_keras.frame_models.FrameModel.windows_labels`, the
+states per window), an edge file (batch fixed at 1) one window at a time.
 ``save_predictions`` writes the labelled frames in the Cityscapes result format,
 ``{frame name}_pred_labelIds.png`` holding the dataset's raw label values.
 """
@@ -103,7 +105,7 @@ def _window_predictor(model: VideoSegmenter | FrameModel, every_frame: bool):
     if isinstance(model, FrameModel):
         def predict_frame_by_frame(frames):
             scored_only = not every_frame and not model.temporal  # a frame-wise model without TC
-            labels = np.stack([model.clip_labels(window[-1:] if scored_only else window) for window in frames])
+            labels = model.windows_labels(frames[:, -1:] if scored_only else frames)
             return (labels if every_frame else labels[:, -1]), None
 
         return predict_frame_by_frame

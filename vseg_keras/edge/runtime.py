@@ -52,9 +52,15 @@ class EdgeFrameModel(FrameModel):
         self.dataset = spec_of_model(metadata.get(DATASET_KEY), None, where=path)  # labels out: no logit count
         self.size_rule = size_rule_of(metadata)
 
-    def initial_states(self, height: int, width: int) -> dict:
+    def initial_states(self, height: int, width: int, batch_size: int = 1) -> dict:
         self.check_size(height, width)
+        self._check_batch(batch_size)
         return {name: np.zeros(shape, np.float32) for name, shape in self.state_shapes.items()}
+
+    def _check_batch(self, batch_size: int) -> None:
+        if batch_size != 1:
+            raise ValueError(f"{self.path} takes one frame at a time (its batch is fixed at 1 at export); "
+                             f"got {batch_size}")
 
     def check_frame(self, frame: np.ndarray) -> None:
         """Raises ``ValueError`` (one line) unless ``frame`` is uint8 RGB ``[H, W, 3]`` of the fixed size."""
@@ -72,6 +78,11 @@ class EdgeFrameModel(FrameModel):
         except Exception as error:  # LiteRT and ONNX Runtime raise their own (partly private) types
             raise ValueError(f"{self.path}: the {self.format} runtime failed ({files.error_reason(error)})") from None
         return outputs["labels"][0], {name: outputs[NEXT_STATE_PREFIX + name] for name in states}
+
+    def step_frames(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        self._check_batch(len(frames))
+        labels, states = self.step(frames[0], states)
+        return labels[None], states
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The file's outputs by name for its inputs by name (no checks)."""
