@@ -258,3 +258,15 @@ def test_the_config_records_the_dtype_policy_and_vseg_loads_float32_for_inferenc
     np.testing.assert_allclose(inference(frames).numpy(), restored(frames).numpy(), atol=0.1)
     float32 = vseg_keras.build_model("vanilla-none-small-shallow")
     assert float32.get_config()["dtype"]["config"]["name"] == "float32"
+
+
+def test_mixed_precision_on_a_cpu_without_bfloat16_instructions_gets_a_note():
+    from vseg_keras.distribute import cpu_lacks_bfloat16, mixed_precision_note
+
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    sapphire_rapids = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16\n"
+    assert cpu_lacks_bfloat16(zen3) and not cpu_lacks_bfloat16(sapphire_rapids)
+    assert not cpu_lacks_bfloat16("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # not x86: cannot tell
+    assert mixed_precision_note("mixed_float16") is None  # a GPU's policy
+    note = mixed_precision_note("mixed_bfloat16")
+    assert (note is not None) == cpu_lacks_bfloat16() and (note is None or "--mixed-precision" in note)

@@ -164,6 +164,32 @@ def mixed_precision_policy() -> str:
     return "mixed_float16" if on_gpu else "mixed_bfloat16"
 
 
+#: ``/proc/cpuinfo`` flags of x86 CPUs with bfloat16 arithmetic (AVX-512 BF16, AMX); without them bfloat16 is
+#: converted to and from float32 around every operation.
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_lacks_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU's flags (``cpuinfo``: the text of ``/proc/cpuinfo``, read when ``None``) are x86 flags
+    with none of :data:`BFLOAT16_CPU_FLAGS`. ``False`` where that cannot be told (no such file, not x86)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return "sse2" in flags and not set(BFLOAT16_CPU_FLAGS) & set(flags)
+
+
+def mixed_precision_note(policy: str) -> str | None:
+    """A line for the training log when ``policy`` will run slower than float32 on this machine, else ``None``."""
+    if policy != "mixed_bfloat16" or not cpu_lacks_bfloat16():
+        return None
+    return ("this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX): mixed precision runs several times "
+            "slower than float32 here (docs/training.md, Speed and memory); leave out --mixed-precision")
+
+
 #: XLA's flag for deterministic GPU kernels (read when JAX starts its backend).
 _JAX_DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import keras
 
 from vseg_keras.datasets import IGNORE_INDEX, DatasetSpec
-from vseg_keras.distribute import mixed_precision_policy
+from vseg_keras.distribute import mixed_precision_note, mixed_precision_policy
 from vseg_keras.models.losses import TemporalLoss
 from vseg_keras.models.metrics import DatasetMeanIoU
 from vseg_keras.models.registry import build_model
@@ -92,6 +92,9 @@ def precision_policy(config: TrainConfig, log: Callable[[str], None]) -> Iterato
     policy = mixed_precision_policy()
     keras.mixed_precision.set_global_policy(policy)
     log(f"mixed precision: {policy}")
+    note = mixed_precision_note(policy)
+    if note:
+        log(f"note: {note}")
     try:
         yield
     finally:
