@@ -43,7 +43,12 @@ Reported:
 
 Switches: ``base`` (float32), ``remat`` (``--remat``), ``mixed``
 (``--mixed-precision``: mixed_bfloat16 on CPU, mixed_float16 on GPU),
-``remat+mixed``, ``jit`` (``--jit``).
+``remat+mixed``, ``jit`` (``--jit``), and one lever that is not a switch of vseg: ``concat`` (every
+convolution of a channel concatenation, the cells' gates and the decoder blocks, runs as one
+convolution on the materialised concatenation instead of vseg's sum of one convolution per part), and
+``eigen`` (``TF_ENABLE_ONEDNN_OPTS=0``: TensorFlow's Eigen CPU kernels instead of the oneDNN ones vseg
+turns on; what vseg ran before 2026-12-04 on CPUs without AVX-512), and ``no-metrics`` (compiled without the
+mIoU metric: the most that computing metrics less often could save).
 
 Backends: ``--backend tensorflow,jax`` measures every case on each Keras backend, interleaved
 (``KERAS_BACKEND`` of the case's process). Keras' JAX trainer always compiles the step with XLA
@@ -75,7 +80,7 @@ import subprocess
 import sys
 import time
 
-SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit")
+SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "concat", "eigen", "no-metrics")
 WINDOWS = ("causal", "full")
 BACKENDS = ("tensorflow", "jax")
 
@@ -107,7 +112,8 @@ def last_frame_training_model(model):
 
 
 def prepare_training_step(model_name: str, height: int, width: int, seq_len: int, batch: int, *,
-                          mixed: bool = False, remat: bool = False, jit: bool = False, causal: bool = False):
+                          mixed: bool = False, remat: bool = False, jit: bool = False, causal: bool = False,
+                          concat: bool = False, metrics: bool = True):
     """The model compiled exactly like ``vseg train`` and a random batch: ``(model, frames, labels)``.
 
     ``frames`` is ``[batch, T, height, width, 3]`` uint8 and ``labels`` ``[batch, T, height, width]``
@@ -115,7 +121,8 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     full windows, only the last frame is labelled (255 elsewhere). ``causal``: the model outputs the
     last frame's logits only (``vseg train`` without ``--full-windows``) and ``labels`` is that frame's,
     ``[batch, height, width]``; ``frames[:, :t]`` is then a window of ``t`` frames. ``mixed`` sets the
-    global policy first.
+    global policy first; ``concat``: see :func:`concatenate_before_convolving`; ``metrics=False`` compiles
+    without the mIoU metric.
     """
     import keras
     import numpy as np
@@ -125,6 +132,8 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     from vseg_keras.train import TrainConfig, compile_for_training
 
     steps = seq_len if get_model_config(model_name).is_temporal else 1
+    if concat:
+        concatenate_before_convolving()
     if mixed:
         from vseg_keras.distribute import mixed_precision_policy
 
@@ -137,6 +146,8 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     if causal:
         model = last_frame_training_model(model)
     compile_for_training(model, TrainConfig(model=model_name, jit=jit))
+    if not metrics:  # the same optimizer and loss, no metric
+        model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=jit)
     rng = np.random.default_rng(0)
     frames = keras.ops.convert_to_tensor(random_pixels((batch, steps, height, width, 3), rng))
     labels = rng.integers(0, 20, size=(batch, steps, height, width), dtype=np.uint8)
@@ -144,9 +155,29 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     return model, frames, keras.ops.convert_to_tensor(labels[:, -1] if causal else labels)
 
 
+def concatenate_before_convolving() -> None:
+    """The ``concat`` lever: a convolution of a channel concatenation runs on the concatenation, materialised.
+
+    Replaces :func:`vseg_keras.models.layers.conv_of_concatenation` (vseg's sum of one convolution per part)
+    in this process, before a model is built: the same numbers up to float rounding.
+    """
+    from keras import ops
+
+    from vseg_keras.models import layers, temporal
+
+    def conv_of_concatenation(parts, kernel, **conv_kwargs):
+        joined = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+        return ops.conv(joined, kernel, **conv_kwargs)
+
+    layers.conv_of_concatenation = temporal.conv_of_concatenation = conv_of_concatenation
+
+
 def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
              lengths: list[int] | None = None) -> dict:
     """Measures one case in this process (called in the child)."""
+    import vseg_keras  # noqa: F401  (before Keras and TensorFlow, as `vseg train` starts)
+
+    # isort: split
     import keras
     from machine import median
 
@@ -156,7 +187,8 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
     causal = case.get("windows", "full") == "causal"
     model, frames, labels = prepare_training_step(case["model"], height, width, seq_len, batch,
                                                   mixed="mixed" in switch, remat="remat" in switch,
-                                                  jit=switch == "jit", causal=causal)
+                                                  jit=switch == "jit", causal=causal, concat=switch == "concat",
+                                                  metrics=switch != "no-metrics")
     steps = int(frames.shape[1])
     if not causal:
         lengths = [steps]
@@ -214,8 +246,10 @@ def _memory_statistics_device(on_tensorflow: bool):
 
 
 def child_environment(code_dir: str | None = None, default_allocator: bool = False,
-                      backend: str | None = None) -> dict:
+                      backend: str | None = None, switch: str = "base") -> dict:
     env = dict(os.environ)
+    if switch == "eigen":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     if backend:
         env["KERAS_BACKEND"] = backend
     if code_dir:  # measure the vseg_keras found there (e.g. a checkout of an older commit)
@@ -236,7 +270,7 @@ def measure_in_child(case: dict, args: argparse.Namespace, code_dir: str | None)
     if args.lengths:
         command += ["--lengths", args.lengths]
     try:
-        environment = child_environment(code_dir, args.default_allocator, case.get("backend"))
+        environment = child_environment(code_dir, args.default_allocator, case.get("backend"), case["switch"])
         done = subprocess.run(command, capture_output=True, text=True, env=environment,
                               timeout=args.timeout, check=False)
     except subprocess.TimeoutExpired:
