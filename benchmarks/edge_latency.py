@@ -24,6 +24,10 @@ import tempfile
 import time
 
 import numpy as np
+
+import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
+
+# isort: split
 import tensorflow as tf
 from machine import median, parse_size, report_header, write_report
 

@@ -33,6 +33,9 @@ import os
 import tempfile
 import time
 
+import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
+
+# isort: split
 import keras
 import tensorflow as tf
 from machine import median, parse_size, random_pixels, report_header, write_report

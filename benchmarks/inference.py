@@ -29,6 +29,9 @@ from __future__ import annotations
 
 import argparse
 
+import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
+
+# isort: split
 import keras
 import tensorflow as tf
 from machine import median, parse_size, random_pixels, report_header, time_calls, write_report

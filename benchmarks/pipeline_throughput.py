@@ -56,6 +56,10 @@ import time
 
 import cv2
 import numpy as np
+
+import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
+
+# isort: split
 import tensorflow as tf
 from machine import cpu_model, write_report
 

@@ -29,6 +29,9 @@ import glob
 import json
 import tempfile
 
+import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
+
+# isort: split
 import tensorflow as tf
 from machine import parse_size, report_header, write_report
 from train_step import prepare_training_step
