@@ -17,7 +17,7 @@ import platform
 __version__ = "0.1.0"
 
 #: x86 CPUs, where TensorFlow has oneDNN kernels (its wheels turn them on only where the CPU has AVX-512
-#: VNNI, BF16 or AMX): the train step runs 1.7x faster with them on an AVX2 CPU (docs/BENCHMARKS.md).
+#: VNNI, BF16 or AMX): a small model trains 1.8x faster with them on an AVX2 CPU (docs/BENCHMARKS.md).
 _ONEDNN_MACHINES = ("x86_64", "amd64")
 if platform.machine().lower() in _ONEDNN_MACHINES:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # read when TensorFlow is imported; a user's value wins

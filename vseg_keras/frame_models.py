@@ -142,6 +142,8 @@ class SavedModelFrameModel(FrameModel):
         ValueError: not a loadable SavedModel, or not one from ``vseg export`` (one line naming it).
     """
 
+    batched = True
+
     def __init__(self, folder: str):
         try:
             loaded = tf.saved_model.load(folder)
@@ -157,8 +159,6 @@ class SavedModelFrameModel(FrameModel):
         )
         self.size_rule = _saved_model_size_rule(folder, signatures)
         self.dataset = _saved_model_dataset(folder, self._serve)
-
-    batched = True
 
     def initial_states(self, height: int, width: int, batch_size: int = 1) -> dict:
         if not self.temporal:
