@@ -270,3 +270,15 @@ def test_mixed_precision_on_a_cpu_without_bfloat16_instructions_gets_a_note():
     assert mixed_precision_note("mixed_float16") is None  # a GPU's policy
     note = mixed_precision_note("mixed_bfloat16")
     assert (note is not None) == cpu_lacks_bfloat16() and (note is None or "--mixed-precision" in note)
+
+
+def test_an_original_size_model_on_onednn_without_avx512_gets_a_note(monkeypatch):
+    from vseg_keras.distribute import onednn_note
+
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    genoa = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    assert "TF_ENABLE_ONEDNN_OPTS=0" in onednn_note(64, zen3)  # vanilla-cgru-original's first level
+    assert onednn_note(16, zen3) is None and onednn_note(64, genoa) is None  # small models; AVX-512
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # the user chose Eigen
+    assert onednn_note(64, zen3) is None
