@@ -202,19 +202,26 @@ def run_torch_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: i
     rng = np.random.default_rng(0)
     frames = torch.from_numpy(rng.integers(0, 256, (batch, seq_len, case["height"], case["width"], 3), np.uint8))
     labels = torch.from_numpy(rng.integers(0, 20, (batch, case["height"], case["width"]), np.uint8))
-    lengths = list(range(1, seq_len + 1))
+    runs = {length: (lambda length=length: step(frames[:, :length], labels)) for length in range(1, seq_len + 1)}
+    return {**case, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            **time_by_length(runs, repeats, warmup)}
+
+
+def time_by_length(runs: dict, repeats: int, warmup: int) -> dict:
+    """Times ``runs`` (``{T: function}``) in turn, ``warmup`` untimed rounds then ``repeats`` timed ones:
+    ``warmup_s``, ``step_seconds_by_t`` (medians) and every ``step_seconds``."""
     started = time.perf_counter()
     for _ in range(warmup):
-        for length in lengths:
-            step(frames[:, :length], labels)
+        for run in runs.values():
+            run()
     warmup_s = time.perf_counter() - started
-    seconds = {length: [] for length in lengths}
+    seconds = {t: [] for t in runs}
     for _ in range(repeats):
-        for length in lengths:
+        for t, run in runs.items():
             start = time.perf_counter()
-            step(frames[:, :length], labels)
-            seconds[length].append(time.perf_counter() - start)
-    return {**case, "torch": torch.__version__, "threads": torch.get_num_threads(), "warmup_s": round(warmup_s, 1),
+            run()
+            seconds[t].append(time.perf_counter() - start)
+    return {"warmup_s": round(warmup_s, 1),
             "step_seconds_by_t": {str(t): round(statistics.median(s), 4) for t, s in seconds.items()},
             "step_seconds": [round(s, 4) for values in seconds.values() for s in values]}
 
@@ -275,22 +282,12 @@ def run_floor_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: i
 
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     make = torch_conv_floor if on_torch else tensorflow_conv_floor
-    floors = {t: make(conv_shapes(SIZES[case["size"]], case["height"], case["width"], t, batch))
-              for t in range(1, seq_len + 1)}
-    for _ in range(warmup):
-        for floor in floors.values():
-            floor()
-    seconds = {t: [] for t in floors}
-    for _ in range(repeats):
-        for t, floor in floors.items():
-            start = time.perf_counter()
-            floor()
-            seconds[t].append(time.perf_counter() - start)
-    by_t = {str(t): round(statistics.median(s), 4) for t, s in seconds.items()}
-    flops = {str(t): 3 * forward_flops(conv_shapes(SIZES[case["size"]], case["height"], case["width"], t, batch))
-             for t in floors}
-    return {**case, "step_seconds_by_t": by_t, "gflops_per_s_by_t": {t: round(flops[t] / by_t[t] / 1e9, 1)
-                                                                     for t in by_t}}
+    filters = SIZES[case["size"]]
+    shapes = {t: conv_shapes(filters, case["height"], case["width"], t, batch) for t in range(1, seq_len + 1)}
+    timed = time_by_length({t: make(each) for t, each in shapes.items()}, repeats, warmup)
+    by_t = timed["step_seconds_by_t"]
+    return {**case, **timed, "gflops_per_s_by_t": {
+        str(t): round(3 * forward_flops(each) / by_t[str(t)] / 1e9, 1) for t, each in shapes.items()}}
 
 
 def run_child(command: list[str], timeout: float, env: dict | None = None) -> dict:
