@@ -20,6 +20,7 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from vseg_keras import options as defaults  # noqa: E402  (imports neither Keras nor TensorFlow)
+from vseg_keras.cpu_kernels import CPU_KERNELS, select_cpu_kernels  # noqa: E402  (neither does this)
 from vseg_keras.options import TrainConfig, TrainingError, parse_size  # noqa: E402
 
 TRAIN_DEFAULTS = TrainConfig.defaults()
@@ -76,6 +77,18 @@ def _is_user_error(error: Exception) -> bool:
         return True
     tf = sys.modules.get("tensorflow")  # likewise
     return tf is not None and isinstance(error, tf.errors.OpError)
+
+
+def cpu_kernels_chosen(command):
+    """Chooses TensorFlow's CPU kernels for the command's ``--cpu-kernels`` and ``--model`` before anything
+    imports TensorFlow (which reads the choice then), i.e. outside :func:`user_errors`."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        select_cpu_kernels(kwargs["cpu_kernels"], kwargs["model_name"])
+        return command(*args, **kwargs)
+
+    return wrapper
 
 
 def user_errors(command):
@@ -343,9 +356,15 @@ def parse_contexts(text: str) -> list[int]:
 @click.option("--deterministic/--no-deterministic", default=TRAIN_DEFAULTS["deterministic"], show_default=True,
               help="Deterministic kernels: a run killed and resumed any number of times ends with the weights of "
                    "an uninterrupted one.")
+@click.option("--cpu-kernels", default=TRAIN_DEFAULTS["cpu_kernels"], show_default=True,
+              type=click.Choice(CPU_KERNELS),
+              help="TensorFlow's CPU kernels: auto picks the faster for the model on this CPU (Eigen for the "
+                   "vanilla and ResNet Original-size models on x86 CPUs without AVX-512, else oneDNN); "
+                   "TF_ENABLE_ONEDNN_OPTS, if set, wins over auto.")
 @click.option("--logical-cpus", default=TRAIN_DEFAULTS["logical_cpus"], show_default=True, type=click.IntRange(min=0),
               help="Split the CPU into this many devices and train data-parallel across them (to test "
                    "multi-replica training without GPUs; TensorFlow or JAX).")
+@cpu_kernels_chosen
 @user_errors
 def train(data_dir, run_dir, model_name, crop, **options):
     """Train a model on converted shards; re-run the same command to resume.

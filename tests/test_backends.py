@@ -103,12 +103,22 @@ def test_no_import_cycles_in_vseg_keras():
 
 
 @pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="oneDNN: x86 only")
-def test_importing_vseg_turns_on_tensorflows_onednn_kernels_unless_the_user_chose():
-    check = ("import os, vseg_keras, tensorflow; from tensorflow.python.util import _pywrap_util_port as port; "
-             "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())")
+def test_tensorflows_cpu_kernels_are_chosen_before_it_loads_and_a_users_setting_wins_over_auto():
+    """Importing vseg turns oneDNN on; ``select_cpu_kernels`` (what ``vseg train`` calls first) picks per model."""
+    from vseg_keras.cpu_kernels import preferred_cpu_kernels
+
+    check = ("import os, sys, vseg_keras; from vseg_keras.cpu_kernels import select_cpu_kernels as select; "
+             "chosen = select(*sys.argv[1:]) if sys.argv[1:] else 'import'; import tensorflow; "
+             "from tensorflow.python.util import _pywrap_util_port as port; "
+             "print(chosen, os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())")
     env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
-    for setting, expected in ((None, "1 True"), ("0", "0 False")):
+    original = preferred_cpu_kernels("vanilla-cgru-original")  # eigen without AVX-512, else onednn
+    for setting, args, expected in (
+            (None, [], "import 1 True"), ("0", [], "import 0 False"),
+            (None, ["auto", "vanilla-cgru-original"], f"{original} {int(original == 'onednn')} {original == 'onednn'}"),
+            ("0", ["auto", "vanilla-cgru-small-shallow"], "eigen 0 False"),  # the user's value wins over auto
+            ("1", ["eigen", "vanilla-cgru-small-shallow"], "eigen 0 False")):  # an explicit choice wins over it
         chosen = env if setting is None else {**env, "TF_ENABLE_ONEDNN_OPTS": setting}
-        result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT,
+        result = subprocess.run([sys.executable, "-c", check, *args], capture_output=True, text=True, cwd=ROOT,
                                 env={**chosen, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
-        assert result.stdout.split()[-2:] == expected.split(), result.stderr[-2000:]
+        assert result.stdout.split()[-3:] == expected.split(), (setting, args, result.stderr[-2000:])

@@ -171,6 +171,7 @@ def vspw_run(vspw, tmp_path_factory) -> str:
     train(vspw[1], run_dir, TrainConfig(model="vanilla-cgru-small-shallow", epochs=1, steps_per_epoch=2, batch_size=2,
                                         seq_len=3, crop=(48, 96), seed=0), log=lines.append, verbose=0)
     assert "dataset: vspw, 9 classes (9 logits)" in lines
+    assert any(line.startswith("CPU kernels: TensorFlow's ") for line in lines)
     assert any("loss on every labelled frame of the window" in line for line in lines)
     assert any("(centre crops of 48x96)" in line for line in lines)  # 107-wide val frames break the size rule
     return run_dir

@@ -272,13 +272,39 @@ def test_mixed_precision_on_a_cpu_without_bfloat16_instructions_gets_a_note():
     assert (note is not None) == cpu_lacks_bfloat16() and (note is None or "--mixed-precision" in note)
 
 
-def test_an_original_size_model_on_onednn_without_avx512_gets_a_note(monkeypatch):
-    from vseg_keras.distribute import onednn_note
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="oneDNN: x86 only")
+def test_auto_cpu_kernels_are_eigen_for_original_size_models_without_avx512(monkeypatch):
+    from vseg_keras import cpu_kernels
+    from vseg_keras.options import TrainConfig
 
     zen3 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
     genoa = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"
-    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
-    assert "TF_ENABLE_ONEDNN_OPTS=0" in onednn_note(64, zen3)  # vanilla-cgru-original's first level
-    assert onednn_note(16, zen3) is None and onednn_note(64, genoa) is None  # small models; AVX-512
-    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # the user chose Eigen
-    assert onednn_note(64, zen3) is None
+    assert [cpu_kernels.full_resolution_channels(name) for name in
+            ("vanilla-cgru-original", "convnext-clstm-small-deep", "resnet-none-small-shallow", "mine")] == [
+        64, 16, 16, None]
+    prefer = cpu_kernels.preferred_cpu_kernels
+    assert prefer("vanilla-cgru-original", zen3) == "eigen" and prefer("resnet-none-original", zen3) == "eigen"
+    assert prefer("vanilla-cgru-small-deep", zen3) == "onednn" and prefer(None, zen3) == "onednn"
+    assert prefer("convnext-cgru-original", zen3) == "onednn"  # depthwise and 1x1 convolutions: faster on oneDNN
+    assert prefer("vanilla-cgru-original", genoa) == "onednn"
+    # TensorFlow is loaded here: training logs the kernels that run, and where the choice asked for the others,
+    # why it could not have them and how to get them.
+    active = cpu_kernels.active_cpu_kernels()
+    other, names = {"onednn": "eigen", "eigen": "onednn"}[active], {"onednn": "oneDNN", "eigen": "Eigen"}
+    plain = f"CPU kernels: TensorFlow's {names[active]}"
+    assert cpu_kernels.cpu_kernels_line(active, "vanilla-cgru-original") == plain
+    line = cpu_kernels.cpu_kernels_line(other, "vanilla-cgru-original")
+    assert line.startswith(f"{plain}, not the {names[other]} ones --cpu-kernels {other} picks for vanilla-cgru")
+    assert line.endswith(f"set TF_ENABLE_ONEDNN_OPTS={int(other == 'onednn')})")
+    monkeypatch.setattr(cpu_kernels, "USER_SETTING", None)
+    for model, cpu in (("vanilla-cgru-small-shallow", zen3), ("vanilla-cgru-original", zen3),
+                       ("vanilla-cgru-original", genoa)):
+        line = cpu_kernels.cpu_kernels_line("auto", model, cpu)
+        assert (line == plain) == (prefer(model, cpu) == active) and line.startswith(plain)
+    monkeypatch.setattr(cpu_kernels, "USER_SETTING", "1")  # the user's own setting wins over auto: no advice
+    assert cpu_kernels.cpu_kernels_line("auto", "vanilla-cgru-original", zen3) == plain
+    assert cpu_kernels.select_cpu_kernels("eigen", "vanilla-cgru-original") == active  # too late to change
+    with pytest.raises(ValueError, match="cpu_kernels must be one of auto, onednn, eigen, got 'mkl'"):
+        cpu_kernels.select_cpu_kernels("mkl")
+    with pytest.raises(ValueError, match="cpu_kernels must be one of auto, onednn, eigen, got 'mkl'"):
+        TrainConfig(model="vanilla-cgru-small-shallow", cpu_kernels="mkl")

@@ -59,9 +59,10 @@ def history_epochs(run_dir) -> list[int]:
 
 def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     run_dir = tmp_path / "run"
-    result = vseg("train", shards, str(run_dir), "--epochs", "2", *TRAIN_ARGS, "--remat")
+    result = vseg("train", shards, str(run_dir), "--epochs", "2", *TRAIN_ARGS, "--remat", "--cpu-kernels", "eigen")
     assert result.returncode == 0, result.stderr
     assert "placement: 1 device (CPU), global batch" in result.stdout
+    assert "CPU kernels: TensorFlow's Eigen\n" in result.stdout  # chosen before the CLI imports TensorFlow
     assert "windows: causal, 1-3 frames ending at the labelled frame" in result.stdout
     assert "best val mIoU" in result.stdout
     for name in ("config.json", "last.keras", "best.keras", "history.csv", "backup/state.json"):
@@ -72,7 +73,7 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     assert config["options"]["remat"] is True
     assert os.listdir(run_dir / "logs")  # TensorBoard
 
-    # The same command again (rematerialisation may be switched): nothing left to do.
+    # The same command again (rematerialisation and the CPU kernels may be switched): nothing left to do.
     again = invoke("train", shards, str(run_dir), "--epochs", "2", *TRAIN_ARGS)
     assert again.exit_code == 0 and "already done" in again.output
     assert history_epochs(run_dir) == [0, 1]

@@ -7,20 +7,17 @@ TensorFlow, and the first model name used loads the model package.
 
 Importing it turns TensorFlow's oneDNN CPU kernels on (``TF_ENABLE_ONEDNN_OPTS=1``) on x86 machines
 unless the variable is set already; it takes effect only if TensorFlow is imported after vseg.
+``vseg train`` chooses them per model (:mod:`vseg_keras.cpu_kernels`).
 """
 
 import importlib
 import importlib.util
-import os
-import platform
+
+from vseg_keras.cpu_kernels import select_cpu_kernels
 
 __version__ = "0.1.0"
 
-#: x86 CPUs, where TensorFlow has oneDNN kernels (its wheels turn them on only where the CPU has AVX-512
-#: VNNI, BF16 or AMX): a small model trains 1.8x faster with them on an AVX2 CPU (docs/BENCHMARKS.md).
-_ONEDNN_MACHINES = ("x86_64", "amd64")
-if platform.machine().lower() in _ONEDNN_MACHINES:
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # read when TensorFlow is imported; a user's value wins
+select_cpu_kernels()  # read when TensorFlow is imported; a user's value wins
 
 
 def _models():

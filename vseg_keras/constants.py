@@ -5,6 +5,13 @@ The model package (:mod:`vseg_keras.models`, every Keras backend) imports neithe
 so what they share lives here.
 """
 
+#: Encoder channels per level for each model size (report Table 1).
+SIZES: dict[str, tuple[int, ...]] = {
+    "original": (64, 128, 256),
+    "small-shallow": (16, 32, 64),
+    "small-deep": (16, 32, 64, 128),
+}
+
 #: Logits per pixel in the report's set-up: the 19 Cityscapes train classes plus void.
 NUM_CLASSES = 20
 

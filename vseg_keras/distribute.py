@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from vseg_keras.cpu_kernels import cpu_lacks
+
 #: The XLA flag that splits the host CPU into several JAX devices (read when JAX starts its backend).
 _HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 #: Host devices share the CPU's threads, so on a busy machine one device can reach an all-reduce long
@@ -169,41 +171,9 @@ def mixed_precision_policy() -> str:
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_lacks(wanted: tuple[str, ...], cpuinfo: str | None = None) -> bool:
-    """Whether the CPU's flags (``cpuinfo``: the text of ``/proc/cpuinfo``, read when ``None``) are x86 flags
-    with none of ``wanted``. ``False`` where that cannot be told (no such file, not x86)."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return "sse2" in flags and not set(wanted) & set(flags)
-
-
 def cpu_lacks_bfloat16(cpuinfo: str | None = None) -> bool:
     """Whether the CPU is x86 without any of :data:`BFLOAT16_CPU_FLAGS` (see :func:`cpu_lacks`)."""
     return cpu_lacks(BFLOAT16_CPU_FLAGS, cpuinfo)
-
-
-#: Channels at full resolution from which TensorFlow's oneDNN kernels were measured slower than its Eigen ones on a
-#: CPU without AVX-512 (``vanilla-cgru-original``: 0.68x at 256x512, over 3x slower at 512x1024; the small models,
-#: 16 channels, 1.7-2x faster).
-ONEDNN_SLOW_CHANNELS = 64
-
-
-def onednn_note(full_resolution_channels: int, cpuinfo: str | None = None) -> str | None:
-    """A line for the training log when a model with ``full_resolution_channels`` at its first level trains on
-    TensorFlow's oneDNN CPU kernels (``TF_ENABLE_ONEDNN_OPTS=1``, vseg's default on x86) on a CPU without AVX-512,
-    where they were measured many times slower for such models; else ``None``."""
-    if (keras.backend.backend() != "tensorflow" or os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "1"
-            or full_resolution_channels < ONEDNN_SLOW_CHANNELS or not cpu_lacks(("avx512f",), cpuinfo)
-            or tf.config.list_physical_devices("GPU")):
-        return None
-    return ("on this CPU without AVX-512, TensorFlow's oneDNN kernels train a model this wide at full resolution "
-            "1.5x to over 3x slower than its Eigen kernels (docs/training.md, Speed and memory): run with "
-            "TF_ENABLE_ONEDNN_OPTS=0")
 
 
 def mixed_precision_note(policy: str) -> str | None:

@@ -20,6 +20,7 @@ from vseg_keras.constants import (  # noqa: F401
     TEMPORAL_LOSS_NORMALIZATIONS,
     TEMPORAL_LOSS_TARGETS,
 )
+from vseg_keras.cpu_kernels import CPU_KERNELS
 
 #: Frames of context before the labelled frame in evaluation (the report's 12-frame windows).
 EVAL_CONTEXT = 11
@@ -150,6 +151,11 @@ class TrainConfig:
         deterministic: TensorFlow's op determinism (and XLA's deterministic ops on JAX GPUs): a run killed and
             resumed any number of times ends with the weights of an uninterrupted one, to float rounding
             (docs/training.md says how far runs differ without it).
+        cpu_kernels: TensorFlow's CPU kernels (:data:`vseg_keras.cpu_kernels.CPU_KERNELS`): ``"auto"`` picks the
+            faster for the model and CPU (:func:`vseg_keras.cpu_kernels.preferred_cpu_kernels`), ``"onednn"`` or
+            ``"eigen"`` one set for every model. TensorFlow reads the choice when it is imported: ``vseg train``
+            makes it first; from Python call :func:`vseg_keras.cpu_kernels.select_cpu_kernels` before importing
+            TensorFlow (training logs which kernels run).
 
     Raises:
         ValueError: an unknown model, a value out of range, or a crop that breaks the model's
@@ -185,10 +191,12 @@ class TrainConfig:
     supervise: str | None = None
     backup_every: int | None = None
     deterministic: bool = False
+    cpu_kernels: str = "auto"
     # Options that may differ when a run is resumed (extending it is allowed; a run dir made before
     # full_windows existed was trained with full windows and resumes with whatever is asked now).
     RESUMABLE_CHANGES: tuple[str, ...] = field(
-        default=("epochs", "remat", "full_windows", "backup_every", "deterministic"), init=False, repr=False)
+        default=("epochs", "remat", "full_windows", "backup_every", "deterministic", "cpu_kernels"), init=False,
+        repr=False)
     # What a run dir made before an option existed was trained with (else: the option's default).
     PREDATING_VALUES: tuple[tuple[str, Any], ...] = field(
         default=(("supervise", "last"), ("num_classes", NUM_CLASSES), ("temporal_loss_target", "neither"),
@@ -212,6 +220,8 @@ class TrainConfig:
             raise ValueError(f"temporal_loss_warmup must be >= 0, got {self.temporal_loss_warmup}")
         if self.temporal_loss > 0 and self.full_windows:
             raise ValueError("--temporal-loss needs causal windows (the labelled frame last); drop --full-windows")
+        if self.cpu_kernels not in CPU_KERNELS:
+            raise ValueError(f"cpu_kernels must be one of {', '.join(CPU_KERNELS)}, got {self.cpu_kernels!r}")
         if self.supervise not in (None, *SUPERVISION):
             raise ValueError(f"supervise must be one of {', '.join(SUPERVISION)}, got {self.supervise!r}")
         if self.temporal_loss > 0 and self.supervise == "all":

@@ -7,18 +7,11 @@ from dataclasses import dataclass
 
 import keras
 
-from vseg_keras.constants import NUM_CLASSES
+from vseg_keras.constants import NUM_CLASSES, SIZES
 from vseg_keras.models.blocks import BLOCK_FAMILIES
 from vseg_keras.models.layers import check_frame_size
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.models.unet import TEMPORAL_UNITS, VideoUNetBackbone
-
-#: Encoder channels per level for each size (report Table 1).
-SIZES: dict[str, tuple[int, ...]] = {
-    "original": (64, 128, 256),
-    "small-shallow": (16, 32, 64),
-    "small-deep": (16, 32, 64, 128),
-}
 
 #: Default number of classes: the 19 Cityscapes train classes plus void, as in the report.
 DEFAULT_NUM_CLASSES = NUM_CLASSES

@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 import keras
 
 from vseg_keras import data, files
+from vseg_keras.cpu_kernels import cpu_kernels_line
 from vseg_keras.datasets import DatasetSpec
-from vseg_keras.distribute import Placement, enable_determinism, make_placement, onednn_note
+from vseg_keras.distribute import Placement, enable_determinism, make_placement
 from vseg_keras.folder_lock import folder_lock
 from vseg_keras.models.registry import get_model_config
 from vseg_keras.options import TrainConfig, TrainingError
@@ -69,9 +70,9 @@ def train(
     log(f"placement: {placement.description}, global batch {config.batch_size}")
     log(f"dataset: {spec.name}, {spec.num_classes} classes ({config.num_classes} logits)")
     log(_describe_windows(config))
-    note = onednn_note(get_model_config(config.model).filters[0])
-    if note:
-        log(f"note: {note}")
+    kernels = cpu_kernels_line(config.cpu_kernels, config.model) if keras.backend.backend() == "tensorflow" else None
+    if kernels:
+        log(kernels)
     if config.temporal_loss:
         log(TEMPORAL_LOSS_NOTE)
     with folder_lock(run_dir, "vseg train", log) if placement.chief else contextlib.nullcontext():
