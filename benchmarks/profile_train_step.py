@@ -6,7 +6,9 @@ the trace with TensorFlow's bundled profiler plugin (the same conversion
 TensorBoard's profile tab uses, "framework_op_stats"). Prints the op types
 by total self-time (all threads; ``IDLE`` is time the op threads waited) and
 writes the JSON report to ``--out``. The raw trace stays in ``--logdir`` for
-TensorBoard.
+TensorBoard. It runs the CPU kernels importing vseg picks (oneDNN on x86) unless
+``TF_ENABLE_ONEDNN_OPTS`` says otherwise; with ``ONEDNN_VERBOSE=1`` oneDNN also
+prints the implementation and time of every call (e.g. ``x64:gemm:jit``).
 
 With ``--memory`` (run it with ``TF_CPU_ALLOCATOR_USE_BFC=true`` on CPU, so the
 allocator is traced) it prints instead the buffers alive at the allocator's
@@ -122,11 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
         **report_header("profile_train_step", argv),
         "logdir": logdir,
         "self_time_share": {name: round(us / total, 4) for name, us in ranked},
+        "self_time_ms_per_step": {name: round(us / 1000 / args.steps, 1) for name, us in ranked},
     }
     write_report(report, args.out)
-    print("| op type | share of self-time |\n|---|--:|")
+    print("| op type | share of self-time | ms per step (all threads) |\n|---|--:|--:|")
     for name, us in ranked[: args.top]:
-        print(f"| {name} | {us / total:.1%} |")
+        print(f"| {name} | {us / total:.1%} | {us / 1000 / args.steps:.0f} |")
     return report
 
 

@@ -46,8 +46,9 @@ Switches: ``base`` (float32), ``remat`` (``--remat``), ``mixed``
 ``remat+mixed``, ``jit`` (``--jit``), and one lever that is not a switch of vseg: ``concat`` (every
 convolution of a channel concatenation, the cells' gates and the decoder blocks, runs as one
 convolution on the materialised concatenation instead of vseg's sum of one convolution per part), and
-``eigen`` (``TF_ENABLE_ONEDNN_OPTS=0``: TensorFlow's Eigen CPU kernels instead of the oneDNN ones vseg
-turns on; what vseg ran before 2026-12-04 on CPUs without AVX-512), and ``no-metrics`` (compiled without the
+``eigen`` and ``onednn`` (``TF_ENABLE_ONEDNN_OPTS`` 0 or 1: TensorFlow's Eigen or oneDNN CPU kernels for the
+case, where the other switches run what ``vseg train --cpu-kernels auto`` picks for the model: the report's
+``cpu_kernels``), and ``no-metrics`` (compiled without the
 mIoU metric: the most that computing metrics less often could save).
 
 Backends: ``--backend tensorflow,jax`` measures every case on each Keras backend, interleaved
@@ -80,7 +81,7 @@ import subprocess
 import sys
 import time
 
-SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "concat", "eigen", "no-metrics")
+SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "concat", "eigen", "onednn", "no-metrics")
 WINDOWS = ("causal", "full")
 BACKENDS = ("tensorflow", "jax")
 
@@ -177,6 +178,7 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
     """Measures one case in this process (called in the child)."""
     import vseg_keras  # noqa: F401  (before Keras and TensorFlow, as `vseg train` starts)
 
+    kernels = choose_cpu_kernels(case["model"])
     # isort: split
     import keras
     from machine import median
@@ -231,7 +233,19 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
         "peak_step_mib": round(max(peaks) / 2**20, 1) if peaks else None,
         "peak_step_mib_each": [round(p / 2**20, 1) for p in peaks],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_kernels": kernels,
     }
+
+
+def choose_cpu_kernels(model: str) -> str | None:
+    """TensorFlow's CPU kernels for ``model``, chosen as ``vseg train --cpu-kernels auto`` does (the ``eigen`` and
+    ``onednn`` switches set them in the child's environment, which ``auto`` keeps); ``None`` for a ``--baseline``
+    checkout from before the choice was made per model (it ran what importing it chose)."""
+    try:
+        from vseg_keras.cpu_kernels import select_cpu_kernels
+    except ImportError:
+        return None
+    return select_cpu_kernels("auto", model)
 
 
 def _memory_statistics_device(on_tensorflow: bool):
@@ -247,9 +261,12 @@ def _memory_statistics_device(on_tensorflow: bool):
 
 def child_environment(code_dir: str | None = None, default_allocator: bool = False,
                       backend: str | None = None, switch: str = "base") -> dict:
-    env = dict(os.environ)
-    if switch == "eigen":
-        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    from vseg_keras.cpu_kernels import ONEDNN_VARIABLE, USER_SETTING
+
+    env = {key: value for key, value in os.environ.items() if key != ONEDNN_VARIABLE}  # the child chooses per model
+    setting = {"eigen": "0", "onednn": "1"}.get(switch, USER_SETTING)
+    if setting is not None:
+        env[ONEDNN_VARIABLE] = setting
     if backend:
         env["KERAS_BACKEND"] = backend
     if code_dir:  # measure the vseg_keras found there (e.g. a checkout of an older commit)
