@@ -20,7 +20,7 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from vseg_keras import options as defaults  # noqa: E402  (imports neither Keras nor TensorFlow)
-from vseg_keras.cpu_kernels import CPU_KERNELS, select_cpu_kernels  # noqa: E402  (neither does this)
+from vseg_keras.cpu_kernels import CPU_KERNELS, select_cpu_kernels, zoo_name_of  # noqa: E402  (nor this)
 from vseg_keras.options import TrainConfig, TrainingError, parse_size  # noqa: E402
 
 TRAIN_DEFAULTS = TrainConfig.defaults()
@@ -79,16 +79,21 @@ def _is_user_error(error: Exception) -> bool:
     return tf is not None and isinstance(error, tf.errors.OpError)
 
 
-def cpu_kernels_chosen(command):
-    """Chooses TensorFlow's CPU kernels for the command's ``--cpu-kernels`` and ``--model`` before anything
-    imports TensorFlow (which reads the choice then), i.e. outside :func:`user_errors`."""
+def cpu_kernels_chosen(task: str):
+    """Chooses TensorFlow's CPU kernels for ``task`` (``train`` or ``infer``), the command's model (``--model``,
+    or the run directory or ``.keras`` file MODEL names) and ``--cpu-kernels`` (default ``auto``) before
+    anything imports TensorFlow (which reads the choice then), i.e. outside :func:`user_errors`."""
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        select_cpu_kernels(kwargs["cpu_kernels"], kwargs["model_name"])
-        return command(*args, **kwargs)
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            model = kwargs.get("model_name") or zoo_name_of(kwargs.get("model_path"))
+            select_cpu_kernels(kwargs.get("cpu_kernels", "auto"), model, task)
+            return command(*args, **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 def user_errors(command):
@@ -364,7 +369,7 @@ def parse_contexts(text: str) -> list[int]:
 @click.option("--logical-cpus", default=TRAIN_DEFAULTS["logical_cpus"], show_default=True, type=click.IntRange(min=0),
               help="Split the CPU into this many devices and train data-parallel across them (to test "
                    "multi-replica training without GPUs; TensorFlow or JAX).")
-@cpu_kernels_chosen
+@cpu_kernels_chosen("train")
 @user_errors
 def train(data_dir, run_dir, model_name, crop, **options):
     """Train a model on converted shards; re-run the same command to resume.
@@ -403,6 +408,7 @@ def train(data_dir, run_dir, model_name, crop, **options):
 @click.option("--flow", default=None, metavar="METHOD",
               help="Optical flow of the TC: dis (OpenCV's DIS, the default) or farneback.")
 @threads_option
+@cpu_kernels_chosen("infer")
 @user_errors
 def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, out_dir, report_path,
              save_predictions, prediction_size, max_sequences, temporal_consistency, flow, threads):
@@ -457,6 +463,7 @@ def evaluate(model_path, data_dir, split, context, context_sweep, batch_size, ou
 @click.option("--calibration-windows", default=defaults.CALIBRATION_WINDOWS, show_default=True,
               type=click.IntRange(min=1), help=f"int8: windows of {defaults.CALIBRATION_CONTEXT + 1} frames to read.")
 @click.option("--logits", is_flag=True, help="litert/onnx: also output the float32 logits.")
+@cpu_kernels_chosen("infer")
 @user_errors
 def export(model_path, export_format, out, version, size, quantization, calibration_dir, calibration_split,
            calibration_windows, logits):
@@ -520,6 +527,7 @@ def _export_saved_model(model, out_dir: str | None, version: int | None) -> None
                    "consecutive predictions with DIS flow, under vseg evaluate's keys.")
 @threads_option
 @progress_option("Progress bar with frames/s, and a total and ETA when the video announces its length.")
+@cpu_kernels_chosen("infer")
 @user_errors
 def predict(model_path, source, output, labels_dir, label_ids, size, side_by_side, scale, report_path, threads,
             progress):

@@ -117,7 +117,8 @@ def test_tensorflows_cpu_kernels_are_chosen_before_it_loads_and_a_users_setting_
             (None, [], "import 1 True"), ("0", [], "import 0 False"),
             (None, ["auto", "vanilla-cgru-original"], f"{original} {int(original == 'onednn')} {original == 'onednn'}"),
             ("0", ["auto", "vanilla-cgru-small-shallow"], "eigen 0 False"),  # the user's value wins over auto
-            ("1", ["eigen", "vanilla-cgru-small-shallow"], "eigen 0 False")):  # an explicit choice wins over it
+            ("1", ["eigen", "vanilla-cgru-small-shallow"], "eigen 0 False"),  # an explicit choice wins over it
+            (None, ["auto", "convnext-none-original", "infer"], "onednn 1 True")):  # oneDNN wherever it is
         chosen = env if setting is None else {**env, "TF_ENABLE_ONEDNN_OPTS": setting}
         result = subprocess.run([sys.executable, "-c", check, *args], capture_output=True, text=True, cwd=ROOT,
                                 env={**chosen, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)

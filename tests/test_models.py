@@ -273,7 +273,7 @@ def test_mixed_precision_on_a_cpu_without_bfloat16_instructions_gets_a_note():
 
 
 @pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="oneDNN: x86 only")
-def test_auto_cpu_kernels_are_eigen_for_original_size_models_without_avx512(monkeypatch):
+def test_auto_cpu_kernels_follow_the_model_and_task_on_a_cpu_without_avx512(monkeypatch):
     from vseg_keras import cpu_kernels
     from vseg_keras.options import TrainConfig
 
@@ -287,6 +287,13 @@ def test_auto_cpu_kernels_are_eigen_for_original_size_models_without_avx512(monk
     assert prefer("vanilla-cgru-small-deep", zen3) == "onednn" and prefer(None, zen3) == "onednn"
     assert prefer("convnext-cgru-original", zen3) == "onednn"  # depthwise and 1x1 convolutions: faster on oneDNN
     assert prefer("vanilla-cgru-original", genoa) == "onednn"
+    # Inference (evaluate, predict, export) streams faster on Eigen there, but for frame-wise ConvNeXt models.
+    assert [prefer(name, zen3, task="infer") for name in ("vanilla-cgru-small-shallow", "convnext-cgru-original",
+                                                          "convnext-none-original", None)] == [
+        "eigen", "eigen", "onednn", "eigen"]
+    assert prefer("vanilla-cgru-small-shallow", genoa, task="infer") == "onednn"
+    with pytest.raises(ValueError, match="task must be one of train, infer, got 'serve'"):
+        cpu_kernels.select_cpu_kernels("auto", None, "serve")
     # TensorFlow is loaded here: training logs the kernels that run, and where the choice asked for the others,
     # why it could not have them and how to get them.
     active = cpu_kernels.active_cpu_kernels()

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from tests.test_cli_models import VSEG
+from vseg_keras.cpu_kernels import zoo_name_of
 from vseg_keras.folder_lock import LOCK_NAME
 from vseg_keras.loading import load_trained_model
 from vseg_keras.models.layers import frame_size_requirement
@@ -71,6 +72,9 @@ def test_train_then_evaluate_from_the_cli(shards, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["options"]["model"] == MODEL and len(config["data_manifest_sha256"]) == 64
     assert config["options"]["remat"] is True
+    # What evaluate, predict and export choose TensorFlow's CPU kernels for, read before TensorFlow loads.
+    assert zoo_name_of(str(run_dir)) == zoo_name_of(str(run_dir / "best.keras")) == MODEL
+    assert zoo_name_of(str(run_dir / "history.csv")) is None and zoo_name_of(str(tmp_path)) is None
     assert os.listdir(run_dir / "logs")  # TensorBoard
 
     # The same command again (rematerialisation and the CPU kernels may be switched): nothing left to do.
