@@ -7,7 +7,7 @@ TensorFlow, and the first model name used loads the model package.
 
 Importing it turns TensorFlow's oneDNN CPU kernels on (``TF_ENABLE_ONEDNN_OPTS=1``) on x86 machines
 unless the variable is set already; it takes effect only if TensorFlow is imported after vseg.
-``vseg train`` chooses them per model (:mod:`vseg_keras.cpu_kernels`).
+The CLI chooses them per model and task before TensorFlow loads (:mod:`vseg_keras.cpu_kernels`).
 """
 
 import importlib
