@@ -170,14 +170,17 @@ def test_model_saved_before_the_concatenation_free_decoder_loads_with_the_same_l
 
 
 @pytest.mark.parametrize("cell_class", [ConvGRUCell, ConvLSTMCell])
-def test_recompute_recurrence_gives_the_gradients_of_the_plain_recurrence(cell_class):
+@pytest.mark.parametrize("zero_start", [False, True], ids=["initial-states", "zero-states"])
+def test_recompute_recurrence_gives_the_gradients_of_the_plain_recurrence(cell_class, zero_start):
+    """From given initial states, and from zero states (``None``: the first step skips their convolutions)."""
     rng = np.random.default_rng(5)
     cell = cell_class(3)
     cell.build((2, 5, 4, 3))
     frames = [tf.constant(rng.normal(size=(2, 5, 4, 3)).astype("float32")) for _ in range(3)]
-    initial = tuple(tf.constant(rng.normal(size=(2, 5, 4, 3)).astype("float32")) for _ in cell.state_kinds)
+    initial = None if zero_start else tuple(
+        tf.constant(rng.normal(size=(2, 5, 4, 3)).astype("float32")) for _ in cell.state_kinds)
     weights = {name: tf.constant(value) for name, value in cell.weight_values().items()}
-    sources = [*initial, *frames, *weights.values()]
+    sources = [*(initial or ()), *frames, *weights.values()]
 
     @tf.function(autograph=False)  # plain Python control flow; autograph once mis-resolved cell.step in a long run
     def loss_and_grads(checkpointed: bool):

@@ -146,3 +146,46 @@ def test_cell_config_round_trip():
     layer = ConvRecurrent(cell)
     restored = keras.layers.deserialize(keras.layers.serialize(layer))
     assert isinstance(restored, ConvRecurrent) and isinstance(restored.cell, ConvGRUCell)
+
+
+def conv_count(layer, shape, zero_states):
+    """Conv2D ops in the traced graph of ``layer`` on ``shape`` from implicit or explicit zero states."""
+    def run(sequence):
+        initial = [tf.zeros_like(sequence[:, 0]) for _ in layer.cell.state_kinds] if zero_states else None
+        return layer(sequence, initial_state=initial)
+    graph = tf.function(run).get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    return sum(op.type == "Conv2D" for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("cell_class,convs", [(ConvRNNCell, (1, 2)), (ConvGRUCell, (2, 4)), (ConvLSTMCell, (1, 2))])
+def test_the_first_step_from_zero_states_skips_their_convolutions_with_the_same_results(cell_class, convs):
+    """Unrolled (``T`` static) and in Keras' RNN loop (``T`` unknown when traced, as causal training windows run,
+    where the first step runs before the loop), for windows of one and of three frames."""
+    rng = np.random.default_rng(7)
+    layer = ConvRecurrent(cell_class(4))
+    layer.build((None, None, None, None, 4))
+    randomise_biases(layer.cell, rng)
+    assert (conv_count(layer, (2, 1, 6, 5, 4), False), conv_count(layer, (2, 1, 6, 5, 4), True)) == convs
+
+    def outputs_and_gradients(sequence, zero_states: bool):
+        with tf.GradientTape() as tape:
+            tape.watch(sequence)
+            initial = [tf.zeros_like(sequence[:, 0]) for _ in layer.cell.state_kinds] if zero_states else None
+            outputs = layer(sequence, initial_state=initial, training=True)
+            loss = tf.reduce_sum(tf.square(outputs) * tf.cast(tf.range(1, tf.shape(outputs)[1] + 1), tf.float32)[
+                None, :, None, None, None])
+        weights = layer.trainable_weights
+        gradients = tape.gradient(loss, [sequence, *weights])
+        # A cRNN's recurrent kernel takes no part in a one-frame window from zero states: no gradient (zero).
+        sources = [sequence, *weights]
+        return [outputs, *(tf.zeros(w.shape) if g is None else g for g, w in zip(gradients, sources, strict=True))]
+
+    for steps in (1, 3):
+        sequence = tf.constant(rng.normal(size=(2, steps, 6, 5, 4)).astype("float32"))
+        for shape in ((2, steps, 6, 5, 4), (None, None, None, None, 4)):  # unrolled, then Keras' RNN loop
+            skipped, computed = (
+                tf.function(lambda x, zeros=zeros: outputs_and_gradients(x, zeros),
+                            input_signature=[tf.TensorSpec(shape, tf.float32)])(sequence)
+                for zeros in (False, True))
+            for a, b in zip(skipped, computed, strict=True):
+                np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)

@@ -6,6 +6,11 @@ bias, and every state has as many channels as the input (``filters``). A cell pr
 ``[B, H, W, C]``; :class:`ConvRecurrent` runs a cell over a sequence ``[B, T, H, W, C]`` starting
 from zero states, for any ``T``, ``H`` and ``W``.
 
+A sequence's first step from zero states skips the convolutions of those states (they are zero):
+a cell called with ``states=None`` computes exactly what it computes on zero states, with half of a
+cGRU or ConvLSTM step's convolutions and none of their gradients. A training window of ``T`` frames
+starts from zero states, so this is one step in ``T``.
+
 The cell protocol is Keras' (``keras.layers.GRUCell``, ``LSTMCell``): a cell carries any number of
 states, named by :attr:`~_ConvCellBase.state_kinds` (``("h",)`` for cRNN and cGRU, ``("h", "c")`` for
 ConvLSTM), and its output is its first state, the hidden state ``h``.
@@ -80,14 +85,28 @@ class _ConvCellBase(keras.layers.Layer):
     def _bias(self, name: str, channels: int):
         return self.add_weight(name=name, shape=(channels,), initializer=self.bias_initializer)
 
-    @staticmethod
-    def _conv(parts, kernel, bias):
-        """3x3 "same" conv with bias of the channel concatenation of ``parts`` (never materialised)."""
+    def _conv(self, parts, kernel, bias):
+        """3x3 "same" conv with bias of the channel concatenation of ``parts`` (never materialised).
+
+        Every part has the cell's ``filters`` channels; a part that is ``None`` is a zero state, whose
+        convolution (zero) is skipped with its rows of ``kernel``. With no part left it is ``bias``
+        (``[filters]``, which broadcasts as the convolution would).
+        """
+        if any(part is None for part in parts):
+            c = self.filters
+            rows = [kernel[:, :, i * c : (i + 1) * c] for i, part in enumerate(parts) if part is not None]
+            parts = [part for part in parts if part is not None]
+            if not parts:
+                return bias
+            kernel = rows[0] if len(rows) == 1 else ops.concatenate(rows, axis=2)
         return ops.add(conv_of_concatenation(parts, kernel, strides=1, padding="same"), bias)
 
-    def step(self, inputs, states: tuple, weights: dict) -> tuple:
+    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         """One step: ``(x_t [B, H, W, C], states_{t-1}) -> states_t``, a tuple of ``[B, H, W, C]``
         tensors in the order of :attr:`state_kinds`; the step's output is ``states_t[0]``.
+
+        ``states`` ``None`` means zero states (a sequence's first step): the same result as zero
+        tensors, without the convolutions of the states.
 
         ``weights`` maps each weight's name (``"gate_kernel"``, ...) to its
         current value: a tensor, so that a rematerialised step inside the RNN
@@ -99,11 +118,16 @@ class _ConvCellBase(keras.layers.Layer):
         """The cell's weights as tensors, by name (what :meth:`step` takes)."""
         return {weight.name: ops.convert_to_tensor(weight) for weight in self.weights}
 
-    def call(self, inputs, states, training=None):
-        previous = tuple(states) if isinstance(states, (list, tuple)) else (states,)
+    def call(self, inputs, states=None, training=None):
+        if states is None:  # zero states: step() skips their convolutions
+            previous = None
+        else:
+            previous = tuple(states) if isinstance(states, (list, tuple)) else (states,)
         weights = self.weight_values()
         if self.rematerialize and training:  # the backend's checkpoint (vseg_keras.models.remat)
-            new_states = kernels.recompute(lambda args: self.step(*args), (inputs, previous, weights))
+            # Zero states travel as an empty tuple: a checkpoint's inputs are tensors.
+            new_states = kernels.recompute(lambda args: self.step(args[0], args[1] or None, args[2]),
+                                           (inputs, previous or (), weights))
         else:
             new_states = self.step(inputs, previous, weights)
         return new_states[0], list(new_states)
@@ -152,7 +176,7 @@ class ConvRNNCell(_ConvCellBase):
 
     Call arguments:
         inputs: one frame ``[B, H, W, filters]``.
-        states: list with the previous output ``[B, H, W, filters]``.
+        states: list with the previous output ``[B, H, W, filters]``, or ``None`` for a zero state.
 
     Returns:
         ``(y_t, [y_t])`` with ``y_t`` of shape ``[B, H, W, filters]``.
@@ -167,7 +191,7 @@ class ConvRNNCell(_ConvCellBase):
         self.recurrent_bias = self._bias("recurrent_bias", c)
 
     def step(self, inputs, states: tuple, weights: dict) -> tuple:
-        (previous,) = states
+        (previous,) = states or (None,)
         output = ops.relu(
             self._conv([inputs], weights["input_kernel"], weights["input_bias"])
             + self._conv([previous], weights["recurrent_kernel"], weights["recurrent_bias"])
@@ -193,7 +217,7 @@ class ConvGRUCell(_ConvCellBase):
 
     Call arguments:
         inputs: one frame ``[B, H, W, filters]``.
-        states: list with the previous hidden state ``[B, H, W, filters]``.
+        states: list with the previous hidden state ``[B, H, W, filters]``, or ``None`` for a zero state.
 
     Returns:
         ``(h_t, [h_t])`` with ``h_t`` of shape ``[B, H, W, filters]``.
@@ -208,12 +232,15 @@ class ConvGRUCell(_ConvCellBase):
         self.candidate_bias = self._bias("candidate_bias", c)
 
     def step(self, inputs, states: tuple, weights: dict) -> tuple:
-        (previous,) = states
+        (previous,) = states or (None,)
         gates = ops.sigmoid(self._conv([inputs, previous], weights["gate_kernel"], weights["gate_bias"]))
         reset, update = ops.split(gates, 2, axis=-1)
+        reset_previous = None if previous is None else reset * previous
         candidate = ops.tanh(
-            self._conv([inputs, reset * previous], weights["candidate_kernel"], weights["candidate_bias"])
+            self._conv([inputs, reset_previous], weights["candidate_kernel"], weights["candidate_bias"])
         )
+        if previous is None:  # z . h_0 = 0
+            return ((1.0 - update) * candidate,)
         return ((1.0 - update) * candidate + update * previous,)
 
 
@@ -237,7 +264,7 @@ class ConvLSTMCell(_ConvCellBase):
 
     Call arguments:
         inputs: one frame ``[B, H, W, filters]``.
-        states: list ``[h_{t-1}, c_{t-1}]``, each ``[B, H, W, filters]``.
+        states: list ``[h_{t-1}, c_{t-1}]``, each ``[B, H, W, filters]``, or ``None`` for zero states.
 
     Returns:
         ``(h_t, [h_t, c_t])``, each ``[B, H, W, filters]``.
@@ -259,10 +286,11 @@ class ConvLSTMCell(_ConvCellBase):
         self.gate_bias = self.add_weight(name="gate_bias", shape=(4 * c,), initializer=unit_forget_bias)
 
     def step(self, inputs, states: tuple, weights: dict) -> tuple:
-        hidden, memory = states
+        hidden, memory = states or (None, None)
         gates = self._conv([inputs, hidden], weights["gate_kernel"], weights["gate_bias"])
         input_gate, forget_gate, candidate, output_gate = ops.split(gates, 4, axis=-1)
-        memory = ops.sigmoid(forget_gate) * memory + ops.sigmoid(input_gate) * ops.tanh(candidate)
+        written = ops.sigmoid(input_gate) * ops.tanh(candidate)
+        memory = written if memory is None else ops.sigmoid(forget_gate) * memory + written  # f . c_0 = 0
         return ops.sigmoid(output_gate) * ops.tanh(memory), memory
 
 
@@ -275,7 +303,9 @@ class ConvRecurrent(keras.layers.RNN):
     and sequence length (Keras' own ``ConvLSTM2D`` fixes them at build time).
     It always returns the whole sequence of outputs. When ``T`` is known at
     trace time the steps are unrolled (less memory and time in training);
-    otherwise Keras' RNN loop runs them. Both give the same results. With
+    otherwise Keras' RNN loop runs them. Both give the same results. From zero
+    states (no ``initial_state``) the first step skips the states' convolutions
+    (before the loop, when Keras' RNN loop runs the others). With
     rematerialisation on, a training call checkpoints the unrolled recurrence
     so that only the output sequence is kept
     (:func:`vseg_keras.models.kernels.recompute_recurrence`: TensorFlow as a whole, JAX step by
@@ -300,25 +330,49 @@ class ConvRecurrent(keras.layers.RNN):
         super().__init__(cell, **kwargs)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
-        if initial_state is None:
-            initial_state = self.cell.get_initial_state(sequences[:, 0])
         steps = sequences.shape[1]
-        if steps is None or mask is not None:
+        if mask is not None:
+            if initial_state is None:
+                initial_state = self.cell.get_initial_state(sequences[:, 0])
             return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+        if steps is None:
+            return self._loop(sequences, initial_state, training)
         # T known when traced (training windows always are): unrolled steps on the T frames
         # [B, H, W, C], which spares the while loop's tensor lists (time and memory). Time-major
         # `unstack` rather than slicing: a slice's gradient writes into a zero tensor of the whole
         # sequence, T times over; and for B = 1 the transpose and the unstack along axis 0 share
         # the input's buffer instead of copying it.
+        # No initial state: the first step is told its states are zero (None) and skips their convolutions.
         frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
+        initial = None if initial_state is None else tuple(initial_state)
         if training and self.cell.rematerialize:  # a checkpoint that keeps only the states
-            return kernels.recompute_recurrence(self.cell.step, frames, tuple(initial_state),
-                                                self.cell.weight_values())
-        states, outputs = list(initial_state), []
+            return kernels.recompute_recurrence(self.cell.step, frames, initial, self.cell.weight_values())
+        states, outputs = initial, []
         for frame in frames:
             output, states = self.cell(frame, states, training=training)
             outputs.append(output)
         return ops.stack(outputs, axis=1)
+
+    def _loop(self, sequences, initial_state, training):
+        """``T`` unknown when traced (causal training windows of every length): Keras' RNN loop. From zero
+        states the first step runs before the loop, told its states are zero, so that it skips their
+        convolutions as the unrolled steps do."""
+        if initial_state is not None:
+            return super().call(sequences, initial_state=initial_state, training=training)
+        if kernels.on_tensorflow():
+            from vseg_keras.models.kernels import tensorflow as tf_kernels
+
+            head, tail = tf_kernels.split_first_step(sequences)
+        else:
+            head, tail = sequences[:, :1], sequences[:, 1:]
+        first, states = self.cell(ops.squeeze(head, 1), None, training=training)
+        first = ops.expand_dims(first, 1)
+
+        def with_the_rest():  # the loop cannot run zero steps (it stacks no outputs), hence the condition
+            rest = super(ConvRecurrent, self).call(tail, initial_state=states, training=training)
+            return ops.concatenate([first, rest], axis=1)
+
+        return ops.cond(ops.shape(sequences)[1] > 1, with_the_rest, lambda: first)
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         return tuple(sequences_shape[:-1]) + (self.cell.filters,)

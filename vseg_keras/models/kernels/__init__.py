@@ -55,7 +55,8 @@ def recompute(function, inputs, variables: Sequence[keras.Variable] = ()):
     return _remat_kernels().recompute(function, inputs, variables)
 
 
-def recompute_recurrence(step, frames: list, initial_states: tuple, params: dict):
+def recompute_recurrence(step, frames: list, initial_states: tuple | None, params: dict):
     """``states_t = step(x_t, states_{t-1}, params)`` over ``frames`` keeping only the states; the outputs
-    (first states) ``[B, T, ...]``, by the backend's kernel."""
+    (first states) ``[B, T, ...]``, by the backend's kernel; ``initial_states`` ``None``: zero states,
+    which ``step`` is given as ``None``."""
     return _remat_kernels().recompute_recurrence(step, frames, initial_states, params)

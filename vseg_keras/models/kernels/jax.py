@@ -50,7 +50,7 @@ def recompute(function: Callable, inputs, variables: Sequence[keras.Variable] = 
     return outputs
 
 
-def recompute_recurrence(step: Callable, frames: list, initial_states: tuple, params: dict):
+def recompute_recurrence(step: Callable, frames: list, initial_states: tuple | None, params: dict):
     """Runs ``states_t = step(x_t, states_{t-1}, params)`` over ``frames``, keeping only the states for the
     backward pass.
 
@@ -62,7 +62,7 @@ def recompute_recurrence(step: Callable, frames: list, initial_states: tuple, pa
         ``[B, T, ...]``: the outputs (first states) stacked along axis 1.
     """
     checkpointed = jax.checkpoint(step)
-    states, outputs = tuple(initial_states), []
+    states, outputs = None if initial_states is None else tuple(initial_states), []
     for frame in frames:
         states = tuple(checkpointed(frame, states, params))
         outputs.append(states[0])

@@ -97,6 +97,13 @@ def labelled_frames(y, y_pred, ignore_index: int):
     return tf.boolean_mask(y, keep), tf.boolean_mask(y_pred, keep)
 
 
+def split_first_step(sequences):
+    """``(sequences[:, :1], sequences[:, 1:])`` of ``[B, T, ...]`` (``T`` may be unknown when traced) as one
+    ``Split``, whose gradient is one concatenation; the two slices' gradients would each write a zero tensor
+    of the whole sequence and then be added."""
+    return tf.split(sequences, [1, -1], axis=1)
+
+
 def _after(dependencies, tensors):
     """``tensors`` passed through identities that run only after ``dependencies`` (ordering, no copies)."""
     with tf.control_dependencies(list(dependencies)):
@@ -152,7 +159,7 @@ def recompute(function: Callable, inputs, variables=()):
     return checkpointed(*flat_inputs)
 
 
-def recompute_recurrence(step: Callable, frames: list, initial_states: tuple, params: dict):
+def recompute_recurrence(step: Callable, frames: list, initial_states: tuple | None, params: dict):
     """Runs ``states_t = step(x_t, states_{t-1}, params)`` over ``frames``, keeping only the states for the
     backward pass.
 
@@ -167,27 +174,30 @@ def recompute_recurrence(step: Callable, frames: list, initial_states: tuple, pa
         step: ``(x_t [B, ...], states_{t-1}, params) -> states_t`` (tuples of ``[B, ...]`` tensors, the
             output first), reading no variables (pass their values in ``params``).
         frames: the inputs ``x_t``, one tensor ``[B, ...]`` per step.
-        initial_states: the states before the first step, a tuple of ``[B, ...]`` tensors.
+        initial_states: the states before the first step, a tuple of ``[B, ...]`` tensors, or ``None``
+            for zero states (``step`` is then called with ``None``, and the first step's state gradients
+            are not computed).
         params: name -> tensor (e.g. the cell's weights).
 
     Returns:
         ``[B, T, ...]``: the outputs (first states) of the ``T`` steps stacked along axis 1.
     """
-    names, count = sorted(params), len(initial_states)
+    names, count = sorted(params), len(initial_states or ())
 
     @tf.custom_gradient
     def recurrence(*flat):
         initial, inputs = flat[:count], flat[count: count + len(frames)]
         values = dict(zip(names, flat[count + len(frames):], strict=True))
-        states, history = tuple(initial), [[] for _ in range(count)]
+        states, history = tuple(initial) or None, []
         for frame in inputs:
             states = tuple(step(frame, states, values))
-            for kind, state in enumerate(states):
-                history[kind].append(state)
-        stacks = [tf.stack(kind, axis=1) for kind in history]  # the first is the output
+            history.append(states)
+        stacks = [tf.stack(kind, axis=1) for kind in zip(*history, strict=True)]  # the first is the output
 
         def gradient(upstream):
-            state_grads = [tf.zeros_like(state) for state in initial]
+            # The gradients reaching the last states from later steps: zeros of each state's shape.
+            state_grads = [tf.zeros(tf.concat([tf.shape(stack)[:1], tf.shape(stack)[2:]], 0), stack.dtype)
+                           for stack in stacks]
             param_grads = [tf.zeros_like(values[name]) for name in names]
             input_grads = [None] * len(inputs)
             for t in reversed(range(len(inputs))):
@@ -196,21 +206,24 @@ def recompute_recurrence(step: Callable, frames: list, initial_states: tuple, pa
                 # rewrites a slice of a stack to the stacked tensor, which would keep every forward
                 # state alive until the backward pass).
                 with tf.control_dependencies([upstream, *state_grads, *param_grads]):
-                    previous = [tf.gather(stack, t - 1, axis=1) if t else tf.identity(first)
-                                for stack, first in zip(stacks, initial, strict=True)]
+                    if t:
+                        previous = [tf.gather(stack, t - 1, axis=1) for stack in stacks]
+                    else:  # the initial states, if any (none: zero states)
+                        previous = [tf.identity(first) for first in initial]
                     replayed = [tf.identity(inputs[t]), *previous]
                     replayed_params = {name: tf.identity(values[name]) for name in names}
                     output_grads = [upstream[:, t] + state_grads[0], *state_grads[1:]]
                 with tf.GradientTape() as tape:
                     tape.watch([*replayed, *replayed_params.values()])
-                    outputs = step(replayed[0], tuple(replayed[1:]), replayed_params)
+                    outputs = step(replayed[0], tuple(replayed[1:]) or None, replayed_params)
                 grads = tape.gradient(list(outputs), [*replayed, *(replayed_params[name] for name in names)],
                                       output_gradients=output_grads,
                                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                input_grads[t], state_grads = grads[0], list(grads[1: 1 + count])
-                param_grads = [total + grad for total, grad in zip(param_grads, grads[1 + count:], strict=True)]
+                input_grads[t], state_grads = grads[0], list(grads[1: len(replayed)])
+                param_grads = [total + grad for total, grad in
+                               zip(param_grads, grads[len(replayed):], strict=True)]
             return [*state_grads, *input_grads, *param_grads]
 
         return stacks[0], gradient
 
-    return recurrence(*initial_states, *frames, *(params[name] for name in names))
+    return recurrence(*(initial_states or ()), *frames, *(params[name] for name in names))

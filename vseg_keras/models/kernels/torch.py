@@ -29,13 +29,13 @@ def recompute(function: Callable, inputs, variables=()):
     return checkpoint(function, inputs, use_reentrant=False, context_fn=_contexts)
 
 
-def recompute_recurrence(step: Callable, frames: list, initial_states: tuple, params: dict):
+def recompute_recurrence(step: Callable, frames: list, initial_states: tuple | None, params: dict):
     """Runs ``states_t = step(x_t, states_{t-1}, params)`` over ``frames``, each step a checkpoint: the
     outputs (first states) ``[B, T, ...]``.
 
     Same arguments and result as :func:`vseg_keras.models.kernels.tensorflow.recompute_recurrence`.
     """
-    states, outputs = tuple(initial_states), []
+    states, outputs = None if initial_states is None else tuple(initial_states), []
     for frame in frames:
         states = tuple(checkpoint(step, frame, states, params, use_reentrant=False))
         outputs.append(states[0])
