@@ -26,7 +26,9 @@ Reported:
 * ``sequences_per_s`` (windows/s, ``B / step_s``) and ``frames_per_s`` (frames run through the
   encoder per second: ``B * mean(T) / step_s``);
 * ``achieved_gflops_per_s`` (full windows): 3 x the forward FLOPs (forward + backward, the
-  usual convention) of ``B * T`` frames, from :func:`vseg_keras.model_info.frame_gflops`,
+  usual convention) of ``B`` windows of ``T`` frames, from
+  :func:`vseg_keras.model_info.window_gflops` of the code measured (a baseline from before the
+  zero-state skip: ``T`` x :func:`~vseg_keras.model_info.frame_gflops`, every step in full),
   divided by ``step_s``; and its fraction of the conv peak measured by
   :func:`machine.conv_peak_gflops` in the same run (in bfloat16 for the mixed cases);
 * ``peak_step_mib``: the highest of the TensorFlow allocator's peaks of the
@@ -55,7 +57,8 @@ Backends: ``--backend tensorflow,jax`` measures every case on each Keras backend
 (``KERAS_BACKEND`` of the case's process). Keras' JAX trainer always compiles the step with XLA
 (``jit`` is TensorFlow's switch), so the first step of every window length compiles; the warm-up
 covers each timed length. On JAX, memory is the process's peak RSS only, and GFLOP/s use the FLOPs
-TensorFlow's profiler counts for the same model (the parent process computes them).
+TensorFlow's profiler counts for the same model (the parent process computes them; on TensorFlow the
+case's own process does, with the code it measures).
 
 Usage::
 
@@ -185,8 +188,10 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
 
     switch = case["switch"]
     height, width = case["height"], case["width"]
-    gflops_per_frame = case.get("gflops_per_frame")
     causal = case.get("windows", "full") == "causal"
+    gflops_per_window = case.get("gflops_per_window")
+    if not causal and gflops_per_window is None:
+        gflops_per_window = count_window_gflops(case["model"], seq_len, height, width)
     model, frames, labels = prepare_training_step(case["model"], height, width, seq_len, batch,
                                                   mixed="mixed" in switch, remat="remat" in switch,
                                                   jit=switch == "jit", causal=causal, concat=switch == "concat",
@@ -217,7 +222,7 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
                 peaks.append(statistics.get_memory_info(device)["peak"])
     step_s = sum(median(values) for values in seconds.values()) / len(lengths)
     mean_frames = sum(lengths) / len(lengths)
-    achieved = None if causal or gflops_per_frame is None else 3 * gflops_per_frame * batch * steps / step_s
+    achieved = None if causal or gflops_per_window is None else 3 * gflops_per_window * batch / step_s
     return {
         **case,
         "backend": keras.backend.backend(),
@@ -228,7 +233,7 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
         "step_seconds_by_t": {str(length): round(median(values), 4) for length, values in seconds.items()},
         "sequences_per_s": round(batch / step_s, 3),
         "frames_per_s": round(batch * mean_frames / step_s, 3),
-        "gflops_per_frame": None if gflops_per_frame is None else round(gflops_per_frame, 3),
+        "gflops_per_window": None if gflops_per_window is None else round(gflops_per_window, 3),
         "achieved_gflops_per_s": None if achieved is None else round(achieved, 1),
         "peak_step_mib": round(max(peaks) / 2**20, 1) if peaks else None,
         "peak_step_mib_each": [round(p / 2**20, 1) for p in peaks],
@@ -299,20 +304,39 @@ def measure_in_child(case: dict, args: argparse.Namespace, code_dir: str | None)
     return json.loads(lines[-1])
 
 
-def add_frame_gflops(cases: list[dict]) -> None:
-    """Sets each case's ``gflops_per_frame`` (TensorFlow's profiler, in this process, once per model and size)."""
+def count_window_gflops(model: str, steps: int, height: int, width: int) -> float:
+    """Forward GFLOPs of a full window of ``model`` by this process's ``vseg_keras`` (TensorFlow's profiler).
+
+    ``steps`` frames (one for a frame-wise model, as :func:`prepare_training_step`). Code from before the
+    zero-state skip (a ``--baseline``) has no ``window_gflops``: it computes every step in full, ``steps`` x
+    ``frame_gflops``.
+    """
     import keras
 
-    from vseg_keras.model_info import frame_gflops
-    from vseg_keras.models.registry import build_model
+    from vseg_keras import model_info
+    from vseg_keras.models.registry import build_model, get_model_config
 
+    built = build_model(model)
+    steps = steps if get_model_config(model).is_temporal else 1
+    if hasattr(model_info, "window_gflops"):
+        gflops = model_info.window_gflops(built, steps, height, width)
+    else:
+        gflops = steps * model_info.frame_gflops(built, height, width)
+    keras.backend.clear_session()
+    return gflops
+
+
+def add_window_gflops(cases: list[dict], steps: int) -> None:
+    """Sets ``gflops_per_window`` of the full-window cases on other backends than TensorFlow (which cannot
+    count them themselves), once per model and size, in this process."""
     counted = {}
     for case in cases:
+        if case["backend"] == "tensorflow" or case["windows"] != "full":
+            continue
         key = (case["model"], case["height"], case["width"])
         if key not in counted:
-            counted[key] = frame_gflops(build_model(case["model"]), case["height"], case["width"])
-            keras.backend.clear_session()
-        case["gflops_per_frame"] = counted[key]
+            counted[key] = count_window_gflops(case["model"], steps, case["height"], case["width"])
+        case["gflops_per_window"] = counted[key]
 
 
 def window_lengths(case: dict) -> str:
@@ -397,7 +421,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--backend {args.backend!r}: expected a comma-separated list of {', '.join(BACKENDS)}")
     cases = [{**parse_case(text), "windows": kind, "backend": backend}
              for text in args.case for kind in windows for backend in backends]
-    add_frame_gflops(cases)
+    add_window_gflops(cases, args.seq_len)
     probes = {dtype: conv_peak_gflops(dtype) for dtype in ("float32", "bfloat16")}
     results = []
     for case in cases:

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import vseg_keras
-from vseg_keras.model_info import trainable_params
+from vseg_keras.model_info import frame_gflops, trainable_params, window_gflops
 from vseg_keras.models.layers import frame_size_requirement
 
 # One small model per (family, temporal unit), covering both depths.
@@ -65,6 +65,23 @@ def test_streaming_reproduces_sequence_logits(name):
         states = {key: outputs[key] for key in states}
         streamed.append(outputs["logits"].numpy())
     np.testing.assert_allclose(np.stack(streamed, axis=1), expected, rtol=0, atol=1e-4)
+
+
+def test_a_window_from_zero_states_skips_exactly_the_convolutions_of_those_states():
+    """vanilla-cgru-small-shallow at 64x128: a window's first step skips the cGRUs' state convolutions (the
+    state rows of the gate and candidate kernels, C -> 2C and C -> C, per level); nothing else changes."""
+    height, width = 64, 128
+    model = vseg_keras.build_model("vanilla-cgru-small-shallow")
+    frame, first, three = (frame_gflops(model, height, width), window_gflops(model, 1, height, width),
+                           window_gflops(model, 3, height, width))
+    state_convs = sum(2 * 9 * c * 3 * c * (height >> level) * (width >> level)
+                      for level, c in enumerate((16, 32, 64))) / 1e9
+    # The profiler also counts the element-wise ops of those states (their sums and products): a little more.
+    assert state_convs < frame - first < state_convs * 1.01
+    assert three == pytest.approx(first + 2 * frame, rel=1e-5)
+    frame_wise = vseg_keras.build_model("vanilla-none-small-shallow")
+    assert window_gflops(frame_wise, 2, height, width) == pytest.approx(2 * frame_gflops(frame_wise, height, width),
+                                                                       rel=1e-5)
 
 
 @pytest.mark.parametrize("name,temporal", [("resnet-cgru-small-shallow", True), ("resnet-none-small-shallow", False)])

@@ -31,20 +31,44 @@ def frame_gflops(model: VideoSegmenter, height: int = 512, width: int = 1024) ->
     Raises:
         ValueError: Keras runs on another backend (the count needs a TensorFlow graph).
     """
-    if not on_tensorflow():
-        raise ValueError(f"GFLOPs are counted by TensorFlow's graph profiler; Keras runs on "
-                         f"{keras.backend.backend()!r} (set KERAS_BACKEND=tensorflow)")
     import tensorflow as tf
 
+    _require_tensorflow()
     step = model.make_streaming_model()
     specs = {"frame": tf.TensorSpec([1, height, width, 3], tf.float32)}
     for key, shape in model.state_shapes(height, width, batch_size=1).items():
         specs[key] = tf.TensorSpec(shape, tf.float32)
-    graph = (
-        tf.function(lambda inputs: step(inputs, training=False), autograph=False)
-        .get_concrete_function(specs)
-        .graph
-    )
+    return _graph_gflops(lambda inputs: step(inputs, training=False), specs)
+
+
+def window_gflops(model: VideoSegmenter, steps: int, height: int = 512, width: int = 1024) -> float:
+    """GFLOPs of the model's forward pass over a window ``[1, steps, height, width, 3]`` from zero states.
+
+    Every frame through the encoder, the temporal units and the decoder (what a training step on a full
+    window computes forward). Less than ``steps`` times :func:`frame_gflops` for a temporal model: the
+    window's first step skips the convolutions of the zero states. Counted as :func:`frame_gflops` counts.
+
+    Raises:
+        ValueError: Keras runs on another backend.
+    """
+    import tensorflow as tf
+
+    _require_tensorflow()
+    spec = tf.TensorSpec([1, steps, height, width, 3], tf.float32)
+    return _graph_gflops(lambda frames: model(frames, training=False), spec)
+
+
+def _require_tensorflow() -> None:
+    if not on_tensorflow():
+        raise ValueError(f"GFLOPs are counted by TensorFlow's graph profiler; Keras runs on "
+                         f"{keras.backend.backend()!r} (set KERAS_BACKEND=tensorflow)")
+
+
+def _graph_gflops(function, specs) -> float:
+    """GFLOPs of ``function`` traced on ``specs``, by TensorFlow's graph profiler (a multiply-add is 2)."""
+    import tensorflow as tf
+
+    graph = tf.function(function, autograph=False).get_concrete_function(specs).graph
     profiler = tf.compat.v1.profiler  # public API (TensorFlow's graph profiler has no TF2 name)
     options = profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
