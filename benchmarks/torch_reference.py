@@ -8,7 +8,8 @@ training step on causal windows:
 * the encoder (vanilla blocks: [3x3 conv with bias -> BatchNorm (eps 1e-3, momentum 0.99) -> ReLU] x 2;
   2x2 stride-2 convolutions between levels) on all ``T`` frames;
 * a cGRU per level over the ``T`` frames from zero states (one 3x3 convolution for both gates on
-  ``concat(x, h)``, one for the candidate on ``concat(x, r * h)``), its last output only;
+  ``concat(x, h)``, one for the candidate on ``concat(x, r * h)``), its last output only; as in vseg, the
+  first step convolves ``x`` alone with the kernels' ``x`` rows (the zero state's convolutions are zero);
 * the decoder (2x2 stride-2 transposed convolution, concatenation with the level's cell output, a vanilla
   block) and the 3x3 head on the last frame only;
 * cross-entropy over the pixels not labelled 255, Adam (eps 1e-8), and a streaming confusion matrix of
@@ -29,7 +30,8 @@ about 5 GB of CUDA libraries, and it runs on the CPU)::
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/torch_reference.py --torch-python /tmp/torchenv/bin/python \\
         --size 256x512 --rounds 3 --out torch_reference.json
 
-Cases: ``vseg:SWITCH`` (``base``, ``mixed``, ... of ``train_step.py``) and ``torch:MODE`` with MODE
+Cases: ``vseg:SWITCH`` (``base``, ``mixed``, ... of ``train_step.py``; ``vseg-baseline:SWITCH`` runs the
+vseg_keras of ``--baseline DIR``, e.g. a worktree of an older commit) and ``torch:MODE`` with MODE
 ``compile`` (``torch.compile``, inductor, one graph per ``T``), ``compile-bf16`` (the same under
 ``torch.autocast`` bfloat16), ``eager`` or ``eager-bf16``; channels-last memory and the fused Adam in
 all. ``--weights`` checks first that both networks have the same number of weights.
@@ -71,7 +73,14 @@ def build_torch_model(filters: tuple[int, ...], num_classes: int = 20):
             self.gates = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1)
             self.candidate = nn.Conv2d(2 * channels, channels, 3, padding=1)
 
-        def forward(self, x, hidden):
+        def forward(self, x, hidden=None):
+            if hidden is None:  # zero state: x alone, with the kernels' x rows
+                channels = x.shape[1]
+                gates = nn.functional.conv2d(x, self.gates.weight[:, :channels], self.gates.bias, padding=1)
+                reset, update = torch.sigmoid(gates).chunk(2, 1)
+                candidate = nn.functional.conv2d(x, self.candidate.weight[:, :channels], self.candidate.bias,
+                                                 padding=1)
+                return (1 - update) * torch.tanh(candidate)
             reset, update = torch.sigmoid(self.gates(torch.cat([x, hidden], 1))).chunk(2, 1)
             candidate = torch.tanh(self.candidate(torch.cat([x, reset * hidden], 1)))
             return (1 - update) * candidate + update * hidden
@@ -101,7 +110,7 @@ def build_torch_model(filters: tuple[int, ...], num_classes: int = 20):
             lasts = []
             for level_features, cell in zip(features, self.cells, strict=True):
                 sequence = level_features.unflatten(0, (batch, steps))
-                hidden = torch.zeros_like(sequence[:, 0])
+                hidden = None  # zero state
                 for t in range(steps):
                     hidden = cell(sequence[:, t], hidden)
                 lasts.append(hidden)
@@ -119,8 +128,8 @@ def conv_shapes(filters: tuple[int, ...], height: int, width: int, steps: int, b
     Each entry: ``n, h, w`` (the input's batch and size), ``c_in``, ``c_out``, ``kernel``, ``stride``,
     ``transpose`` and ``input_grad`` (whether the backward pass needs the input's gradient: not for the
     frames). The encoder runs on ``batch * steps`` frames; each cell's two convolutions run ``steps`` times
-    in sequence on ``batch`` frames (fused: one gate convolution on ``concat(x, h)``); the decoder and head
-    on ``batch`` frames.
+    in sequence on ``batch`` frames (fused: one gate convolution on ``concat(x, h)``; the first step's on
+    ``x`` alone, from the zero state); the decoder and head on ``batch`` frames.
     """
     def conv(n, level, c_in, c_out, kernel=3, stride=1, transpose=False, input_grad=True):
         return {"n": n, "h": height >> level, "w": width >> level, "c_in": c_in, "c_out": c_out, "kernel": kernel,
@@ -133,7 +142,9 @@ def conv_shapes(filters: tuple[int, ...], height: int, width: int, steps: int, b
         shapes += [conv(frames, level - 1, previous, previous, kernel=2, stride=2),
                    conv(frames, level, previous, filters[level]), conv(frames, level, filters[level], filters[level])]
     for level, channels in enumerate(filters):
-        shapes += [conv(batch, level, 2 * channels, 2 * channels), conv(batch, level, 2 * channels, channels)] * steps
+        shapes += [conv(batch, level, channels, 2 * channels), conv(batch, level, channels, channels)]
+        shapes += [conv(batch, level, 2 * channels, 2 * channels), conv(batch, level, 2 * channels, channels)] * (
+            steps - 1)
     for level in reversed(range(len(filters) - 1)):
         shapes += [conv(batch, level + 1, filters[level + 1], filters[level], kernel=2, stride=2, transpose=True),
                    conv(batch, level, 2 * filters[level], filters[level]),
@@ -306,7 +317,7 @@ def measure(case_text: str, args: argparse.Namespace) -> dict:
     """One case in a fresh process: ``vseg:SWITCH`` through ``train_step.py``, ``torch:MODE`` through this script."""
     framework, _, variant = case_text.partition(":")
     size = f"{args.height}x{args.width}"
-    if framework == "vseg":
+    if framework in ("vseg", "vseg-baseline"):
         from train_step import child_environment
 
         case = {"model": f"vanilla-cgru-{args.model_size}", "height": args.height, "width": args.width,
@@ -314,7 +325,8 @@ def measure(case_text: str, args: argparse.Namespace) -> dict:
         command = [sys.executable, os.path.join(os.path.dirname(__file__), "train_step.py"), "--child",
                    json.dumps(case), "--seq-len", str(args.seq_len), "--batch", str(args.batch),
                    "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
-        result = run_child(command, args.timeout, child_environment(default_allocator=True, switch=variant))
+        code_dir = args.baseline if framework == "vseg-baseline" else None
+        result = run_child(command, args.timeout, child_environment(code_dir, default_allocator=True, switch=variant))
     else:
         case = {"size": args.model_size, "height": args.height, "width": args.width, "mode": variant,
                 "floor": framework == "floor"}
@@ -363,6 +375,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each T first (tracing, compiling)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case and round")
     parser.add_argument("--weights", action="store_true", help="first check that both have as many weights")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="the vseg_keras in DIR (e.g. a git worktree of an older commit) for vseg-baseline: cases")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--torch-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -380,10 +394,12 @@ def main(argv: list[str] | None = None) -> dict:
     cases = args.case or list(DEFAULT_CASES)
     for case in cases:
         framework, _, variant = case.partition(":")
-        if framework not in ("vseg", "torch", "floor") or (framework == "torch" and variant not in TORCH_MODES) or (
-                framework == "floor" and variant not in FLOORS):
-            parser.error(f"--case {case!r}: expected vseg:SWITCH, torch:MODE with MODE in {', '.join(TORCH_MODES)} "
-                         f"or floor:FRAMEWORK with FRAMEWORK in {', '.join(FLOORS)}")
+        if framework not in ("vseg", "vseg-baseline", "torch", "floor") or (
+                framework == "torch" and variant not in TORCH_MODES) or (
+                framework == "floor" and variant not in FLOORS) or (framework == "vseg-baseline" and not args.baseline):
+            parser.error(f"--case {case!r}: expected vseg:SWITCH, vseg-baseline:SWITCH (with --baseline), "
+                         f"torch:MODE with MODE in {', '.join(TORCH_MODES)} or floor:FRAMEWORK with FRAMEWORK in "
+                         f"{', '.join(FLOORS)}")
     report = report_header("torch_reference", argv)
     if args.weights:
         report["weights"] = weight_counts(args)
