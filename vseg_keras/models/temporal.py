@@ -190,7 +190,7 @@ class ConvRNNCell(_ConvCellBase):
         self.recurrent_kernel = self._kernel("recurrent_kernel", c, c)
         self.recurrent_bias = self._bias("recurrent_bias", c)
 
-    def step(self, inputs, states: tuple, weights: dict) -> tuple:
+    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         (previous,) = states or (None,)
         output = ops.relu(
             self._conv([inputs], weights["input_kernel"], weights["input_bias"])
@@ -231,7 +231,7 @@ class ConvGRUCell(_ConvCellBase):
         self.candidate_kernel = self._kernel("candidate_kernel", 2 * c, c)
         self.candidate_bias = self._bias("candidate_bias", c)
 
-    def step(self, inputs, states: tuple, weights: dict) -> tuple:
+    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         (previous,) = states or (None,)
         gates = ops.sigmoid(self._conv([inputs, previous], weights["gate_kernel"], weights["gate_bias"]))
         reset, update = ops.split(gates, 2, axis=-1)
@@ -285,7 +285,7 @@ class ConvLSTMCell(_ConvCellBase):
 
         self.gate_bias = self.add_weight(name="gate_bias", shape=(4 * c,), initializer=unit_forget_bias)
 
-    def step(self, inputs, states: tuple, weights: dict) -> tuple:
+    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         hidden, memory = states or (None, None)
         gates = self._conv([inputs, hidden], weights["gate_kernel"], weights["gate_bias"])
         input_gate, forget_gate, candidate, output_gate = ops.split(gates, 4, axis=-1)
