@@ -1,0 +1,136 @@
+"""Ways to compute a cGRU over a window, forward and backward, on the cells alone (levers, measured by hand).
+
+Each level of ``vanilla-cgru-{size}`` gets one ``ConvGRUCell`` (the model's initial weights) and a window
+``[T, B, H >> level, W >> level, C]`` of random features; every variant computes the same outputs and
+gradients (checked against ``full`` first, relative error printed) and is timed interleaved with the others:
+
+* ``full``: every step convolves ``concat(x_t, h_{t-1})`` as before 2026-12-05, the first on ``h_0 = 0``;
+* ``skip``: what ``ConvGRUCell.step`` does now, the first step without the zero state's convolutions;
+* ``fused``: ``skip``, and the ``x`` parts of the gate and candidate convolutions as one convolution with
+  ``3C`` outputs, split by channels;
+* ``batched``: ``skip``, and each ``x`` convolution run once over the window's ``T`` frames (one weight
+  gradient instead of ``T``), split by frames.
+
+Usage::
+
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/cell_levers.py --size 256x512 --steps 3 --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
+
+# isort: split
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from machine import median, parse_size, report_header, time_calls, write_report
+
+from vseg_keras.constants import SIZES
+from vseg_keras.models.layers import conv_of_concatenation
+from vseg_keras.models.temporal import ConvGRUCell
+
+VARIANTS = ("full", "skip", "fused", "batched")
+
+
+def conv(x, kernel, bias=None):
+    output = conv_of_concatenation([x], kernel, strides=1, padding="same")
+    return output if bias is None else output + bias
+
+
+def gru_tail(gate_x, candidate_x, h, state_kernels):
+    """One step from its ``x`` convolutions (with biases): ``h_t``; ``h`` ``None`` is the zero state."""
+    gate_h, candidate_h = state_kernels
+    gates = ops.sigmoid(gate_x if h is None else gate_x + conv(h, gate_h))
+    reset, update = ops.split(gates, 2, axis=-1)
+    candidate = ops.tanh(candidate_x if h is None else candidate_x + conv(reset * h, candidate_h))
+    return (1.0 - update) * candidate if h is None else (1.0 - update) * candidate + update * h
+
+
+def run_variant(variant: str, frames: list, weights: list) -> list:
+    """The outputs ``h_1 .. h_T`` of one variant (see the module's docstring)."""
+    gate_kernel, gate_bias, candidate_kernel, candidate_bias = weights
+    c = frames[0].shape[-1]
+    if variant == "full":
+        h, outputs = tf.zeros_like(frames[0]), []
+        for x in frames:
+            h = gru_tail(conv(x, gate_kernel[:, :, :c], gate_bias), conv(x, candidate_kernel[:, :, :c], candidate_bias),
+                         h, (gate_kernel[:, :, c:], candidate_kernel[:, :, c:]))
+            outputs.append(h)
+        return outputs
+    if variant == "fused":
+        kernel = tf.concat([gate_kernel[:, :, :c], candidate_kernel[:, :, :c]], axis=-1)
+        projections = [conv(x, kernel, tf.concat([gate_bias, candidate_bias], 0)) for x in frames]
+        parts = [(p[..., : 2 * c], p[..., 2 * c:]) for p in projections]
+    elif variant == "batched":
+        window = tf.concat(frames, 0)
+        gates = tf.split(conv(window, gate_kernel[:, :, :c], gate_bias), len(frames), 0)
+        candidates = tf.split(conv(window, candidate_kernel[:, :, :c], candidate_bias), len(frames), 0)
+        parts = list(zip(gates, candidates, strict=True))
+    else:
+        parts = [(conv(x, gate_kernel[:, :, :c], gate_bias), conv(x, candidate_kernel[:, :, :c], candidate_bias))
+                 for x in frames]
+    h, outputs = None, []
+    for gate_x, candidate_x in parts:
+        h = gru_tail(gate_x, candidate_x, h, (gate_kernel[:, :, c:], candidate_kernel[:, :, c:]))
+        outputs.append(h)
+    return outputs
+
+
+def train_function(variant: str, weights: list):
+    @tf.function
+    def step(window):
+        with tf.GradientTape() as tape:
+            tape.watch(window)
+            outputs = run_variant(variant, tf.unstack(window), weights)
+            loss = tf.add_n([tf.reduce_sum(output * output) for output in outputs])
+        return [loss, *tape.gradient(loss, [window, *weights])]
+
+    return step
+
+
+def measure_level(channels: int, height: int, width: int, steps: int, batch: int, repeats: int) -> dict:
+    cell = ConvGRUCell(channels)
+    cell.build((batch, height, width, channels))
+    weights = [tf.Variable(w) for w in (cell.gate_kernel, cell.gate_bias, cell.candidate_kernel, cell.candidate_bias)]
+    rng = np.random.default_rng(0)
+    window = tf.constant(rng.standard_normal((steps, batch, height, width, channels)).astype("float32"))
+    functions = {variant: train_function(variant, weights) for variant in VARIANTS}
+    reference = functions["full"](window)
+    errors = {}
+    for variant, function in functions.items():
+        result = function(window)
+        errors[variant] = max(float(tf.reduce_max(tf.abs(a - b)) / (tf.reduce_max(tf.abs(b)) + 1e-12))
+                              for a, b in zip(result, reference, strict=True))
+    seconds = {variant: [] for variant in VARIANTS}
+    for _ in range(repeats):  # interleaved: one call of each variant per round
+        for variant, function in functions.items():
+            seconds[variant] += time_calls(lambda f=function: f(window)[0].numpy(), repeats=1, warmup=0)
+    return {"channels": channels, "height": height, "width": width,
+            "ms": {variant: round(1000 * median(values), 1) for variant, values in seconds.items()},
+            "max_relative_error": errors}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-size", default="small-shallow", choices=sorted(SIZES))
+    parser.add_argument("--size", default="256x512", help="HxW of the frames (level 0)")
+    parser.add_argument("--steps", type=int, default=3, help="T, the window's frames")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    height, width = parse_size(args.size)
+    levels = []
+    for level, channels in enumerate(SIZES[args.model_size]):
+        levels.append(measure_level(channels, height >> level, width >> level, args.steps, args.batch, args.repeats))
+        print(levels[-1], flush=True)
+    report = {**report_header("cell_levers", argv), "levels": levels}
+    write_report(report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
