@@ -2,10 +2,12 @@
 
 Each level of ``vanilla-cgru-{size}`` gets one ``ConvGRUCell`` (the model's initial weights) and a window
 ``[T, B, H >> level, W >> level, C]`` of random features; every variant computes the same outputs and
-gradients (checked against ``full`` first, relative error printed) and is timed interleaved with the others:
+gradients (checked against ``full`` first: the largest relative difference is reported, and over ``1e-4``
+stops the run) and is timed interleaved with the others:
 
 * ``full``: every step convolves ``concat(x_t, h_{t-1})`` as before 2026-12-05, the first on ``h_0 = 0``;
-* ``skip``: what ``ConvGRUCell.step`` does now, the first step without the zero state's convolutions;
+* ``skip``: ``ConvGRUCell.step`` itself, from ``states=None``: the first step without the zero state's
+  convolutions;
 * ``fused``: ``skip``, and the ``x`` parts of the gate and candidate convolutions as one convolution with
   ``3C`` outputs, split by channels;
 * ``batched``: ``skip``, and each ``x`` convolution run once over the window's ``T`` frames (one weight
@@ -49,10 +51,17 @@ def gru_tail(gate_x, candidate_x, h, state_kernels):
     return (1.0 - update) * candidate if h is None else (1.0 - update) * candidate + update * h
 
 
-def run_variant(variant: str, frames: list, weights: list) -> list:
+def run_variant(variant: str, frames: list, weights: list, cell: ConvGRUCell) -> list:
     """The outputs ``h_1 .. h_T`` of one variant (see the module's docstring)."""
     gate_kernel, gate_bias, candidate_kernel, candidate_bias = weights
     c = frames[0].shape[-1]
+    if variant == "skip":
+        values = dict(zip(("gate_kernel", "gate_bias", "candidate_kernel", "candidate_bias"), weights, strict=True))
+        states, outputs = None, []
+        for x in frames:
+            states = cell.step(x, states, values)
+            outputs.append(states[0])
+        return outputs
     if variant == "full":
         h, outputs = tf.zeros_like(frames[0]), []
         for x in frames:
@@ -70,8 +79,7 @@ def run_variant(variant: str, frames: list, weights: list) -> list:
         candidates = tf.split(conv(window, candidate_kernel[:, :, :c], candidate_bias), len(frames), 0)
         parts = list(zip(gates, candidates, strict=True))
     else:
-        parts = [(conv(x, gate_kernel[:, :, :c], gate_bias), conv(x, candidate_kernel[:, :, :c], candidate_bias))
-                 for x in frames]
+        raise ValueError(f"unknown variant {variant!r}")
     h, outputs = None, []
     for gate_x, candidate_x in parts:
         h = gru_tail(gate_x, candidate_x, h, (gate_kernel[:, :, c:], candidate_kernel[:, :, c:]))
@@ -79,12 +87,12 @@ def run_variant(variant: str, frames: list, weights: list) -> list:
     return outputs
 
 
-def train_function(variant: str, weights: list):
+def train_function(variant: str, weights: list, cell: ConvGRUCell):
     @tf.function
     def step(window):
         with tf.GradientTape() as tape:
             tape.watch(window)
-            outputs = run_variant(variant, tf.unstack(window), weights)
+            outputs = run_variant(variant, tf.unstack(window), weights, cell)
             loss = tf.add_n([tf.reduce_sum(output * output) for output in outputs])
         return [loss, *tape.gradient(loss, [window, *weights])]
 
@@ -97,13 +105,15 @@ def measure_level(channels: int, height: int, width: int, steps: int, batch: int
     weights = [tf.Variable(w) for w in (cell.gate_kernel, cell.gate_bias, cell.candidate_kernel, cell.candidate_bias)]
     rng = np.random.default_rng(0)
     window = tf.constant(rng.standard_normal((steps, batch, height, width, channels)).astype("float32"))
-    functions = {variant: train_function(variant, weights) for variant in VARIANTS}
+    functions = {variant: train_function(variant, weights, cell) for variant in VARIANTS}
     reference = functions["full"](window)
     errors = {}
     for variant, function in functions.items():
         result = function(window)
         errors[variant] = max(float(tf.reduce_max(tf.abs(a - b)) / (tf.reduce_max(tf.abs(b)) + 1e-12))
                               for a, b in zip(result, reference, strict=True))
+        if errors[variant] > 1e-4:
+            raise SystemExit(f"{variant}: outputs or gradients differ from full's by {errors[variant]:.1e}")
     seconds = {variant: [] for variant in VARIANTS}
     for _ in range(repeats):  # interleaved: one call of each variant per round
         for variant, function in functions.items():

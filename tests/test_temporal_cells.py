@@ -189,3 +189,24 @@ def test_the_first_step_from_zero_states_skips_their_convolutions_with_the_same_
                 for zeros in (False, True))
             for a, b in zip(skipped, computed, strict=True):
                 np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_loop_from_zero_states_compiles_under_xla():
+    """``T`` unknown when traced and ``--jit``: windows of one and of three frames, as without XLA."""
+    rng = np.random.default_rng(8)
+    layer = ConvRecurrent(ConvGRUCell(3))
+    layer.build((None, None, None, None, 3))
+
+    def outputs_and_gradients(sequence):
+        with tf.GradientTape() as tape:
+            tape.watch(sequence)
+            loss = tf.reduce_sum(tf.square(layer(sequence, training=True)))
+        return [loss, *tape.gradient(loss, [sequence, *layer.trainable_weights])]
+
+    spec = [tf.TensorSpec((None, None, 6, 5, 3), tf.float32)]
+    compiled = tf.function(outputs_and_gradients, input_signature=spec, jit_compile=True)
+    plain = tf.function(outputs_and_gradients, input_signature=spec)
+    for steps in (1, 3):
+        sequence = tf.constant(rng.normal(size=(2, steps, 6, 5, 3)).astype("float32"))
+        for a, b in zip(compiled(sequence), plain(sequence), strict=True):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)

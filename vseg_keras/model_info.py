@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
@@ -31,9 +31,9 @@ def frame_gflops(model: VideoSegmenter, height: int = 512, width: int = 1024) ->
     Raises:
         ValueError: Keras runs on another backend (the count needs a TensorFlow graph).
     """
+    _require_tensorflow()
     import tensorflow as tf
 
-    _require_tensorflow()
     step = model.make_streaming_model()
     specs = {"frame": tf.TensorSpec([1, height, width, 3], tf.float32)}
     for key, shape in model.state_shapes(height, width, batch_size=1).items():
@@ -51,20 +51,21 @@ def window_gflops(model: VideoSegmenter, steps: int, height: int = 512, width: i
     Raises:
         ValueError: Keras runs on another backend.
     """
+    _require_tensorflow()
     import tensorflow as tf
 
-    _require_tensorflow()
     spec = tf.TensorSpec([1, steps, height, width, 3], tf.float32)
     return _graph_gflops(lambda frames: model(frames, training=False), spec)
 
 
 def _require_tensorflow() -> None:
+    """Raises ``ValueError`` unless Keras runs on TensorFlow (the FLOP counts need its graphs)."""
     if not on_tensorflow():
         raise ValueError(f"GFLOPs are counted by TensorFlow's graph profiler; Keras runs on "
                          f"{keras.backend.backend()!r} (set KERAS_BACKEND=tensorflow)")
 
 
-def _graph_gflops(function, specs) -> float:
+def _graph_gflops(function: Callable, specs) -> float:
     """GFLOPs of ``function`` traced on ``specs``, by TensorFlow's graph profiler (a multiply-add is 2)."""
     import tensorflow as tf
 

@@ -125,9 +125,9 @@ class _ConvCellBase(keras.layers.Layer):
             previous = tuple(states) if isinstance(states, (list, tuple)) else (states,)
         weights = self.weight_values()
         if self.rematerialize and training:  # the backend's checkpoint (vseg_keras.models.remat)
-            # Zero states travel as an empty tuple: a checkpoint's inputs are tensors.
-            new_states = kernels.recompute(lambda args: self.step(args[0], args[1] or None, args[2]),
-                                           (inputs, previous or (), weights))
+            zero = previous is None  # a checkpoint's inputs are tensors: zero states stay outside
+            new_states = kernels.recompute(lambda args: self.step(args[0], None if zero else args[1], args[2]),
+                                           (inputs, () if zero else previous, weights))
         else:
             new_states = self.step(inputs, previous, weights)
         return new_states[0], list(new_states)
@@ -191,7 +191,7 @@ class ConvRNNCell(_ConvCellBase):
         self.recurrent_bias = self._bias("recurrent_bias", c)
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
-        (previous,) = states or (None,)
+        (previous,) = (None,) if states is None else states
         output = ops.relu(
             self._conv([inputs], weights["input_kernel"], weights["input_bias"])
             + self._conv([previous], weights["recurrent_kernel"], weights["recurrent_bias"])
@@ -232,7 +232,7 @@ class ConvGRUCell(_ConvCellBase):
         self.candidate_bias = self._bias("candidate_bias", c)
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
-        (previous,) = states or (None,)
+        (previous,) = (None,) if states is None else states
         gates = ops.sigmoid(self._conv([inputs, previous], weights["gate_kernel"], weights["gate_bias"]))
         reset, update = ops.split(gates, 2, axis=-1)
         reset_previous = None if previous is None else reset * previous
@@ -286,7 +286,7 @@ class ConvLSTMCell(_ConvCellBase):
         self.gate_bias = self.add_weight(name="gate_bias", shape=(4 * c,), initializer=unit_forget_bias)
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
-        hidden, memory = states or (None, None)
+        hidden, memory = (None, None) if states is None else states
         gates = self._conv([inputs, hidden], weights["gate_kernel"], weights["gate_bias"])
         input_gate, forget_gate, candidate, output_gate = ops.split(gates, 4, axis=-1)
         written = ops.sigmoid(input_gate) * ops.tanh(candidate)
@@ -303,9 +303,11 @@ class ConvRecurrent(keras.layers.RNN):
     and sequence length (Keras' own ``ConvLSTM2D`` fixes them at build time).
     It always returns the whole sequence of outputs. When ``T`` is known at
     trace time the steps are unrolled (less memory and time in training);
-    otherwise Keras' RNN loop runs them. Both give the same results. From zero
-    states (no ``initial_state``) the first step skips the states' convolutions
-    (before the loop, when Keras' RNN loop runs the others). With
+    otherwise a loop runs them. Both give the same results. From zero states
+    (no ``initial_state`` and no mask) the first step skips the states'
+    convolutions (with ``T`` unknown, in
+    :func:`vseg_keras.models.kernels.tensorflow.recurrence_from_zero_states`; from
+    an ``initial_state``, Keras' RNN loop runs the steps). With
     rematerialisation on, a training call checkpoints the unrolled recurrence
     so that only the output sequence is kept
     (:func:`vseg_keras.models.kernels.recompute_recurrence`: TensorFlow as a whole, JAX step by
@@ -354,25 +356,16 @@ class ConvRecurrent(keras.layers.RNN):
         return ops.stack(outputs, axis=1)
 
     def _loop(self, sequences, initial_state, training):
-        """``T`` unknown when traced (causal training windows of every length): Keras' RNN loop. From zero
-        states the first step runs before the loop, told its states are zero, so that it skips their
-        convolutions as the unrolled steps do."""
+        """``T`` unknown when traced (causal training windows of every length; TensorFlow only, JAX and
+        PyTorch always know it): Keras' RNN loop from ``initial_state``; from zero states a loop of our own
+        whose first step is told its states are zero, so that it skips their convolutions as the unrolled
+        steps do."""
         if initial_state is not None:
             return super().call(sequences, initial_state=initial_state, training=training)
-        if kernels.on_tensorflow():
-            from vseg_keras.models.kernels import tensorflow as tf_kernels
+        from vseg_keras.models.kernels import tensorflow as tf_kernels
 
-            head, tail = tf_kernels.split_first_step(sequences)
-        else:
-            head, tail = sequences[:, :1], sequences[:, 1:]
-        first, states = self.cell(ops.squeeze(head, 1), None, training=training)
-        first = ops.expand_dims(first, 1)
-
-        def with_the_rest():  # the loop cannot run zero steps (it stacks no outputs), hence the condition
-            rest = super(ConvRecurrent, self).call(tail, initial_state=states, training=training)
-            return ops.concatenate([first, rest], axis=1)
-
-        return ops.cond(ops.shape(sequences)[1] > 1, with_the_rest, lambda: first)
+        return tf_kernels.recurrence_from_zero_states(
+            lambda frame, states: self.cell(frame, states, training=training), sequences)
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         return tuple(sequences_shape[:-1]) + (self.cell.filters,)

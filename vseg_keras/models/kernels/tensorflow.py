@@ -97,11 +97,30 @@ def labelled_frames(y, y_pred, ignore_index: int):
     return tf.boolean_mask(y, keep), tf.boolean_mask(y_pred, keep)
 
 
-def split_first_step(sequences):
-    """``(sequences[:, :1], sequences[:, 1:])`` of ``[B, T, ...]`` (``T`` may be unknown when traced) as one
-    ``Split``, whose gradient is one concatenation; the two slices' gradients would each write a zero tensor
-    of the whole sequence and then be added."""
-    return tf.split(sequences, [1, -1], axis=1)
+def recurrence_from_zero_states(step: Callable, sequences: tf.Tensor) -> tf.Tensor:
+    """Runs ``(output_t, states_t) = step(x_t, states_{t-1})`` over ``sequences`` ``[B, T, ...]`` whose ``T``
+    is unknown when traced, from zero states: the first step is called with ``states=None`` before the loop
+    (so a cell skips the zero states' convolutions), the others in a ``tf.while_loop`` (as Keras' RNN loop
+    runs them; it compiles under XLA too). The outputs share one ``TensorArray``, so a window of one frame
+    needs no empty stack and no condition.
+
+    Returns:
+        ``[B, T, ...]``: every step's output.
+    """
+    steps = tf.shape(sequences)[1]
+    time_major = [1, 0, *range(2, sequences.shape.rank)]
+    frames = tf.TensorArray(sequences.dtype, size=steps).unstack(tf.transpose(sequences, time_major))
+    first, states = step(frames.read(0), None)
+    outputs = tf.TensorArray(first.dtype, size=steps, element_shape=first.shape).write(0, first)
+
+    def next_step(t, states, outputs):
+        output, states = step(frames.read(t), states)
+        return t + 1, states, outputs.write(t, output)
+
+    _, _, outputs = tf.while_loop(lambda t, *_: t < steps, next_step, (tf.constant(1), states, outputs),
+                                  maximum_iterations=tf.maximum(steps - 1, 1),  # XLA: gradient stacks of size >= 1
+                                  parallel_iterations=32)
+    return tf.transpose(outputs.stack(), time_major)
 
 
 def _after(dependencies, tensors):
@@ -188,7 +207,7 @@ def recompute_recurrence(step: Callable, frames: list, initial_states: tuple | N
     def recurrence(*flat):
         initial, inputs = flat[:count], flat[count: count + len(frames)]
         values = dict(zip(names, flat[count + len(frames):], strict=True))
-        states, history = tuple(initial) or None, []
+        states, history = None if initial_states is None else tuple(initial), []
         for frame in inputs:
             states = tuple(step(frame, states, values))
             history.append(states)
@@ -215,7 +234,8 @@ def recompute_recurrence(step: Callable, frames: list, initial_states: tuple | N
                     output_grads = [upstream[:, t] + state_grads[0], *state_grads[1:]]
                 with tf.GradientTape() as tape:
                     tape.watch([*replayed, *replayed_params.values()])
-                    outputs = step(replayed[0], tuple(replayed[1:]) or None, replayed_params)
+                    outputs = step(replayed[0], None if t == 0 and initial_states is None else tuple(replayed[1:]),
+                                   replayed_params)
                 grads = tape.gradient(list(outputs), [*replayed, *(replayed_params[name] for name in names)],
                                       output_gradients=output_grads,
                                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
