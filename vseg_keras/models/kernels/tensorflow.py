@@ -7,6 +7,8 @@ Imported by the layers only on the TensorFlow backend (see :mod:`vseg_keras.mode
 - :func:`gelu` (``GELU``): keeps only its input for the backward pass;
 - :func:`assert_frame_size` (``SpatialSizeCheck``): a run-time check of sizes unknown when traced;
 - :func:`labelled_frames` (``VideoSegmenter``'s loss and metrics on full windows): a boolean mask;
+- :func:`recurrence_from_zero_states` (``ConvRecurrent`` when ``T`` is unknown when traced): a loop whose first
+  step skips the zero states' convolutions;
 - :func:`recompute` and :func:`recompute_recurrence` (``--remat``): checkpoints of our own.
 
 Rematerialisation: with it on, a training step keeps only the inputs and outputs of every
