@@ -132,10 +132,10 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
     import numpy as np
     from machine import random_pixels
 
-    from vseg_keras.models.registry import build_model, get_model_config
+    from vseg_keras.models.registry import build_model
     from vseg_keras.train import TrainConfig, compile_for_training
 
-    steps = seq_len if get_model_config(model_name).is_temporal else 1
+    steps = frames_per_window(model_name, seq_len)
     if concat:
         concatenate_before_convolving()
     if mixed:
@@ -304,6 +304,13 @@ def measure_in_child(case: dict, args: argparse.Namespace, code_dir: str | None)
     return json.loads(lines[-1])
 
 
+def frames_per_window(model: str, seq_len: int) -> int:
+    """``T`` of a training window: ``seq_len`` for a temporal model, 1 for a frame-wise one."""
+    from vseg_keras.models.registry import get_model_config
+
+    return seq_len if get_model_config(model).is_temporal else 1
+
+
 def count_window_gflops(model: str, steps: int, height: int, width: int) -> float:
     """Forward GFLOPs of a full window of ``model`` by this process's ``vseg_keras`` (TensorFlow's profiler).
 
@@ -314,10 +321,10 @@ def count_window_gflops(model: str, steps: int, height: int, width: int) -> floa
     import keras
 
     from vseg_keras import model_info
-    from vseg_keras.models.registry import build_model, get_model_config
+    from vseg_keras.models.registry import build_model
 
     built = build_model(model)
-    steps = steps if get_model_config(model).is_temporal else 1
+    steps = frames_per_window(model, steps)
     if hasattr(model_info, "window_gflops"):
         gflops = model_info.window_gflops(built, steps, height, width)
     else:
