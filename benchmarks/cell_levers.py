@@ -6,13 +6,12 @@ gradients (checked against ``full`` first: the largest relative difference is re
 stops the run) and is timed interleaved with the others:
 
 * ``full``: every step convolves ``concat(x_t, h_{t-1})`` as before 2026-12-05, the first on ``h_0 = 0``;
-* ``skip``: ``ConvGRUCell.step`` on one frame after another, from ``states=None``: the first step
-  without the zero state's convolutions (vseg from 2026-12-05 to the window's projections);
+* ``skip``: ``ConvGRUCell.step`` itself, from ``states=None``: the first step without the zero state's
+  convolutions;
 * ``fused``: ``skip``, and the ``x`` parts of the gate and candidate convolutions as one convolution with
   ``3C`` outputs, split by channels;
-* ``batched``: what ``ConvRecurrent`` runs since: ``ConvGRUCell.project_inputs`` once over the window's
-  ``T`` frames (one convolution and one weight gradient per kernel instead of ``T``), then
-  ``step_from_projections`` frame by frame.
+* ``batched``: ``skip``, and each ``x`` convolution run once over the window's ``T`` frames (one weight
+  gradient instead of ``T``), split by frames.
 
 Usage::
 
@@ -28,6 +27,7 @@ import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns 
 # isort: split
 import numpy as np
 import tensorflow as tf
+from keras import ops
 from machine import median, parse_size, report_header, time_calls, write_report
 
 from vseg_keras.constants import SIZES
@@ -42,34 +42,48 @@ def conv(x, kernel, bias=None):
     return output if bias is None else output + bias
 
 
+def gru_tail(gate_x, candidate_x, h, state_kernels):
+    """One step from its ``x`` convolutions (with biases): ``h_t``; ``h`` ``None`` is the zero state."""
+    gate_h, candidate_h = state_kernels
+    gates = ops.sigmoid(gate_x if h is None else gate_x + conv(h, gate_h))
+    reset, update = ops.split(gates, 2, axis=-1)
+    candidate = ops.tanh(candidate_x if h is None else candidate_x + conv(reset * h, candidate_h))
+    return (1.0 - update) * candidate if h is None else (1.0 - update) * candidate + update * h
+
+
 def run_variant(variant: str, frames: list, weights: list, cell: ConvGRUCell) -> list:
     """The outputs ``h_1 .. h_T`` of one variant (see the module's docstring)."""
-    values = dict(zip(("gate_kernel", "gate_bias", "candidate_kernel", "candidate_bias"), weights, strict=True))
+    gate_kernel, gate_bias, candidate_kernel, candidate_bias = weights
     c = frames[0].shape[-1]
-    if variant == "full":  # the projections of each frame, and the explicit zero state's convolutions
-        projections = [cell.project_inputs(x, values) for x in frames]
-        states = (tf.zeros_like(frames[0]),)
-    elif variant == "skip":
+    if variant == "skip":
+        values = dict(zip(("gate_kernel", "gate_bias", "candidate_kernel", "candidate_bias"), weights, strict=True))
         states, outputs = None, []
         for x in frames:
             states = cell.step(x, states, values)
             outputs.append(states[0])
         return outputs
-    elif variant == "fused":
-        kernel = tf.concat([values["gate_kernel"][:, :, :c], values["candidate_kernel"][:, :, :c]], axis=-1)
-        bias = tf.concat([values["gate_bias"], values["candidate_bias"]], 0)
-        projections = [tf.split(conv(x, kernel, bias), [2 * c, c], axis=-1) for x in frames]
-        states = None
+    if variant == "full":
+        h, outputs = tf.zeros_like(frames[0]), []
+        for x in frames:
+            h = gru_tail(conv(x, gate_kernel[:, :, :c], gate_bias), conv(x, candidate_kernel[:, :, :c], candidate_bias),
+                         h, (gate_kernel[:, :, c:], candidate_kernel[:, :, c:]))
+            outputs.append(h)
+        return outputs
+    if variant == "fused":
+        kernel = tf.concat([gate_kernel[:, :, :c], candidate_kernel[:, :, :c]], axis=-1)
+        projections = [conv(x, kernel, tf.concat([gate_bias, candidate_bias], 0)) for x in frames]
+        parts = [(p[..., : 2 * c], p[..., 2 * c:]) for p in projections]
     elif variant == "batched":
-        window = cell.project_inputs(tf.concat(frames, 0), values)
-        projections = list(zip(*(tf.split(p, len(frames), 0) for p in window), strict=True))
-        states = None
+        window = tf.concat(frames, 0)
+        gates = tf.split(conv(window, gate_kernel[:, :, :c], gate_bias), len(frames), 0)
+        candidates = tf.split(conv(window, candidate_kernel[:, :, :c], candidate_bias), len(frames), 0)
+        parts = list(zip(gates, candidates, strict=True))
     else:
         raise ValueError(f"unknown variant {variant!r}")
-    outputs = []
-    for projection in projections:
-        states = cell.step_from_projections(tuple(projection), states, values)
-        outputs.append(states[0])
+    h, outputs = None, []
+    for gate_x, candidate_x in parts:
+        h = gru_tail(gate_x, candidate_x, h, (gate_kernel[:, :, c:], candidate_kernel[:, :, c:]))
+        outputs.append(h)
     return outputs
 
 

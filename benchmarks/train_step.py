@@ -45,8 +45,8 @@ Reported:
 
 Switches: ``base`` (float32), ``remat`` (``--remat``), ``mixed``
 (``--mixed-precision``: mixed_bfloat16 on CPU, mixed_float16 on GPU),
-``remat+mixed``, ``jit`` (``--jit``), ``jit+mixed``, and one lever that is not a switch of vseg: ``concat`` (every
-convolution of a channel concatenation, the decoder blocks' (and a baseline's cell gates), runs as one
+``remat+mixed``, ``jit`` (``--jit``), and one lever that is not a switch of vseg: ``concat`` (every
+convolution of a channel concatenation, the cells' gates and the decoder blocks, runs as one
 convolution on the materialised concatenation instead of vseg's sum of one convolution per part), and
 ``eigen`` and ``onednn`` (``TF_ENABLE_ONEDNN_OPTS`` 0 or 1: TensorFlow's Eigen or oneDNN CPU kernels for the
 case, where the other switches run what ``vseg train --cpu-kernels auto`` picks for the model: the report's
@@ -84,7 +84,7 @@ import subprocess
 import sys
 import time
 
-SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "jit+mixed", "concat", "eigen", "onednn", "no-metrics")
+SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "concat", "eigen", "onednn", "no-metrics")
 WINDOWS = ("causal", "full")
 BACKENDS = ("tensorflow", "jax")
 
@@ -163,9 +163,7 @@ def concatenate_before_convolving() -> None:
     """The ``concat`` lever: a convolution of a channel concatenation runs on the concatenation, materialised.
 
     Replaces :func:`vseg_keras.models.layers.conv_of_concatenation` (vseg's sum of one convolution per part)
-    in this process, before a model is built: the same numbers up to float rounding. It reaches the decoder
-    blocks, and the cells' gates of code from before their input convolutions ran once per window (a
-    ``--baseline``); since then a cell convolves its input and its state apart by design.
+    in this process, before a model is built: the same numbers up to float rounding.
     """
     from keras import ops
 
@@ -175,9 +173,7 @@ def concatenate_before_convolving() -> None:
         joined = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
         return ops.conv(joined, kernel, **conv_kwargs)
 
-    layers.conv_of_concatenation = conv_of_concatenation
-    if hasattr(temporal, "conv_of_concatenation"):  # a baseline whose cells convolved concatenations
-        temporal.conv_of_concatenation = conv_of_concatenation
+    layers.conv_of_concatenation = temporal.conv_of_concatenation = conv_of_concatenation
 
 
 def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
@@ -198,7 +194,7 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
         gflops_per_window = count_window_gflops(case["model"], seq_len, height, width)
     model, frames, labels = prepare_training_step(case["model"], height, width, seq_len, batch,
                                                   mixed="mixed" in switch, remat="remat" in switch,
-                                                  jit="jit" in switch, causal=causal, concat=switch == "concat",
+                                                  jit=switch == "jit", causal=causal, concat=switch == "concat",
                                                   metrics=switch != "no-metrics")
     steps = int(frames.shape[1])
     if not causal:

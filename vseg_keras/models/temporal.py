@@ -11,11 +11,6 @@ a cell called with ``states=None`` computes exactly what it computes on zero sta
 cGRU or ConvLSTM step's convolutions and none of their gradients. A training window of ``T`` frames
 starts from zero states, so this is one step in ``T``.
 
-A step's convolutions of its input ``x_t`` do not depend on the states (:meth:`~_ConvCellBase.project_inputs`):
-:class:`ConvRecurrent` runs them on all of a window's frames at once, one convolution (and in training one
-weight gradient) per kernel instead of one per frame, and each step adds its states' convolutions
-(:meth:`~_ConvCellBase.step_from_projections`).
-
 The cell protocol is Keras' (``keras.layers.GRUCell``, ``LSTMCell``): a cell carries any number of
 states, named by :attr:`~_ConvCellBase.state_kinds` (``("h",)`` for cRNN and cGRU, ``("h", "c")`` for
 ConvLSTM), and its output is its first state, the hidden state ``h``.
@@ -27,6 +22,7 @@ import keras
 from keras import ops
 
 from vseg_keras.models import kernels
+from vseg_keras.models.layers import conv_of_concatenation
 
 _PACKAGE = "vseg"
 
@@ -89,46 +85,34 @@ class _ConvCellBase(keras.layers.Layer):
     def _bias(self, name: str, channels: int):
         return self.add_weight(name=name, shape=(channels,), initializer=self.bias_initializer)
 
-    def _conv(self, inputs, kernel, bias=None):
-        """3x3 "same" convolution ``[N, H, W, C_in] -> [N, H, W, C_out]``, plus ``bias`` if given."""
-        output = ops.conv(inputs, kernel, strides=1, padding="same")
-        return output if bias is None else ops.add(output, bias)
+    def _conv(self, parts, kernel, bias):
+        """3x3 "same" conv with bias of the channel concatenation of ``parts`` (never materialised).
 
-    def _input_rows(self, kernel):
-        """The rows of a kernel over ``concat(x, h)`` that convolve ``x`` (the first ``filters``)."""
-        return kernel[:, :, : self.filters]
-
-    def _state_rows(self, kernel):
-        """The rows of a kernel over ``concat(x, h)`` that convolve ``h`` (after the first ``filters``)."""
-        return kernel[:, :, self.filters :]
-
-    def project_inputs(self, inputs, weights: dict) -> tuple:
-        """A step's convolutions of its input, with their biases: ``x [N, H, W, C]`` to a tuple of
-        ``[N, H, W, C_k]``, what :meth:`step_from_projections` takes.
-
-        They do not depend on the states, so :class:`ConvRecurrent` computes them for a whole window
-        at once (``N = B * T``: one convolution and one weight gradient instead of ``T``).
+        Every part has the cell's ``filters`` channels; a part that is ``None`` is a zero state, whose
+        convolution (zero) is skipped with its rows of ``kernel``. With no part left it is ``bias``
+        (``[filters]``, which broadcasts as the convolution would).
         """
-        raise NotImplementedError
+        if any(part is None for part in parts):
+            c = self.filters
+            rows = [kernel[:, :, i * c : (i + 1) * c] for i, part in enumerate(parts) if part is not None]
+            parts = [part for part in parts if part is not None]
+            if not parts:
+                return bias
+            kernel = rows[0] if len(rows) == 1 else ops.concatenate(rows, axis=2)
+        return ops.add(conv_of_concatenation(parts, kernel, strides=1, padding="same"), bias)
 
-    def step_from_projections(self, projections: tuple, states: tuple | None, weights: dict) -> tuple:
-        """One step from its input's projections (:meth:`project_inputs` of ``x_t``) and ``states_{t-1}``:
-        ``states_t``, a tuple of ``[B, H, W, C]`` tensors in the order of :attr:`state_kinds`; the step's
-        output is ``states_t[0]``.
+    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
+        """One step: ``(x_t [B, H, W, C], states_{t-1}) -> states_t``, a tuple of ``[B, H, W, C]``
+        tensors in the order of :attr:`state_kinds`; the step's output is ``states_t[0]``.
 
         ``states`` ``None`` means zero states (a sequence's first step): the same result as zero
         tensors, without the convolutions of the states.
-        """
-        raise NotImplementedError
-
-    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
-        """One step: ``(x_t [B, H, W, C], states_{t-1}) -> states_t`` (see :meth:`step_from_projections`).
 
         ``weights`` maps each weight's name (``"gate_kernel"``, ...) to its
         current value: a tensor, so that a rematerialised step inside the RNN
         loop reads no variables itself.
         """
-        return self.step_from_projections(self.project_inputs(inputs, weights), states, weights)
+        raise NotImplementedError
 
     def weight_values(self) -> dict:
         """The cell's weights as tensors, by name (what :meth:`step` takes)."""
@@ -206,15 +190,13 @@ class ConvRNNCell(_ConvCellBase):
         self.recurrent_kernel = self._kernel("recurrent_kernel", c, c)
         self.recurrent_bias = self._bias("recurrent_bias", c)
 
-    def project_inputs(self, inputs, weights: dict) -> tuple:
-        return (self._conv(inputs, weights["input_kernel"], weights["input_bias"]),)
-
-    def step_from_projections(self, projections: tuple, states: tuple | None, weights: dict) -> tuple:
-        (projected,) = projections
-        if states is None:  # Cy * 0 is its bias
-            return (ops.relu(projected + weights["recurrent_bias"]),)
-        (previous,) = states
-        return (ops.relu(projected + self._conv(previous, weights["recurrent_kernel"], weights["recurrent_bias"])),)
+    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
+        (previous,) = (None,) if states is None else states
+        output = ops.relu(
+            self._conv([inputs], weights["input_kernel"], weights["input_bias"])
+            + self._conv([previous], weights["recurrent_kernel"], weights["recurrent_bias"])
+        )
+        return (output,)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -249,19 +231,16 @@ class ConvGRUCell(_ConvCellBase):
         self.candidate_kernel = self._kernel("candidate_kernel", 2 * c, c)
         self.candidate_bias = self._bias("candidate_bias", c)
 
-    def project_inputs(self, inputs, weights: dict) -> tuple:
-        return (self._conv(inputs, self._input_rows(weights["gate_kernel"]), weights["gate_bias"]),
-                self._conv(inputs, self._input_rows(weights["candidate_kernel"]), weights["candidate_bias"]))
-
-    def step_from_projections(self, projections: tuple, states: tuple | None, weights: dict) -> tuple:
-        gates, candidate = projections
-        if states is None:  # h_0 = 0: no reset gate, no convolutions of h_0, no z . h_0
-            update = ops.sigmoid(ops.split(gates, 2, axis=-1)[1])
-            return ((1.0 - update) * ops.tanh(candidate),)
-        (previous,) = states
-        gates = ops.sigmoid(gates + self._conv(previous, self._state_rows(weights["gate_kernel"])))
+    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
+        (previous,) = (None,) if states is None else states
+        gates = ops.sigmoid(self._conv([inputs, previous], weights["gate_kernel"], weights["gate_bias"]))
         reset, update = ops.split(gates, 2, axis=-1)
-        candidate = ops.tanh(candidate + self._conv(reset * previous, self._state_rows(weights["candidate_kernel"])))
+        reset_previous = None if previous is None else reset * previous
+        candidate = ops.tanh(
+            self._conv([inputs, reset_previous], weights["candidate_kernel"], weights["candidate_bias"])
+        )
+        if previous is None:  # z . h_0 = 0
+            return ((1.0 - update) * candidate,)
         return ((1.0 - update) * candidate + update * previous,)
 
 
@@ -306,14 +285,9 @@ class ConvLSTMCell(_ConvCellBase):
 
         self.gate_bias = self.add_weight(name="gate_bias", shape=(4 * c,), initializer=unit_forget_bias)
 
-    def project_inputs(self, inputs, weights: dict) -> tuple:
-        return (self._conv(inputs, self._input_rows(weights["gate_kernel"]), weights["gate_bias"]),)
-
-    def step_from_projections(self, projections: tuple, states: tuple | None, weights: dict) -> tuple:
-        (gates,) = projections
+    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         hidden, memory = (None, None) if states is None else states
-        if hidden is not None:  # h_0 = 0: no convolution of it
-            gates = gates + self._conv(hidden, self._state_rows(weights["gate_kernel"]))
+        gates = self._conv([inputs, hidden], weights["gate_kernel"], weights["gate_bias"])
         input_gate, forget_gate, candidate, output_gate = ops.split(gates, 4, axis=-1)
         written = ops.sigmoid(input_gate) * ops.tanh(candidate)
         memory = written if memory is None else ops.sigmoid(forget_gate) * memory + written  # f . c_0 = 0
@@ -329,10 +303,7 @@ class ConvRecurrent(keras.layers.RNN):
     and sequence length (Keras' own ``ConvLSTM2D`` fixes them at build time).
     It always returns the whole sequence of outputs. When ``T`` is known at
     trace time the steps are unrolled (less memory and time in training);
-    otherwise a loop runs them. Both give the same results. The convolutions
-    of the input run on the window's ``B * T`` frames at once
-    (:meth:`_ConvCellBase.project_inputs`), except with rematerialisation on
-    (every step is recomputed) and in Keras' RNN loop. From zero states
+    otherwise a loop runs them. Both give the same results. From zero states
     (no ``initial_state`` and no mask) the first step skips the states'
     convolutions (with ``T`` unknown, in
     :func:`vseg_keras.models.kernels.tensorflow.recurrence_from_zero_states`; from
@@ -374,44 +345,27 @@ class ConvRecurrent(keras.layers.RNN):
         # sequence, T times over; and for B = 1 the transpose and the unstack along axis 0 share
         # the input's buffer instead of copying it.
         # No initial state: the first step is told its states are zero (None) and skips their convolutions.
+        frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
         initial = None if initial_state is None else tuple(initial_state)
         if training and self.cell.rematerialize:  # a checkpoint that keeps only the states
-            frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
             return kernels.recompute_recurrence(self.cell.step, frames, initial, self.cell.weight_values())
-        weights = self.cell.weight_values()
-        projections = [ops.unstack(ops.swapaxes(projection, 0, 1), axis=0)
-                       for projection in self._project_window(sequences, weights)]
         states, outputs = initial, []
-        for step_projections in zip(*projections, strict=True):
-            states = self.cell.step_from_projections(step_projections, states, weights)
-            outputs.append(states[0])
+        for frame in frames:
+            output, states = self.cell(frame, states, training=training)
+            outputs.append(output)
         return ops.stack(outputs, axis=1)
-
-    def _project_window(self, sequences, weights: dict) -> tuple:
-        """The cell's input projections (:meth:`_ConvCellBase.project_inputs`) of a window's frames, all at
-        once: ``[B, T, H, W, C]`` to a tuple of ``[B, T, H, W, C_k]``."""
-        shape = ops.shape(sequences)
-        frames = ops.reshape(sequences, (-1, *shape[2:]))  # [B * T, H, W, C], no copy
-        return tuple(ops.reshape(projection, (*shape[:2], *shape[2:4], projection.shape[-1]))
-                     for projection in self.cell.project_inputs(frames, weights))
 
     def _loop(self, sequences, initial_state, training):
         """``T`` unknown when traced (causal training windows of every length; TensorFlow only, JAX and
         PyTorch always know it): Keras' RNN loop from ``initial_state``; from zero states a loop of our own
         whose first step is told its states are zero, so that it skips their convolutions as the unrolled
-        steps do, on the input projections of the whole window (or, rematerialised, on the frames, each step
-        its own checkpoint)."""
+        steps do."""
         if initial_state is not None:
             return super().call(sequences, initial_state=initial_state, training=training)
         from vseg_keras.models.kernels import tensorflow as tf_kernels
 
-        if training and self.cell.rematerialize:
-            return tf_kernels.recurrence_from_zero_states(
-                lambda frame, states: tuple(self.cell(frame, states, training=training)[1]), sequences)
-        weights = self.cell.weight_values()
         return tf_kernels.recurrence_from_zero_states(
-            lambda projections, states: self.cell.step_from_projections(projections, states, weights),
-            self._project_window(sequences, weights))
+            lambda frame, states: self.cell(frame, states, training=training), sequences)
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         return tuple(sequences_shape[:-1]) + (self.cell.filters,)

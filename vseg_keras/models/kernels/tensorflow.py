@@ -99,44 +99,30 @@ def labelled_frames(y, y_pred, ignore_index: int):
     return tf.boolean_mask(y, keep), tf.boolean_mask(y_pred, keep)
 
 
-def recurrence_from_zero_states(step: Callable, sequences) -> tf.Tensor:
-    """Runs ``states_t = step(x_t, states_{t-1})`` over ``sequences`` whose ``T`` is unknown when traced,
-    from zero states: the first step is called with ``states=None`` before the loop (so a cell skips the
-    zero states' convolutions), the others in a ``tf.while_loop`` (as Keras' RNN loop runs them; it
-    compiles under XLA too). The outputs share one ``TensorArray``, so a window of one frame needs no
-    empty stack and no condition.
-
-    Args:
-        step: ``(x_t, states_{t-1} or None) -> states_t``, a tuple of ``[B, ...]`` tensors, the output first;
-            ``x_t`` is structured as ``sequences``, each tensor at step ``t``.
-        sequences: a ``[B, T, ...]`` tensor or a nested structure of them (one ``T``).
+def recurrence_from_zero_states(step: Callable, sequences: tf.Tensor) -> tf.Tensor:
+    """Runs ``(output_t, states_t) = step(x_t, states_{t-1})`` over ``sequences`` ``[B, T, ...]`` whose ``T``
+    is unknown when traced, from zero states: the first step is called with ``states=None`` before the loop
+    (so a cell skips the zero states' convolutions), the others in a ``tf.while_loop`` (as Keras' RNN loop
+    runs them; it compiles under XLA too). The outputs share one ``TensorArray``, so a window of one frame
+    needs no empty stack and no condition.
 
     Returns:
         ``[B, T, ...]``: every step's output.
     """
-    flat = tree.flatten(sequences)
-    steps = tf.shape(flat[0])[1]
-
-    def time_major(tensor) -> tf.Tensor:
-        return tf.transpose(tensor, [1, 0, *range(2, tensor.shape.rank)])
-
-    inputs = [tf.TensorArray(sequence.dtype, size=steps).unstack(time_major(sequence)) for sequence in flat]
-
-    def frame(t):
-        return tree.pack_sequence_as(sequences, [array.read(t) for array in inputs])
-
-    states = tuple(step(frame(0), None))
-    first = states[0]
+    steps = tf.shape(sequences)[1]
+    time_major = [1, 0, *range(2, sequences.shape.rank)]
+    frames = tf.TensorArray(sequences.dtype, size=steps).unstack(tf.transpose(sequences, time_major))
+    first, states = step(frames.read(0), None)
     outputs = tf.TensorArray(first.dtype, size=steps, element_shape=first.shape).write(0, first)
 
     def next_step(t, states, outputs):
-        states = tuple(step(frame(t), states))
-        return t + 1, states, outputs.write(t, states[0])
+        output, states = step(frames.read(t), states)
+        return t + 1, states, outputs.write(t, output)
 
     _, _, outputs = tf.while_loop(lambda t, *_: t < steps, next_step, (tf.constant(1), states, outputs),
                                   maximum_iterations=tf.maximum(steps - 1, 1),  # XLA: gradient stacks of size >= 1
                                   parallel_iterations=32)
-    return time_major(outputs.stack())
+    return tf.transpose(outputs.stack(), time_major)
 
 
 def _after(dependencies, tensors):
