@@ -97,18 +97,19 @@ def median(values: list[float]) -> float:
 PROBE_SHAPES = ((5, 128, 256, 64), (5, 64, 128, 128), (1, 256, 512, 64))
 
 
-def conv_peak_gflops(dtype: str = "float32", repeats: int = 5) -> dict:
+def conv_peak_gflops(dtype: str = "float32", repeats: int = 5, shapes=PROBE_SHAPES) -> dict:
     """The machine's measured convolution throughput (GFLOP/s), the reference for achieved rates.
 
     Times a 3x3 "same" convolution (``C -> C``, FLOPs = 2 x multiply-adds) on
-    each of :data:`PROBE_SHAPES`, forward only and forward + backward (input
+    each of ``shapes`` (:data:`PROBE_SHAPES`; others: ``python benchmarks/machine.py --dtype bfloat16
+    --shape 1x256x512x16``), forward only and forward + backward (input
     and kernel gradients, counted as 3x the forward FLOPs), in ``dtype``,
     through TensorFlow's own kernels (oneDNN on CPU, cuDNN on GPU). Returns
     every measurement and ``peak``: the best median, the most favourable
     figure the framework reaches on this machine.
     """
     results = []
-    for shape in PROBE_SHAPES:
+    for shape in shapes:
         n, h, w, c = shape
         rng = np.random.default_rng(0)
         x = tf.constant(rng.normal(size=shape), dtype=dtype)
@@ -142,3 +143,15 @@ def write_report(report: dict, path: str | None) -> None:
         with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
         os.replace(f"{path}.tmp", path)
+
+
+if __name__ == "__main__":  # the probe on shapes of one's choice, e.g. a small model's channel counts
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The conv throughput probe (conv_peak_gflops) on given shapes.")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--shape", action="append", default=[], metavar="NxHxWxC")
+    parser.add_argument("--repeats", type=int, default=5)
+    arguments = parser.parse_args()
+    chosen = [tuple(int(n) for n in text.split("x")) for text in arguments.shape] or PROBE_SHAPES
+    write_report({"machine": machine_info(), **conv_peak_gflops(arguments.dtype, arguments.repeats, chosen)}, None)

@@ -34,7 +34,9 @@ Cases: ``vseg:SWITCH`` (``base``, ``mixed``, ... of ``train_step.py``; ``vseg-ba
 vseg_keras of ``--baseline DIR``, e.g. a worktree of an older commit) and ``torch:MODE`` with MODE
 ``compile`` (``torch.compile``, inductor, one graph per ``T``), ``compile-bf16`` (the same under
 ``torch.autocast`` bfloat16), ``eager`` or ``eager-bf16``; channels-last memory and the fused Adam in
-all. ``--weights`` checks first that both networks have the same number of weights.
+all; ``floor:FRAMEWORK`` (``tensorflow``, ``torch``, ``tensorflow-bf16``, ``torch-bf16``) times the step's
+convolutions alone (:func:`conv_shapes`), forward and backward, in float32 or bfloat16. ``--weights`` checks
+first that both networks have the same number of weights.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import time
 
 DEFAULT_CASES = ("vseg:base", "torch:compile", "vseg:mixed", "torch:compile-bf16")
 TORCH_MODES = ("compile", "compile-bf16", "eager", "eager-bf16")
-FLOORS = ("tensorflow", "torch")
+FLOORS = ("tensorflow", "torch", "tensorflow-bf16", "torch-bf16")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZES = {"small-shallow": (16, 32, 64), "small-deep": (16, 32, 64, 128), "original": (64, 128, 256)}
@@ -237,15 +239,17 @@ def time_by_length(runs: dict, repeats: int, warmup: int) -> dict:
             "step_seconds": [round(s, 4) for values in seconds.values() for s in values]}
 
 
-def tensorflow_conv_floor(shapes: list[dict]):
-    """A compiled function running ``shapes``' convolutions forward and backward in TensorFlow, and its inputs."""
+def tensorflow_conv_floor(shapes: list[dict], bf16: bool = False):
+    """A compiled function running ``shapes``' convolutions forward and backward in TensorFlow (in bfloat16 if
+    ``bf16``), and its inputs."""
     import numpy as np
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    inputs = [tf.constant(rng.normal(size=(s["n"], s["h"], s["w"], s["c_in"])), tf.float32) for s in shapes]
+    dtype = tf.bfloat16 if bf16 else tf.float32
+    inputs = [tf.constant(rng.normal(size=(s["n"], s["h"], s["w"], s["c_in"])), dtype) for s in shapes]
     kernels = [tf.constant(rng.normal(size=(s["kernel"], s["kernel"], *(
-        (s["c_out"], s["c_in"]) if s["transpose"] else (s["c_in"], s["c_out"])))) * 0.05, tf.float32) for s in shapes]
+        (s["c_out"], s["c_in"]) if s["transpose"] else (s["c_in"], s["c_out"])))) * 0.05, dtype) for s in shapes]
 
     def forward(x, kernel, s):
         if s["transpose"]:
@@ -264,13 +268,16 @@ def tensorflow_conv_floor(shapes: list[dict]):
     return lambda: floor(inputs, kernels).numpy()
 
 
-def torch_conv_floor(shapes: list[dict]):
-    """A function running ``shapes``' convolutions forward and backward in PyTorch (channels-last, oneDNN)."""
+def torch_conv_floor(shapes: list[dict], bf16: bool = False):
+    """A function running ``shapes``' convolutions forward and backward in PyTorch (channels-last, oneDNN; in
+    bfloat16 if ``bf16``)."""
     import torch
     import torch.nn.functional as functional
 
+    dtype = torch.bfloat16 if bf16 else torch.float32
+
     def tensor(*shape, grad=True):
-        return torch.randn(*shape).contiguous(memory_format=torch.channels_last).requires_grad_(grad)
+        return torch.randn(*shape, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_(grad)
 
     inputs = [tensor(s["n"], s["c_in"], s["h"], s["w"], grad=s["input_grad"]) for s in shapes]
     kernels = [tensor(*((s["c_in"], s["c_out"]) if s["transpose"] else (s["c_out"], s["c_in"])), s["kernel"],
@@ -287,7 +294,7 @@ def torch_conv_floor(shapes: list[dict]):
 
 def run_floor_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int) -> dict:
     """Times the convolutions alone of one causal training step per ``T`` (the child): TensorFlow's or PyTorch's."""
-    on_torch = case["mode"] == "torch"
+    on_torch = case["mode"].startswith("torch")
     if on_torch:
         import torch
 
@@ -295,7 +302,8 @@ def run_floor_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: i
     make = torch_conv_floor if on_torch else tensorflow_conv_floor
     filters = SIZES[case["size"]]
     shapes = {t: conv_shapes(filters, case["height"], case["width"], t, batch) for t in range(1, seq_len + 1)}
-    timed = time_by_length({t: make(each) for t, each in shapes.items()}, repeats, warmup)
+    bf16 = case["mode"].endswith("bf16")
+    timed = time_by_length({t: make(each, bf16) for t, each in shapes.items()}, repeats, warmup)
     by_t = timed["step_seconds_by_t"]
     return {**case, **timed, "gflops_per_s_by_t": {
         str(t): round(3 * forward_flops(each) / by_t[str(t)] / 1e9, 1) for t, each in shapes.items()}}
@@ -330,7 +338,7 @@ def measure(case_text: str, args: argparse.Namespace) -> dict:
     else:
         case = {"size": args.model_size, "height": args.height, "width": args.width, "mode": variant,
                 "floor": framework == "floor"}
-        python = sys.executable if case["floor"] and variant == "tensorflow" else args.torch_python
+        python = sys.executable if case["floor"] and variant.startswith("tensorflow") else args.torch_python
         command = [python, os.path.abspath(__file__), "--torch-child", json.dumps(case), "--seq-len",
                    str(args.seq_len), "--batch", str(args.batch), "--repeats", str(args.repeats),
                    "--warmup", str(args.warmup)]

@@ -45,7 +45,7 @@ Reported:
 
 Switches: ``base`` (float32), ``remat`` (``--remat``), ``mixed``
 (``--mixed-precision``: mixed_bfloat16 on CPU, mixed_float16 on GPU),
-``remat+mixed``, ``jit`` (``--jit``), and one lever that is not a switch of vseg: ``concat`` (every
+``remat+mixed``, ``jit`` (``--jit``), ``jit+mixed``, and one lever that is not a switch of vseg: ``concat`` (every
 convolution of a channel concatenation, the cells' gates and the decoder blocks, runs as one
 convolution on the materialised concatenation instead of vseg's sum of one convolution per part), and
 ``eigen`` and ``onednn`` (``TF_ENABLE_ONEDNN_OPTS`` 0 or 1: TensorFlow's Eigen or oneDNN CPU kernels for the
@@ -84,7 +84,7 @@ import subprocess
 import sys
 import time
 
-SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "concat", "eigen", "onednn", "no-metrics")
+SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "jit+mixed", "concat", "eigen", "onednn", "no-metrics")
 WINDOWS = ("causal", "full")
 BACKENDS = ("tensorflow", "jax")
 
@@ -194,7 +194,7 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
         gflops_per_window = count_window_gflops(case["model"], seq_len, height, width)
     model, frames, labels = prepare_training_step(case["model"], height, width, seq_len, batch,
                                                   mixed="mixed" in switch, remat="remat" in switch,
-                                                  jit=switch == "jit", causal=causal, concat=switch == "concat",
+                                                  jit="jit" in switch, causal=causal, concat=switch == "concat",
                                                   metrics=switch != "no-metrics")
     steps = int(frames.shape[1])
     if not causal:
