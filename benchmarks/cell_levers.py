@@ -11,11 +11,17 @@ stops the run) and is timed interleaved with the others:
 * ``fused``: ``skip``, and the ``x`` parts of the gate and candidate convolutions as one convolution with
   ``3C`` outputs, split by channels;
 * ``batched``: ``skip``, and each ``x`` convolution run once over the window's ``T`` frames (one weight
-  gradient instead of ``T``), split by frames.
+  gradient instead of ``T``), split by frames;
+* ``float32-gates``: ``skip`` with the gate arithmetic (sigmoid, tanh, products, the state) in float32 on
+  the convolutions' outputs: with ``--dtype bfloat16`` (weights and window in bfloat16, as under
+  ``--mixed-precision``) the convolutions stay in bfloat16 and only the element-wise work changes precision.
+
+In bfloat16 the variants differ from ``full`` by bfloat16 rounding (the run stops over ``5e-2``).
 
 Usage::
 
-    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/cell_levers.py --size 256x512 --steps 3 --repeats 7
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/cell_levers.py --size 256x512 --steps 3 --repeats 7 \\
+        [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from vseg_keras.constants import SIZES
 from vseg_keras.models.layers import conv_of_concatenation
 from vseg_keras.models.temporal import ConvGRUCell
 
-VARIANTS = ("full", "skip", "fused", "batched")
+VARIANTS = ("full", "skip", "fused", "batched", "float32-gates")
+#: The largest relative difference from ``full`` that a run accepts, per dtype.
+TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
 
 
 def conv(x, kernel, bias=None):
@@ -49,6 +57,19 @@ def gru_tail(gate_x, candidate_x, h, state_kernels):
     reset, update = ops.split(gates, 2, axis=-1)
     candidate = ops.tanh(candidate_x if h is None else candidate_x + conv(reset * h, candidate_h))
     return (1.0 - update) * candidate if h is None else (1.0 - update) * candidate + update * h
+
+
+def gru_tail_float32(gate_x, candidate_x, h, state_kernels):
+    """:func:`gru_tail` with the gate arithmetic in float32 and ``h`` (``None``: zero) kept in float32; the
+    convolutions in the dtype of ``gate_x``."""
+    gate_h, candidate_h = state_kernels
+    low = gate_x.dtype
+    gates = tf.sigmoid(tf.cast(gate_x if h is None else gate_x + conv(tf.cast(h, low), gate_h), tf.float32))
+    reset, update = tf.split(gates, 2, axis=-1)
+    if h is None:
+        return (1.0 - update) * tf.tanh(tf.cast(candidate_x, tf.float32))
+    candidate = tf.tanh(tf.cast(candidate_x + conv(tf.cast(reset * h, low), candidate_h), tf.float32))
+    return (1.0 - update) * candidate + update * h
 
 
 def run_variant(variant: str, frames: list, weights: list, cell: ConvGRUCell) -> list:
@@ -73,6 +94,13 @@ def run_variant(variant: str, frames: list, weights: list, cell: ConvGRUCell) ->
         kernel = tf.concat([gate_kernel[:, :, :c], candidate_kernel[:, :, :c]], axis=-1)
         projections = [conv(x, kernel, tf.concat([gate_bias, candidate_bias], 0)) for x in frames]
         parts = [(p[..., : 2 * c], p[..., 2 * c:]) for p in projections]
+    elif variant == "float32-gates":
+        h, outputs = None, []
+        for x in frames:
+            h = gru_tail_float32(conv(x, gate_kernel[:, :, :c], gate_bias), conv(x, candidate_kernel[:, :, :c],
+                                 candidate_bias), h, (gate_kernel[:, :, c:], candidate_kernel[:, :, c:]))
+            outputs.append(h)
+        return outputs
     elif variant == "batched":
         window = tf.concat(frames, 0)
         gates = tf.split(conv(window, gate_kernel[:, :, :c], gate_bias), len(frames), 0)
@@ -93,32 +121,35 @@ def train_function(variant: str, weights: list, cell: ConvGRUCell):
         with tf.GradientTape() as tape:
             tape.watch(window)
             outputs = run_variant(variant, tf.unstack(window), weights, cell)
-            loss = tf.add_n([tf.reduce_sum(output * output) for output in outputs])
+            loss = tf.add_n([tf.reduce_sum(tf.square(tf.cast(output, tf.float32))) for output in outputs])
         return [loss, *tape.gradient(loss, [window, *weights])]
 
     return step
 
 
-def measure_level(channels: int, height: int, width: int, steps: int, batch: int, repeats: int) -> dict:
+def measure_level(channels: int, height: int, width: int, steps: int, batch: int, repeats: int,
+                  dtype: str = "float32") -> dict:
     cell = ConvGRUCell(channels)
     cell.build((batch, height, width, channels))
-    weights = [tf.Variable(w) for w in (cell.gate_kernel, cell.gate_bias, cell.candidate_kernel, cell.candidate_bias)]
+    weights = [tf.Variable(tf.cast(w, dtype))
+               for w in (cell.gate_kernel, cell.gate_bias, cell.candidate_kernel, cell.candidate_bias)]
     rng = np.random.default_rng(0)
-    window = tf.constant(rng.standard_normal((steps, batch, height, width, channels)).astype("float32"))
+    window = tf.constant(rng.standard_normal((steps, batch, height, width, channels)), dtype)
     functions = {variant: train_function(variant, weights, cell) for variant in VARIANTS}
     reference = functions["full"](window)
     errors = {}
     for variant, function in functions.items():
         result = function(window)
         errors[variant] = max(float(tf.reduce_max(tf.abs(a - b)) / (tf.reduce_max(tf.abs(b)) + 1e-12))
-                              for a, b in zip(result, reference, strict=True))
-        if errors[variant] > 1e-4:
+                              for a, b in ((tf.cast(a, tf.float32), tf.cast(b, tf.float32))
+                                           for a, b in zip(result, reference, strict=True)))
+        if errors[variant] > TOLERANCE[dtype]:
             raise SystemExit(f"{variant}: outputs or gradients differ from full's by {errors[variant]:.1e}")
     seconds = {variant: [] for variant in VARIANTS}
     for _ in range(repeats):  # interleaved: one call of each variant per round
         for variant, function in functions.items():
             seconds[variant] += time_calls(lambda f=function: f(window)[0].numpy(), repeats=1, warmup=0)
-    return {"channels": channels, "height": height, "width": width,
+    return {"channels": channels, "height": height, "width": width, "dtype": dtype,
             "ms": {variant: round(1000 * median(values), 1) for variant, values in seconds.items()},
             "max_relative_error": errors}
 
@@ -130,12 +161,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=3, help="T, the window's frames")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--dtype", default="float32", choices=sorted(TOLERANCE))
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     height, width = parse_size(args.size)
     levels = []
     for level, channels in enumerate(SIZES[args.model_size]):
-        levels.append(measure_level(channels, height >> level, width >> level, args.steps, args.batch, args.repeats))
+        levels.append(measure_level(channels, height >> level, width >> level, args.steps, args.batch, args.repeats,
+                                    args.dtype))
         print(levels[-1], flush=True)
     report = {**report_header("cell_levers", argv), "levels": levels}
     write_report(report, args.out)
