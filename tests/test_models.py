@@ -252,6 +252,28 @@ def test_logits_are_float32_under_a_mixed_precision_policy():
         keras.mixed_precision.set_global_policy("float32")
 
 
+def test_mixed_precision_features_cross_sub_model_boundaries_in_bfloat16():
+    """A functional sub-model (stage, encoder, decoder) casts its inputs to its ``Input``'s dtype: built in a
+    mixed policy, they are bfloat16, so no feature map is cast to float32 and back between stages (forward or
+    backward); the frames are cast to bfloat16 once."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = vseg_keras.build_model("vanilla-cgru-small-shallow", seed=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    def loss_and_gradients(pixels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(pixels, training=True))
+        return loss, tape.gradient(loss, model.trainable_weights)
+
+    graph = tf.function(loss_and_gradients).get_concrete_function(tf.TensorSpec((1, 2, 32, 64, 3), tf.uint8)).graph
+    casts = [(op.inputs[0].dtype.name, op.outputs[0].dtype.name) for op in graph.get_operations()
+             if op.type == "Cast" and op.outputs[0].shape.rank == 4
+             and op.inputs[0].shape[1] > 3 and op.inputs[0].shape[-1] != 3]  # feature maps: not kernels, not frames
+    assert ("bfloat16", "float32") not in casts and ("float32", "bfloat16") not in casts
+
+
 def test_the_config_records_the_dtype_policy_and_vseg_loads_float32_for_inference(tmp_path):
     from vseg_keras.loading import load_trained_model
 
@@ -268,6 +290,9 @@ def test_the_config_records_the_dtype_policy_and_vseg_loads_float32_for_inferenc
     assert keras.config.dtype_policy().name == "float32"  # and leaves the global one as it was
     inference = load_trained_model(path)  # vseg's evaluate, export and predict compute in float32
     assert inference.backbone.cells[0].dtype_policy.name == "float32"
+    # ... with float32 sub-model inputs (a mixed build's take bfloat16 features: no casts at stage boundaries)
+    assert {t.dtype for t in inference.backbone.decoder.inputs} == {"float32"}
+    assert {t.dtype for t in model.backbone.decoder.inputs} == {"bfloat16"}
     for ours, saved in zip(inference.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, saved)
     assert load_trained_model(path, keep_policy=True).head.dtype_policy.name == "mixed_bfloat16"

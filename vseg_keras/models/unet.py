@@ -16,6 +16,18 @@ from vseg_keras.models.temporal import TEMPORAL_CELLS, ConvRecurrent, make_tempo
 TEMPORAL_UNITS = ("none", *TEMPORAL_CELLS)
 
 
+def feature_input(channels: int, name: str) -> keras.KerasTensor:
+    """The input ``[N, H, W, channels]`` of a nested sub-model (a stage, the encoder, the decoder), in the
+    compute dtype of the policy it is built in.
+
+    A functional model converts each input to its ``Input``'s dtype, and a ``keras.Input`` is float32 by
+    default: under mixed precision every bfloat16 feature map would be cast to float32 at each sub-model's
+    boundary and back to bfloat16 by the first layer inside, forward and backward, a copy each way that
+    changes no value.
+    """
+    return keras.Input(shape=(None, None, channels), name=name, dtype=keras.config.dtype_policy().compute_dtype)
+
+
 def build_stage(name: str, input_channels: Sequence[int], build: Callable) -> Stage:
     """Wraps one UNet stage in its own :class:`~vseg_keras.models.remat.Stage` sub-model.
 
@@ -26,7 +38,7 @@ def build_stage(name: str, input_channels: Sequence[int], build: Callable) -> St
         build: maps the input tensors (one argument each) to the stage's output.
     """
     inputs = [
-        keras.Input(shape=(None, None, channels), name=f"{name}_input{i}")
+        feature_input(channels, f"{name}_input{i}")
         for i, channels in enumerate(input_channels)
     ]
     return Stage(inputs if len(inputs) > 1 else inputs[0], build(*inputs), name=name)
@@ -42,7 +54,7 @@ def build_frame_encoder(block: str, filters: Sequence[int]) -> keras.Model:
     the deepest level).
     """
     family = get_block_family(block)
-    frame = keras.Input(shape=(None, None, 3), name="frame")
+    frame = feature_input(3, "frame")
     multiple = 2 ** (len(filters) - 1)
     x = SpatialSizeCheck(multiple, family.min_level_size * multiple, name="size_check")(frame)
     x = build_stage("stem", [3], partial(family.stem, filters=filters[0], name="stem"))(x)
@@ -63,7 +75,7 @@ def build_frame_decoder(block: str, filters: Sequence[int]) -> keras.Model:
     """
     family = get_block_family(block)
     inputs = [
-        keras.Input(shape=(None, None, channels), name=f"level{level}")
+        feature_input(channels, f"level{level}")
         for level, channels in enumerate(filters)
     ]
     x = inputs[-1]
