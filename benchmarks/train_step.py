@@ -169,7 +169,11 @@ def concatenate_before_convolving() -> None:
 
     from vseg_keras.models import layers, temporal
 
-    def conv_of_concatenation(parts, kernel, **conv_kwargs):
+    per_part = layers.conv_of_concatenation
+
+    def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
+        if any(part is None for part in parts):  # a zero state's step: nothing to join
+            return per_part(parts, kernel, channels=channels, **conv_kwargs)
         joined = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
         return ops.conv(joined, kernel, **conv_kwargs)
 

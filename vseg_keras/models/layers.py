@@ -83,30 +83,33 @@ class FrameNormalization(keras.layers.Layer):
         return input_shape
 
 
-def conv_of_concatenation(parts, kernel, **conv_kwargs):
+def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
     """``conv(concatenate(parts, axis=-1), kernel)`` without building the concatenation.
 
     The kernel is split along its input channels and the convolutions of the
     parts are summed: the same result (up to float rounding) without the
     concatenated input and its gradient, which are the largest buffers of a
-    decoder stage or a cGRU step in training.
+    decoder stage or a cGRU step in training. A part that is zero (``None``,
+    e.g. a recurrent cell's zero state) contributes nothing: its convolution
+    is skipped with its rows of the kernel.
 
     Args:
-        parts: tensors ``[N, H, W, C_i]`` (channels last).
+        parts: tensors ``[N, H, W, C_i]`` (channels last), or ``None`` for a zero part.
         kernel: ``[k, k, sum(C_i), C_out]`` (a tensor or a variable).
+        channels: the ``C_i``, needed where a part is ``None`` (default: the parts' own).
         **conv_kwargs: :func:`keras.ops.conv` arguments (``strides``, ``padding``, ...).
 
     Returns:
-        ``[N, H', W', C_out]``.
+        ``[N, H', W', C_out]``, or ``None`` if every part is ``None``.
     """
-    if len(parts) == 1:  # a plain convolution: no kernel slice
+    if len(parts) == 1 and parts[0] is not None:  # a plain convolution: no kernel slice
         return ops.conv(parts[0], kernel, **conv_kwargs)
     outputs, start = None, 0
-    for part in parts:
-        channels = part.shape[-1]
-        output = ops.conv(part, kernel[:, :, start : start + channels], **conv_kwargs)
-        outputs = output if outputs is None else outputs + output
-        start += channels
+    for part, width in zip(parts, channels or [part.shape[-1] for part in parts], strict=True):
+        if part is not None:
+            output = ops.conv(part, kernel[:, :, start : start + width], **conv_kwargs)
+            outputs = output if outputs is None else outputs + output
+        start += width
     return outputs
 
 

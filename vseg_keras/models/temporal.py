@@ -89,17 +89,11 @@ class _ConvCellBase(keras.layers.Layer):
         """3x3 "same" conv with bias of the channel concatenation of ``parts`` (never materialised).
 
         Every part has the cell's ``filters`` channels; a part that is ``None`` is a zero state, whose
-        convolution (zero) is skipped with its rows of ``kernel``. With no part left it is ``bias``
+        convolution (zero) is skipped (:func:`conv_of_concatenation`). With no part left it is ``bias``
         (``[filters]``, which broadcasts as the convolution would).
         """
-        if any(part is None for part in parts):
-            c = self.filters
-            rows = [kernel[:, :, i * c : (i + 1) * c] for i, part in enumerate(parts) if part is not None]
-            parts = [part for part in parts if part is not None]
-            if not parts:
-                return bias
-            kernel = rows[0] if len(rows) == 1 else ops.concatenate(rows, axis=2)
-        return ops.add(conv_of_concatenation(parts, kernel, strides=1, padding="same"), bias)
+        output = conv_of_concatenation(parts, kernel, channels=[self.filters] * len(parts), strides=1, padding="same")
+        return bias if output is None else ops.add(output, bias)
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         """One step: ``(x_t [B, H, W, C], states_{t-1}) -> states_t``, a tuple of ``[B, H, W, C]``
