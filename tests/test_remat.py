@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from vseg_keras.models.kernels.tensorflow import recompute_recurrence
-from vseg_keras.models.layers import GELU, Conv2D, FusedBatchNormalization
+from vseg_keras.models.layers import GELU, Conv2D, FusedBatchNormalization, conv_of_concatenation
 from vseg_keras.models.registry import build_model
 from vseg_keras.models.remat import Stage, set_rematerialization
 from vseg_keras.models.temporal import ConvGRUCell, ConvLSTMCell, ConvRecurrent
@@ -160,6 +160,44 @@ def test_conv2d_on_a_list_equals_keras_conv2d_on_the_concatenation():
     for wrong in ([parts[0], parts[0]], tf.zeros((2, 6, 7, 9)), [keras.Input((6, 7, 3)), keras.Input((6, 7, 6))]):
         with pytest.raises(ValueError, match="expects inputs with 8 channels in all"):
             ours(wrong)
+
+
+def graph_ops(function, *args) -> list[str]:
+    """The op types of ``function``'s traced graph on ``args``."""
+    return [op.type for op in tf.function(function).get_concrete_function(*args).graph.get_operations()]
+
+
+@pytest.mark.parametrize("zero_part", [None, 1], ids=["all-parts", "middle-part-zero"])
+def test_conv_of_concatenation_convolves_bfloat16_parts_joined_and_float32_parts_apart(zero_part):
+    """The same numbers both ways; bfloat16 is one convolution of the (kept) parts' concatenation, float32
+    one per part and no concatenation."""
+    rng = np.random.default_rng(11)
+    widths = (3, 5, 4)
+    parts32 = [tf.constant(rng.normal(size=(2, 6, 7, c)).astype("float32")) for c in widths]
+    kernel32 = tf.constant(rng.normal(size=(3, 3, sum(widths), 6)).astype("float32"))
+    kept = [i for i in range(3) if i != zero_part]
+    rows = np.concatenate([np.arange(sum(widths[:i]), sum(widths[: i + 1])) for i in kept])
+    expected = tf.nn.conv2d(tf.concat([parts32[i] for i in kept], -1), tf.gather(kernel32, rows, axis=2), 1, "SAME")
+    for dtype, convs in (("float32", len(kept)), ("bfloat16", 1)):
+        parts = [None if i == zero_part else tf.cast(p, dtype) for i, p in enumerate(parts32)]
+        kernel = tf.cast(kernel32, dtype)
+
+        def conv(*given, kernel=kernel, parts=parts):
+            return conv_of_concatenation([p if p is None else given[i] for i, p in enumerate(parts)], kernel,
+                                         channels=list(widths), strides=1, padding="same")
+
+        given = [tf.zeros((1,)) if p is None else p for p in parts]
+        output = tf.cast(conv(*given), "float32").numpy()
+        scale = float(np.abs(expected).max())
+        np.testing.assert_allclose(output, expected.numpy(), atol=(1e-5 if dtype == "float32" else 0.02) * scale)
+        types = graph_ops(conv, *given)
+        assert types.count("Conv2D") == convs
+        assert ("ConcatV2" in types) == (dtype == "bfloat16")
+    # bfloat16 joined is the very convolution of the concatenation: bit for bit.
+    parts16 = [tf.cast(p, "bfloat16") for p in parts32]
+    np.testing.assert_array_equal(
+        conv_of_concatenation(parts16, tf.cast(kernel32, "bfloat16"), strides=1, padding="same").numpy(),
+        tf.nn.conv2d(tf.concat(parts16, -1), tf.cast(kernel32, "bfloat16"), 1, "SAME").numpy())
 
 
 def test_model_saved_before_the_concatenation_free_decoder_loads_with_the_same_logits():

@@ -83,15 +83,24 @@ class FrameNormalization(keras.layers.Layer):
         return input_shape
 
 
-def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
-    """``conv(concatenate(parts, axis=-1), kernel)`` without building the concatenation.
+#: Compute dtypes in which :func:`conv_of_concatenation` joins its parts and convolves once. In bfloat16,
+#: oneDNN's AMX kernels reduce over 32 channels at a time, so one convolution over the joined channels beats
+#: one per narrower part (a small model's training step ~1.1x faster per frame); in float32 the convolutions of
+#: the parts are as fast and spare the concatenation's buffer (docs/BENCHMARKS.md, "Joined convolutions").
+JOINED_CONVOLUTION_DTYPES: tuple[str, ...] = ("bfloat16",)
 
-    The kernel is split along its input channels and the convolutions of the
-    parts are summed: the same result (up to float rounding) without the
-    concatenated input and its gradient, which are the largest buffers of a
-    decoder stage or a cGRU step in training. A part that is zero (``None``,
-    e.g. a recurrent cell's zero state) contributes nothing: its convolution
-    is skipped with its rows of the kernel.
+
+def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
+    """``conv(concatenate(parts, axis=-1), kernel)``, in float32 without building the concatenation.
+
+    In float32 the kernel is split along its input channels and the
+    convolutions of the parts are summed: the same result (up to float
+    rounding) without the concatenated input and its gradient, which are the
+    largest buffers of a decoder stage or a cGRU step in training. In a dtype of
+    :data:`JOINED_CONVOLUTION_DTYPES` (bfloat16) the parts are concatenated and
+    convolved once, which is faster there (and rounds once). A part that is
+    zero (``None``, e.g. a recurrent cell's zero state) contributes nothing: it
+    is left out with its rows of the kernel.
 
     Args:
         parts: tensors ``[N, H, W, C_i]`` (channels last), or ``None`` for a zero part.
@@ -102,15 +111,30 @@ def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
     Returns:
         ``[N, H', W', C_out]``, or ``None`` if every part is ``None``.
     """
-    if len(parts) == 1 and parts[0] is not None:  # a plain convolution: no kernel slice
-        return ops.conv(parts[0], kernel, **conv_kwargs)
-    outputs, start = None, 0
+    kept, rows, start = [], [], 0
     for part, width in zip(parts, channels or [part.shape[-1] for part in parts], strict=True):
         if part is not None:
-            output = ops.conv(part, kernel[:, :, start : start + width], **conv_kwargs)
-            outputs = output if outputs is None else outputs + output
+            kept.append(part)
+            rows.append(slice(start, start + width))
         start += width
+    if not kept:
+        return None
+    if len(kept) > 1 and _joins_parts(kept[0]):
+        if len(kept) < len(parts):  # the kept parts' rows of the kernel
+            kernel = ops.concatenate([kernel[:, :, row] for row in rows], axis=2)
+        return ops.conv(ops.concatenate(kept, axis=-1), kernel, **conv_kwargs)
+    if len(parts) == 1:  # a plain convolution: no kernel slice
+        return ops.conv(kept[0], kernel, **conv_kwargs)
+    outputs = None
+    for part, row in zip(kept, rows, strict=True):
+        output = ops.conv(part, kernel[:, :, row], **conv_kwargs)
+        outputs = output if outputs is None else outputs + output
     return outputs
+
+
+def _joins_parts(part) -> bool:
+    """Whether :func:`conv_of_concatenation` convolves the concatenation of parts like ``part`` (by dtype)."""
+    return keras.backend.standardize_dtype(part.dtype) in JOINED_CONVOLUTION_DTYPES
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -120,8 +144,9 @@ class Conv2D(keras.layers.Conv2D):
     On a list of tensors ``[N, H, W, C_i]`` it computes exactly what Keras'
     ``Conv2D`` computes on ``concatenate(inputs, axis=-1)``, with the same
     weights (kernel ``[k, k, sum(C_i), filters]``, the inputs' channels in list
-    order), through :func:`conv_of_concatenation`, never materialising the
-    concatenation. On one tensor it is Keras' ``Conv2D``. Channels-last only.
+    order), through :func:`conv_of_concatenation`, materialising the
+    concatenation only in bfloat16. On one tensor it is Keras' ``Conv2D``.
+    Channels-last only.
 
     It keeps Keras' class name on purpose: a ``.keras`` file addresses a
     layer's weights by its class name and position, so models saved when the
