@@ -85,7 +85,7 @@ class FrameNormalization(keras.layers.Layer):
 
 #: Compute dtypes in which :func:`conv_of_concatenation` joins its parts and convolves once. In bfloat16,
 #: oneDNN's AMX kernels reduce over 32 channels at a time, so one convolution over the joined channels beats
-#: one per narrower part (a small model's training step ~1.1x faster per frame); in float32 the convolutions of
+#: one per narrower part (a small model's training step 1.06-1.10x faster per frame); in float32 the convolutions of
 #: the parts are as fast and spare the concatenation's buffer (docs/BENCHMARKS.md, "Joined convolutions").
 JOINED_CONVOLUTION_DTYPES: tuple[str, ...] = ("bfloat16",)
 
