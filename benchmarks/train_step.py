@@ -47,8 +47,8 @@ Switches: ``base`` (float32), ``remat`` (``--remat``), ``mixed``
 (``--mixed-precision``: mixed_bfloat16 on CPU, mixed_float16 on GPU),
 ``remat+mixed``, ``jit`` (``--jit``), ``jit+mixed``, and one lever that is not a switch of vseg: ``concat`` (every
 convolution of a channel concatenation, the cells' gates and the decoder blocks, runs as one
-convolution on the materialised concatenation, in float32 too, where vseg sums one convolution per part;
-in bfloat16 vseg joins them itself), and
+convolution on the materialised concatenation, in every dtype and width, where vseg sums one convolution
+per part except for bfloat16 parts of at most 32 channels), and
 ``eigen`` and ``onednn`` (``TF_ENABLE_ONEDNN_OPTS`` 0 or 1: TensorFlow's Eigen or oneDNN CPU kernels for the
 case, where the other switches run what ``vseg train --cpu-kernels auto`` picks for the model: the report's
 ``cpu_kernels``), and ``no-metrics`` (compiled without the
@@ -163,14 +163,16 @@ def prepare_training_step(model_name: str, height: int, width: int, seq_len: int
 def concatenate_before_convolving() -> None:
     """The ``concat`` lever: a convolution of a channel concatenation runs on the concatenation, materialised.
 
-    Makes :func:`vseg_keras.models.layers.conv_of_concatenation` join its parts in every dtype (vseg joins
-    them in bfloat16 only) in this process, before a model is built: the same numbers up to float rounding.
+    Makes :func:`vseg_keras.models.layers.conv_of_concatenation` join its parts in every dtype and width (vseg
+    joins bfloat16 parts of at most 32 channels only) in this process, before a model is built: the same
+    numbers up to float rounding.
     """
     from vseg_keras.models import layers
 
-    if not hasattr(layers, "JOINED_CONVOLUTION_DTYPES"):
-        raise SystemExit("the concat lever needs a vseg_keras with layers.JOINED_CONVOLUTION_DTYPES")
+    if not hasattr(layers, "JOINED_CONVOLUTION_MAX_PART_CHANNELS"):
+        raise SystemExit("the concat lever needs a vseg_keras with layers.JOINED_CONVOLUTION_MAX_PART_CHANNELS")
     layers.JOINED_CONVOLUTION_DTYPES = ("float32", "bfloat16", "float16")
+    layers.JOINED_CONVOLUTION_MAX_PART_CHANNELS = 1 << 30
 
 
 def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,

@@ -83,24 +83,30 @@ class FrameNormalization(keras.layers.Layer):
         return input_shape
 
 
-#: Compute dtypes in which :func:`conv_of_concatenation` joins its parts and convolves once. In bfloat16,
+#: Compute dtypes in which :func:`conv_of_concatenation` joins narrow parts and convolves once. In bfloat16,
 #: oneDNN's AMX kernels reduce over 32 channels at a time, so one convolution over the joined channels beats
-#: one per narrower part (a small model's training step 1.06-1.10x faster per frame); in float32 the convolutions of
-#: the parts are as fast and spare the concatenation's buffer (docs/BENCHMARKS.md, "Joined convolutions").
+#: one per narrow part (a small model's training step about 1.05x faster per frame); in float32 the
+#: convolutions of the parts are as fast and spare the concatenation's buffer (docs/BENCHMARKS.md, "Joined
+#: convolutions").
 JOINED_CONVOLUTION_DTYPES: tuple[str, ...] = ("bfloat16",)
+
+#: The widest part (channels) that :func:`conv_of_concatenation` joins in those dtypes: wider parts (the
+#: Original-size models' 64-256 channels) gained nothing from joining and kept 9-15 % more memory.
+JOINED_CONVOLUTION_MAX_PART_CHANNELS: int = 32
 
 
 def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
-    """``conv(concatenate(parts, axis=-1), kernel)``, in float32 without building the concatenation.
+    """``conv(concatenate(parts, axis=-1), kernel)``, mostly without building the concatenation.
 
-    In float32 the kernel is split along its input channels and the
-    convolutions of the parts are summed: the same result (up to float
-    rounding) without the concatenated input and its gradient, which are the
-    largest buffers of a decoder stage or a cGRU step in training. In a dtype of
-    :data:`JOINED_CONVOLUTION_DTYPES` (bfloat16) the parts are concatenated and
-    convolved once, which is faster there (and rounds once). A part that is
-    zero (``None``, e.g. a recurrent cell's zero state) contributes nothing: it
-    is left out with its rows of the kernel.
+    The kernel is split along its input channels and the convolutions of the
+    parts are summed: the same result (up to float rounding) without the
+    concatenated input and its gradient, which are the largest buffers of a
+    decoder stage or a cGRU step in training. Parts in a dtype of
+    :data:`JOINED_CONVOLUTION_DTYPES` (bfloat16) of at most
+    :data:`JOINED_CONVOLUTION_MAX_PART_CHANNELS` channels each are instead
+    concatenated and convolved once, which is faster there (and rounds once).
+    A part that is zero (``None``, e.g. a recurrent cell's zero state)
+    contributes nothing: it is left out with its rows of the kernel.
 
     Args:
         parts: tensors ``[N, H, W, C_i]`` (channels last), or ``None`` for a zero part.
@@ -119,7 +125,7 @@ def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
         start += width
     if not kept:
         return None
-    if len(kept) > 1 and _joins_parts(kept[0]):
+    if len(kept) > 1 and _joins_parts(kept):
         if len(kept) < len(parts):  # the kept parts' rows of the kernel
             kernel = ops.concatenate([kernel[:, :, row] for row in rows], axis=2)
         return ops.conv(ops.concatenate(kept, axis=-1), kernel, **conv_kwargs)
@@ -132,9 +138,11 @@ def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
     return outputs
 
 
-def _joins_parts(part) -> bool:
-    """Whether :func:`conv_of_concatenation` convolves the concatenation of parts like ``part`` (by dtype)."""
-    return keras.backend.standardize_dtype(part.dtype) in JOINED_CONVOLUTION_DTYPES
+def _joins_parts(parts: list) -> bool:
+    """Whether :func:`conv_of_concatenation` convolves the concatenation of ``parts`` (by dtype and width)."""
+    narrow = all(part.shape[-1] is not None and part.shape[-1] <= JOINED_CONVOLUTION_MAX_PART_CHANNELS
+                 for part in parts)
+    return narrow and keras.backend.standardize_dtype(parts[0].dtype) in JOINED_CONVOLUTION_DTYPES
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -145,7 +153,7 @@ class Conv2D(keras.layers.Conv2D):
     ``Conv2D`` computes on ``concatenate(inputs, axis=-1)``, with the same
     weights (kernel ``[k, k, sum(C_i), filters]``, the inputs' channels in list
     order), through :func:`conv_of_concatenation`, materialising the
-    concatenation only in bfloat16. On one tensor it is Keras' ``Conv2D``.
+    concatenation only of narrow bfloat16 parts. On one tensor it is Keras' ``Conv2D``.
     Channels-last only.
 
     It keeps Keras' class name on purpose: a ``.keras`` file addresses a
