@@ -68,10 +68,12 @@ def test_rematerialisation_switches_stages_and_cells_and_is_not_saved(tmp_path):
     assert set_rematerialization(model, False) == 11 and not stages[0].rematerialize
 
 
-@pytest.mark.parametrize("cell_class,steps", [(ConvGRUCell, None), (ConvLSTMCell, 3)], ids=["rnn-loop", "unrolled"])
-def test_a_rematerialised_recurrence_gives_the_same_gradients(cell_class, steps):
+@pytest.mark.parametrize("cell_class,steps,traced", [(ConvGRUCell, None, True), (ConvLSTMCell, 3, True),
+                                                     (ConvGRUCell, 3, False)], ids=["rnn-loop", "unrolled", "eager"])
+def test_a_rematerialised_recurrence_gives_the_same_gradients(cell_class, steps, traced):
     """``T`` unknown when traced: Keras' RNN loop checkpoints each step; ``T`` static: the unrolled steps, one
-    checkpoint for the whole recurrence, carrying both ConvLSTM states (h and c) back through the steps."""
+    checkpoint for the whole recurrence, carrying both ConvLSTM states (h and c) back through the steps; and
+    called eagerly (a custom training loop without ``tf.function``)."""
     rng = np.random.default_rng(2)
     sequence = tf.constant(rng.normal(size=(2, 4 if steps is None else steps, 6, 5, 3)).astype("float32"))
     layer = ConvRecurrent(cell_class(3))
@@ -80,13 +82,15 @@ def test_a_rematerialised_recurrence_gives_the_same_gradients(cell_class, steps)
     for remat in (False, True):
         layer.cell.rematerialize = remat
 
-        @tf.function(input_signature=[tf.TensorSpec([None, steps, None, None, 3], tf.float32)])
         def loss_and_grad(x):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 loss = tf.reduce_sum(tf.square(layer(x, training=True)))
             return tape.gradient(loss, [x] + layer.trainable_variables)
 
+        if traced:
+            loss_and_grad = tf.function(loss_and_grad,
+                                        input_signature=[tf.TensorSpec([None, steps, None, None, 3], tf.float32)])
         grads.append([g.numpy() for g in loss_and_grad(sequence)])
     for plain, recomputed in zip(*grads, strict=True):
         np.testing.assert_allclose(recomputed, plain, rtol=1e-5, atol=1e-6)

@@ -248,4 +248,6 @@ def recompute_recurrence(step: Callable, frames: list, initial_states: tuple | N
 
         return stacks[0], gradient
 
-    return recurrence(*(initial_states or ()), *frames, *(params[name] for name in names))
+    # Read variables here, outside the checkpoint (eagerly a Keras weight's value may still be the variable,
+    # which tf.custom_gradient would find read inside and then want its gradient from `gradient`).
+    return recurrence(*(initial_states or ()), *frames, *(tf.convert_to_tensor(params[name]) for name in names))
