@@ -52,7 +52,7 @@ per part except for bfloat16 parts of at most 32 channels), and
 ``eigen`` and ``onednn`` (``TF_ENABLE_ONEDNN_OPTS`` 0 or 1: TensorFlow's Eigen or oneDNN CPU kernels for the
 case, where the other switches run what ``vseg train --cpu-kernels auto`` picks for the model: the report's
 ``cpu_kernels``), and ``no-metrics`` (compiled without the
-mIoU metric: the most that computing metrics less often could save).
+mIoU metric: the most that computing metrics less often could save; ``no-metrics+mixed`` under mixed precision).
 
 Backends: ``--backend tensorflow,jax`` measures every case on each Keras backend, interleaved
 (``KERAS_BACKEND`` of the case's process). Keras' JAX trainer always compiles the step with XLA
@@ -85,7 +85,8 @@ import subprocess
 import sys
 import time
 
-SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "jit+mixed", "concat", "eigen", "onednn", "no-metrics")
+SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "jit+mixed", "concat", "eigen", "onednn", "no-metrics",
+            "no-metrics+mixed")
 WINDOWS = ("causal", "full")
 BACKENDS = ("tensorflow", "jax")
 
@@ -194,7 +195,7 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
     model, frames, labels = prepare_training_step(case["model"], height, width, seq_len, batch,
                                                   mixed="mixed" in switch, remat="remat" in switch,
                                                   jit="jit" in switch, causal=causal, concat=switch == "concat",
-                                                  metrics=switch != "no-metrics")
+                                                  metrics="no-metrics" not in switch)
     steps = int(frames.shape[1])
     if not causal:
         lengths = [steps]
