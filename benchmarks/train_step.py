@@ -52,7 +52,9 @@ per part except for bfloat16 parts of at most 32 channels), and
 ``eigen`` and ``onednn`` (``TF_ENABLE_ONEDNN_OPTS`` 0 or 1: TensorFlow's Eigen or oneDNN CPU kernels for the
 case, where the other switches run what ``vseg train --cpu-kernels auto`` picks for the model: the report's
 ``cpu_kernels``), and ``no-metrics`` (compiled without the
-mIoU metric: the most that computing metrics less often could save; ``no-metrics+mixed`` under mixed precision).
+mIoU metric: the most that computing metrics less often could save; ``no-metrics+mixed`` under mixed precision),
+and ``grappler-bf16`` (the float32 model under TensorFlow's own oneDNN bfloat16 graph rewrite,
+``auto_mixed_precision_onednn_bfloat16``, instead of Keras' ``mixed_bfloat16`` policy).
 
 Backends: ``--backend tensorflow,jax`` measures every case on each Keras backend, interleaved
 (``KERAS_BACKEND`` of the case's process). Keras' JAX trainer always compiles the step with XLA
@@ -86,7 +88,7 @@ import sys
 import time
 
 SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "jit+mixed", "concat", "eigen", "onednn", "no-metrics",
-            "no-metrics+mixed")
+            "no-metrics+mixed", "grappler-bf16")
 WINDOWS = ("causal", "full")
 BACKENDS = ("tensorflow", "jax")
 
@@ -192,6 +194,10 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
     gflops_per_window = case.get("gflops_per_window")
     if not causal and gflops_per_window is None:
         gflops_per_window = count_window_gflops(case["model"], seq_len, height, width)
+    if switch == "grappler-bf16":  # TensorFlow's own bfloat16 rewrite of the float32 graph
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     model, frames, labels = prepare_training_step(case["model"], height, width, seq_len, batch,
                                                   mixed="mixed" in switch, remat="remat" in switch,
                                                   jit="jit" in switch, causal=causal, concat=switch == "concat",
