@@ -14,7 +14,13 @@ stops the run) and is timed interleaved with the others:
   gradient instead of ``T``), split by frames;
 * ``float32-gates``: ``skip`` with the gate arithmetic (sigmoid, tanh, products, the state) in float32 on
   the convolutions' outputs: with ``--dtype bfloat16`` (weights and window in bfloat16, as under
-  ``--mixed-precision``) the convolutions stay in bfloat16 and only the element-wise work changes precision.
+  ``--mixed-precision``) the convolutions stay in bfloat16 and only the element-wise work changes precision;
+* ``update-form``: ``skip`` with the new state written ``n + z * (h - n)`` instead of ``(1 - z) * n + z * h``
+  (one product fewer, forward and backward);
+* ``xla-tails``: ``skip`` with the element-wise work between the convolutions (sigmoid, split, ``r * h``;
+  tanh and the new state) in two XLA-compiled functions (``jit_compile``), so that it runs fused.
+
+``--variants`` picks some (``full`` always runs: the reference).
 
 In bfloat16 the variants differ from ``full`` by bfloat16 rounding (the run stops over ``5e-2``).
 
@@ -40,7 +46,7 @@ from vseg_keras.constants import SIZES
 from vseg_keras.models.layers import conv_of_concatenation
 from vseg_keras.models.temporal import ConvGRUCell
 
-VARIANTS = ("full", "skip", "fused", "batched", "float32-gates")
+VARIANTS = ("full", "skip", "fused", "batched", "float32-gates", "update-form", "xla-tails")
 #: The largest relative difference from ``full`` that a run accepts, per dtype.
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
 
@@ -72,6 +78,39 @@ def gru_tail_float32(gate_x, candidate_x, h, state_kernels):
     return (1.0 - update) * candidate + update * h
 
 
+def gate_tail(pre_gates, h):
+    """``(r * h, z)`` from the gate convolution's output (``h`` ``None``: zero, ``r * h`` ``None``)."""
+    reset, update = ops.split(ops.sigmoid(pre_gates), 2, axis=-1)
+    return (None if h is None else reset * h), update
+
+
+def state_tail(pre_candidate, update, h, update_form: bool = False):
+    """``h_t`` from the candidate convolution's output, ``z`` and ``h`` (``None``: zero)."""
+    candidate = ops.tanh(pre_candidate)
+    if h is None:
+        return (1.0 - update) * candidate
+    return candidate + update * (h - candidate) if update_form else (1.0 - update) * candidate + update * h
+
+
+XLA_TAILS = (tf.function(gate_tail, jit_compile=True), tf.function(state_tail, jit_compile=True))
+
+
+def run_tails(frames: list, weights: list, tails, update_form: bool = False) -> list:
+    """The cGRU (as :meth:`ConvGRUCell.step`, convolutions joined or not by ``conv_of_concatenation``) with
+    the element-wise work between the convolutions done by ``tails`` (``gate_tail``, ``state_tail``)."""
+    gate_kernel, gate_bias, candidate_kernel, candidate_bias = weights
+    c = frames[0].shape[-1]
+    h, outputs = None, []
+    for x in frames:
+        pre_gates = conv_of_concatenation([x, h], gate_kernel, channels=[c, c], strides=1, padding="same")
+        reset_h, update = tails[0](pre_gates + gate_bias, h)
+        pre_candidate = conv_of_concatenation([x, reset_h], candidate_kernel, channels=[c, c], strides=1,
+                                              padding="same")
+        h = tails[1](pre_candidate + candidate_bias, update, h, update_form)
+        outputs.append(h)
+    return outputs
+
+
 def run_variant(variant: str, frames: list, weights: list, cell: ConvGRUCell) -> list:
     """The outputs ``h_1 .. h_T`` of one variant (see the module's docstring)."""
     gate_kernel, gate_bias, candidate_kernel, candidate_bias = weights
@@ -83,6 +122,9 @@ def run_variant(variant: str, frames: list, weights: list, cell: ConvGRUCell) ->
             states = cell.step(x, states, values)
             outputs.append(states[0])
         return outputs
+    if variant in ("update-form", "xla-tails"):
+        return run_tails(frames, weights, XLA_TAILS if variant == "xla-tails" else (gate_tail, state_tail),
+                         update_form=variant == "update-form")
     if variant == "full":
         h, outputs = tf.zeros_like(frames[0]), []
         for x in frames:
@@ -128,14 +170,15 @@ def train_function(variant: str, weights: list, cell: ConvGRUCell):
 
 
 def measure_level(channels: int, height: int, width: int, steps: int, batch: int, repeats: int,
-                  dtype: str = "float32") -> dict:
+                  dtype: str = "float32", variants: tuple[str, ...] = VARIANTS) -> dict:
     cell = ConvGRUCell(channels)
     cell.build((batch, height, width, channels))
     weights = [tf.Variable(tf.cast(w, dtype))
                for w in (cell.gate_kernel, cell.gate_bias, cell.candidate_kernel, cell.candidate_bias)]
     rng = np.random.default_rng(0)
     window = tf.constant(rng.standard_normal((steps, batch, height, width, channels)), dtype)
-    functions = {variant: train_function(variant, weights, cell) for variant in VARIANTS}
+    chosen = ("full", *(variant for variant in variants if variant != "full"))  # full: the reference
+    functions = {variant: train_function(variant, weights, cell) for variant in chosen}
     reference = functions["full"](window)
     errors = {}
     for variant, function in functions.items():
@@ -145,7 +188,7 @@ def measure_level(channels: int, height: int, width: int, steps: int, batch: int
                                            for a, b in zip(result, reference, strict=True)))
         if errors[variant] > TOLERANCE[dtype]:
             raise SystemExit(f"{variant}: outputs or gradients differ from full's by {errors[variant]:.1e}")
-    seconds = {variant: [] for variant in VARIANTS}
+    seconds = {variant: [] for variant in functions}
     for _ in range(repeats):  # interleaved: one call of each variant per round
         for variant, function in functions.items():
             seconds[variant] += time_calls(lambda f=function: f(window)[0].numpy(), repeats=1, warmup=0)
@@ -162,13 +205,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dtype", default="float32", choices=sorted(TOLERANCE))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of " + ", ".join(VARIANTS))
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    variants = tuple(args.variants.split(","))
+    if set(variants) - set(VARIANTS):
+        parser.error(f"--variants: unknown {sorted(set(variants) - set(VARIANTS))}")
     height, width = parse_size(args.size)
     levels = []
     for level, channels in enumerate(SIZES[args.model_size]):
         levels.append(measure_level(channels, height >> level, width >> level, args.steps, args.batch, args.repeats,
-                                    args.dtype))
+                                    args.dtype, variants))
         print(levels[-1], flush=True)
     report = {**report_header("cell_levers", argv), "levels": levels}
     write_report(report, args.out)
