@@ -56,28 +56,6 @@ def conv(x, kernel, bias=None):
     return output if bias is None else output + bias
 
 
-def gru_tail(gate_x, candidate_x, h, state_kernels):
-    """One step from its ``x`` convolutions (with biases): ``h_t``; ``h`` ``None`` is the zero state."""
-    gate_h, candidate_h = state_kernels
-    gates = ops.sigmoid(gate_x if h is None else gate_x + conv(h, gate_h))
-    reset, update = ops.split(gates, 2, axis=-1)
-    candidate = ops.tanh(candidate_x if h is None else candidate_x + conv(reset * h, candidate_h))
-    return (1.0 - update) * candidate if h is None else (1.0 - update) * candidate + update * h
-
-
-def gru_tail_float32(gate_x, candidate_x, h, state_kernels):
-    """:func:`gru_tail` with the gate arithmetic in float32 and ``h`` (``None``: zero) kept in float32; the
-    convolutions in the dtype of ``gate_x``."""
-    gate_h, candidate_h = state_kernels
-    low = gate_x.dtype
-    gates = tf.sigmoid(tf.cast(gate_x if h is None else gate_x + conv(tf.cast(h, low), gate_h), tf.float32))
-    reset, update = tf.split(gates, 2, axis=-1)
-    if h is None:
-        return (1.0 - update) * tf.tanh(tf.cast(candidate_x, tf.float32))
-    candidate = tf.tanh(tf.cast(candidate_x + conv(tf.cast(reset * h, low), candidate_h), tf.float32))
-    return (1.0 - update) * candidate + update * h
-
-
 def gate_tail(pre_gates, h):
     """``(r * h, z)`` from the gate convolution's output (``h`` ``None``: zero, ``r * h`` ``None``)."""
     reset, update = ops.split(ops.sigmoid(pre_gates), 2, axis=-1)
@@ -90,6 +68,24 @@ def state_tail(pre_candidate, update, h, update_form: bool = False):
     if h is None:
         return (1.0 - update) * candidate
     return candidate + update * (h - candidate) if update_form else (1.0 - update) * candidate + update * h
+
+
+def gru_tail(gate_x, candidate_x, h, state_kernels):
+    """One step from its ``x`` convolutions (with biases): ``h_t``; ``h`` ``None`` is the zero state."""
+    gate_h, candidate_h = state_kernels
+    reset_h, update = gate_tail(gate_x if h is None else gate_x + conv(h, gate_h), h)
+    return state_tail(candidate_x if h is None else candidate_x + conv(reset_h, candidate_h), update, h)
+
+
+def gru_tail_float32(gate_x, candidate_x, h, state_kernels):
+    """:func:`gru_tail` with the gate arithmetic in float32 and ``h`` (``None``: zero) kept in float32; the
+    convolutions in the dtype of ``gate_x``."""
+    gate_h, candidate_h = state_kernels
+    low = gate_x.dtype
+    reset_h, update = gate_tail(tf.cast(gate_x if h is None else gate_x + conv(tf.cast(h, low), gate_h), tf.float32),
+                                h)
+    pre_candidate = candidate_x if h is None else candidate_x + conv(tf.cast(reset_h, low), candidate_h)
+    return state_tail(tf.cast(pre_candidate, tf.float32), update, h)
 
 
 XLA_TAILS = (tf.function(gate_tail, jit_compile=True), tf.function(state_tail, jit_compile=True))

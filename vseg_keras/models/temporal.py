@@ -86,7 +86,7 @@ class _ConvCellBase(keras.layers.Layer):
         return self.add_weight(name=name, shape=(channels,), initializer=self.bias_initializer)
 
     def _conv(self, parts, kernel, bias):
-        """3x3 "same" conv with bias of the channel concatenation of ``parts`` (never materialised).
+        """3x3 "same" conv with bias of the channel concatenation of ``parts`` (:func:`conv_of_concatenation`).
 
         Every part has the cell's ``filters`` channels; a part that is ``None`` is a zero state, whose
         convolution (zero) is skipped (:func:`conv_of_concatenation`). With no part left it is ``bias``
