@@ -272,6 +272,9 @@ def test_mixed_precision_features_cross_sub_model_boundaries_in_bfloat16():
              if op.type == "Cast" and op.outputs[0].shape.rank == 4
              and op.inputs[0].shape[1] > 3 and op.inputs[0].shape[-1] != 3]  # feature maps: not kernels, not frames
     assert ("bfloat16", "float32") not in casts and ("float32", "bfloat16") not in casts
+    frame_casts = [op.name for op in graph.get_operations() if op.type == "Cast" and op.outputs[0].shape.rank == 5
+                   and op.outputs[0].shape[-1] == 3 and op.outputs[0].dtype == tf.bfloat16]
+    assert len(frame_casts) == 1, frame_casts  # not once per level: UnfoldTime reads its reference's shape only
 
 
 def test_the_config_records_the_dtype_policy_and_vseg_loads_float32_for_inference(tmp_path):

@@ -222,10 +222,18 @@ class UnfoldTime(keras.layers.Layer):
         inputs: folded tensor ``[B*T, h, w, c]``.
         reference: any tensor whose first two axes are ``[B, T]`` (usually the
             model input), giving the batch size and sequence length.
+
+    Only ``inputs`` is cast to the layer's compute dtype (Keras' autocast is off): the reference is read
+    only for its shape, and under a mixed-precision policy casting it (the frames ``[B, T, H, W, 3]``, at
+    every level) would copy it for nothing.
     """
 
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+
     def call(self, inputs, reference):
-        return unfold_time(inputs, reference)
+        return unfold_time(ops.cast(inputs, self.compute_dtype), reference)
 
     def compute_output_shape(self, inputs_shape, reference_shape):
         return (*reference_shape[:2], *inputs_shape[1:])
