@@ -237,6 +237,38 @@ def test_cells_run_in_a_plain_keras_rnn_given_an_initial_state(cell_class):
     np.testing.assert_allclose(numpy(outputs), expected, rtol=1e-5, atol=1e-5)
 
 
+def sgd_changes_of_a_recurrence(make_outputs, sequence, weights) -> list:
+    """One SGD step (learning rate 1, squared error against zeros) of a model ``[B, T, H, W, C] ->
+    make_outputs(inputs)`` given ``weights``: its weight changes, i.e. the gradients."""
+    inputs = keras.Input(sequence.shape[1:])
+    model = keras.Model(inputs, make_outputs(inputs))
+    model.set_weights(weights)
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    model.train_on_batch(sequence, np.zeros(sequence.shape, "float32"))
+    return [w - numpy(v) for w, v in zip(weights, model.trainable_variables, strict=True)]
+
+
+@pytest.mark.parametrize("cell_class", [ConvRNNCell, ConvGRUCell, ConvLSTMCell])
+def test_the_first_step_from_zero_states_gives_the_gradients_of_explicit_zero_states(cell_class):
+    """``ConvRecurrent`` skips the zero states' convolutions at a window's first step; Keras' own RNN
+    handed explicit zero states runs them: the same gradients, through each backend's train step."""
+    sequence = np.random.default_rng(12).normal(size=(2, 3, 8, 8, 4)).astype("float32")
+    recurrent = ConvRecurrent(cell_class(4))
+    recurrent(sequence)
+    weights = [numpy(w) for w in recurrent.weights]
+
+    def explicit_zero_states(inputs):
+        zeros = keras.layers.Lambda(lambda x: ops.zeros_like(x[:, 0]))(inputs)
+        plain = keras.layers.RNN(cell_class(4), return_sequences=True)
+        return plain(inputs, initial_state=[zeros for _ in cell_class.state_kinds])
+
+    skipped = sgd_changes_of_a_recurrence(lambda inputs: ConvRecurrent(cell_class(4))(inputs), sequence, weights)
+    explicit = sgd_changes_of_a_recurrence(explicit_zero_states, sequence, weights)
+    assert all(np.abs(g).max() > 0 for g in explicit)
+    for ours, theirs in zip(skipped, explicit, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Every custom layer, in the manner of Keras' run_layer_test: config round trip, symbolic call and output
 # shape, output dtype under a mixed policy, one training step.
