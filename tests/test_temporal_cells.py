@@ -210,3 +210,50 @@ def test_the_loop_from_zero_states_compiles_under_xla():
         sequence = tf.constant(rng.normal(size=(2, steps, 6, 5, 3)).astype("float32"))
         for a, b in zip(compiled(sequence), plain(sequence), strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def xla_calls(graph) -> int:
+    """Calls of XLA-compiled functions (``jit_compile``) in ``graph``."""
+    return sum(op.type in ("PartitionedCall", "StatefulPartitionedCall") and op.get_attr("_XlaMustCompile")
+               for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr)
+
+
+@pytest.mark.parametrize("channels", [(4, 4), (4, 8)])
+def test_fused_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channels, monkeypatch):
+    """In bfloat16 on TensorFlow a cGRU's element-wise work runs in XLA-compiled functions; the same outputs and
+    gradients as op by op (up to bfloat16 rounding: XLA rounds once per fused function), for two levels of equal
+    and of different widths (an earlier design swapped two convolutions' bias gradients), one and three frames,
+    unrolled and in the loop, with and without rematerialisation."""
+    from vseg_keras.models import kernels
+
+    rng = np.random.default_rng(9)
+    layers = [ConvRecurrent(ConvGRUCell(c, dtype="mixed_bfloat16")) for c in channels]
+    for layer, c in zip(layers, channels, strict=True):
+        layer.build((None, None, None, None, c))
+        randomise_biases(layer.cell, rng)
+    weights = [w for layer in layers for w in layer.trainable_weights]
+
+    def outputs_and_gradients(*sequences):
+        with tf.GradientTape() as tape:
+            outputs = [tf.cast(layer(s, training=True), tf.float32) for layer, s in zip(layers, sequences, strict=True)]
+            loss = sum(tf.reduce_sum(tf.square(o) * tf.range(1.0, 1.0 + tf.cast(tf.shape(o)[1], tf.float32))[
+                None, :, None, None, None]) for o in outputs)
+        return [*outputs, *tape.gradient(loss, weights)]
+
+    for remat in (False, True):
+        for layer in layers:
+            layer.cell.rematerialize = remat
+        for steps in (1, 3):
+            sequences = [tf.constant(rng.normal(size=(2, steps, 6, 5, c)).astype("float32")) for c in channels]
+            for unrolled in (True, False):
+                specs = [tf.TensorSpec((2, steps, 6, 5, c) if unrolled else (None, None, 6, 5, c)) for c in channels]
+                results = {}
+                for fused in (True, False):
+                    monkeypatch.setattr(kernels, "FUSED_GRU_TAIL_DTYPES", ("bfloat16",) if fused else ())
+                    function = tf.function(outputs_and_gradients, input_signature=specs)
+                    if unrolled and not remat:
+                        assert (xla_calls(function.get_concrete_function().graph) > 0) == fused
+                    results[fused] = function(*sequences)
+                for ours, theirs in zip(results[True], results[False], strict=True):
+                    scale = float(tf.reduce_max(tf.abs(theirs)))
+                    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=0.03 * scale + 1e-3)

@@ -85,15 +85,18 @@ class _ConvCellBase(keras.layers.Layer):
     def _bias(self, name: str, channels: int):
         return self.add_weight(name=name, shape=(channels,), initializer=self.bias_initializer)
 
-    def _conv(self, parts, kernel, bias):
-        """3x3 "same" conv with bias of the channel concatenation of ``parts`` (:func:`conv_of_concatenation`).
+    def _conv(self, parts, kernel, bias=None):
+        """3x3 "same" conv, plus ``bias`` unless ``None``, of the channel concatenation of ``parts``
+        (:func:`conv_of_concatenation`).
 
         Every part has the cell's ``filters`` channels; a part that is ``None`` is a zero state, whose
         convolution (zero) is skipped (:func:`conv_of_concatenation`). With no part left it is ``bias``
         (``[filters]``, which broadcasts as the convolution would).
         """
         output = conv_of_concatenation(parts, kernel, channels=[self.filters] * len(parts), strides=1, padding="same")
-        return bias if output is None else ops.add(output, bias)
+        if bias is None or output is None:
+            return bias if output is None else output
+        return ops.add(output, bias)
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         """One step: ``(x_t [B, H, W, C], states_{t-1}) -> states_t``, a tuple of ``[B, H, W, C]``
@@ -200,7 +203,9 @@ class ConvGRUCell(_ConvCellBase):
     ``[r, z] = sigmoid(C_rz * concat(x_t, h_{t-1}))`` is one fused convolution
     giving ``2 * filters`` channels (reset gate first, update gate second);
     ``n = tanh(C_n * concat(x_t, r . h_{t-1}))``;
-    ``h_t = (1 - z) . n + z . h_{t-1}``.
+    ``h_t = (1 - z) . n + z . h_{t-1}``. The element-wise work between the two convolutions is
+    :func:`gru_gates` and :func:`gru_state`; in bfloat16 on TensorFlow each runs compiled by XLA, fused
+    (:func:`vseg_keras.models.kernels.fused_gru_tails`), with the same numbers up to bfloat16 rounding.
 
     Args:
         filters: channels of the input, the state and the output.
@@ -227,15 +232,31 @@ class ConvGRUCell(_ConvCellBase):
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         (previous,) = (None,) if states is None else states
-        gates = ops.sigmoid(self._conv([inputs, previous], weights["gate_kernel"], weights["gate_bias"]))
-        reset, update = ops.split(gates, 2, axis=-1)
-        reset_previous = None if previous is None else reset * previous
-        candidate = ops.tanh(
-            self._conv([inputs, reset_previous], weights["candidate_kernel"], weights["candidate_bias"])
-        )
-        if previous is None:  # z . h_0 = 0
-            return ((1.0 - update) * candidate,)
-        return ((1.0 - update) * candidate + update * previous,)
+        gates_tail, state_tail = (kernels.fused_gru_tails() if kernels.fuses_gru_tails(self.compute_dtype)
+                                  else (gru_gates, gru_state))
+        reset_previous, update = gates_tail(self._conv([inputs, previous], weights["gate_kernel"]),
+                                            weights["gate_bias"], previous)
+        pre_candidate = self._conv([inputs, reset_previous], weights["candidate_kernel"])
+        return (state_tail(pre_candidate, weights["candidate_bias"], update, previous),)
+
+
+def gru_gates(pre_gates, bias, previous):
+    """A cGRU's gates from their convolution ``[B, H, W, 2C]`` and its bias ``[2C]``: ``(r . h_{t-1}, z)``, each
+    ``[B, H, W, C]``; ``previous`` (``h_{t-1}``) ``None`` is a zero state, and then ``r . h_{t-1}`` is ``None``.
+
+    The element-wise work between a step's convolutions, apart so that TensorFlow can compile it
+    (:func:`vseg_keras.models.kernels.fused_gru_tails`)."""
+    reset, update = ops.split(ops.sigmoid(pre_gates + bias), 2, axis=-1)
+    return (None if previous is None else reset * previous), update
+
+
+def gru_state(pre_candidate, bias, update, previous):
+    """A cGRU's new state ``h_t = (1 - z) . tanh(pre_candidate + bias) + z . h_{t-1}`` ``[B, H, W, C]`` from the
+    candidate's convolution, its bias ``[C]`` and the update gate ``z``; ``previous`` ``None``: ``z . h_0 = 0``."""
+    candidate = ops.tanh(pre_candidate + bias)
+    if previous is None:
+        return (1.0 - update) * candidate
+    return (1.0 - update) * candidate + update * previous
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -3,7 +3,8 @@
 The layers in :mod:`vseg_keras.models.layers`, :mod:`vseg_keras.models.temporal`, :mod:`vseg_keras.models.remat` and
 :mod:`vseg_keras.models.segmenter` are written in ``keras.ops``. Where TensorFlow offers a faster or leaner
 way to compute the same numbers (a fused BatchNorm kernel, a GELU that keeps only its input, ordered
-rematerialisation, selecting the labelled frames, a run-time size assertion), the layer dispatches on
+rematerialisation, selecting the labelled frames, a run-time size assertion, a cGRU's gate arithmetic fused by
+XLA in bfloat16), the layer dispatches on
 :func:`on_tensorflow` to :mod:`vseg_keras.models.kernels.tensorflow`, imported only then; every other backend
 runs the portable ``keras.ops`` version. Rematerialisation has no portable version: it is a kernel
 of each backend that has one (:mod:`vseg_keras.models.kernels.tensorflow`,
@@ -60,3 +61,23 @@ def recompute_recurrence(step, frames: list, initial_states: tuple | None, param
     (first states) ``[B, T, ...]``, by the backend's kernel; ``initial_states`` ``None``: zero states,
     which ``step`` is given as ``None``."""
     return _remat_kernels().recompute_recurrence(step, frames, initial_states, params)
+
+
+#: Compute dtypes in which a cGRU on TensorFlow runs its element-wise work fused by XLA (:func:`fused_gru_tails`).
+#: In bfloat16, where TensorFlow's element-wise kernels are slow (its ``Sigmoid`` takes 2.7x its float32 time), a
+#: small model's training step is about 1.06x faster per frame; in float32 it gains nothing (docs/BENCHMARKS.md,
+#: "XLA-fused cGRU tails").
+FUSED_GRU_TAIL_DTYPES: tuple[str, ...] = ("bfloat16",)
+
+
+def fuses_gru_tails(dtype: str) -> bool:
+    """Whether a cGRU computing in ``dtype`` runs its element-wise work through :func:`fused_gru_tails`."""
+    return on_tensorflow() and dtype in FUSED_GRU_TAIL_DTYPES
+
+
+def fused_gru_tails() -> tuple:
+    """TensorFlow's XLA-compiled ``(gru_gates, gru_state)``
+    (:func:`vseg_keras.models.kernels.tensorflow.fused_gru_tails`)."""
+    from vseg_keras.models.kernels import tensorflow as tf_kernels
+
+    return tf_kernels.fused_gru_tails()

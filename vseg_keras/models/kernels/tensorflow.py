@@ -9,6 +9,8 @@ Imported by the layers only on the TensorFlow backend (see :mod:`vseg_keras.mode
 - :func:`labelled_frames` (``VideoSegmenter``'s loss and metrics on full windows): a boolean mask;
 - :func:`recurrence_from_zero_states` (``ConvRecurrent`` when ``T`` is unknown when traced): a loop whose first
   step skips the zero states' convolutions;
+- :func:`fused_gru_tails` (``ConvGRUCell`` in bfloat16): the gate arithmetic between a step's two
+  convolutions compiled by XLA, two fused kernels instead of about ten ops each way;
 - :func:`recompute` and :func:`recompute_recurrence` (``--remat``): checkpoints of our own.
 
 Rematerialisation: with it on, a training step keeps only the inputs and outputs of every
@@ -37,6 +39,7 @@ schedule the recomputation differently (``--jit`` is not recommended on CPU).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import keras
@@ -251,3 +254,28 @@ def recompute_recurrence(step: Callable, frames: list, initial_states: tuple | N
     # Read variables here, outside the checkpoint (eagerly a Keras weight's value may still be the variable,
     # which tf.custom_gradient would find read inside and then want its gradient from `gradient`).
     return recurrence(*(initial_states or ()), *frames, *(tf.convert_to_tensor(params[name]) for name in names))
+
+
+
+@functools.cache
+def fused_gru_tails() -> tuple[Callable, Callable]:
+    """:func:`~vseg_keras.models.temporal.gru_gates` and :func:`~vseg_keras.models.temporal.gru_state`, each
+    compiled by XLA (``jit_compile``), so that a cGRU step's element-wise work between its two convolutions
+    runs as two fused kernels instead of about ten TensorFlow ops (and as many gradient ops).
+
+    Each takes one convolution's output and its bias: with biases added outside, oneDNN's graph rewrite on
+    TensorFlow 2.21 paired the bias gradients of two convolutions whose output gradients came from one XLA
+    call with the wrong weight gradients (docs/BENCHMARKS.md, "XLA-fused cGRU tails").
+    """
+    from vseg_keras.models.temporal import gru_gates, gru_state
+
+    return tuple(_with_tensor_arguments(tf.function(tail, jit_compile=True)) for tail in (gru_gates, gru_state))
+
+
+def _with_tensor_arguments(function: Callable) -> Callable:
+    """``function`` called with its arguments as ``tf.Tensor`` (a Keras weight's value may be another type,
+    which a ``tf.function`` would trace as a constant); ``None`` stays ``None``."""
+    def call(*args):
+        return function(*(None if a is None else tf.convert_to_tensor(a) for a in args))
+
+    return call
