@@ -257,3 +257,27 @@ def test_fused_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channe
                 for ours, theirs in zip(results[True], results[False], strict=True):
                     scale = float(tf.reduce_max(tf.abs(theirs)))
                     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=0.03 * scale + 1e-3)
+
+
+def test_fused_gru_tails_inside_an_xla_step_in_bfloat16():
+    """``--jit --mixed-precision``: inside a step compiled by XLA the tails are traced plainly (XLA fuses the
+    whole step; a nested compiled function would not convert), the same numbers as without XLA."""
+    rng = np.random.default_rng(10)
+    layer = ConvRecurrent(ConvGRUCell(3, dtype="mixed_bfloat16"))
+    layer.build((None, None, None, None, 3))
+    randomise_biases(layer.cell, rng)
+
+    def outputs_and_gradients(sequence):
+        with tf.GradientTape() as tape:
+            outputs = tf.cast(layer(sequence, training=True), tf.float32)
+            loss = tf.reduce_sum(tf.square(outputs))
+        return [outputs, *tape.gradient(loss, layer.trainable_weights)]
+
+    spec = [tf.TensorSpec((None, None, 6, 5, 3), tf.float32)]
+    compiled = tf.function(outputs_and_gradients, input_signature=spec, jit_compile=True)
+    plain = tf.function(outputs_and_gradients, input_signature=spec)
+    for steps in (1, 3):
+        sequence = tf.constant(rng.normal(size=(2, steps, 6, 5, 3)).astype("float32"))
+        for ours, theirs in zip(compiled(sequence), plain(sequence), strict=True):
+            scale = float(tf.reduce_max(tf.abs(theirs)))
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=0.03 * scale + 1e-3)

@@ -269,13 +269,21 @@ def fused_gru_tails() -> tuple[Callable, Callable]:
     """
     from vseg_keras.models.temporal import gru_gates, gru_state
 
-    return tuple(_with_tensor_arguments(tf.function(tail, jit_compile=True)) for tail in (gru_gates, gru_state))
+    return _compiled_unless_in_xla(gru_gates), _compiled_unless_in_xla(gru_state)
 
 
-def _with_tensor_arguments(function: Callable) -> Callable:
-    """``function`` called with its arguments as ``tf.Tensor`` (a Keras weight's value may be another type,
-    which a ``tf.function`` would trace as a constant); ``None`` stays ``None``."""
+def _compiled_unless_in_xla(function: Callable) -> Callable:
+    """``function`` compiled by XLA, called with its arguments as ``tf.Tensor`` (a Keras weight's value may be
+    another type, which a ``tf.function`` would trace as a constant; ``None`` stays ``None``); traced inside an
+    XLA computation already (``--jit``), ``function`` itself, which that computation fuses (a nested compiled
+    function fails to convert there)."""
+    from tensorflow.python.ops import control_flow_util  # TensorFlow's own test, as its control flow uses it
+
+    compiled = tf.function(function, jit_compile=True)
+
     def call(*args):
-        return function(*(None if a is None else tf.convert_to_tensor(a) for a in args))
+        if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+            return function(*args)
+        return compiled(*(None if a is None else tf.convert_to_tensor(a) for a in args))
 
     return call
