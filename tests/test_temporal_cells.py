@@ -208,8 +208,8 @@ def test_the_loop_from_zero_states_compiles_under_xla():
     plain = tf.function(outputs_and_gradients, input_signature=spec)
     for steps in (1, 3):
         sequence = tf.constant(rng.normal(size=(2, steps, 6, 5, 3)).astype("float32"))
-        for a, b in zip(compiled(sequence), plain(sequence), strict=True):
-            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+        for a, b in zip(compiled(sequence), plain(sequence), strict=True):  # summation orders differ: scaled
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5 * np.abs(b.numpy()).max() + 1e-6)
 
 
 def xla_calls(graph) -> int:
@@ -281,3 +281,14 @@ def test_fused_gru_tails_inside_an_xla_step_in_bfloat16():
         for ours, theirs in zip(compiled(sequence), plain(sequence), strict=True):
             scale = float(tf.reduce_max(tf.abs(theirs)))
             np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=0.03 * scale + 1e-3)
+
+
+def test_only_narrow_cells_fuse_their_tails_and_only_in_bfloat16():
+    """XLA's fused tails beat TensorFlow's ops at 16-32 channels, not at 64 (``FUSED_GRU_TAIL_MAX_CHANNELS``)."""
+    def calls(channels: int, dtype: str) -> int:
+        layer = ConvRecurrent(ConvGRUCell(channels, dtype=dtype))
+        run = tf.function(lambda x: layer(x, training=True))
+        return xla_calls(run.get_concrete_function(tf.TensorSpec((1, 2, 4, 4, channels))).graph)
+
+    assert calls(32, "mixed_bfloat16") > 0
+    assert calls(64, "mixed_bfloat16") == calls(32, "float32") == 0

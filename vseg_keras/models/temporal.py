@@ -204,8 +204,9 @@ class ConvGRUCell(_ConvCellBase):
     giving ``2 * filters`` channels (reset gate first, update gate second);
     ``n = tanh(C_n * concat(x_t, r . h_{t-1}))``;
     ``h_t = (1 - z) . n + z . h_{t-1}``. The element-wise work between the two convolutions is
-    :func:`gru_gates` and :func:`gru_state`; in bfloat16 on TensorFlow each runs compiled by XLA, fused
-    (:func:`vseg_keras.models.kernels.fused_gru_tails`), with the same numbers up to bfloat16 rounding.
+    :func:`gru_gates` and :func:`gru_state`; in bfloat16 on TensorFlow, for cells of at most 32 channels, each
+    runs compiled by XLA, fused (:func:`vseg_keras.models.kernels.fused_gru_tails`), with the same numbers up to
+    bfloat16 rounding.
 
     Args:
         filters: channels of the input, the state and the output.
@@ -232,7 +233,7 @@ class ConvGRUCell(_ConvCellBase):
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         (previous,) = (None,) if states is None else states
-        gates_tail, state_tail = (kernels.fused_gru_tails() if kernels.fuses_gru_tails(self.compute_dtype)
+        gates_tail, state_tail = (kernels.fused_gru_tails() if kernels.fuses_gru_tails(self.compute_dtype, self.filters)
                                   else (gru_gates, gru_state))
         reset_previous, update = gates_tail(self._conv([inputs, previous], weights["gate_kernel"]),
                                             weights["gate_bias"], previous)

@@ -65,14 +65,21 @@ def recompute_recurrence(step, frames: list, initial_states: tuple | None, param
 
 #: Compute dtypes in which a cGRU on TensorFlow runs its element-wise work fused by XLA (:func:`fused_gru_tails`).
 #: In bfloat16, where TensorFlow's element-wise kernels are slow (its ``Sigmoid`` takes 2.7x its float32 time), a
-#: small model's training step is about 1.06x faster per frame; in float32 it gains nothing (docs/BENCHMARKS.md,
+#: small model's training step is about 1.05x faster per frame; in float32 it gains nothing (docs/BENCHMARKS.md,
 #: "XLA-fused cGRU tails").
 FUSED_GRU_TAIL_DTYPES: tuple[str, ...] = ("bfloat16",)
 
+#: The widest cGRU (channels) whose element-wise work is fused: XLA's fused kernels beat TensorFlow's ops at 16
+#: and 32 channels and lost to them at 64 (0.80-0.86x at 128x256 and 256x512), so wider cells (the Original-size
+#: models') keep TensorFlow's ops.
+FUSED_GRU_TAIL_MAX_CHANNELS: int = 32
 
-def fuses_gru_tails(dtype: str) -> bool:
-    """Whether a cGRU computing in ``dtype`` runs its element-wise work through :func:`fused_gru_tails`."""
-    return on_tensorflow() and dtype in FUSED_GRU_TAIL_DTYPES
+
+def fuses_gru_tails(dtype: str, channels: int) -> bool:
+    """Whether a cGRU of ``channels`` computing in ``dtype`` runs its element-wise work through
+    :func:`fused_gru_tails`: on TensorFlow, in a dtype of :data:`FUSED_GRU_TAIL_DTYPES`, at most
+    :data:`FUSED_GRU_TAIL_MAX_CHANNELS` channels."""
+    return on_tensorflow() and dtype in FUSED_GRU_TAIL_DTYPES and channels <= FUSED_GRU_TAIL_MAX_CHANNELS
 
 
 def fused_gru_tails() -> tuple:
