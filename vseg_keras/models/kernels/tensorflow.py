@@ -256,7 +256,6 @@ def recompute_recurrence(step: Callable, frames: list, initial_states: tuple | N
     return recurrence(*(initial_states or ()), *frames, *(tf.convert_to_tensor(params[name]) for name in names))
 
 
-
 @functools.cache
 def fused_gru_tails() -> tuple[Callable, Callable]:
     """:func:`~vseg_keras.models.temporal.gru_gates` and :func:`~vseg_keras.models.temporal.gru_state`, each
