@@ -205,7 +205,7 @@ class ConvGRUCell(_ConvCellBase):
     ``n = tanh(C_n * concat(x_t, r . h_{t-1}))``;
     ``h_t = (1 - z) . n + z . h_{t-1}``. The element-wise work between the two convolutions is
     :func:`gru_gates` and :func:`gru_state`; in bfloat16 on TensorFlow, for cells of at most 32 channels, each
-    runs compiled by XLA, fused (:func:`vseg_keras.models.kernels.fused_gru_tails`), with the same numbers up to
+    runs compiled by XLA, fused (:func:`vseg_keras.models.kernels.tensorflow.fused`), with the same numbers up to
     bfloat16 rounding.
 
     Args:
@@ -233,8 +233,11 @@ class ConvGRUCell(_ConvCellBase):
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         (previous,) = (None,) if states is None else states
-        gates_tail, state_tail = (kernels.fused_gru_tails() if kernels.fuses_gru_tails(self.compute_dtype, self.filters)
-                                  else (gru_gates, gru_state))
+        gates_tail, state_tail = gru_gates, gru_state
+        if kernels.fuses_gru_tails(self.compute_dtype, self.filters):
+            from vseg_keras.models.kernels import tensorflow as tf_kernels
+
+            gates_tail, state_tail = tf_kernels.fused(gru_gates), tf_kernels.fused(gru_state)
         reset_previous, update = gates_tail(self._conv([inputs, previous], weights["gate_kernel"]),
                                             weights["gate_bias"], previous)
         pre_candidate = self._conv([inputs, reset_previous], weights["candidate_kernel"])
@@ -246,7 +249,7 @@ def gru_gates(pre_gates, bias, previous):
     ``[B, H, W, C]``; ``previous`` (``h_{t-1}``) ``None`` is a zero state, and then ``r . h_{t-1}`` is ``None``.
 
     The element-wise work between a step's convolutions, apart so that TensorFlow can compile it
-    (:func:`vseg_keras.models.kernels.fused_gru_tails`)."""
+    (:func:`vseg_keras.models.kernels.tensorflow.fused`)."""
     reset, update = ops.split(ops.sigmoid(pre_gates + bias), 2, axis=-1)
     return (None if previous is None else reset * previous), update
 

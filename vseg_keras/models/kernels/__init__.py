@@ -63,10 +63,10 @@ def recompute_recurrence(step, frames: list, initial_states: tuple | None, param
     return _remat_kernels().recompute_recurrence(step, frames, initial_states, params)
 
 
-#: Compute dtypes in which a cGRU on TensorFlow runs its element-wise work fused by XLA (:func:`fused_gru_tails`).
-#: In bfloat16, where TensorFlow's element-wise kernels are slow (its ``Sigmoid`` takes 2.7x its float32 time), a
-#: small model's training step is about 1.05x faster per frame; in float32 it gains nothing (docs/BENCHMARKS.md,
-#: "XLA-fused cGRU tails").
+#: Compute dtypes in which a cGRU on TensorFlow runs its element-wise work fused by XLA
+#: (:func:`vseg_keras.models.kernels.tensorflow.fused`). In bfloat16, where TensorFlow's element-wise kernels are
+#: slow (its ``Sigmoid`` takes 2.7x its float32 time), a small model's training step is about 1.05x faster per
+#: frame; in float32 it gains nothing (docs/BENCHMARKS.md, "XLA-fused cGRU tails").
 FUSED_GRU_TAIL_DTYPES: tuple[str, ...] = ("bfloat16",)
 
 #: The widest cGRU (channels) whose element-wise work is fused: XLA's fused kernels beat TensorFlow's ops at 16
@@ -76,15 +76,8 @@ FUSED_GRU_TAIL_MAX_CHANNELS: int = 32
 
 
 def fuses_gru_tails(dtype: str, channels: int) -> bool:
-    """Whether a cGRU of ``channels`` computing in ``dtype`` runs its element-wise work through
-    :func:`fused_gru_tails`: on TensorFlow, in a dtype of :data:`FUSED_GRU_TAIL_DTYPES`, at most
-    :data:`FUSED_GRU_TAIL_MAX_CHANNELS` channels."""
+    """Whether a cGRU of ``channels`` computing in ``dtype`` runs its element-wise work compiled by XLA
+    (:func:`vseg_keras.models.kernels.tensorflow.fused`): on TensorFlow, in a dtype of
+    :data:`FUSED_GRU_TAIL_DTYPES`, at most :data:`FUSED_GRU_TAIL_MAX_CHANNELS` channels."""
     return on_tensorflow() and dtype in FUSED_GRU_TAIL_DTYPES and channels <= FUSED_GRU_TAIL_MAX_CHANNELS
 
-
-def fused_gru_tails() -> tuple:
-    """TensorFlow's XLA-compiled ``(gru_gates, gru_state)``
-    (:func:`vseg_keras.models.kernels.tensorflow.fused_gru_tails`)."""
-    from vseg_keras.models.kernels import tensorflow as tf_kernels
-
-    return tf_kernels.fused_gru_tails()

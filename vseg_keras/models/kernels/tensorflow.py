@@ -9,8 +9,8 @@ Imported by the layers only on the TensorFlow backend (see :mod:`vseg_keras.mode
 - :func:`labelled_frames` (``VideoSegmenter``'s loss and metrics on full windows): a boolean mask;
 - :func:`recurrence_from_zero_states` (``ConvRecurrent`` when ``T`` is unknown when traced): a loop whose first
   step skips the zero states' convolutions;
-- :func:`fused_gru_tails` (``ConvGRUCell`` in bfloat16): the gate arithmetic between a step's two
-  convolutions compiled by XLA, two fused kernels instead of about ten ops each way;
+- :func:`fused` (``ConvGRUCell`` in bfloat16): the gate arithmetic between a step's two convolutions
+  compiled by XLA, two fused kernels instead of about ten ops each way;
 - :func:`recompute` and :func:`recompute_recurrence` (``--remat``): checkpoints of our own.
 
 Rematerialisation: with it on, a training step keeps only the inputs and outputs of every
@@ -257,25 +257,18 @@ def recompute_recurrence(step: Callable, frames: list, initial_states: tuple | N
 
 
 @functools.cache
-def fused_gru_tails() -> tuple[Callable, Callable]:
-    """:func:`~vseg_keras.models.temporal.gru_gates` and :func:`~vseg_keras.models.temporal.gru_state`, each
-    compiled by XLA (``jit_compile``), so that a cGRU step's element-wise work between its two convolutions
-    runs as two fused kernels instead of about ten TensorFlow ops (and as many gradient ops).
+def fused(function: Callable) -> Callable:
+    """``function`` (element-wise work in ``keras.ops``) compiled by XLA (``jit_compile``), so that it runs as
+    one fused kernel instead of an op per operation (and another per gradient); one compiled function per
+    ``function``. Traced inside an XLA computation already (``--jit``), ``function`` itself runs, which that
+    computation fuses (a nested compiled function fails to convert there). Arguments are passed as
+    ``tf.Tensor`` (a Keras weight's value may be another type, which a ``tf.function`` would trace as a
+    constant); ``None`` stays ``None``.
 
-    Each takes one convolution's output and its bias: with biases added outside, oneDNN's graph rewrite on
-    TensorFlow 2.21 paired the bias gradients of two convolutions whose output gradients came from one XLA
-    call with the wrong weight gradients (docs/BENCHMARKS.md, "XLA-fused cGRU tails").
+    What ``ConvGRUCell`` compiles takes one convolution's output and its bias: a compiled function taking two
+    convolutions' outputs, their biases added outside it, got their bias gradients swapped on TensorFlow 2.21
+    with oneDNN (docs/BENCHMARKS.md, "XLA-fused cGRU tails").
     """
-    from vseg_keras.models.temporal import gru_gates, gru_state
-
-    return _compiled_unless_in_xla(gru_gates), _compiled_unless_in_xla(gru_state)
-
-
-def _compiled_unless_in_xla(function: Callable) -> Callable:
-    """``function`` compiled by XLA, called with its arguments as ``tf.Tensor`` (a Keras weight's value may be
-    another type, which a ``tf.function`` would trace as a constant; ``None`` stays ``None``); traced inside an
-    XLA computation already (``--jit``), ``function`` itself, which that computation fuses (a nested compiled
-    function fails to convert there)."""
     from tensorflow.python.ops import control_flow_util  # TensorFlow's own test, as its control flow uses it
 
     compiled = tf.function(function, jit_compile=True)
