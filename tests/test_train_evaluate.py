@@ -341,6 +341,10 @@ def test_bad_inputs_give_one_clear_line(shards, tmp_path):
     # Logical CPUs must be set before TensorFlow starts: a process of its own.
     odd = vseg("train", shards, str(tmp_path / "run"), *TRAIN_ARGS[:2], "--batch-size", "3", "--logical-cpus", "2")
     assert odd.returncode != 0 and "multiple of the 2 replicas" in odd.stderr
+    # Validation must fill one global batch over the replicas (3 val sequences here): refused before training.
+    few = vseg("train", shards, str(tmp_path / "run"), *TRAIN_ARGS[:2], "--batch-size", "4", "--logical-cpus", "2")
+    assert few.returncode == 1 and "3 val sequence(s), fewer than the global batch of 4" in few.stderr, few.stderr
+    assert not (tmp_path / "run").exists()
     unknown = invoke("train", shards, str(tmp_path / "run"), "--model", "vanilla-lstm-small")
     assert unknown.exit_code == 1 and "Unknown model" in unknown.output
     bad_model = invoke("evaluate", str(tmp_path / "missing.keras"), shards)

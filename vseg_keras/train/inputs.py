@@ -84,6 +84,24 @@ def _validation_steps(data_dir: str, config: TrainConfig, placement: Placement) 
     return val_steps, min(val_snippets, val_steps * config.batch_size)
 
 
+def check_validation_fills_a_batch(data_dir: str, config: TrainConfig, placement: Placement) -> None:
+    """With several replicas, one clear error unless the ``val`` split of ``data_dir`` fills one global batch.
+
+    A first validation batch that leaves a replica empty fails in Keras' ``evaluate``, which averages that
+    batch over the replicas, and only after a whole epoch of training: so it is refused before training.
+
+    Raises:
+        ValueError: fewer val sequences than ``config.batch_size`` on several replicas or workers.
+    """
+    if placement.replicas == 1 and not placement.multi_worker:
+        return
+    val_snippets = data.count_snippets(data_dir, "val")
+    if val_snippets < config.batch_size:
+        raise ValueError(f"{data_dir}: {val_snippets} val sequence(s), fewer than the global batch of "
+                         f"{config.batch_size} that validation splits over {placement.replicas} replicas; add "
+                         "val sequences or lower --batch-size")
+
+
 def training_steps(data_dir: str, config: TrainConfig) -> int:
     """Training batches per epoch: ``config.steps_per_epoch``, else one pass over the labelled clips."""
     return config.steps_per_epoch or data.steps_per_epoch(data_dir, "train", config.batch_size)

@@ -19,7 +19,7 @@ from vseg_keras.models.registry import get_model_config
 from vseg_keras.options import TrainConfig, TrainingError
 from vseg_keras.train import run_dir as runs
 from vseg_keras.train.callbacks import run_callbacks
-from vseg_keras.train.inputs import make_training_inputs, training_steps
+from vseg_keras.train.inputs import check_validation_fills_a_batch, make_training_inputs, training_steps
 from vseg_keras.train.multi_worker import fit_multi_worker
 from vseg_keras.train.preemption import StepCounter, StopRequest, stop_signals
 from vseg_keras.train.recipe import build_training_model, check_temporal_loss_backend, precision_policy
@@ -67,6 +67,7 @@ def train(
     placement = make_placement(config.logical_cpus)
     if config.batch_size % placement.replicas:
         raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {placement.replicas} replicas")
+    check_validation_fills_a_batch(data_dir, config, placement)
     log(f"placement: {placement.description}, global batch {config.batch_size}")
     log(f"dataset: {spec.name}, {spec.num_classes} classes ({config.num_classes} logits)")
     log(_describe_windows(config))
