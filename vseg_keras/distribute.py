@@ -47,6 +47,11 @@ class Placement:
         return int(self.strategy.num_replicas_in_sync)
 
     @property
+    def shares_batches(self) -> bool:
+        """Whether each global batch is split: several replicas, or several workers."""
+        return self.replicas > 1 or self.multi_worker
+
+    @property
     def name(self) -> str:
         """``MirroredStrategy``, ``MultiWorkerMirroredStrategy``, ``DataParallel``, or ``single device`` (summaries)."""
         if self.distribution is not None:
@@ -60,7 +65,7 @@ class Placement:
     @property
     def description(self) -> str:
         """The placement in words: ``1 device (CPU)``, ``2 replicas (MirroredStrategy)``, ..."""
-        if self.replicas == 1 and not self.multi_worker:
+        if not self.shares_batches:
             return f"1 device ({_device_kind()})"
         return f"{self.replicas} replicas ({self.name})"
 

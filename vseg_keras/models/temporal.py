@@ -94,9 +94,9 @@ class _ConvCellBase(keras.layers.Layer):
         (``[filters]``, which broadcasts as the convolution would).
         """
         output = conv_of_concatenation(parts, kernel, channels=[self.filters] * len(parts), strides=1, padding="same")
-        if bias is None or output is None:
-            return bias if output is None else output
-        return ops.add(output, bias)
+        if output is None:
+            return bias
+        return output if bias is None else ops.add(output, bias)
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         """One step: ``(x_t [B, H, W, C], states_{t-1}) -> states_t``, a tuple of ``[B, H, W, C]``

@@ -76,7 +76,7 @@ def _validation_steps(data_dir: str, config: TrainConfig, placement: Placement) 
     val_snippets = data.count_snippets(data_dir, "val")
     if config.val_steps:
         val_steps = config.val_steps
-    elif placement.replicas > 1 or placement.multi_worker:
+    elif placement.shares_batches:
         # Every replica needs a non-empty batch at every step: full global batches only.
         val_steps = max(1, val_snippets // config.batch_size)
     else:
@@ -93,7 +93,7 @@ def check_validation_fills_a_batch(data_dir: str, config: TrainConfig, placement
     Raises:
         ValueError: fewer val sequences than ``config.batch_size`` on several replicas or workers.
     """
-    if placement.replicas == 1 and not placement.multi_worker:
+    if not placement.shares_batches:
         return
     val_snippets = data.count_snippets(data_dir, "val")
     if val_snippets < config.batch_size:
