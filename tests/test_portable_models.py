@@ -156,17 +156,21 @@ def test_fit_on_a_tf_data_pipeline_reduces_the_loss(last_frame):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def sgd_weight_changes(model, x, y, loss) -> list:
+    """The trainable weights' changes in one Keras train step of ``model`` (SGD, learning rate 1): its gradients."""
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
+    before = [numpy(v) for v in model.trainable_variables]
+    model.train_on_batch(x, y)
+    return [b - numpy(v) for b, v in zip(before, model.trainable_variables, strict=True)]
+
+
 def sgd_step_changes(remat: bool, frames, labels) -> tuple[list, list]:
     """One Keras train step (SGD, learning rate 1) on the labelled frame (a ``TrainingModel``, as ``vseg train``
     runs): the weight changes, i.e. the gradients, and the BatchNorm moving statistics after it."""
     segmenter = vm.build_model("convnext-clstm-small-shallow", seed=9)  # GELU, BatchNorm, attention gates, 2 states
     assert set_rematerialization(segmenter, remat) == 5 + 3  # stem, enc1, enc2, dec1, dec0 and 3 cells
     model = TrainingModel(segmenter, "last_frame")
-    model.compile(optimizer=keras.optimizers.SGD(1.0),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = [numpy(v) for v in model.trainable_variables]
-    model.train_on_batch(frames, labels)
-    changes = [b - numpy(v) for b, v in zip(before, model.trainable_variables, strict=True)]
+    changes = sgd_weight_changes(model, frames, labels, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     moving = [numpy(v) for v in model.non_trainable_variables if "moving" in v.path]
     keras.backend.clear_session()
     return changes, moving
@@ -238,14 +242,12 @@ def test_cells_run_in_a_plain_keras_rnn_given_an_initial_state(cell_class):
 
 
 def sgd_changes_of_a_recurrence(make_outputs, sequence, weights) -> list:
-    """One SGD step (learning rate 1, squared error against zeros) of a model ``[B, T, H, W, C] ->
-    make_outputs(inputs)`` given ``weights``: its weight changes, i.e. the gradients."""
+    """:func:`sgd_weight_changes` (squared error against zeros) of a model ``[B, T, H, W, C] ->
+    make_outputs(inputs)`` given ``weights``."""
     inputs = keras.Input(sequence.shape[1:])
     model = keras.Model(inputs, make_outputs(inputs))
     model.set_weights(weights)
-    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
-    model.train_on_batch(sequence, np.zeros(sequence.shape, "float32"))
-    return [w - numpy(v) for w, v in zip(weights, model.trainable_variables, strict=True)]
+    return sgd_weight_changes(model, sequence, np.zeros(sequence.shape, "float32"), "mse")
 
 
 @pytest.mark.parametrize("cell_class", [ConvRNNCell, ConvGRUCell, ConvLSTMCell])
