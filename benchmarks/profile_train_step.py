@@ -5,7 +5,13 @@ then records ``--steps`` steps with ``tf.profiler.experimental`` and converts
 the trace with TensorFlow's bundled profiler plugin (the same conversion
 TensorBoard's profile tab uses, "framework_op_stats"). Prints the op types
 by total self-time (all threads; ``IDLE`` is time the op threads waited) and
-writes the JSON report to ``--out``. The raw trace stays in ``--logdir`` for
+writes the JSON report to ``--out``. TensorFlow's table does not attribute the
+time of XLA-compiled functions (vseg's fused cGRU tails in bfloat16, or a whole
+``--jit`` step) to any op: the script takes it from the trace (each execution of
+a compiled function called from an op thread) and reports it as ``XLA
+(compiled functions)``, out of ``IDLE`` (a ``--jit`` step runs from the Python
+thread and stays outside the table). Only the run this call recorded is read, even if
+``--logdir`` holds earlier ones. The raw trace stays in ``--logdir`` for
 TensorBoard. It runs the CPU kernels importing vseg picks (oneDNN on x86) unless
 ``TF_ENABLE_ONEDNN_OPTS`` says otherwise; with ``ONEDNN_VERBOSE=1`` oneDNN also
 prints the implementation and time of every call (e.g. ``x64:gemm:jit``).
@@ -29,6 +35,7 @@ import argparse
 import collections
 import glob
 import json
+import os
 import tempfile
 
 import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
@@ -38,36 +45,59 @@ import tensorflow as tf
 from machine import parse_size, report_header, write_report
 from train_step import prepare_training_step
 
+#: The trace event of one execution of an XLA-compiled function on the TensorFlow op thread that called it.
+XLA_EXECUTION_EVENT = "CpuExecutable::ExecuteAsyncOnStream"
+#: The name TensorFlow's inter-op ("op") threads have in the trace; their waits are the table's ``IDLE``.
+OP_THREADS = "tf_Compute"
 
-def converted_profile(logdir: str, tool: str):
-    """The profile under ``logdir`` converted by TensorBoard's ``tool`` (e.g. "memory_profile"), parsed JSON."""
+
+def profile_runs(logdir: str) -> set[str]:
+    """The run folders (one per ``tf.profiler.experimental.start``) under ``logdir``."""
+    return {os.path.dirname(path) for path in glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)}
+
+
+def converted_profile(run: str, tool: str):
+    """The profile in the run folder ``run`` converted by TensorBoard's ``tool`` (e.g. "memory_profile"), parsed
+    JSON."""
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin  # TF's own converter
 
-    paths = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
-    if not paths:
-        raise SystemExit(f"{logdir}: no profile was written")
-    raw, ok = _pywrap_profiler_plugin.xspace_to_tools_data(paths, tool, {})
+    raw, ok = _pywrap_profiler_plugin.xspace_to_tools_data(glob.glob(f"{run}/*.xplane.pb"), tool, {})
     if not ok:
-        raise SystemExit(f"{logdir}: the profile could not be converted to {tool}")
+        raise SystemExit(f"{run}: the profile could not be converted to {tool}")
     return json.loads(raw)
 
 
-def op_type_self_times(logdir: str) -> dict[str, float]:
-    """Microseconds of self-time per op type in the profile under ``logdir``."""
-    table = converted_profile(logdir, "framework_op_stats")
+def xla_execution_us(run: str) -> float:
+    """Microseconds the op threads spent executing XLA-compiled functions in the profile in ``run``: the trace's
+    :data:`XLA_EXECUTION_EVENT` events ("trace_viewer@" conversion), which TensorFlow's op table leaves out."""
+    events = converted_profile(run, "trace_viewer@")["traceEvents"]
+    op_threads = {(event["pid"], event["tid"]) for event in events if event.get("ph") == "M"
+                  and event.get("name") == "thread_name" and event["args"]["name"].startswith(OP_THREADS)}
+    return float(sum(event.get("dur", 0.0) for event in events if event.get("ph") == "X"
+                     and event.get("name") == XLA_EXECUTION_EVENT and (event["pid"], event["tid"]) in op_threads))
+
+
+def op_type_self_times(run: str) -> dict[str, float]:
+    """Microseconds of self-time per op type in the profile in ``run``; the time of XLA-compiled functions, which
+    TensorFlow's table counts as ``IDLE``, as ``XLA (compiled functions)``."""
+    table = converted_profile(run, "framework_op_stats")
     table = table[0] if isinstance(table, list) else table
     columns = [column["id"] for column in table["cols"]]
     totals: dict[str, float] = collections.Counter()
     for row in table["rows"]:
         values = {key: (cell or {}).get("v") for key, cell in zip(columns, row["c"], strict=False)}
         totals[values["type"]] += float(values["total_self_time"] or 0.0)
+    xla = xla_execution_us(run)
+    if xla:
+        totals["XLA (compiled functions)"] = xla
+        totals["IDLE"] = max(0.0, totals["IDLE"] - xla)
     return dict(totals)
 
 
-def buffers_at_peak(logdir: str) -> dict:
-    """The allocator's peak and the buffers alive then, largest first, from the profile under ``logdir``."""
+def buffers_at_peak(run: str) -> dict:
+    """The allocator's peak and the buffers alive then, largest first, from the profile in ``run``."""
     report = {}
-    for allocator, profile in converted_profile(logdir, "memory_profile")["memoryProfilePerAllocator"].items():
+    for allocator, profile in converted_profile(run, "memory_profile")["memoryProfilePerAllocator"].items():
         snapshots, special = profile.get("memoryProfileSnapshots", []), profile.get("specialAllocations", [])
         sizes: dict[str, int] = collections.Counter()
         for allocation in profile.get("activeAllocations", []):
@@ -105,24 +135,29 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(args.warmup):
         model.train_on_batch(frames, labels)
     logdir = args.logdir or tempfile.mkdtemp(prefix="vseg-profile-")
+    earlier = profile_runs(logdir)
     tf.profiler.experimental.start(logdir)
     for _ in range(args.steps):
         model.train_on_batch(frames, labels)
     tf.profiler.experimental.stop()
+    new = sorted(profile_runs(logdir) - earlier)
+    if len(new) != 1:
+        raise SystemExit(f"{logdir}: expected the one profile this run recorded, found {len(new)} new")
+    run = new[0]
     if args.memory:
-        report = {**report_header("profile_train_step", argv), "logdir": logdir, "memory": buffers_at_peak(logdir)}
+        report = {**report_header("profile_train_step", argv), "run": run, "memory": buffers_at_peak(run)}
         write_report(report, args.out)
         for allocator, memory in report["memory"].items():
             print(f"{allocator}: peak {memory['peak_mib']} MiB\n| op (shape) | MiB alive at the peak |\n|---|--:|")
             for key, mib in list(memory["alive_at_peak_mib"].items())[: args.top]:
                 print(f"| {key} | {mib} |")
         return report
-    totals = op_type_self_times(logdir)
+    totals = op_type_self_times(run)
     total = sum(totals.values())
     ranked = sorted(totals.items(), key=lambda item: -item[1])
     report = {
         **report_header("profile_train_step", argv),
-        "logdir": logdir,
+        "run": run,
         "self_time_share": {name: round(us / total, 4) for name, us in ranked},
         "self_time_ms_per_step": {name: round(us / 1000 / args.steps, 1) for name, us in ranked},
     }
