@@ -135,6 +135,27 @@ def conv_peak_gflops(dtype: str = "float32", repeats: int = 5, shapes=PROBE_SHAP
     return {"dtype": dtype, "peak": max(r["gflops_per_s"] for r in results), "probes": results}
 
 
+def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 7) -> float:
+    """The machine's memory bandwidth (GB/s read + written, median of ``repeats``): a float32 array of
+    ``megabytes`` (beyond the caches) copied by one thread per CPU, each its own part (NumPy lets go of the GIL
+    while copying)."""
+    import threading
+
+    source = np.ones(megabytes * 2**20 // 4, np.float32)
+    target = np.empty_like(source)
+    parts = np.array_split(np.arange(source.size), len(os.sched_getaffinity(0)))
+
+    def copy_all():
+        threads = [threading.Thread(target=np.copyto, args=(target[part[0]:part[-1] + 1],
+                                                            source[part[0]:part[-1] + 1])) for part in parts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    return 2 * source.nbytes / median(time_calls(copy_all, repeats)) / 1e9
+
+
 def write_report(report: dict, path: str | None) -> None:
     """Prints ``report`` as JSON and writes it to ``path`` (via a temporary name) when given."""
     text = json.dumps(report, indent=2)
