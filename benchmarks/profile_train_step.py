@@ -19,7 +19,11 @@ prints the implementation and time of every call (e.g. ``x64:gemm:jit``).
 With ``--memory`` (run it with ``TF_CPU_ALLOCATOR_USE_BFC=true`` on CPU, so the
 allocator is traced) it prints instead the buffers alive at the allocator's
 peak ("memory_profile" conversion): which op made each and its shape, i.e.
-what a step's peak memory is made of.
+what a step's peak memory is made of. With ``--bytes`` it prints instead the
+megabytes each op type of the train step's graph (as traced, before TensorFlow's
+rewrites; inside called functions too) reads and writes, every input and output
+counted once per op: the traffic of running the step op by op, to set against
+the machine's memory bandwidth (``machine.memory_bandwidth_gbs``).
 
 Usage::
 
@@ -113,6 +117,43 @@ def buffers_at_peak(run: str) -> dict:
     return report
 
 
+#: Op types that move no tensor data (graph plumbing, views, shapes).
+NO_TRAFFIC = {"Const", "Placeholder", "ReadVariableOp", "Identity", "NoOp", "Shape", "ShapeN", "Reshape",
+              "StridedSlice", "Pack", "Unpack", "GatherV2", "BroadcastGradientArgs"}
+
+
+def _compiled_by_xla(op) -> bool:
+    try:
+        return bool(op.get_attr("_XlaMustCompile"))
+    except ValueError:
+        return False
+
+
+def graph_megabytes(graph, seen: set | None = None) -> dict[str, float]:
+    """Megabytes read and written per op type by ``graph`` and the functions it calls (each once), counting
+    every input and output of fully known shape once; convolutions as one type, ``conv``; a call of an
+    XLA-compiled function as one op (``PartitionedCall``)."""
+    seen = set() if seen is None else seen
+    totals: dict[str, float] = collections.Counter()
+    for op in graph.get_operations():
+        if op.type in NO_TRAFFIC:
+            continue
+        tensors = [t for t in (*op.inputs, *op.outputs) if t.shape.is_fully_defined()]
+        totals["conv" if "Conv2D" in op.type else op.type] += sum(
+            t.shape.num_elements() * t.dtype.size for t in tensors) / 1e6
+        if _compiled_by_xla(op):  # one fused kernel: its inputs and outputs are its traffic
+            continue
+        for attribute in ("f", "then_branch", "else_branch", "body", "cond"):
+            try:
+                name = op.get_attr(attribute).name
+            except (ValueError, AttributeError):
+                continue
+            if name not in seen and graph._get_function(name) is not None:  # noqa: SLF001 (TF's only lookup)
+                seen.add(name)
+                totals.update(graph_megabytes(graph._get_function(name).graph, seen))  # noqa: SLF001
+    return dict(totals)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="vanilla-cgru-original")
@@ -124,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--bytes", action="store_true",
+                        help="report the megabytes each op type of the step's graph moves instead of the op times")
     parser.add_argument("--memory", action="store_true",
                         help="report the buffers alive at the allocator's peak instead of the op times")
     parser.add_argument("--logdir", default=None, help="keep the trace here (default: a temporary folder)")
@@ -134,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                   mixed=args.mixed, remat=args.remat)
     for _ in range(args.warmup):
         model.train_on_batch(frames, labels)
+    if args.bytes:
+        return report_bytes(model, frames, labels, args, argv)
     logdir = args.logdir or tempfile.mkdtemp(prefix="vseg-profile-")
     earlier = profile_runs(logdir)
     tf.profiler.experimental.start(logdir)
@@ -165,6 +210,21 @@ def main(argv: list[str] | None = None) -> dict:
     print("| op type | share of self-time | ms per step (all threads) |\n|---|--:|--:|")
     for name, us in ranked[: args.top]:
         print(f"| {name} | {us / total:.1%} | {us / 1000 / args.steps:.0f} |")
+    return report
+
+
+def report_bytes(model, frames, labels, args, argv) -> dict:
+    """Prints and returns the megabytes per op type of ``model``'s train step (:func:`graph_megabytes`)."""
+    graph = tf.function(model.train_step).get_concrete_function((frames, tf.constant(labels))).graph
+    totals = graph_megabytes(graph)
+    ranked = sorted(totals.items(), key=lambda item: -item[1])
+    report = {**report_header("profile_train_step", argv), "megabytes_per_step": {k: round(v, 1) for k, v in ranked},
+              "megabytes_not_convolutions": round(sum(v for k, v in totals.items() if k != "conv"), 1)}
+    write_report(report, args.out)
+    print("| op type | MB read + written per step |\n|---|--:|")
+    for name, megabytes in ranked[: args.top]:
+        print(f"| {name} | {megabytes:.0f} |")
+    print(f"| all but convolutions | {report['megabytes_not_convolutions']:.0f} |")
     return report
 
 
