@@ -12,15 +12,25 @@ output read or written once: ``24 · C`` values per pixel, see
 bytes take at the machine's copy bandwidth (``machine.memory_bandwidth_gbs``):
 the floor of a kernel that fuses the whole tail.
 
+With ``--custom-op`` (bfloat16 only; needs ``g++``) it also builds and times
+``custom_ops/gru_tails_op.cc``, a by-hand prototype of such a kernel: four
+TensorFlow CPU ops of vseg's own (the gates, the new state and their gradients,
+one pass each), compiled against the installed TensorFlow into ``--build-dir``
+and checked first: each path's largest difference to the same step computed in
+float32 (relative to each output's largest value) is printed beside its time. It is not part of the library.
+
 Usage::
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/gru_tails.py --size 256x512 --channels 16,32 \\
-        --dtype bfloat16 --repeats 15
+        --dtype bfloat16 --repeats 15 [--custom-op]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import subprocess
 
 import numpy as np
 from machine import median, memory_bandwidth_gbs, parse_size, report_header, time_calls, write_report
@@ -40,16 +50,78 @@ from vseg_keras.models.temporal import gru_gates, gru_state
 VALUES_PER_PIXEL = 24
 
 
-def tails_step(height: int, width: int, channels: int, dtype: str, path: str):
-    """A function running one step's tails forward and backward on random tensors (``path`` "ops" or "fused")."""
-    gates, state = (fused(gru_gates), fused(gru_state)) if path == "fused" else (gru_gates, gru_state)
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "custom_ops", "gru_tails_op.cc")
+
+
+def build_custom_ops(build_dir: str):
+    """``custom_ops/gru_tails_op.cc`` compiled against the installed TensorFlow (once per source) and loaded,
+    with the gradients of its two forward ops registered: ``(gates, state)``, drop-ins for :func:`gru_gates` and
+    :func:`gru_state` with a previous state."""
+    with open(SOURCE, "rb") as handle:
+        digest = hashlib.sha256(handle.read() + tf.__version__.encode()).hexdigest()[:12]
+    library = os.path.join(build_dir, f"gru_tails_op-{digest}.so")
+    if not os.path.exists(library):
+        os.makedirs(build_dir, exist_ok=True)
+        subprocess.run(["g++", "-O3", "-march=native", "-mno-avx512fp16", "-ffast-math", "-fopenmp-simd", "-w",
+                        "-shared", "-fPIC", SOURCE, "-o", f"{library}.tmp", *tf.sysconfig.get_compile_flags(),
+                        *tf.sysconfig.get_link_flags()], check=True)
+        os.replace(f"{library}.tmp", library)
+    module = tf.load_op_library(library)
+
+    @tf.RegisterGradient("VsegGruGates")
+    def _gates_gradient(op, d_reset_previous, d_update):
+        return module.vseg_gru_gates_grad(d_reset_previous, d_update, *op.inputs)
+
+    @tf.RegisterGradient("VsegGruState")
+    def _state_gradient(op, d_state):
+        d_pre_candidate, d_bias, d_update, d_previous = module.vseg_gru_state_grad(d_state, *op.inputs)
+        return d_pre_candidate, d_bias, d_update, d_previous
+
+    def gates(pre_gates, bias, previous):
+        return tuple(module.vseg_gru_gates(pre_gates, bias, previous))
+
+    return gates, module.vseg_gru_state
+
+
+def use_custom_gru_tails(build_dir: str = "/tmp/vseg-custom-ops") -> None:
+    """Makes every bfloat16 ``ConvGRUCell`` step with a previous state run its tails as the prototype ops
+    (:func:`build_custom_ops`) in this process, before a model is built: ``train_step.py``'s
+    ``custom-tails+mixed`` lever. Other steps (a zero state, other dtypes) run the op-by-op functions."""
+    from vseg_keras.models import kernels, temporal
+
+    custom_gates, custom_state = build_custom_ops(build_dir)
+    gates, state = temporal.gru_gates, temporal.gru_state
+
+    def gates_tail(pre_gates, bias, previous):
+        if previous is None or pre_gates.dtype != tf.bfloat16:
+            return gates(pre_gates, bias, previous)
+        return custom_gates(pre_gates, tf.cast(bias, tf.bfloat16), previous)
+
+    def state_tail(pre_candidate, bias, update, previous):
+        if previous is None or pre_candidate.dtype != tf.bfloat16:
+            return state(pre_candidate, bias, update, previous)
+        return custom_state(pre_candidate, tf.cast(bias, tf.bfloat16), update, previous)
+
+    temporal.gru_gates, temporal.gru_state = gates_tail, state_tail
+    kernels.fuses_gru_tails = lambda dtype, channels: False
+
+
+def tails_step(height: int, width: int, channels: int, dtype: str, path: str, custom=None):
+    """``(timed, outputs)``: functions running one step's tails forward and backward on random tensors, with
+    random gradients arriving at the new state and at ``r · h`` (``path`` "ops", "fused" or "custom", the latter
+    with ``custom``, the pair :func:`build_custom_ops` returns); ``timed`` fetches only a bias gradient (the call
+    returns when all of the step is done), ``outputs`` every output and gradient as arrays."""
+    gates, state = {"ops": (gru_gates, gru_state), "fused": (fused(gru_gates), fused(gru_state)),
+                    "custom": custom, "float32": (gru_gates, gru_state)}[path]
     rng = np.random.default_rng(0)
 
-    def tensor(*shape):
-        return tf.constant(rng.normal(size=shape), dtype)
+    def tensor(*shape):  # "float32": the same values, computed in float32 (the reference of the others)
+        value = tf.constant(rng.normal(size=shape), dtype)
+        return tf.cast(value, "float32") if path == "float32" else value
 
     pre_gates, pre_candidate = tensor(1, height, width, 2 * channels), tensor(1, height, width, channels)
     previous, gate_bias, candidate_bias = tensor(1, height, width, channels), tensor(2 * channels), tensor(channels)
+    d_state, d_reset_previous = tensor(1, height, width, channels), tensor(1, height, width, channels)
 
     @tf.function
     def step():
@@ -58,10 +130,19 @@ def tails_step(height: int, width: int, channels: int, dtype: str, path: str):
             tape.watch(inputs)
             reset_previous, update = gates(pre_gates, gate_bias, previous)
             new_state = state(pre_candidate, candidate_bias, update, previous)
-            loss = tf.reduce_sum(tf.cast(new_state, "float32")) + tf.reduce_sum(tf.cast(reset_previous, "float32"))
-        return tape.gradient(loss, inputs)
+        gradients = tape.gradient([new_state, reset_previous], inputs, output_gradients=[d_state, d_reset_previous])
+        return [new_state, reset_previous, update, *gradients]
 
-    return lambda: [gradient.numpy() for gradient in step()]
+    return (lambda: step()[-1].numpy()), (lambda: [tensor.numpy() for tensor in step()])
+
+
+def largest_difference(first: list, second: list) -> float:
+    """The largest absolute difference between two lists of arrays, relative to each array's largest value."""
+    def relative(a, b):
+        a, b = a.astype(np.float32), b.astype(np.float32)
+        return float(np.max(np.abs(a - b))) / max(1e-6, float(np.max(np.abs(a))))
+
+    return max(relative(a, b) for a, b in zip(first, second, strict=True))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -72,25 +153,35 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--custom-op", action="store_true", help="also build and time custom_ops/gru_tails_op.cc")
+    parser.add_argument("--build-dir", default="/tmp/vseg-custom-ops")
     args = parser.parse_args(argv)
+    if args.custom_op and args.dtype != "bfloat16":
+        parser.error("--custom-op: the prototype ops are bfloat16 only")
     height, width = parse_size(args.size)
+    custom = build_custom_ops(args.build_dir) if args.custom_op else None
+    paths = ("ops", "fused", "custom") if custom else ("ops", "fused")
     bandwidth = memory_bandwidth_gbs()
     rows = []
     for channels in (int(text) for text in args.channels.split(",")):
         megabytes = VALUES_PER_PIXEL * channels * height * width * tf.as_dtype(args.dtype).size / 1e6
-        for path in ("ops", "fused"):
-            ms = 1000 * median(time_calls(tails_step(height, width, channels, args.dtype, path), args.repeats,
-                                          args.warmup))
+        steps = {path: tails_step(height, width, channels, args.dtype, path, custom) for path in paths}
+        reference = tails_step(height, width, channels, args.dtype, "float32")[1]()
+        for path in paths:
+            timed, outputs = steps[path]
+            difference = largest_difference(reference, outputs())
+            ms = 1000 * median(time_calls(timed, args.repeats, args.warmup))
             rows.append({"channels": channels, "path": path, "ms": round(ms, 2), "megabytes": round(megabytes, 1),
                          "gb_per_s": round(megabytes / ms, 1),
-                         "floor_ms_at_copy_bandwidth": round(megabytes / bandwidth, 2)})
+                         "floor_ms_at_copy_bandwidth": round(megabytes / bandwidth, 2),
+                         "largest_relative_difference_to_float32": round(difference, 4)})
     report = {**report_header("gru_tails", argv), "copy_bandwidth_gb_per_s": round(bandwidth, 1), "rows": rows}
     write_report(report, args.out)
     print(f"copy bandwidth {bandwidth:.1f} GB/s")
-    print("| C | path | ms | MB moved | GB/s | floor ms |\n|--:|---|--:|--:|--:|--:|")
+    print("| C | path | ms | MB moved | GB/s | floor ms | difference to float32 |\n|--:|---|--:|--:|--:|--:|--:|")
     for row in rows:
         print(f"| {row['channels']} | {row['path']} | {row['ms']} | {row['megabytes']} | {row['gb_per_s']} | "
-              f"{row['floor_ms_at_copy_bandwidth']} |")
+              f"{row['floor_ms_at_copy_bandwidth']} | {row['largest_relative_difference_to_float32']} |")
     return report
 
 

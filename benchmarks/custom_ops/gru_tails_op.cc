@@ -1,0 +1,247 @@
+// A cGRU's element-wise work as four TensorFlow CPU ops of vseg's own, bfloat16 in and out, float32 inside:
+// a by-hand prototype for benchmarks/gru_tails.py (what a fused kernel reaches against the machine's memory
+// bandwidth), not part of the library. Built by that script with the installed TensorFlow's flags:
+//   g++ -O3 -march=native -mno-avx512fp16 -ffast-math -fopenmp-simd -shared -fPIC gru_tails_op.cc \
+//       -o gru_tails_op.so <tf compile/link flags>
+// (-mno-avx512fp16: TensorFlow's Eigen headers do not compile with it under g++ 12; the loops are vectorised
+// with glibc's vector expf / tanhf, hence -ffast-math and the simd pragmas.)
+//
+// Tensors are seen as [P, C] (P = B * H * W pixels, channels last), the gates as [P, 2C] (reset, then update):
+//   VsegGruGates(pre_gates, bias, previous) -> (reset_previous, update)
+//     r, z = sigmoid(pre_gates + bias) split in two; reset_previous = r * previous
+//   VsegGruGatesGrad(d_reset_previous, d_update, pre_gates, bias, previous) -> (d_pre_gates, d_bias, d_previous)
+//   VsegGruState(pre_candidate, bias, update, previous) -> state
+//     n = tanh(pre_candidate + bias); state = (1 - z) * n + z * previous
+//   VsegGruStateGrad(d_state, pre_candidate, bias, update, previous) -> (d_pre_candidate, d_bias, d_update,
+//                                                                       d_previous)
+// Each is one pass over its tensors, split over the intra-op threads in a fixed number of pixel blocks; the
+// bias gradients are summed per block in float32 and the blocks in order (the same sums on any thread count).
+// NaN payloads are not preserved by the bfloat16 rounding (round to nearest even on the bits).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/platform/threadpool.h"
+
+namespace {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+
+constexpr int64_t kBlocks = 64;  // pixel blocks per op: a fixed split, so the bias sums do not depend on threads
+
+inline float to_float(uint16_t bits) {
+  uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &wide, sizeof(value));
+  return value;
+}
+
+inline uint16_t to_bfloat16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+const uint16_t* in(const Tensor& t) { return reinterpret_cast<const uint16_t*>(t.tensor_data().data()); }
+uint16_t* out(Tensor* t) { return reinterpret_cast<uint16_t*>(const_cast<char*>(t->tensor_data().data())); }
+
+// Runs body(first_pixel, end_pixel, block) over kBlocks blocks of the P pixels on the intra-op threads.
+template <typename Body>
+void for_blocks(OpKernelContext* context, int64_t pixels, int64_t cost_per_pixel, Body body) {
+  const int64_t size = (pixels + kBlocks - 1) / kBlocks;
+  auto* pool = context->device()->tensorflow_cpu_worker_threads()->workers;
+  pool->ParallelFor(kBlocks, size * cost_per_pixel, [&](int64_t first, int64_t last) {
+    for (int64_t block = first; block < last; ++block) {
+      body(std::min(pixels, block * size), std::min(pixels, (block + 1) * size), block);
+    }
+  });
+}
+
+// The bias gradient: the blocks' float32 sums [kBlocks, n], added in block order, rounded to bfloat16.
+void sum_blocks(const std::vector<float>& sums, int64_t n, Tensor* d_bias) {
+  uint16_t* target = out(d_bias);
+  for (int64_t c = 0; c < n; ++c) {
+    float total = 0.0f;
+    for (int64_t block = 0; block < kBlocks; ++block) total += sums[block * n + c];
+    target[c] = to_bfloat16(total);
+  }
+}
+
+class GruGates : public OpKernel {
+ public:
+  explicit GruGates(OpKernelConstruction* context) : OpKernel(context) {}
+  void Compute(OpKernelContext* context) override {
+    const Tensor &pre_gates = context->input(0), &bias = context->input(1), &previous = context->input(2);
+    const int64_t c = previous.dim_size(previous.dims() - 1), pixels = previous.NumElements() / c;
+    Tensor *reset_previous, *update;
+    OP_REQUIRES_OK(context, context->allocate_output(0, previous.shape(), &reset_previous));
+    OP_REQUIRES_OK(context, context->allocate_output(1, previous.shape(), &update));
+    const uint16_t *g = in(pre_gates), *b = in(bias), *h = in(previous);
+    uint16_t *rh = out(reset_previous), *z = out(update);
+    for_blocks(context, pixels, 20 * c, [&](int64_t first, int64_t end, int64_t) {
+      for (int64_t p = first; p < end; ++p) {
+        const uint16_t* row = g + p * 2 * c;
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) {
+          rh[p * c + k] = to_bfloat16(sigmoid(to_float(row[k]) + to_float(b[k])) * to_float(h[p * c + k]));
+          z[p * c + k] = to_bfloat16(sigmoid(to_float(row[c + k]) + to_float(b[c + k])));
+        }
+      }
+    });
+  }
+};
+
+class GruGatesGrad : public OpKernel {
+ public:
+  explicit GruGatesGrad(OpKernelConstruction* context) : OpKernel(context) {}
+  void Compute(OpKernelContext* context) override {
+    const Tensor &d_rh_t = context->input(0), &d_z_t = context->input(1), &pre_gates = context->input(2),
+                 &bias = context->input(3), &previous = context->input(4);
+    const int64_t c = previous.dim_size(previous.dims() - 1), pixels = previous.NumElements() / c;
+    Tensor *d_pre_gates, *d_bias, *d_previous;
+    OP_REQUIRES_OK(context, context->allocate_output(0, pre_gates.shape(), &d_pre_gates));
+    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
+    OP_REQUIRES_OK(context, context->allocate_output(2, previous.shape(), &d_previous));
+    const uint16_t *d_rh = in(d_rh_t), *d_z = in(d_z_t), *g = in(pre_gates), *b = in(bias), *h = in(previous);
+    uint16_t *d_g = out(d_pre_gates), *d_h = out(d_previous);
+    std::vector<float> sums(kBlocks * 2 * c, 0.0f);
+    for_blocks(context, pixels, 30 * c, [&](int64_t first, int64_t end, int64_t block) {
+      float* sum = sums.data() + block * 2 * c;
+      for (int64_t p = first; p < end; ++p) {
+        const uint16_t* row = g + p * 2 * c;
+        uint16_t* d_row = d_g + p * 2 * c;
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) {
+          const float r = sigmoid(to_float(row[k]) + to_float(b[k]));
+          const float z = sigmoid(to_float(row[c + k]) + to_float(b[c + k]));
+          const float upstream = to_float(d_rh[p * c + k]), state = to_float(h[p * c + k]);
+          const float d_reset = upstream * state * r * (1.0f - r);
+          const float d_update = to_float(d_z[p * c + k]) * z * (1.0f - z);
+          d_row[k] = to_bfloat16(d_reset);
+          d_row[c + k] = to_bfloat16(d_update);
+          d_h[p * c + k] = to_bfloat16(upstream * r);
+          sum[k] += d_reset;
+          sum[c + k] += d_update;
+        }
+      }
+    });
+    sum_blocks(sums, 2 * c, d_bias);
+  }
+};
+
+class GruState : public OpKernel {
+ public:
+  explicit GruState(OpKernelConstruction* context) : OpKernel(context) {}
+  void Compute(OpKernelContext* context) override {
+    const Tensor &pre_candidate = context->input(0), &bias = context->input(1), &update = context->input(2),
+                 &previous = context->input(3);
+    const int64_t c = previous.dim_size(previous.dims() - 1), pixels = previous.NumElements() / c;
+    Tensor* state;
+    OP_REQUIRES_OK(context, context->allocate_output(0, previous.shape(), &state));
+    const uint16_t *a = in(pre_candidate), *b = in(bias), *z = in(update), *h = in(previous);
+    uint16_t* s = out(state);
+    for_blocks(context, pixels, 20 * c, [&](int64_t first, int64_t end, int64_t) {
+      for (int64_t p = first; p < end; ++p) {
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) {
+          const int64_t i = p * c + k;
+          const float n = std::tanh(to_float(a[i]) + to_float(b[k])), gate = to_float(z[i]);
+          s[i] = to_bfloat16((1.0f - gate) * n + gate * to_float(h[i]));
+        }
+      }
+    });
+  }
+};
+
+class GruStateGrad : public OpKernel {
+ public:
+  explicit GruStateGrad(OpKernelConstruction* context) : OpKernel(context) {}
+  void Compute(OpKernelContext* context) override {
+    const Tensor &d_state = context->input(0), &pre_candidate = context->input(1), &bias = context->input(2),
+                 &update = context->input(3), &previous = context->input(4);
+    const int64_t c = previous.dim_size(previous.dims() - 1), pixels = previous.NumElements() / c;
+    Tensor *d_pre_candidate, *d_bias, *d_update, *d_previous;
+    OP_REQUIRES_OK(context, context->allocate_output(0, previous.shape(), &d_pre_candidate));
+    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
+    OP_REQUIRES_OK(context, context->allocate_output(2, previous.shape(), &d_update));
+    OP_REQUIRES_OK(context, context->allocate_output(3, previous.shape(), &d_previous));
+    const uint16_t *d_s = in(d_state), *a = in(pre_candidate), *b = in(bias), *z = in(update), *h = in(previous);
+    uint16_t *d_a = out(d_pre_candidate), *d_z = out(d_update), *d_h = out(d_previous);
+    std::vector<float> sums(kBlocks * c, 0.0f);
+    for_blocks(context, pixels, 30 * c, [&](int64_t first, int64_t end, int64_t block) {
+      float* sum = sums.data() + block * c;
+      for (int64_t p = first; p < end; ++p) {
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) {
+          const int64_t i = p * c + k;
+          const float n = std::tanh(to_float(a[i]) + to_float(b[k])), gate = to_float(z[i]);
+          const float upstream = to_float(d_s[i]);
+          const float d_candidate = upstream * (1.0f - gate) * (1.0f - n * n);
+          d_a[i] = to_bfloat16(d_candidate);
+          d_z[i] = to_bfloat16(upstream * (to_float(h[i]) - n));
+          d_h[i] = to_bfloat16(upstream * gate);
+          sum[k] += d_candidate;
+        }
+      }
+    });
+    sum_blocks(sums, c, d_bias);
+  }
+};
+
+}  // namespace
+
+REGISTER_OP("VsegGruGates")
+    .Input("pre_gates: bfloat16").Input("bias: bfloat16").Input("previous: bfloat16")
+    .Output("reset_previous: bfloat16").Output("update: bfloat16")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(2));
+      c->set_output(1, c->input(2));
+      return absl::OkStatus();
+    });
+REGISTER_OP("VsegGruGatesGrad")
+    .Input("d_reset_previous: bfloat16").Input("d_update: bfloat16").Input("pre_gates: bfloat16")
+    .Input("bias: bfloat16").Input("previous: bfloat16")
+    .Output("d_pre_gates: bfloat16").Output("d_bias: bfloat16").Output("d_previous: bfloat16")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(2));
+      c->set_output(1, c->input(3));
+      c->set_output(2, c->input(4));
+      return absl::OkStatus();
+    });
+REGISTER_OP("VsegGruState")
+    .Input("pre_candidate: bfloat16").Input("bias: bfloat16").Input("update: bfloat16").Input("previous: bfloat16")
+    .Output("state: bfloat16")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(3));
+      return absl::OkStatus();
+    });
+REGISTER_OP("VsegGruStateGrad")
+    .Input("d_state: bfloat16").Input("pre_candidate: bfloat16").Input("bias: bfloat16")
+    .Input("update: bfloat16").Input("previous: bfloat16")
+    .Output("d_pre_candidate: bfloat16").Output("d_bias: bfloat16").Output("d_update: bfloat16")
+    .Output("d_previous: bfloat16")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(4));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(4));
+      c->set_output(3, c->input(4));
+      return absl::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("VsegGruGates").Device(tensorflow::DEVICE_CPU), GruGates);
+REGISTER_KERNEL_BUILDER(Name("VsegGruGatesGrad").Device(tensorflow::DEVICE_CPU), GruGatesGrad);
+REGISTER_KERNEL_BUILDER(Name("VsegGruState").Device(tensorflow::DEVICE_CPU), GruState);
+REGISTER_KERNEL_BUILDER(Name("VsegGruStateGrad").Device(tensorflow::DEVICE_CPU), GruStateGrad);
