@@ -12,25 +12,23 @@ output read or written once: ``24 · C`` values per pixel, see
 bytes take at the machine's copy bandwidth (``machine.memory_bandwidth_gbs``):
 the floor of a kernel that fuses the whole tail.
 
-With ``--custom-op`` (bfloat16 only; needs ``g++``) it also builds and times
-``custom_ops/gru_tails_op.cc``, a by-hand prototype of such a kernel: four
-TensorFlow CPU ops of vseg's own (the gates, the new state and their gradients,
-one pass each), compiled against the installed TensorFlow into ``--build-dir``
-and checked first: each path's largest difference to the same step computed in
-float32 (relative to each output's largest value) is printed beside its time. It is not part of the library.
+In bfloat16 it also times ``compiled``: vseg's own CPU ops for the same work
+(``vseg_keras/models/kernels/cpp/gru_tails.cc``, one pass each, what a cGRU
+step with a state runs in bfloat16 on a CPU), built on first use
+(:mod:`vseg_keras.models.kernels.tensorflow_ops`; skipped, with the reason,
+where they cannot be built). Every path is checked first: its largest
+difference to the same step computed in float32 (relative to each output's
+largest value) is printed beside its time. It is not part of the library.
 
 Usage::
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/gru_tails.py --size 256x512 --channels 16,32 \\
-        --dtype bfloat16 --repeats 15 [--custom-op]
+        --dtype bfloat16 --repeats 15
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import subprocess
 
 import numpy as np
 from machine import median, memory_bandwidth_gbs, parse_size, report_header, time_calls, write_report
@@ -40,6 +38,7 @@ import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns 
 # isort: split
 import tensorflow as tf
 
+from vseg_keras.models.kernels import tensorflow_ops
 from vseg_keras.models.kernels.tensorflow import fused
 from vseg_keras.models.temporal import gru_gates, gru_state
 
@@ -50,69 +49,13 @@ from vseg_keras.models.temporal import gru_gates, gru_state
 VALUES_PER_PIXEL = 24
 
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "custom_ops", "gru_tails_op.cc")
-
-
-def build_custom_ops(build_dir: str):
-    """``custom_ops/gru_tails_op.cc`` compiled against the installed TensorFlow (once per source) and loaded,
-    with the gradients of its two forward ops registered: ``(gates, state)``, drop-ins for :func:`gru_gates` and
-    :func:`gru_state` with a previous state."""
-    with open(SOURCE, "rb") as handle:
-        digest = hashlib.sha256(handle.read() + tf.__version__.encode()).hexdigest()[:12]
-    library = os.path.join(build_dir, f"gru_tails_op-{digest}.so")
-    if not os.path.exists(library):
-        os.makedirs(build_dir, exist_ok=True)
-        subprocess.run(["g++", "-O3", "-march=native", "-mno-avx512fp16", "-ffast-math", "-fopenmp-simd", "-w",
-                        "-shared", "-fPIC", SOURCE, "-o", f"{library}.tmp", *tf.sysconfig.get_compile_flags(),
-                        *tf.sysconfig.get_link_flags()], check=True)
-        os.replace(f"{library}.tmp", library)
-    module = tf.load_op_library(library)
-
-    @tf.RegisterGradient("VsegGruGates")
-    def _gates_gradient(op, d_reset_previous, d_update):
-        return module.vseg_gru_gates_grad(d_reset_previous, d_update, *op.inputs)
-
-    @tf.RegisterGradient("VsegGruState")
-    def _state_gradient(op, d_state):
-        d_pre_candidate, d_bias, d_update, d_previous = module.vseg_gru_state_grad(d_state, *op.inputs)
-        return d_pre_candidate, d_bias, d_update, d_previous
-
-    def gates(pre_gates, bias, previous):
-        return tuple(module.vseg_gru_gates(pre_gates, bias, previous))
-
-    return gates, module.vseg_gru_state
-
-
-def use_custom_gru_tails(build_dir: str = "/tmp/vseg-custom-ops") -> None:
-    """Makes every bfloat16 ``ConvGRUCell`` step with a previous state run its tails as the prototype ops
-    (:func:`build_custom_ops`) in this process, before a model is built: ``train_step.py``'s
-    ``custom-tails+mixed`` lever. Other steps (a zero state, other dtypes) run the op-by-op functions."""
-    from vseg_keras.models import kernels, temporal
-
-    custom_gates, custom_state = build_custom_ops(build_dir)
-    gates, state = temporal.gru_gates, temporal.gru_state
-
-    def gates_tail(pre_gates, bias, previous):
-        if previous is None or pre_gates.dtype != tf.bfloat16:
-            return gates(pre_gates, bias, previous)
-        return custom_gates(pre_gates, tf.cast(bias, tf.bfloat16), previous)
-
-    def state_tail(pre_candidate, bias, update, previous):
-        if previous is None or pre_candidate.dtype != tf.bfloat16:
-            return state(pre_candidate, bias, update, previous)
-        return custom_state(pre_candidate, tf.cast(bias, tf.bfloat16), update, previous)
-
-    temporal.gru_gates, temporal.gru_state = gates_tail, state_tail
-    kernels.fuses_gru_tails = lambda dtype, channels: False
-
-
-def tails_step(height: int, width: int, channels: int, dtype: str, path: str, custom=None):
+def tails_step(height: int, width: int, channels: int, dtype: str, path: str):
     """``(timed, outputs)``: functions running one step's tails forward and backward on random tensors, with
-    random gradients arriving at the new state and at ``r · h`` (``path`` "ops", "fused" or "custom", the latter
-    with ``custom``, the pair :func:`build_custom_ops` returns); ``timed`` fetches only a bias gradient (the call
-    returns when all of the step is done), ``outputs`` every output and gradient as arrays."""
+    random gradients arriving at the new state and at ``r · h`` (``path`` "ops", "fused", "compiled", or "float32":
+    the ops on the same values in float32, the reference of the others); ``timed`` fetches only a bias gradient
+    (the call returns when all of the step is done), ``outputs`` every output and gradient as arrays."""
     gates, state = {"ops": (gru_gates, gru_state), "fused": (fused(gru_gates), fused(gru_state)),
-                    "custom": custom, "float32": (gru_gates, gru_state)}[path]
+                    "float32": (gru_gates, gru_state)}.get(path) or tensorflow_ops.gru_tail_ops()
     rng = np.random.default_rng(0)
 
     def tensor(*shape):  # "float32": the same values, computed in float32 (the reference of the others)
@@ -153,19 +96,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--custom-op", action="store_true", help="also build and time custom_ops/gru_tails_op.cc")
-    parser.add_argument("--build-dir", default="/tmp/vseg-custom-ops")
     args = parser.parse_args(argv)
-    if args.custom_op and args.dtype != "bfloat16":
-        parser.error("--custom-op: the prototype ops are bfloat16 only")
     height, width = parse_size(args.size)
-    custom = build_custom_ops(args.build_dir) if args.custom_op else None
-    paths = ("ops", "fused", "custom") if custom else ("ops", "fused")
+    paths = ("ops", "fused")
+    if args.dtype == "bfloat16":
+        print(tensorflow_ops.describe_gru_tail_ops())
+        paths += ("compiled",) if tensorflow_ops.gru_tail_ops() else ()
     bandwidth = memory_bandwidth_gbs()
     rows = []
     for channels in (int(text) for text in args.channels.split(",")):
         megabytes = VALUES_PER_PIXEL * channels * height * width * tf.as_dtype(args.dtype).size / 1e6
-        steps = {path: tails_step(height, width, channels, args.dtype, path, custom) for path in paths}
+        steps = {path: tails_step(height, width, channels, args.dtype, path) for path in paths}
         reference = tails_step(height, width, channels, args.dtype, "float32")[1]()
         for path in paths:
             timed, outputs = steps[path]

@@ -54,9 +54,7 @@ case, where the other switches run what ``vseg train --cpu-kernels auto`` picks 
 ``cpu_kernels``), and ``no-metrics`` (compiled without the
 mIoU metric: the most that computing metrics less often could save; ``no-metrics+mixed`` under mixed precision),
 and ``grappler-bf16`` (the float32 model under TensorFlow's own oneDNN bfloat16 graph rewrite,
-``auto_mixed_precision_onednn_bfloat16``, instead of Keras' ``mixed_bfloat16`` policy), and
-``custom-tails+mixed`` (mixed precision with every cGRU step's element-wise work after the first run by the
-prototype TensorFlow ops of ``gru_tails.py --custom-op``, built with ``g++``: not part of vseg).
+``auto_mixed_precision_onednn_bfloat16``, instead of Keras' ``mixed_bfloat16`` policy).
 
 Backends: ``--backend tensorflow,jax`` measures every case on each Keras backend, interleaved
 (``KERAS_BACKEND`` of the case's process). Keras' JAX trainer always compiles the step with XLA
@@ -90,7 +88,7 @@ import sys
 import time
 
 SWITCHES = ("base", "remat", "mixed", "remat+mixed", "jit", "jit+mixed", "concat", "eigen", "onednn", "no-metrics",
-            "no-metrics+mixed", "grappler-bf16", "custom-tails+mixed")
+            "no-metrics+mixed", "grappler-bf16")
 WINDOWS = ("causal", "full")
 BACKENDS = ("tensorflow", "jax")
 
@@ -196,10 +194,6 @@ def run_case(case: dict, seq_len: int, batch: int, repeats: int, warmup: int,
     gflops_per_window = case.get("gflops_per_window")
     if not causal and gflops_per_window is None:
         gflops_per_window = count_window_gflops(case["model"], seq_len, height, width)
-    if switch == "custom-tails+mixed":  # the prototype ops of gru_tails.py for the cGRU steps' tails
-        from gru_tails import use_custom_gru_tails
-
-        use_custom_gru_tails()
     if switch == "grappler-bf16":  # TensorFlow's own bfloat16 rewrite of the float32 graph
         import tensorflow as tf
 

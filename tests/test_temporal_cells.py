@@ -3,6 +3,11 @@ its equations and ``keras.layers.ConvLSTM2D``."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -218,16 +223,14 @@ def xla_calls(graph) -> int:
                for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr)
 
 
-@pytest.mark.parametrize("channels", [(4, 4), (4, 8)])
-def test_fused_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channels, monkeypatch):
-    """In bfloat16 on TensorFlow a cGRU's element-wise work runs in XLA-compiled functions; the same outputs and
-    gradients as op by op (up to bfloat16 rounding: XLA rounds once per fused function), for two levels of equal
-    and of different widths (an earlier design swapped two convolutions' bias gradients), one and three frames,
-    unrolled and in the loop, with and without rematerialisation."""
-    from vseg_keras.models import kernels
-
+def assert_tail_kernel_agrees(layers, use_kernel, kernel_calls, first_step_too: bool) -> None:
+    """Outputs and every weight gradient of ``layers`` (cGRUs in bfloat16) with a TensorFlow kernel for their
+    element-wise work (``use_kernel(True)``) and without (``use_kernel(False)``): equal up to bfloat16 rounding,
+    for one and three frames, unrolled and in the loop, with and without rematerialisation. In an unrolled graph
+    ``kernel_calls(graph)`` counts the kernel's calls: some with it (with one frame only if ``first_step_too``,
+    the step from zero states), none without."""
     rng = np.random.default_rng(9)
-    layers = [ConvRecurrent(ConvGRUCell(c, dtype="mixed_bfloat16")) for c in channels]
+    channels = [layer.cell.filters for layer in layers]
     for layer, c in zip(layers, channels, strict=True):
         layer.build((None, None, None, None, c))
         randomise_biases(layer.cell, rng)
@@ -248,15 +251,77 @@ def test_fused_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channe
             for unrolled in (True, False):
                 specs = [tf.TensorSpec((2, steps, 6, 5, c) if unrolled else (None, None, 6, 5, c)) for c in channels]
                 results = {}
-                for fused in (True, False):
-                    monkeypatch.setattr(kernels, "FUSED_GRU_TAIL_DTYPES", ("bfloat16",) if fused else ())
+                for on in (True, False):
+                    use_kernel(on)
                     function = tf.function(outputs_and_gradients, input_signature=specs)
                     if unrolled and not remat:
-                        assert (xla_calls(function.get_concrete_function().graph) > 0) == fused
-                    results[fused] = function(*sequences)
+                        used = on and (steps > 1 or first_step_too)
+                        assert (kernel_calls(function.get_concrete_function().graph) > 0) == used
+                    results[on] = function(*sequences)
                 for ours, theirs in zip(results[True], results[False], strict=True):
                     scale = float(tf.reduce_max(tf.abs(theirs)))
                     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=0.03 * scale + 1e-3)
+
+
+@pytest.mark.parametrize("channels", [(4, 4), (4, 8)])
+def test_fused_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channels, monkeypatch):
+    """In bfloat16 on TensorFlow a cGRU's element-wise work runs in XLA-compiled functions (where vseg's compiled
+    ops do not run: here the RNN layers keep float32 states); the same outputs and gradients as op by op (up to
+    bfloat16 rounding: XLA rounds once per fused function), for two levels of equal and of different widths (an
+    earlier design swapped two convolutions' bias gradients)."""
+    from vseg_keras.models import kernels
+
+    layers = [ConvRecurrent(ConvGRUCell(c, dtype="mixed_bfloat16")) for c in channels]
+    assert_tail_kernel_agrees(
+        layers, lambda on: monkeypatch.setattr(kernels, "FUSED_GRU_TAIL_DTYPES", ("bfloat16",) if on else ()),
+        xla_calls, first_step_too=True)
+
+
+def vseg_op_calls(graph) -> int:
+    """Calls of vseg's compiled cGRU ops in ``graph``."""
+    return sum(op.type.startswith("VsegGru") for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("channels", [(4, 4), (4, 8)])
+def test_compiled_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channels, monkeypatch):
+    """With bfloat16 states, a cGRU step with a previous state runs its element-wise work as vseg's own compiled
+    CPU ops (built here on first use, where a C++ compiler is found); the same outputs and gradients as op by op
+    (XLA's fused tails off on both sides) up to bfloat16 rounding, for levels of equal and of different widths."""
+    from vseg_keras.models import kernels
+    from vseg_keras.models.kernels import tensorflow_ops
+
+    if not (os.environ.get("CXX") or shutil.which("g++")):  # no compiler: the cells run the portable functions
+        assert tensorflow_ops.gru_tail_ops() is None
+        assert "no C++ compiler" in tensorflow_ops.describe_gru_tail_ops()
+        return
+    assert tensorflow_ops.gru_tail_ops() is not None, tensorflow_ops.describe_gru_tail_ops()
+    monkeypatch.setattr(kernels, "FUSED_GRU_TAIL_DTYPES", ())
+    layers = [ConvRecurrent(ConvGRUCell(c, dtype="mixed_bfloat16"), dtype="mixed_bfloat16") for c in channels]
+    assert_tail_kernel_agrees(
+        layers, lambda on: monkeypatch.setattr(kernels, "COMPILED_GRU_TAIL_DTYPES", ("bfloat16",) if on else ()),
+        vseg_op_calls, first_step_too=False)
+
+
+def test_without_a_compiler_the_cells_run_their_own_functions(tmp_path):
+    """Where vseg's CPU ops cannot be built (here: no compiler, an empty cache), the log line says why and a
+    bfloat16 cGRU runs its portable or fused functions, in a fresh process."""
+    script = (
+        "import vseg_keras, tensorflow as tf\n"
+        "from vseg_keras.models.kernels import tensorflow_ops\n"
+        "from vseg_keras.models.temporal import ConvGRUCell, ConvRecurrent\n"
+        "print(tensorflow_ops.describe_gru_tail_ops())\n"
+        "layer = ConvRecurrent(ConvGRUCell(4, dtype='mixed_bfloat16'), dtype='mixed_bfloat16')\n"
+        "graph = tf.function(lambda x: layer(x, training=True)).get_concrete_function("
+        "tf.TensorSpec((1, 3, 4, 4, 4))).graph\n"
+        "print('vseg ops', sum(op.type.startswith('VsegGru') for op in graph.get_operations()))\n"
+    )
+    environment = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "VSEG_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                            timeout=300, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("cGRU bfloat16 CPU ops: not used (") and "no-such-compiler" in lines[0], lines
+    assert lines[1] == "vseg ops 0"
+    assert not list(tmp_path.rglob("*.so"))
 
 
 def test_fused_gru_tails_inside_an_xla_step_in_bfloat16():

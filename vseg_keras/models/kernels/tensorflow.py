@@ -269,13 +269,44 @@ def fused(function: Callable) -> Callable:
     convolutions' outputs, their biases added outside it, got their bias gradients swapped on TensorFlow 2.21
     with oneDNN (docs/BENCHMARKS.md, "XLA-fused cGRU tails").
     """
-    from tensorflow.python.ops import control_flow_util  # TensorFlow's own test, as its control flow uses it
-
     compiled = tf.function(function, jit_compile=True)
 
     def call(*args):
-        if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        if in_xla_context():
             return function(*args)
         return compiled(*(None if a is None else tf.convert_to_tensor(a) for a in args))
+
+    return call
+
+
+def in_xla_context() -> bool:
+    """Whether the graph being traced is compiled by XLA as a whole (``--jit``): TensorFlow's own test."""
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def gru_tails(gates: Callable, state: Callable, fuse: bool, compiled: bool) -> tuple[Callable, Callable]:
+    """The functions a cGRU step runs for its element-wise work (``gates``, ``state``: the portable ones):
+    ``compiled``, vseg's own CPU ops (:func:`vseg_keras.models.kernels.tensorflow_ops.gru_tail_ops`) where they
+    load, on a machine without GPUs and outside a step XLA compiles whole (which cannot compile them); else, with
+    ``fuse``, each compiled by XLA (:func:`fused`); else the portable ones."""
+    fallback = (fused(gates), fused(state)) if fuse else (gates, state)
+    if compiled and not in_xla_context() and not tf.config.list_physical_devices("GPU"):
+        from vseg_keras.models.kernels import tensorflow_ops
+
+        ops_pair = tensorflow_ops.gru_tail_ops()
+        if ops_pair is not None:
+            return tuple(_on_bfloat16(op, other) for op, other in zip(ops_pair, fallback, strict=True))
+    return fallback
+
+
+def _on_bfloat16(op: Callable, fallback: Callable) -> Callable:
+    """``op`` where every tensor argument but the bias (the second, which ``op`` casts) is bfloat16, ``fallback``
+    otherwise (e.g. a state kept in float32 by an RNN layer of the float32 policy)."""
+    def call(first, bias, *rest):
+        if all(t is not None and t.dtype == tf.bfloat16 for t in (first, *rest)):
+            return op(first, bias, *rest)
+        return fallback(first, bias, *rest)
 
     return call

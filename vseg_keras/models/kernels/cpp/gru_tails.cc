@@ -1,10 +1,11 @@
-// A cGRU's element-wise work as four TensorFlow CPU ops of vseg's own, bfloat16 in and out, float32 inside:
-// a by-hand prototype for benchmarks/gru_tails.py (what a fused kernel reaches against the machine's memory
-// bandwidth), not part of the library. Built by that script with the installed TensorFlow's flags:
-//   g++ -O3 -march=native -mno-avx512fp16 -ffast-math -fopenmp-simd -shared -fPIC gru_tails_op.cc \
-//       -o gru_tails_op.so <tf compile/link flags>
+// A cGRU's element-wise work as four TensorFlow CPU ops of vseg's own, bfloat16 in and out, float32 inside, for
+// the training step under --mixed-precision on a CPU (vseg_keras/models/kernels/tensorflow_ops.py builds it on
+// first use with the installed TensorFlow's flags and loads it; ConvGRUCell dispatches to it):
+//   g++ -O3 -march=native -mno-avx512fp16 -ffast-math -fopenmp-simd -shared -fPIC gru_tails.cc \
+//       -o gru_tails.so <tf compile/link flags>
 // (-mno-avx512fp16: TensorFlow's Eigen headers do not compile with it under g++ 12; the loops are vectorised
-// with glibc's vector expf / tanhf, hence -ffast-math and the simd pragmas.)
+// with glibc's vector expf / tanhf, hence -ffast-math and the simd pragmas; the sigmoid's input is clamped to
+// +-80, where it is 0 or 1 in float32 already, so that exp never overflows.)
 //
 // Tensors are seen as [P, C] (P = B * H * W pixels, channels last), the gates as [P, 2C] (reset, then update):
 //   VsegGruGates(pre_gates, bias, previous) -> (reset_previous, update)
@@ -53,7 +54,7 @@ inline uint16_t to_bfloat16(float value) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-std::min(80.0f, std::max(-80.0f, x)))); }
 
 const uint16_t* in(const Tensor& t) { return reinterpret_cast<const uint16_t*>(t.tensor_data().data()); }
 uint16_t* out(Tensor* t) { return reinterpret_cast<uint16_t*>(const_cast<char*>(t->tensor_data().data())); }
