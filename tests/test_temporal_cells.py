@@ -266,11 +266,12 @@ def assert_tail_kernel_agrees(layers, use_kernel, kernel_calls, first_step_too: 
 @pytest.mark.parametrize("channels", [(4, 4), (4, 8)])
 def test_fused_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channels, monkeypatch):
     """In bfloat16 on TensorFlow a cGRU's element-wise work runs in XLA-compiled functions (where vseg's compiled
-    ops do not run: here the RNN layers keep float32 states); the same outputs and gradients as op by op (up to
-    bfloat16 rounding: XLA rounds once per fused function), for two levels of equal and of different widths (an
-    earlier design swapped two convolutions' bias gradients)."""
+    ops do not run: turned off here); the same outputs and gradients as op by op (up to bfloat16 rounding: XLA
+    rounds once per fused function), for two levels of equal and of different widths (an earlier design swapped
+    two convolutions' bias gradients)."""
     from vseg_keras.models import kernels
 
+    monkeypatch.setattr(kernels, "COMPILED_GRU_TAIL_DTYPES", ())
     layers = [ConvRecurrent(ConvGRUCell(c, dtype="mixed_bfloat16")) for c in channels]
     assert_tail_kernel_agrees(
         layers, lambda on: monkeypatch.setattr(kernels, "FUSED_GRU_TAIL_DTYPES", ("bfloat16",) if on else ()),
@@ -324,11 +325,13 @@ def test_without_a_compiler_the_cells_run_their_own_functions(tmp_path):
     assert not list(tmp_path.rglob("*.so"))
 
 
-def test_fused_gru_tails_inside_an_xla_step_in_bfloat16():
+@pytest.mark.parametrize("states_dtype", ["float32", "mixed_bfloat16"])
+def test_fused_gru_tails_inside_an_xla_step_in_bfloat16(states_dtype):
     """``--jit --mixed-precision``: inside a step compiled by XLA the tails are traced plainly (XLA fuses the
-    whole step; a nested compiled function would not convert), the same numbers as without XLA."""
+    whole step; a nested compiled function would not convert, nor would vseg's compiled ops, which bfloat16
+    states would otherwise use), the same numbers as without XLA."""
     rng = np.random.default_rng(10)
-    layer = ConvRecurrent(ConvGRUCell(3, dtype="mixed_bfloat16"))
+    layer = ConvRecurrent(ConvGRUCell(3, dtype="mixed_bfloat16"), dtype=states_dtype)
     layer.build((None, None, None, None, 3))
     randomise_biases(layer.cell, rng)
 

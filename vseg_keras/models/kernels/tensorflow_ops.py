@@ -73,14 +73,18 @@ def build_library(source: str, target: str) -> None:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     temporary = f"{target}.{os.getpid()}.tmp"
     message = ""
-    for flags in COMPILER_FLAG_SETS:
-        command = [compiler, *flags, "-w", "-shared", "-fPIC", source, "-o", temporary,
-                   *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
-        if result.returncode == 0:
-            os.replace(temporary, target)
-            return
-        message = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+    try:
+        for flags in COMPILER_FLAG_SETS:
+            command = [compiler, *flags, "-w", "-shared", "-fPIC", source, "-o", temporary,
+                       *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
+            if result.returncode == 0:
+                os.replace(temporary, target)
+                return
+            message = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+    finally:
+        if os.path.exists(temporary):  # a failed or interrupted build leaves nothing behind
+            os.remove(temporary)
     raise RuntimeError(f"{compiler} could not build {source}: {message}")
 
 
