@@ -23,6 +23,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -71,6 +73,32 @@ void for_blocks(OpKernelContext* context, int64_t pixels, int64_t cost_per_pixel
   });
 }
 
+// The cell width C of `previous` [..., C] after checking the other inputs against it: each of `same` of its
+// shape, `gates` (unless null) [..., 2C], `bias` [bias_factor * C]. Sets an InvalidArgument error on `context`
+// and returns -1 if they do not fit (the ops index the tensors by these sizes).
+int64_t checked_width(OpKernelContext* context, const Tensor& previous, std::initializer_list<const Tensor*> same,
+                      const Tensor* gates, const Tensor& bias, int64_t bias_factor) {
+  bool fits = previous.dims() > 0;
+  const int64_t c = fits ? previous.dim_size(previous.dims() - 1) : 0;
+  for (const Tensor* tensor : same) fits = fits && tensor->shape() == previous.shape();
+  if (fits && gates != nullptr) {
+    TensorShape expected = previous.shape();
+    expected.set_dim(expected.dims() - 1, 2 * c);
+    fits = gates->shape() == expected;
+  }
+  fits = fits && bias.dims() == 1 && bias.dim_size(0) == bias_factor * c;
+  if (!fits) {
+    context->CtxFailure(absl::InvalidArgumentError(
+        "vseg's cGRU op: the state, the gates [..., 2C], the other tensors [..., C] and the bias do not fit: state " +
+        previous.shape().DebugString() + ", bias " + bias.shape().DebugString()));
+    return -1;
+  }
+  return c;
+}
+
+// Pixels of a [..., C] tensor (0 when C is 0).
+int64_t pixels_of(const Tensor& tensor, int64_t c) { return c > 0 ? tensor.NumElements() / c : 0; }
+
 // The bias gradient: the blocks' float32 sums [kBlocks, n], added in block order, rounded to bfloat16.
 void sum_blocks(const std::vector<float>& sums, int64_t n, Tensor* d_bias) {
   uint16_t* target = out(d_bias);
@@ -86,7 +114,9 @@ class GruGates : public OpKernel {
   explicit GruGates(OpKernelConstruction* context) : OpKernel(context) {}
   void Compute(OpKernelContext* context) override {
     const Tensor &pre_gates = context->input(0), &bias = context->input(1), &previous = context->input(2);
-    const int64_t c = previous.dim_size(previous.dims() - 1), pixels = previous.NumElements() / c;
+    const int64_t c = checked_width(context, previous, {}, &pre_gates, bias, 2);
+    if (c < 0) return;
+    const int64_t pixels = pixels_of(previous, c);
     Tensor *reset_previous, *update;
     OP_REQUIRES_OK(context, context->allocate_output(0, previous.shape(), &reset_previous));
     OP_REQUIRES_OK(context, context->allocate_output(1, previous.shape(), &update));
@@ -111,7 +141,9 @@ class GruGatesGrad : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor &d_rh_t = context->input(0), &d_z_t = context->input(1), &pre_gates = context->input(2),
                  &bias = context->input(3), &previous = context->input(4);
-    const int64_t c = previous.dim_size(previous.dims() - 1), pixels = previous.NumElements() / c;
+    const int64_t c = checked_width(context, previous, {&d_rh_t, &d_z_t}, &pre_gates, bias, 2);
+    if (c < 0) return;
+    const int64_t pixels = pixels_of(previous, c);
     Tensor *d_pre_gates, *d_bias, *d_previous;
     OP_REQUIRES_OK(context, context->allocate_output(0, pre_gates.shape(), &d_pre_gates));
     OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
@@ -149,7 +181,9 @@ class GruState : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor &pre_candidate = context->input(0), &bias = context->input(1), &update = context->input(2),
                  &previous = context->input(3);
-    const int64_t c = previous.dim_size(previous.dims() - 1), pixels = previous.NumElements() / c;
+    const int64_t c = checked_width(context, previous, {&pre_candidate, &update}, nullptr, bias, 1);
+    if (c < 0) return;
+    const int64_t pixels = pixels_of(previous, c);
     Tensor* state;
     OP_REQUIRES_OK(context, context->allocate_output(0, previous.shape(), &state));
     const uint16_t *a = in(pre_candidate), *b = in(bias), *z = in(update), *h = in(previous);
@@ -173,7 +207,9 @@ class GruStateGrad : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor &d_state = context->input(0), &pre_candidate = context->input(1), &bias = context->input(2),
                  &update = context->input(3), &previous = context->input(4);
-    const int64_t c = previous.dim_size(previous.dims() - 1), pixels = previous.NumElements() / c;
+    const int64_t c = checked_width(context, previous, {&d_state, &pre_candidate, &update}, nullptr, bias, 1);
+    if (c < 0) return;
+    const int64_t pixels = pixels_of(previous, c);
     Tensor *d_pre_candidate, *d_bias, *d_update, *d_previous;
     OP_REQUIRES_OK(context, context->allocate_output(0, previous.shape(), &d_pre_candidate));
     OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
