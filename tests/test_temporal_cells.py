@@ -285,10 +285,10 @@ def vseg_op_calls(graph) -> int:
 
 @pytest.mark.parametrize("channels", [(4, 4), (4, 8)])
 def test_compiled_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channels, monkeypatch):
-    """With bfloat16 states, a cGRU step with a previous state runs its element-wise work as vseg's own compiled
-    CPU ops (built here on first use, where a C++ compiler is found); the same outputs and gradients as op by op
-    (XLA's fused tails off on both sides) up to bfloat16 rounding, for levels of equal and of different widths;
-    tensors that do not fit are refused."""
+    """With bfloat16 states, a cGRU step (from a zero state or not) runs its element-wise work as vseg's own
+    compiled CPU ops (built here on first use, where a C++ compiler is found); the same outputs and gradients as
+    op by op (XLA's fused tails off on both sides) up to bfloat16 rounding, for levels of equal and of different
+    widths; tensors that do not fit are refused."""
     from vseg_keras.models import kernels
     from vseg_keras.models.kernels import tensorflow_ops
 
@@ -301,7 +301,7 @@ def test_compiled_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(cha
     layers = [ConvRecurrent(ConvGRUCell(c, dtype="mixed_bfloat16"), dtype="mixed_bfloat16") for c in channels]
     assert_tail_kernel_agrees(
         layers, lambda on: monkeypatch.setattr(kernels, "COMPILED_GRU_TAIL_DTYPES", ("bfloat16",) if on else ()),
-        vseg_op_calls, first_step_too=False)
+        vseg_op_calls, first_step_too=True)
     gates, _ = tensorflow_ops.gru_tail_ops()  # tensors that do not fit: an error, not a read out of bounds
     with pytest.raises(tf.errors.InvalidArgumentError, match="do not fit"):
         gates(tf.zeros([1, 4, 4, 6], tf.bfloat16), tf.zeros([6], tf.bfloat16), tf.zeros([1, 4, 4, 4], tf.bfloat16))

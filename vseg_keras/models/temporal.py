@@ -204,10 +204,10 @@ class ConvGRUCell(_ConvCellBase):
     giving ``2 * filters`` channels (reset gate first, update gate second);
     ``n = tanh(C_n * concat(x_t, r . h_{t-1}))``;
     ``h_t = (1 - z) . n + z . h_{t-1}``. The element-wise work between the two convolutions is
-    :func:`gru_gates` and :func:`gru_state`. In bfloat16 on TensorFlow on a CPU, a step with a previous state runs
-    them as vseg's own compiled ops (:mod:`vseg_keras.models.kernels.tensorflow_ops`) where they can be built;
-    otherwise, and for a first step from a zero state, cells of at most 32 channels run each compiled by XLA
-    (:func:`vseg_keras.models.kernels.tensorflow.fused`). The same numbers up to bfloat16 rounding.
+    :func:`gru_gates` and :func:`gru_state`. In bfloat16 on TensorFlow on a CPU they run as vseg's own compiled
+    ops (:mod:`vseg_keras.models.kernels.tensorflow_ops`) where those can be built; otherwise cells of at most 32
+    channels run each compiled by XLA (:func:`vseg_keras.models.kernels.tensorflow.fused`). The same numbers up
+    to bfloat16 rounding.
 
     Args:
         filters: channels of the input, the state and the output.
@@ -234,16 +234,16 @@ class ConvGRUCell(_ConvCellBase):
 
     def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
         (previous,) = (None,) if states is None else states
-        gates_tail, state_tail = self._tails(with_previous=previous is not None)
+        gates_tail, state_tail = self._tails()
         reset_previous, update = gates_tail(self._conv([inputs, previous], weights["gate_kernel"]),
                                             weights["gate_bias"], previous)
         pre_candidate = self._conv([inputs, reset_previous], weights["candidate_kernel"])
         return (state_tail(pre_candidate, weights["candidate_bias"], update, previous),)
 
-    def _tails(self, with_previous: bool) -> tuple:
+    def _tails(self) -> tuple:
         """:func:`gru_gates` and :func:`gru_state`, or the TensorFlow kernels that compute them (see the class)."""
         fuse = kernels.fuses_gru_tails(self.compute_dtype, self.filters)
-        compiled = with_previous and kernels.compiles_gru_tails(self.compute_dtype)
+        compiled = kernels.compiles_gru_tails(self.compute_dtype)
         if not (fuse or compiled):
             return gru_gates, gru_state
         from vseg_keras.models.kernels import tensorflow as tf_kernels

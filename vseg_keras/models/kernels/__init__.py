@@ -82,8 +82,7 @@ def fuses_gru_tails(dtype: str, channels: int) -> bool:
     return on_tensorflow() and dtype in FUSED_GRU_TAIL_DTYPES and channels <= FUSED_GRU_TAIL_MAX_CHANNELS
 
 
-
-#: Compute dtypes in which a cGRU step with a previous state runs its element-wise work as vseg's own compiled
+#: Compute dtypes in which a cGRU step runs its element-wise work as vseg's own compiled
 #: CPU ops on TensorFlow (:mod:`vseg_keras.models.kernels.tensorflow_ops`, built on first use; without a C++
 #: compiler the fused or portable functions run instead): about 3x faster than TensorFlow's ops or XLA on the
 #: work alone; a bfloat16 training step 1.12-1.18x (small model) and 1.25x (Original) faster at 11-13 % less peak memory
@@ -92,7 +91,7 @@ COMPILED_GRU_TAIL_DTYPES: tuple[str, ...] = ("bfloat16",)
 
 
 def compiles_gru_tails(dtype: str) -> bool:
-    """Whether a cGRU step with a previous state, computing in ``dtype``, asks for vseg's compiled CPU ops: on
+    """Whether a cGRU step computing in ``dtype`` asks for vseg's compiled CPU ops: on
     TensorFlow, in a dtype of :data:`COMPILED_GRU_TAIL_DTYPES` (:func:`vseg_keras.models.kernels.tensorflow.gru_tails`
     decides whether they run)."""
     return on_tensorflow() and dtype in COMPILED_GRU_TAIL_DTYPES

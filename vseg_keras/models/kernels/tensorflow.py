@@ -305,7 +305,7 @@ def _on_bfloat16(op: Callable, fallback: Callable) -> Callable:
     """``op`` where every tensor argument but the bias (the second, which ``op`` casts) is bfloat16, ``fallback``
     otherwise (e.g. a state kept in float32 by an RNN layer of the float32 policy)."""
     def call(first, bias, *rest):
-        if all(t is not None and t.dtype == tf.bfloat16 for t in (first, *rest)):
+        if all(t is None or t.dtype == tf.bfloat16 for t in (first, *rest)):  # None: a zero state
             return op(first, bias, *rest)
         return fallback(first, bias, *rest)
 

@@ -1,8 +1,9 @@
 """vseg's own TensorFlow CPU ops (C++ in ``cpp/``), built on first use with the installed TensorFlow and loaded.
 
 One library today, ``cpp/gru_tails.cc``: a cGRU step's element-wise work (the gates, the new state, and their
-gradients) in bfloat16, one pass over its tensors each, which TensorFlow runs as a dozen ops each way and XLA
-no faster (docs/BENCHMARKS.md, "A fused kernel of vseg's own"). :func:`gru_tail_ops` compiles it with the C++
+gradients, with a previous state or from a zero one) in bfloat16, one pass over its tensors each, where
+TensorFlow runs a dozen ops each way and XLA is not much faster (docs/BENCHMARKS.md, "A fused kernel of vseg's
+own"). :func:`gru_tail_ops` compiles it with the C++
 compiler (``$CXX``, else ``g++``) against the headers in the TensorFlow wheel, once per source, TensorFlow
 version and CPU, into ``$VSEG_CACHE_DIR`` (default ``$XDG_CACHE_HOME/vseg`` or ``~/.cache/vseg``), writing to a
 temporary name first; later processes load the cached library. Without a compiler, or if the build fails, it
@@ -106,13 +107,14 @@ def _gru_tails_library():
 
 def _register_gradients(module) -> None:
     """The forward ops' gradients, once per process (a second registration of a name raises ``KeyError``)."""
-    def gates_gradient(op, d_reset_previous, d_update):
-        return module.vseg_gru_gates_grad(d_reset_previous, d_update, *op.inputs)
-
-    def state_gradient(op, d_state):
-        return module.vseg_gru_state_grad(d_state, *op.inputs)
-
-    for name, gradient in (("VsegGruGates", gates_gradient), ("VsegGruState", state_gradient)):
+    gradients = {
+        "VsegGruGates": lambda op, d_reset_previous, d_update: module.vseg_gru_gates_grad(
+            d_reset_previous, d_update, *op.inputs),
+        "VsegGruState": lambda op, d_state: module.vseg_gru_state_grad(d_state, *op.inputs),
+        "VsegGruUpdateGate": lambda op, d_update: module.vseg_gru_update_gate_grad(d_update, *op.inputs),
+        "VsegGruFirstState": lambda op, d_state: module.vseg_gru_first_state_grad(d_state, *op.inputs),
+    }
+    for name, gradient in gradients.items():
         try:
             tf.RegisterGradient(name)(gradient)
         except KeyError:  # registered by an earlier load of the same library in this process
@@ -121,7 +123,7 @@ def _register_gradients(module) -> None:
 
 def gru_tail_ops() -> tuple[Callable, Callable] | None:
     """``(gates, state)``: the compiled drop-ins for :func:`vseg_keras.models.temporal.gru_gates` and
-    :func:`~vseg_keras.models.temporal.gru_state` with a previous state, bfloat16 ``[B, H, W, 2C]`` /
+    :func:`~vseg_keras.models.temporal.gru_state` (``previous`` ``None``: a zero state), bfloat16 ``[B, H, W, 2C]`` /
     ``[B, H, W, C]`` tensors (their gradients registered with TensorFlow); ``None`` where they cannot be built or
     loaded (see :func:`describe_gru_tail_ops`)."""
     module, _ = _gru_tails_library()
@@ -129,10 +131,16 @@ def gru_tail_ops() -> tuple[Callable, Callable] | None:
         return None
 
     def gates(pre_gates, bias, previous):
-        return tuple(module.vseg_gru_gates(pre_gates, tf.cast(bias, pre_gates.dtype), previous))
+        bias = tf.cast(bias, pre_gates.dtype)
+        if previous is None:  # a zero state: r . h_0 = 0, only the update gate is needed
+            return None, module.vseg_gru_update_gate(pre_gates, bias)
+        return tuple(module.vseg_gru_gates(pre_gates, bias, previous))
 
     def state(pre_candidate, bias, update, previous):
-        return module.vseg_gru_state(pre_candidate, tf.cast(bias, pre_candidate.dtype), update, previous)
+        bias = tf.cast(bias, pre_candidate.dtype)
+        if previous is None:
+            return module.vseg_gru_first_state(pre_candidate, bias, update)
+        return module.vseg_gru_state(pre_candidate, bias, update, previous)
 
     return gates, state
 

@@ -15,6 +15,11 @@
 //     n = tanh(pre_candidate + bias); state = (1 - z) * n + z * previous
 //   VsegGruStateGrad(d_state, pre_candidate, bias, update, previous) -> (d_pre_candidate, d_bias, d_update,
 //                                                                       d_previous)
+// and for a first step, from a zero state (r . h_0 = 0 and z . h_0 = 0, so the reset gate is not needed):
+//   VsegGruUpdateGate(pre_gates, bias) -> update                    z = sigmoid(pre_gates[..., C:] + bias[C:])
+//   VsegGruUpdateGateGrad(d_update, pre_gates, bias) -> (d_pre_gates, d_bias)   (zero for the reset half)
+//   VsegGruFirstState(pre_candidate, bias, update) -> state        state = (1 - z) * tanh(pre_candidate + bias)
+//   VsegGruFirstStateGrad(d_state, pre_candidate, bias, update) -> (d_pre_candidate, d_bias, d_update)
 // Each is one pass over its tensors, split over the intra-op threads in a fixed number of pixel blocks; the
 // bias gradients are summed per block in float32 and the blocks in order (the same sums on any thread count).
 // NaN payloads are not preserved by the bfloat16 rounding (round to nearest even on the bits).
@@ -91,6 +96,30 @@ int64_t checked_width(OpKernelContext* context, const Tensor& previous, std::ini
     context->CtxFailure(absl::InvalidArgumentError(
         "vseg's cGRU op: the state, the gates [..., 2C], the other tensors [..., C] and the bias do not fit: state " +
         previous.shape().DebugString() + ", bias " + bias.shape().DebugString()));
+    return -1;
+  }
+  return c;
+}
+
+// The shape of the gates' convolution [..., 2C] with C channels: the state's.
+TensorShape half_shape(const Tensor& gates) {
+  TensorShape shape = gates.shape();
+  if (shape.dims() > 0) shape.set_dim(shape.dims() - 1, shape.dim_size(shape.dims() - 1) / 2);
+  return shape;
+}
+
+// The cell width C of the gates' convolution `gates` [..., 2C] after checking `bias` [2C] and each of `same`
+// against [..., C]; an InvalidArgument error on `context` and -1 if they do not fit.
+int64_t checked_gates_width(OpKernelContext* context, const Tensor& gates, std::initializer_list<const Tensor*> same,
+                            const Tensor& bias) {
+  bool fits = gates.dims() > 0 && gates.dim_size(gates.dims() - 1) % 2 == 0;
+  const int64_t c = fits ? gates.dim_size(gates.dims() - 1) / 2 : 0;
+  for (const Tensor* tensor : same) fits = fits && tensor->shape() == half_shape(gates);
+  fits = fits && bias.dims() == 1 && bias.dim_size(0) == 2 * c;
+  if (!fits) {
+    context->CtxFailure(absl::InvalidArgumentError(
+        "vseg's cGRU op: the gates [..., 2C], the other tensors [..., C] and the bias [2C] do not fit: gates " +
+        gates.shape().DebugString() + ", bias " + bias.shape().DebugString()));
     return -1;
   }
   return c;
@@ -238,6 +267,119 @@ class GruStateGrad : public OpKernel {
   }
 };
 
+// The first step's gates: the update gate only, [..., C] from [..., 2C].
+class GruUpdateGate : public OpKernel {
+ public:
+  explicit GruUpdateGate(OpKernelConstruction* context) : OpKernel(context) {}
+  void Compute(OpKernelContext* context) override {
+    const Tensor &pre_gates = context->input(0), &bias = context->input(1);
+    const int64_t c = checked_gates_width(context, pre_gates, {}, bias);
+    if (c < 0) return;
+    const int64_t pixels = pixels_of(pre_gates, 2 * c);
+    Tensor* update;
+    OP_REQUIRES_OK(context, context->allocate_output(0, half_shape(pre_gates), &update));
+    const uint16_t *g = in(pre_gates), *b = in(bias);
+    uint16_t* z = out(update);
+    for_blocks(context, pixels, 10 * c, [&](int64_t first, int64_t end, int64_t) {
+      for (int64_t p = first; p < end; ++p) {
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) z[p * c + k] = to_bfloat16(sigmoid(to_float(g[p * 2 * c + c + k]) +
+                                                                            to_float(b[c + k])));
+      }
+    });
+  }
+};
+
+class GruUpdateGateGrad : public OpKernel {
+ public:
+  explicit GruUpdateGateGrad(OpKernelConstruction* context) : OpKernel(context) {}
+  void Compute(OpKernelContext* context) override {
+    const Tensor &d_update = context->input(0), &pre_gates = context->input(1), &bias = context->input(2);
+    const int64_t c = checked_gates_width(context, pre_gates, {&d_update}, bias);
+    if (c < 0) return;
+    const int64_t pixels = pixels_of(pre_gates, 2 * c);
+    Tensor *d_pre_gates, *d_bias;
+    OP_REQUIRES_OK(context, context->allocate_output(0, pre_gates.shape(), &d_pre_gates));
+    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
+    const uint16_t *d_z = in(d_update), *g = in(pre_gates), *b = in(bias);
+    uint16_t* d_g = out(d_pre_gates);
+    std::vector<float> sums(kBlocks * 2 * c, 0.0f);
+    for_blocks(context, pixels, 15 * c, [&](int64_t first, int64_t end, int64_t block) {
+      float* sum = sums.data() + block * 2 * c;
+      for (int64_t p = first; p < end; ++p) {
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) {
+          const float z = sigmoid(to_float(g[p * 2 * c + c + k]) + to_float(b[c + k]));
+          const float d_gate = to_float(d_z[p * c + k]) * z * (1.0f - z);
+          d_g[p * 2 * c + k] = 0;
+          d_g[p * 2 * c + c + k] = to_bfloat16(d_gate);
+          sum[c + k] += d_gate;
+        }
+      }
+    });
+    sum_blocks(sums, 2 * c, d_bias);
+  }
+};
+
+// The first step's new state, from a zero state.
+class GruFirstState : public OpKernel {
+ public:
+  explicit GruFirstState(OpKernelConstruction* context) : OpKernel(context) {}
+  void Compute(OpKernelContext* context) override {
+    const Tensor &pre_candidate = context->input(0), &bias = context->input(1), &update = context->input(2);
+    const int64_t c = checked_width(context, update, {&pre_candidate}, nullptr, bias, 1);
+    if (c < 0) return;
+    const int64_t pixels = pixels_of(update, c);
+    Tensor* state;
+    OP_REQUIRES_OK(context, context->allocate_output(0, update.shape(), &state));
+    const uint16_t *a = in(pre_candidate), *b = in(bias), *z = in(update);
+    uint16_t* s = out(state);
+    for_blocks(context, pixels, 15 * c, [&](int64_t first, int64_t end, int64_t) {
+      for (int64_t p = first; p < end; ++p) {
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) {
+          const int64_t i = p * c + k;
+          s[i] = to_bfloat16((1.0f - to_float(z[i])) * std::tanh(to_float(a[i]) + to_float(b[k])));
+        }
+      }
+    });
+  }
+};
+
+class GruFirstStateGrad : public OpKernel {
+ public:
+  explicit GruFirstStateGrad(OpKernelConstruction* context) : OpKernel(context) {}
+  void Compute(OpKernelContext* context) override {
+    const Tensor &d_state = context->input(0), &pre_candidate = context->input(1), &bias = context->input(2),
+                 &update = context->input(3);
+    const int64_t c = checked_width(context, update, {&d_state, &pre_candidate}, nullptr, bias, 1);
+    if (c < 0) return;
+    const int64_t pixels = pixels_of(update, c);
+    Tensor *d_pre_candidate, *d_bias, *d_update;
+    OP_REQUIRES_OK(context, context->allocate_output(0, update.shape(), &d_pre_candidate));
+    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
+    OP_REQUIRES_OK(context, context->allocate_output(2, update.shape(), &d_update));
+    const uint16_t *d_s = in(d_state), *a = in(pre_candidate), *b = in(bias), *z = in(update);
+    uint16_t *d_a = out(d_pre_candidate), *d_z = out(d_update);
+    std::vector<float> sums(kBlocks * c, 0.0f);
+    for_blocks(context, pixels, 25 * c, [&](int64_t first, int64_t end, int64_t block) {
+      float* sum = sums.data() + block * c;
+      for (int64_t p = first; p < end; ++p) {
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) {
+          const int64_t i = p * c + k;
+          const float n = std::tanh(to_float(a[i]) + to_float(b[k])), upstream = to_float(d_s[i]);
+          const float d_candidate = upstream * (1.0f - to_float(z[i])) * (1.0f - n * n);
+          d_a[i] = to_bfloat16(d_candidate);
+          d_z[i] = to_bfloat16(-upstream * n);
+          sum[k] += d_candidate;
+        }
+      }
+    });
+    sum_blocks(sums, c, d_bias);
+  }
+};
+
 }  // namespace
 
 REGISTER_OP("VsegGruGates")
@@ -278,7 +420,43 @@ REGISTER_OP("VsegGruStateGrad")
       return absl::OkStatus();
     });
 
+REGISTER_OP("VsegGruUpdateGate")
+    .Input("pre_gates: bfloat16").Input("bias: bfloat16").Output("update: bfloat16")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      tensorflow::shape_inference::ShapeHandle half;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), -1, c->UnknownDim(), &half));
+      c->set_output(0, half);
+      return absl::OkStatus();
+    });
+REGISTER_OP("VsegGruUpdateGateGrad")
+    .Input("d_update: bfloat16").Input("pre_gates: bfloat16").Input("bias: bfloat16")
+    .Output("d_pre_gates: bfloat16").Output("d_bias: bfloat16")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      return absl::OkStatus();
+    });
+REGISTER_OP("VsegGruFirstState")
+    .Input("pre_candidate: bfloat16").Input("bias: bfloat16").Input("update: bfloat16").Output("state: bfloat16")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(2));
+      return absl::OkStatus();
+    });
+REGISTER_OP("VsegGruFirstStateGrad")
+    .Input("d_state: bfloat16").Input("pre_candidate: bfloat16").Input("bias: bfloat16").Input("update: bfloat16")
+    .Output("d_pre_candidate: bfloat16").Output("d_bias: bfloat16").Output("d_update: bfloat16")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(3));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(3));
+      return absl::OkStatus();
+    });
+
 REGISTER_KERNEL_BUILDER(Name("VsegGruGates").Device(tensorflow::DEVICE_CPU), GruGates);
 REGISTER_KERNEL_BUILDER(Name("VsegGruGatesGrad").Device(tensorflow::DEVICE_CPU), GruGatesGrad);
 REGISTER_KERNEL_BUILDER(Name("VsegGruState").Device(tensorflow::DEVICE_CPU), GruState);
 REGISTER_KERNEL_BUILDER(Name("VsegGruStateGrad").Device(tensorflow::DEVICE_CPU), GruStateGrad);
+REGISTER_KERNEL_BUILDER(Name("VsegGruUpdateGate").Device(tensorflow::DEVICE_CPU), GruUpdateGate);
+REGISTER_KERNEL_BUILDER(Name("VsegGruUpdateGateGrad").Device(tensorflow::DEVICE_CPU), GruUpdateGateGrad);
+REGISTER_KERNEL_BUILDER(Name("VsegGruFirstState").Device(tensorflow::DEVICE_CPU), GruFirstState);
+REGISTER_KERNEL_BUILDER(Name("VsegGruFirstStateGrad").Device(tensorflow::DEVICE_CPU), GruFirstStateGrad);
