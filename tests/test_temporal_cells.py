@@ -283,6 +283,51 @@ def vseg_op_calls(graph) -> int:
     return sum(op.type.startswith("VsegGru") for op in graph.get_operations())
 
 
+def compiled_ops_load() -> bool:
+    """Whether vseg's compiled cGRU ops load here; where no C++ compiler is found, checks that they do not and
+    that the log line says why (the cells then run their own functions)."""
+    from vseg_keras.models.kernels import tensorflow_ops
+
+    if not (os.environ.get("CXX") or shutil.which("g++")):
+        assert tensorflow_ops.gru_tail_ops() is None
+        assert "no C++ compiler" in tensorflow_ops.describe_gru_tail_ops()
+        return False
+    assert tensorflow_ops.gru_tail_ops() is not None, tensorflow_ops.describe_gru_tail_ops()
+    return True
+
+
+def test_a_bfloat16_cgru_model_trains_with_the_compiled_ops():
+    """A whole cGRU model in bfloat16 (its decoder needs the states' channel counts, which the ops' shape
+    functions give) runs vseg's compiled ops and trains on windows of one to three frames of one traced graph,
+    with the losses of the same model without them (up to bfloat16 rounding)."""
+    from vseg_keras.models import kernels
+    from vseg_keras.models.registry import build_model
+    from vseg_keras.options import TrainConfig
+    from vseg_keras.train import compile_for_training
+
+    if not compiled_ops_load():
+        return
+    rng = np.random.default_rng(11)
+    frames = tf.constant(rng.integers(0, 256, (1, 3, 32, 64, 3), dtype=np.uint8))
+    labels = tf.constant(rng.integers(0, 19, (1, 3, 32, 64), dtype=np.uint8))
+    losses = {}
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        for compiled in (True, False):
+            kernels.COMPILED_GRU_TAIL_DTYPES = ("bfloat16",) if compiled else ()
+            model = build_model("vanilla-cgru-small-shallow", seed=0)
+            if compiled:
+                graph = tf.function(lambda x, m=model: m(x, training=True)).get_concrete_function(frames).graph
+                assert vseg_op_calls(graph) > 0
+            compile_for_training(model, TrainConfig(model="vanilla-cgru-small-shallow"))
+            losses[compiled] = [model.evaluate(frames[:, :t], labels[:, :t], verbose=0)[0] for t in (1, 3)]
+            model.train_on_batch(frames[:, :2], labels[:, :2])
+    finally:
+        kernels.COMPILED_GRU_TAIL_DTYPES = ("bfloat16",)
+        keras.mixed_precision.set_global_policy("float32")
+    np.testing.assert_allclose(losses[True], losses[False], rtol=0.02)
+
+
 @pytest.mark.parametrize("channels", [(4, 4), (4, 8)])
 def test_compiled_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channels, monkeypatch):
     """With bfloat16 states, a cGRU step (from a zero state or not) runs its element-wise work as vseg's own
@@ -292,11 +337,8 @@ def test_compiled_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(cha
     from vseg_keras.models import kernels
     from vseg_keras.models.kernels import tensorflow_ops
 
-    if not (os.environ.get("CXX") or shutil.which("g++")):  # no compiler: the cells run the portable functions
-        assert tensorflow_ops.gru_tail_ops() is None
-        assert "no C++ compiler" in tensorflow_ops.describe_gru_tail_ops()
+    if not compiled_ops_load():
         return
-    assert tensorflow_ops.gru_tail_ops() is not None, tensorflow_ops.describe_gru_tail_ops()
     monkeypatch.setattr(kernels, "FUSED_GRU_TAIL_DTYPES", ())
     layers = [ConvRecurrent(ConvGRUCell(c, dtype="mixed_bfloat16"), dtype="mixed_bfloat16") for c in channels]
     assert_tail_kernel_agrees(

@@ -423,8 +423,11 @@ REGISTER_OP("VsegGruStateGrad")
 REGISTER_OP("VsegGruUpdateGate")
     .Input("pre_gates: bfloat16").Input("bias: bfloat16").Output("update: bfloat16")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      tensorflow::shape_inference::ShapeHandle half;
-      TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), -1, c->UnknownDim(), &half));
+      tensorflow::shape_inference::ShapeHandle gates = c->input(0), half;
+      tensorflow::shape_inference::DimensionHandle channels;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(gates, 1, &gates));
+      TF_RETURN_IF_ERROR(c->Divide(c->Dim(gates, -1), 2, /*evenly_divisible=*/true, &channels));
+      TF_RETURN_IF_ERROR(c->ReplaceDim(gates, -1, channels, &half));
       c->set_output(0, half);
       return absl::OkStatus();
     });
