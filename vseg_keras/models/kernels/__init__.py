@@ -82,10 +82,10 @@ def fuses_gru_tails(dtype: str, channels: int) -> bool:
     return on_tensorflow() and dtype in FUSED_GRU_TAIL_DTYPES and channels <= FUSED_GRU_TAIL_MAX_CHANNELS
 
 
-#: Compute dtypes in which a cGRU step runs its element-wise work as vseg's own compiled
-#: CPU ops on TensorFlow (:mod:`vseg_keras.models.kernels.tensorflow_ops`, built on first use; without a C++
-#: compiler the fused or portable functions run instead): about 3x faster than TensorFlow's ops or XLA on the
-#: work alone; a bfloat16 training step 1.12-1.18x (small model) and 1.25x (Original) faster at 11-13 % less peak memory
+#: Compute dtypes in which a cGRU step runs its element-wise work as vseg's own compiled CPU ops on TensorFlow
+#: (:mod:`vseg_keras.models.kernels.tensorflow_ops`, built on first use; without a C++ compiler the fused or
+#: portable functions run instead): about 3x faster than TensorFlow's ops or XLA on the work alone; a bfloat16
+#: training step 1.22-1.27x (small model) and 1.28x (Original) faster at 10-15 % less peak memory
 #: (docs/BENCHMARKS.md, "A fused kernel of vseg's own").
 COMPILED_GRU_TAIL_DTYPES: tuple[str, ...] = ("bfloat16",)
 
