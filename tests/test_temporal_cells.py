@@ -397,8 +397,13 @@ def test_fused_gru_tails_inside_an_xla_step_in_bfloat16(states_dtype):
             np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=0.03 * scale + 1e-3)
 
 
-def test_only_narrow_cells_fuse_their_tails_and_only_in_bfloat16():
-    """XLA's fused tails beat TensorFlow's ops at 16-32 channels, not at 64 (``FUSED_GRU_TAIL_MAX_CHANNELS``)."""
+def test_only_narrow_cells_fuse_their_tails_and_only_in_bfloat16(monkeypatch):
+    """XLA's fused tails beat TensorFlow's ops at 16-32 channels, not at 64 (``FUSED_GRU_TAIL_MAX_CHANNELS``); the
+    rule of the cells that do not run vseg's compiled ops (turned off here)."""
+    from vseg_keras.models import kernels
+
+    monkeypatch.setattr(kernels, "COMPILED_GRU_TAIL_DTYPES", ())
+
     def calls(channels: int, dtype: str) -> int:
         layer = ConvRecurrent(ConvGRUCell(channels, dtype=dtype))
         run = tf.function(lambda x: layer(x, training=True))
@@ -406,3 +411,18 @@ def test_only_narrow_cells_fuse_their_tails_and_only_in_bfloat16():
 
     assert calls(32, "mixed_bfloat16") > 0
     assert calls(64, "mixed_bfloat16") == calls(32, "float32") == 0
+
+
+def test_bfloat16_cgrus_of_every_width_run_the_compiled_ops_and_float32_ones_do_not():
+    """vseg's compiled ops are about 3x faster than TensorFlow's ops at every width (``gru_tails.py``), so every
+    bfloat16 cGRU runs them (where they load); float32 never does."""
+    if not compiled_ops_load():
+        return
+
+    def calls(channels: int, dtype: str) -> int:
+        layer = ConvRecurrent(ConvGRUCell(channels, dtype=dtype), dtype=dtype)
+        run = tf.function(lambda x: layer(x, training=True))
+        return vseg_op_calls(run.get_concrete_function(tf.TensorSpec((1, 2, 4, 4, channels))).graph)
+
+    assert calls(16, "mixed_bfloat16") > 0 and calls(64, "mixed_bfloat16") > 0
+    assert calls(16, "float32") == 0
