@@ -54,16 +54,22 @@ TASKS = ("train", "infer")
 _FRAME_WISE_CONVNEXT = "convnext-none-"
 
 
-def cpu_lacks(wanted: tuple[str, ...], cpuinfo: str | None = None) -> bool:
-    """Whether the CPU's flags (``cpuinfo``: the text of ``/proc/cpuinfo``, read when ``None``) are x86 flags
-    with none of ``wanted``. ``False`` where that cannot be told (no such file, not x86)."""
+def cpu_flags(cpuinfo: str | None = None) -> list[str] | None:
+    """The CPU's feature flags from ``cpuinfo`` (the text of ``/proc/cpuinfo``, read when ``None``); ``None``
+    where there is no such file, ``[]`` where it lists no flags."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8") as handle:
                 cpuinfo = handle.read()
         except OSError:
-            return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+            return None
+    return next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+
+
+def cpu_lacks(wanted: tuple[str, ...], cpuinfo: str | None = None) -> bool:
+    """Whether the CPU's flags (:func:`cpu_flags` of ``cpuinfo``) are x86 flags with none of ``wanted``. ``False``
+    where that cannot be told (no such file, not x86)."""
+    flags = cpu_flags(cpuinfo) or []
     return "sse2" in flags and not set(wanted) & set(flags)
 
 

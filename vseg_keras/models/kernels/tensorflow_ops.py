@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from vseg_keras.cpu_kernels import cpu_flags
+
 #: The environment variable that turns vseg's compiled CPU ops off (``0``).
 SWITCH_ENV = "VSEG_BUILD_CPU_OPS"
 #: The environment variable naming the folder of the built libraries.
@@ -48,19 +50,11 @@ def cache_dir() -> str:
     return os.path.join(base, "vseg")
 
 
-def _cpu_signature() -> str:
-    """What ``-march=native`` compiles for: the CPU's feature flags (``/proc/cpuinfo``), else the machine type."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            return next((line for line in handle if line.startswith("flags")), platform.machine())
-    except OSError:
-        return platform.machine()
-
-
 def library_path(source: str) -> str:
     """The cached library built from ``source`` for this TensorFlow and CPU."""
     with open(source, "rb") as handle:
-        key = hashlib.sha256(handle.read() + tf.__version__.encode() + _cpu_signature().encode()).hexdigest()[:16]
+        cpu = " ".join(cpu_flags() or [platform.machine()])  # what -march=native compiles for
+        key = hashlib.sha256(handle.read() + tf.__version__.encode() + cpu.encode()).hexdigest()[:16]
     name = os.path.splitext(os.path.basename(source))[0]
     return os.path.join(cache_dir(), "cpu_ops", f"{name}-{key}.so")
 
