@@ -40,7 +40,6 @@
 namespace {
 
 using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
 using tensorflow::TensorShape;
@@ -65,6 +64,17 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-std::min(80.0f, 
 
 const uint16_t* in(const Tensor& t) { return reinterpret_cast<const uint16_t*>(t.tensor_data().data()); }
 uint16_t* out(Tensor* t) { return reinterpret_cast<uint16_t*>(const_cast<char*>(t->tensor_data().data())); }
+
+// Allocates output `index` of `shape` and returns its data, or null with the error set on `context`.
+uint16_t* output(OpKernelContext* context, int index, const TensorShape& shape) {
+  Tensor* tensor = nullptr;
+  const absl::Status status = context->allocate_output(index, shape, &tensor);
+  if (!status.ok()) {
+    context->SetStatus(status);
+    return nullptr;
+  }
+  return out(tensor);
+}
 
 // Runs body(first_pixel, end_pixel, block) over kBlocks blocks of the P pixels on the intra-op threads.
 template <typename Body>
@@ -129,8 +139,7 @@ int64_t checked_gates_width(OpKernelContext* context, const Tensor& gates, std::
 int64_t pixels_of(const Tensor& tensor, int64_t c) { return c > 0 ? tensor.NumElements() / c : 0; }
 
 // The bias gradient: the blocks' float32 sums [kBlocks, n], added in block order, rounded to bfloat16.
-void sum_blocks(const std::vector<float>& sums, int64_t n, Tensor* d_bias) {
-  uint16_t* target = out(d_bias);
+void sum_blocks(const std::vector<float>& sums, int64_t n, uint16_t* target) {
   for (int64_t c = 0; c < n; ++c) {
     float total = 0.0f;
     for (int64_t block = 0; block < kBlocks; ++block) total += sums[block * n + c];
@@ -140,17 +149,15 @@ void sum_blocks(const std::vector<float>& sums, int64_t n, Tensor* d_bias) {
 
 class GruGates : public OpKernel {
  public:
-  explicit GruGates(OpKernelConstruction* context) : OpKernel(context) {}
+  using OpKernel::OpKernel;
   void Compute(OpKernelContext* context) override {
     const Tensor &pre_gates = context->input(0), &bias = context->input(1), &previous = context->input(2);
     const int64_t c = checked_width(context, previous, {}, &pre_gates, bias, 2);
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
-    Tensor *reset_previous, *update;
-    OP_REQUIRES_OK(context, context->allocate_output(0, previous.shape(), &reset_previous));
-    OP_REQUIRES_OK(context, context->allocate_output(1, previous.shape(), &update));
+    uint16_t *rh = output(context, 0, previous.shape()), *z = output(context, 1, previous.shape());
+    if (!rh || !z) return;
     const uint16_t *g = in(pre_gates), *b = in(bias), *h = in(previous);
-    uint16_t *rh = out(reset_previous), *z = out(update);
     for_blocks(context, pixels, 20 * c, [&](int64_t first, int64_t end, int64_t) {
       for (int64_t p = first; p < end; ++p) {
         const uint16_t* row = g + p * 2 * c;
@@ -166,19 +173,17 @@ class GruGates : public OpKernel {
 
 class GruGatesGrad : public OpKernel {
  public:
-  explicit GruGatesGrad(OpKernelConstruction* context) : OpKernel(context) {}
+  using OpKernel::OpKernel;
   void Compute(OpKernelContext* context) override {
     const Tensor &d_rh_t = context->input(0), &d_z_t = context->input(1), &pre_gates = context->input(2),
                  &bias = context->input(3), &previous = context->input(4);
     const int64_t c = checked_width(context, previous, {&d_rh_t, &d_z_t}, &pre_gates, bias, 2);
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
-    Tensor *d_pre_gates, *d_bias, *d_previous;
-    OP_REQUIRES_OK(context, context->allocate_output(0, pre_gates.shape(), &d_pre_gates));
-    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
-    OP_REQUIRES_OK(context, context->allocate_output(2, previous.shape(), &d_previous));
+    uint16_t *d_g = output(context, 0, pre_gates.shape()), *d_b = output(context, 1, bias.shape()),
+             *d_h = output(context, 2, previous.shape());
+    if (!d_g || !d_b || !d_h) return;
     const uint16_t *d_rh = in(d_rh_t), *d_z = in(d_z_t), *g = in(pre_gates), *b = in(bias), *h = in(previous);
-    uint16_t *d_g = out(d_pre_gates), *d_h = out(d_previous);
     std::vector<float> sums(kBlocks * 2 * c, 0.0f);
     for_blocks(context, pixels, 30 * c, [&](int64_t first, int64_t end, int64_t block) {
       float* sum = sums.data() + block * 2 * c;
@@ -200,23 +205,22 @@ class GruGatesGrad : public OpKernel {
         }
       }
     });
-    sum_blocks(sums, 2 * c, d_bias);
+    sum_blocks(sums, 2 * c, d_b);
   }
 };
 
 class GruState : public OpKernel {
  public:
-  explicit GruState(OpKernelConstruction* context) : OpKernel(context) {}
+  using OpKernel::OpKernel;
   void Compute(OpKernelContext* context) override {
     const Tensor &pre_candidate = context->input(0), &bias = context->input(1), &update = context->input(2),
                  &previous = context->input(3);
     const int64_t c = checked_width(context, previous, {&pre_candidate, &update}, nullptr, bias, 1);
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
-    Tensor* state;
-    OP_REQUIRES_OK(context, context->allocate_output(0, previous.shape(), &state));
+    uint16_t* s = output(context, 0, previous.shape());
+    if (!s) return;
     const uint16_t *a = in(pre_candidate), *b = in(bias), *z = in(update), *h = in(previous);
-    uint16_t* s = out(state);
     for_blocks(context, pixels, 20 * c, [&](int64_t first, int64_t end, int64_t) {
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
@@ -232,20 +236,17 @@ class GruState : public OpKernel {
 
 class GruStateGrad : public OpKernel {
  public:
-  explicit GruStateGrad(OpKernelConstruction* context) : OpKernel(context) {}
+  using OpKernel::OpKernel;
   void Compute(OpKernelContext* context) override {
     const Tensor &d_state = context->input(0), &pre_candidate = context->input(1), &bias = context->input(2),
                  &update = context->input(3), &previous = context->input(4);
     const int64_t c = checked_width(context, previous, {&d_state, &pre_candidate, &update}, nullptr, bias, 1);
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
-    Tensor *d_pre_candidate, *d_bias, *d_update, *d_previous;
-    OP_REQUIRES_OK(context, context->allocate_output(0, previous.shape(), &d_pre_candidate));
-    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
-    OP_REQUIRES_OK(context, context->allocate_output(2, previous.shape(), &d_update));
-    OP_REQUIRES_OK(context, context->allocate_output(3, previous.shape(), &d_previous));
+    uint16_t *d_a = output(context, 0, previous.shape()), *d_b = output(context, 1, bias.shape()),
+             *d_z = output(context, 2, previous.shape()), *d_h = output(context, 3, previous.shape());
+    if (!d_a || !d_b || !d_z || !d_h) return;
     const uint16_t *d_s = in(d_state), *a = in(pre_candidate), *b = in(bias), *z = in(update), *h = in(previous);
-    uint16_t *d_a = out(d_pre_candidate), *d_z = out(d_update), *d_h = out(d_previous);
     std::vector<float> sums(kBlocks * c, 0.0f);
     for_blocks(context, pixels, 30 * c, [&](int64_t first, int64_t end, int64_t block) {
       float* sum = sums.data() + block * c;
@@ -263,23 +264,22 @@ class GruStateGrad : public OpKernel {
         }
       }
     });
-    sum_blocks(sums, c, d_bias);
+    sum_blocks(sums, c, d_b);
   }
 };
 
 // The first step's gates: the update gate only, [..., C] from [..., 2C].
 class GruUpdateGate : public OpKernel {
  public:
-  explicit GruUpdateGate(OpKernelConstruction* context) : OpKernel(context) {}
+  using OpKernel::OpKernel;
   void Compute(OpKernelContext* context) override {
     const Tensor &pre_gates = context->input(0), &bias = context->input(1);
     const int64_t c = checked_gates_width(context, pre_gates, {}, bias);
     if (c < 0) return;
     const int64_t pixels = pixels_of(pre_gates, 2 * c);
-    Tensor* update;
-    OP_REQUIRES_OK(context, context->allocate_output(0, half_shape(pre_gates), &update));
+    uint16_t* z = output(context, 0, half_shape(pre_gates));
+    if (!z) return;
     const uint16_t *g = in(pre_gates), *b = in(bias);
-    uint16_t* z = out(update);
     for_blocks(context, pixels, 10 * c, [&](int64_t first, int64_t end, int64_t) {
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
@@ -292,17 +292,15 @@ class GruUpdateGate : public OpKernel {
 
 class GruUpdateGateGrad : public OpKernel {
  public:
-  explicit GruUpdateGateGrad(OpKernelConstruction* context) : OpKernel(context) {}
+  using OpKernel::OpKernel;
   void Compute(OpKernelContext* context) override {
     const Tensor &d_update = context->input(0), &pre_gates = context->input(1), &bias = context->input(2);
     const int64_t c = checked_gates_width(context, pre_gates, {&d_update}, bias);
     if (c < 0) return;
     const int64_t pixels = pixels_of(pre_gates, 2 * c);
-    Tensor *d_pre_gates, *d_bias;
-    OP_REQUIRES_OK(context, context->allocate_output(0, pre_gates.shape(), &d_pre_gates));
-    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
+    uint16_t *d_g = output(context, 0, pre_gates.shape()), *d_b = output(context, 1, bias.shape());
+    if (!d_g || !d_b) return;
     const uint16_t *d_z = in(d_update), *g = in(pre_gates), *b = in(bias);
-    uint16_t* d_g = out(d_pre_gates);
     std::vector<float> sums(kBlocks * 2 * c, 0.0f);
     for_blocks(context, pixels, 15 * c, [&](int64_t first, int64_t end, int64_t block) {
       float* sum = sums.data() + block * 2 * c;
@@ -317,23 +315,22 @@ class GruUpdateGateGrad : public OpKernel {
         }
       }
     });
-    sum_blocks(sums, 2 * c, d_bias);
+    sum_blocks(sums, 2 * c, d_b);
   }
 };
 
 // The first step's new state, from a zero state.
 class GruFirstState : public OpKernel {
  public:
-  explicit GruFirstState(OpKernelConstruction* context) : OpKernel(context) {}
+  using OpKernel::OpKernel;
   void Compute(OpKernelContext* context) override {
     const Tensor &pre_candidate = context->input(0), &bias = context->input(1), &update = context->input(2);
     const int64_t c = checked_width(context, update, {&pre_candidate}, nullptr, bias, 1);
     if (c < 0) return;
     const int64_t pixels = pixels_of(update, c);
-    Tensor* state;
-    OP_REQUIRES_OK(context, context->allocate_output(0, update.shape(), &state));
+    uint16_t* s = output(context, 0, update.shape());
+    if (!s) return;
     const uint16_t *a = in(pre_candidate), *b = in(bias), *z = in(update);
-    uint16_t* s = out(state);
     for_blocks(context, pixels, 15 * c, [&](int64_t first, int64_t end, int64_t) {
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
@@ -348,19 +345,17 @@ class GruFirstState : public OpKernel {
 
 class GruFirstStateGrad : public OpKernel {
  public:
-  explicit GruFirstStateGrad(OpKernelConstruction* context) : OpKernel(context) {}
+  using OpKernel::OpKernel;
   void Compute(OpKernelContext* context) override {
     const Tensor &d_state = context->input(0), &pre_candidate = context->input(1), &bias = context->input(2),
                  &update = context->input(3);
     const int64_t c = checked_width(context, update, {&d_state, &pre_candidate}, nullptr, bias, 1);
     if (c < 0) return;
     const int64_t pixels = pixels_of(update, c);
-    Tensor *d_pre_candidate, *d_bias, *d_update;
-    OP_REQUIRES_OK(context, context->allocate_output(0, update.shape(), &d_pre_candidate));
-    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &d_bias));
-    OP_REQUIRES_OK(context, context->allocate_output(2, update.shape(), &d_update));
+    uint16_t *d_a = output(context, 0, update.shape()), *d_b = output(context, 1, bias.shape()),
+             *d_z = output(context, 2, update.shape());
+    if (!d_a || !d_b || !d_z) return;
     const uint16_t *d_s = in(d_state), *a = in(pre_candidate), *b = in(bias), *z = in(update);
-    uint16_t *d_a = out(d_pre_candidate), *d_z = out(d_update);
     std::vector<float> sums(kBlocks * c, 0.0f);
     for_blocks(context, pixels, 25 * c, [&](int64_t first, int64_t end, int64_t block) {
       float* sum = sums.data() + block * c;
@@ -376,7 +371,7 @@ class GruFirstStateGrad : public OpKernel {
         }
       }
     });
-    sum_blocks(sums, c, d_bias);
+    sum_blocks(sums, c, d_b);
   }
 };
 
