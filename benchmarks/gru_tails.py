@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     height, width = parse_size(args.size)
     paths = ("ops", "fused")
     if args.dtype == "bfloat16":
-        print(tensorflow_ops.describe_gru_tail_ops())
+        print(tensorflow_ops.describe_cpu_ops())
         paths += ("compiled",) if tensorflow_ops.gru_tail_ops() else ()
     bandwidth = memory_bandwidth_gbs()
     rows = []

@@ -288,6 +288,7 @@ LAYER_CASES = {
     "Conv2D": (lambda: Conv2D(5, 3, padding="same"), [(2, 8, 8, 4), (2, 8, 8, 3)], (2, 8, 8, 5)),
     "GELU": (lambda: GELU(), [(2, 8, 8, 4)], (2, 8, 8, 4)),
     "FusedBatchNormalization": (lambda: FusedBatchNormalization(), [(2, 8, 8, 4)], (2, 8, 8, 4)),
+    "FusedBatchNormalization+relu": (lambda: FusedBatchNormalization(activation="relu"), [(2, 8, 8, 4)], (2, 8, 8, 4)),
     "FrameNormalization": (lambda: FrameNormalization(), [(2, 8, 8, 3)], (2, 8, 8, 3)),
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -126,6 +128,88 @@ def test_fused_batchnorm_matches_keras_batchnorm_in_training(policy):
                                    atol=1e-6)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def batch_norm_relu_results(layer, x, relu_after: bool = False):
+    """Outputs, gradients of ``sum(y * u)`` (``u`` fixed, random: nonzero where the ReLU cut, too) for the input,
+    gamma and beta, then the moving statistics, of one traced training call of the BatchNorm ``layer`` (with a
+    ReLU after it if ``relu_after``; gamma and beta set first), and how many of vseg's BatchNorm + ReLU gradient
+    ops the traced step ran."""
+    upstream = tf.constant(np.random.default_rng(6).normal(size=x.shape).astype("float32"))
+    layer.build(x.shape)
+    layer.gamma.assign(np.linspace(0.5, 2.0, x.shape[-1]))
+    layer.beta.assign(np.linspace(-1.0, 1.0, x.shape[-1]))
+
+    def step(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = layer(inputs, training=True)
+            y = keras.activations.relu(y) if relu_after else y
+            loss = tf.reduce_sum(tf.cast(y, "float32") * upstream)
+        return [tf.cast(y, "float32"), *tape.gradient(loss, [inputs, layer.gamma, layer.beta])]
+
+    traced = tf.function(step)
+    graph = traced.get_concrete_function(tf.TensorSpec(x.shape, x.dtype)).graph
+    ops_run = sum(op.type == "VsegBatchNormReluGrad" for op in graph.get_operations())
+    results = [np.float32(r) for r in traced(x)] + [layer.moving_mean.numpy(), layer.moving_variance.numpy()]
+    return results, ops_run
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batchnorm_with_relu_matches_keras_batchnorm_and_relu(policy, monkeypatch):
+    """``FusedBatchNormalization(activation="relu")`` is Keras' BatchNormalization and a ReLU after it: outputs,
+    gradients of the input, gamma and beta, moving statistics, inference. In bfloat16 training its gradient is
+    vseg's compiled op (where a C++ compiler is found), which gives TensorFlow's ``ReluGrad`` and
+    ``FusedBatchNormGradV3`` (the compiled ops turned off) up to bfloat16 rounding; float32 never runs it."""
+    from vseg_keras.models import kernels
+    from vseg_keras.models.kernels import tensorflow_ops
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        rng = np.random.default_rng(5)
+        x = tf.cast((rng.normal(size=(3, 12, 10, 6)) * 2 + 0.5), keras.mixed_precision.global_policy().compute_dtype)
+        keras_results, _ = batch_norm_relu_results(keras.layers.BatchNormalization(momentum=0.7), x, relu_after=True)
+        results, ops_run = {}, {}
+        for compiled in (True, False):
+            monkeypatch.setattr(kernels, "COMPILED_OP_DTYPES", ("bfloat16",) if compiled else ())
+            layer = FusedBatchNormalization(momentum=0.7, activation="relu")
+            results[compiled], ops_run[compiled] = batch_norm_relu_results(layer, x)
+        loads = tensorflow_ops.batch_norm_relu_grad_op() is not None
+        assert loads or not (os.environ.get("CXX") or shutil.which("g++"))
+        bfloat16 = policy != "float32"
+        assert (ops_run[True], ops_run[False]) == (int(bfloat16 and loads), 0)
+        tolerance = 2e-2 if bfloat16 else 1e-4
+        for ours, theirs in zip(results[False], keras_results, strict=True):  # TensorFlow's ops against Keras'
+            np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance)
+        for ours, theirs in zip(results[True], results[False], strict=True):  # vseg's op against TensorFlow's
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=0.01 * float(np.abs(theirs).max()) + 1e-6)
+        np.testing.assert_allclose(np.float32(layer(x, training=False)),  # inference: the moving statistics, ReLU
+                                   np.maximum(np.float32(keras.layers.BatchNormalization.call(layer, x)), 0))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fused_batchnorm_activation_is_part_of_its_config_and_checked():
+    layer = FusedBatchNormalization(activation="relu", momentum=0.9, name="enc1_1_bn")
+    clone = FusedBatchNormalization.from_config(layer.get_config())
+    assert (clone.activation, clone.momentum, clone.name) == ("relu", 0.9, "enc1_1_bn")
+    assert FusedBatchNormalization.from_config(keras.layers.BatchNormalization().get_config()).activation is None
+    with pytest.raises(ValueError, match="activation must be one of .*'gelu'"):
+        FusedBatchNormalization(activation="gelu")
+
+
+def test_the_compiled_batchnorm_relu_gradient_refuses_tensors_that_do_not_fit():
+    from vseg_keras.models.kernels import tensorflow_ops
+
+    gradient = tensorflow_ops.batch_norm_relu_grad_op()
+    if gradient is None:
+        assert not (os.environ.get("CXX") or shutil.which("g++"))
+        return
+    tensor, channels = tf.zeros([2, 4, 4, 3], tf.bfloat16), tf.ones([3])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="do not fit"):
+        gradient(tensor, tensor, tf.zeros([2, 4, 4, 2], tf.bfloat16), channels, channels, channels, 1e-3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="do not fit"):
+        gradient(tensor, tensor, tensor, channels, tf.ones([2]), channels, 1e-3)
 
 
 @pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-6), ("bfloat16", 1e-2)])

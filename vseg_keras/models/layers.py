@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import keras
 from keras import ops
 
-from vseg_keras.models.kernels import normal_cdf, on_tensorflow
+from vseg_keras.models.kernels import compiles_cpu_ops, normal_cdf, on_tensorflow
 
 _PACKAGE = "vseg"
 
@@ -320,7 +320,24 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     tensors held for the backward pass). Moving statistics are updated exactly
     as Keras does (biased batch variance). Inference, masks, renorm, other
     axes and other backends than TensorFlow use the Keras implementation.
+
+    Args:
+        activation: ``None``, or ``"relu"`` for a ReLU of the normalised output in the same layer (the same
+            values as a ``keras.layers.Activation("relu")`` after it). In bfloat16 training on TensorFlow, the
+            two then have one gradient op of vseg's own, about 2x faster than TensorFlow's ``ReluGrad`` and
+            ``FusedBatchNormGradV3`` (:func:`vseg_keras.models.kernels.tensorflow.fused_batch_norm_relu`).
+        **kwargs: :class:`keras.layers.BatchNormalization`'s arguments.
     """
+
+    #: The activations the layer can apply itself.
+    ACTIVATIONS = (None, "relu")
+
+    def __init__(self, activation: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"FusedBatchNormalization: activation must be one of {self.ACTIVATIONS}, "
+                             f"got {activation!r}")
+        self.activation = activation
 
     def call(self, inputs, training=None, mask=None):
         fusable = (
@@ -334,18 +351,23 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and self.epsilon > 1.001e-5  # the fused kernel's floor
         )
         if not fusable:
-            return super().call(inputs, training=training, mask=mask)
+            outputs = super().call(inputs, training=training, mask=mask)
+            return ops.relu(outputs) if self.activation == "relu" else outputs
         from vseg_keras.models.kernels import tensorflow as tf_kernels
 
-        outputs, mean, variance = tf_kernels.fused_batch_norm(
-            inputs,
-            ops.cast(self.gamma, "float32") if self.scale else None,
-            ops.cast(self.beta, "float32") if self.center else None,
-            self.epsilon,
-        )
+        gamma = ops.cast(self.gamma, "float32") if self.scale else None
+        beta = ops.cast(self.beta, "float32") if self.center else None
+        if self.activation == "relu":
+            outputs, mean, variance = tf_kernels.fused_batch_norm_relu(
+                inputs, gamma, beta, self.epsilon, compiled=compiles_cpu_ops(self.compute_dtype))
+        else:
+            outputs, mean, variance = tf_kernels.fused_batch_norm(inputs, gamma, beta, self.epsilon)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return ops.cast(outputs, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

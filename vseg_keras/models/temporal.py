@@ -243,7 +243,7 @@ class ConvGRUCell(_ConvCellBase):
     def _tails(self) -> tuple:
         """:func:`gru_gates` and :func:`gru_state`, or the TensorFlow kernels that compute them (see the class)."""
         fuse = kernels.fuses_gru_tails(self.compute_dtype, self.filters)
-        compiled = kernels.compiles_gru_tails(self.compute_dtype)
+        compiled = kernels.compiles_cpu_ops(self.compute_dtype)
         if not (fuse or compiled):
             return gru_gates, gru_state
         from vseg_keras.models.kernels import tensorflow as tf_kernels

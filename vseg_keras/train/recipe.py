@@ -12,7 +12,7 @@ from vseg_keras.distribute import mixed_precision_note, mixed_precision_policy
 from vseg_keras.models import kernels
 from vseg_keras.models.losses import TemporalLoss
 from vseg_keras.models.metrics import DatasetMeanIoU
-from vseg_keras.models.registry import build_model, get_model_config
+from vseg_keras.models.registry import build_model
 from vseg_keras.models.remat import set_rematerialization
 from vseg_keras.models.segmenter import VideoSegmenter
 from vseg_keras.models.training_model import TrainingModel
@@ -96,10 +96,10 @@ def precision_policy(config: TrainConfig, log: Callable[[str], None]) -> Iterato
     note = mixed_precision_note(policy)
     if note:
         log(f"note: {note}")
-    if policy == "mixed_bfloat16" and get_model_config(config.model).temporal == "cgru" and kernels.on_tensorflow():
+    if kernels.compiles_cpu_ops(keras.mixed_precision.global_policy().compute_dtype):
         from vseg_keras.models.kernels import tensorflow_ops  # builds vseg's CPU ops now, on first use
 
-        log(tensorflow_ops.describe_gru_tail_ops())
+        log(tensorflow_ops.describe_cpu_ops())
     try:
         yield
     finally:

@@ -82,16 +82,17 @@ def fuses_gru_tails(dtype: str, channels: int) -> bool:
     return on_tensorflow() and dtype in FUSED_GRU_TAIL_DTYPES and channels <= FUSED_GRU_TAIL_MAX_CHANNELS
 
 
-#: Compute dtypes in which a cGRU step runs its element-wise work as vseg's own compiled CPU ops on TensorFlow
-#: (:mod:`vseg_keras.models.kernels.tensorflow_ops`, built on first use; without a C++ compiler the fused or
-#: portable functions run instead): about 3x faster than TensorFlow's ops or XLA on the work alone; a bfloat16
-#: training step 1.22-1.27x (small model) and 1.28x (Original) faster at 10-15 % less peak memory
-#: (docs/BENCHMARKS.md, "A fused kernel of vseg's own").
-COMPILED_GRU_TAIL_DTYPES: tuple[str, ...] = ("bfloat16",)
+#: Compute dtypes in which the training step runs vseg's own compiled CPU ops on TensorFlow
+#: (:mod:`vseg_keras.models.kernels.tensorflow_ops`, built on first use; without a C++ compiler TensorFlow's ops or
+#: the XLA-fused functions run instead): a cGRU step's element-wise work, about 3x faster than TensorFlow's ops or
+#: XLA on the work alone (a bfloat16 training step 1.22-1.28x faster, 10-15 % less peak memory), and the gradient
+#: of BatchNorm and the ReLU after it (docs/BENCHMARKS.md, "A fused kernel of vseg's own" and "BatchNorm and
+#: ReLU's gradient").
+COMPILED_OP_DTYPES: tuple[str, ...] = ("bfloat16",)
 
 
-def compiles_gru_tails(dtype: str) -> bool:
-    """Whether a cGRU step computing in ``dtype`` asks for vseg's compiled CPU ops: on
-    TensorFlow, in a dtype of :data:`COMPILED_GRU_TAIL_DTYPES` (:func:`vseg_keras.models.kernels.tensorflow.gru_tails`
-    decides whether they run)."""
-    return on_tensorflow() and dtype in COMPILED_GRU_TAIL_DTYPES
+def compiles_cpu_ops(dtype: str) -> bool:
+    """Whether a layer computing in ``dtype`` asks for vseg's compiled CPU ops: on TensorFlow, in a dtype of
+    :data:`COMPILED_OP_DTYPES` (:mod:`vseg_keras.models.kernels.tensorflow` decides whether they run: where they
+    load, on a machine without GPUs, outside a step XLA compiles whole)."""
+    return on_tensorflow() and dtype in COMPILED_OP_DTYPES

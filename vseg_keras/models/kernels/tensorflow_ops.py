@@ -1,15 +1,20 @@
 """vseg's own TensorFlow CPU ops (C++ in ``cpp/``), built on first use with the installed TensorFlow and loaded.
 
-One library today, ``cpp/gru_tails.cc``: a cGRU step's element-wise work (the gates, the new state, and their
-gradients, with a previous state or from a zero one) in bfloat16, one pass over its tensors each, where
-TensorFlow runs a dozen ops each way and XLA is not much faster (docs/BENCHMARKS.md, "A fused kernel of vseg's
-own"). :func:`gru_tail_ops` compiles it with the C++
-compiler (``$CXX``, else ``g++``) against the headers in the TensorFlow wheel, once per source, TensorFlow
-version and CPU, into ``$VSEG_CACHE_DIR`` (default ``$XDG_CACHE_HOME/vseg`` or ``~/.cache/vseg``), writing to a
-temporary name first; later processes load the cached library. Without a compiler, or if the build fails, it
-returns ``None`` and the cells run their portable (or XLA-fused) functions: the same numbers up to bfloat16
-rounding. ``VSEG_BUILD_CPU_OPS=0`` turns the ops off. :func:`describe_gru_tail_ops` is the line ``vseg train``
-logs.
+One library, from ``cpp/*.cc`` (with ``cpp/common.h``), for the bfloat16 training step:
+
+- ``gru_tails.cc``: a cGRU step's element-wise work (the gates, the new state, and their gradients, with a
+  previous state or from a zero one), one pass over its tensors each, where TensorFlow runs a dozen ops each
+  way and XLA is not much faster (docs/BENCHMARKS.md, "A fused kernel of vseg's own"): :func:`gru_tail_ops`;
+- ``batch_norm_relu.cc``: the gradient of a training-mode BatchNorm and the ReLU after it in one op, where
+  TensorFlow runs ``ReluGrad`` then ``FusedBatchNormGradV3`` (docs/BENCHMARKS.md, "BatchNorm and ReLU's
+  gradient"): :func:`batch_norm_relu_grad_op`.
+
+The library is compiled with the C++ compiler (``$CXX``, else ``g++``) against the headers in the TensorFlow
+wheel, once per source, TensorFlow version and CPU, into ``$VSEG_CACHE_DIR`` (default ``$XDG_CACHE_HOME/vseg``
+or ``~/.cache/vseg``), writing to a temporary name first; later processes load the cached library. Without a
+compiler, or if the build fails, the functions return ``None`` and the layers run TensorFlow's ops (or the
+XLA-fused functions): the same numbers up to bfloat16 rounding. ``VSEG_BUILD_CPU_OPS=0`` turns the ops off.
+:func:`describe_cpu_ops` is the line ``vseg train`` logs.
 """
 
 from __future__ import annotations
@@ -30,8 +35,14 @@ from vseg_keras.cpu_kernels import cpu_flags
 SWITCH_ENV = "VSEG_BUILD_CPU_OPS"
 #: The environment variable naming the folder of the built libraries.
 CACHE_ENV = "VSEG_CACHE_DIR"
-#: The C++ source of the cGRU tail ops.
-GRU_TAILS_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpp", "gru_tails.cc")
+#: The folder of the C++ sources.
+SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpp")
+#: The C++ sources of the library (the cGRU tail ops, the BatchNorm + ReLU gradient op).
+SOURCES = tuple(os.path.join(SOURCE_DIR, name) for name in ("gru_tails.cc", "batch_norm_relu.cc"))
+#: What the sources include (part of the library's cache key).
+HEADERS = (os.path.join(SOURCE_DIR, "common.h"),)
+#: The library's name in the cache.
+LIBRARY_NAME = "cpu_ops"
 #: Compiler flags tried in order (g++ 12 needs AVX512-FP16 off to compile TensorFlow's Eigen headers; older
 #: compilers do not know the flag).
 COMPILER_FLAG_SETS = (
@@ -50,18 +61,21 @@ def cache_dir() -> str:
     return os.path.join(base, "vseg")
 
 
-def library_path(source: str) -> str:
-    """The cached library built from ``source`` for this TensorFlow and CPU."""
-    with open(source, "rb") as handle:
-        cpu = " ".join(cpu_flags() or [platform.machine()])  # what -march=native compiles for
-        key = hashlib.sha256(handle.read() + tf.__version__.encode() + cpu.encode()).hexdigest()[:16]
-    name = os.path.splitext(os.path.basename(source))[0]
-    return os.path.join(cache_dir(), "cpu_ops", f"{name}-{key}.so")
+def library_path(sources: tuple[str, ...] = SOURCES + HEADERS) -> str:
+    """The cached library built from ``sources`` (and the headers they include) for this TensorFlow and CPU."""
+    key = hashlib.sha256()
+    for source in sources:
+        with open(source, "rb") as handle:
+            key.update(handle.read())
+    cpu = " ".join(cpu_flags() or [platform.machine()])  # what -march=native compiles for
+    key.update(tf.__version__.encode() + cpu.encode())
+    return os.path.join(cache_dir(), "cpu_ops", f"{LIBRARY_NAME}-{key.hexdigest()[:16]}.so")
 
 
-def build_library(source: str, target: str) -> None:
-    """Compiles ``source`` into the shared library ``target`` (via a temporary name); raises ``RuntimeError`` with
-    the compiler's last line when no flag set builds it, ``FileNotFoundError`` without a compiler."""
+def build_library(sources: tuple[str, ...], target: str) -> None:
+    """Compiles the C++ ``sources`` into the shared library ``target`` (via a temporary name); raises
+    ``RuntimeError`` with the compiler's last line when no flag set builds it, ``FileNotFoundError`` without a
+    compiler."""
     compiler = os.environ.get("CXX") or shutil.which("g++")
     if not compiler:
         raise FileNotFoundError("no C++ compiler ($CXX or g++)")
@@ -70,7 +84,7 @@ def build_library(source: str, target: str) -> None:
     message = ""
     try:
         for flags in COMPILER_FLAG_SETS:
-            command = [compiler, *flags, "-w", "-shared", "-fPIC", source, "-o", temporary,
+            command = [compiler, *flags, "-w", "-shared", "-fPIC", *sources, "-o", temporary,
                        *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
             result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
             if result.returncode == 0:
@@ -80,18 +94,19 @@ def build_library(source: str, target: str) -> None:
     finally:
         if os.path.exists(temporary):  # a failed or interrupted build leaves nothing behind
             os.remove(temporary)
-    raise RuntimeError(f"{compiler} could not build {source}: {message}")
+    names = ", ".join(os.path.basename(source) for source in sources)
+    raise RuntimeError(f"{compiler} could not build {names}: {message}")
 
 
 @functools.cache
-def _gru_tails_library():
-    """``(module, None)`` with the loaded gru_tails library (built first if needed), or ``(None, reason)``."""
+def _library():
+    """``(module, None)`` with the loaded library (built first if needed), or ``(None, reason)``."""
     if os.environ.get(SWITCH_ENV, "1") == "0":
         return None, f"{SWITCH_ENV}=0"
-    target = library_path(GRU_TAILS_SOURCE)
+    target = library_path()
     try:
         if not os.path.exists(target):
-            build_library(GRU_TAILS_SOURCE, target)
+            build_library(SOURCES, target)
         module = tf.load_op_library(target)
     except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as error:
         return None, str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -119,8 +134,8 @@ def gru_tail_ops() -> tuple[Callable, Callable] | None:
     """``(gates, state)``: the compiled drop-ins for :func:`vseg_keras.models.temporal.gru_gates` and
     :func:`~vseg_keras.models.temporal.gru_state` (``previous`` ``None``: a zero state), bfloat16 ``[B, H, W, 2C]`` /
     ``[B, H, W, C]`` tensors (their gradients registered with TensorFlow); ``None`` where they cannot be built or
-    loaded (see :func:`describe_gru_tail_ops`)."""
-    module, _ = _gru_tails_library()
+    loaded (see :func:`describe_cpu_ops`)."""
+    module, _ = _library()
     if module is None:
         return None
 
@@ -139,10 +154,27 @@ def gru_tail_ops() -> tuple[Callable, Callable] | None:
     return gates, state
 
 
-def describe_gru_tail_ops() -> str:
-    """One line for a training log: whether the cGRUs' bfloat16 element-wise work runs vseg's compiled ops
-    (building them now if needed), and where they are, or why not."""
-    module, reason = _gru_tails_library()
+def batch_norm_relu_grad_op() -> Callable | None:
+    """``gradient(d_y, y, x, gamma, mean, variance, epsilon) -> (d_x, d_gamma, d_beta)``: the gradient of
+    ``y = relu(batch_norm(x))`` in training (bfloat16 ``[..., C]`` tensors, float32 ``[C]`` per-channel values;
+    ``mean`` and the biased ``variance`` of the batch) in one compiled op; ``None`` where it cannot be built or
+    loaded (see :func:`describe_cpu_ops`)."""
+    module, _ = _library()
     if module is None:
-        return f"cGRU bfloat16 CPU ops: not used ({reason}); the cells run TensorFlow's ops and XLA"
-    return f"cGRU bfloat16 CPU ops: {library_path(GRU_TAILS_SOURCE)}"
+        return None
+
+    def gradient(d_y, y, x, gamma, mean, variance, epsilon: float):
+        return tuple(module.vseg_batch_norm_relu_grad(d_y, y, x, gamma, mean, variance, epsilon=epsilon))
+
+    return gradient
+
+
+def describe_cpu_ops() -> str:
+    """One line for a training log: whether the bfloat16 step runs vseg's compiled CPU ops (the cGRUs'
+    element-wise work, BatchNorm and ReLU's gradient), building them now if needed, and where they are, or why
+    not."""
+    module, reason = _library()
+    if module is None:
+        return (f"bfloat16 CPU ops: not used ({reason}); the layers run TensorFlow's ops (the cGRUs' element-wise "
+                "work XLA-fused where narrow)")
+    return f"bfloat16 CPU ops (cGRU element-wise work, BatchNorm + ReLU gradient): {library_path()}"

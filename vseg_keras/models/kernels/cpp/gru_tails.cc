@@ -1,8 +1,9 @@
 // A cGRU's element-wise work as four TensorFlow CPU ops of vseg's own, bfloat16 in and out, float32 inside, for
 // the training step under --mixed-precision on a CPU (vseg_keras/models/kernels/tensorflow_ops.py builds it on
-// first use with the installed TensorFlow's flags and loads it; ConvGRUCell dispatches to it):
+// first use, with batch_norm_relu.cc into one library, with the installed TensorFlow's flags and loads it;
+// ConvGRUCell dispatches to it):
 //   g++ -O3 -march=native -mno-avx512fp16 -ffast-math -fopenmp-simd -shared -fPIC gru_tails.cc \
-//       -o gru_tails.so <tf compile/link flags>
+//       batch_norm_relu.cc -o cpu_ops.so <tf compile/link flags>
 // (-mno-avx512fp16: TensorFlow's Eigen headers do not compile with it under g++ 12; the loops are vectorised
 // with glibc's vector expf / tanhf, hence -ffast-math and the simd pragmas; the sigmoid's input is clamped to
 // +-80, where it is 0 or 1 in float32 already, so that exp never overflows.)
@@ -27,7 +28,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -35,58 +35,15 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/platform/threadpool.h"
+#include "common.h"
 
 namespace {
 
 using tensorflow::OpKernel;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
 
-constexpr int64_t kBlocks = 64;  // pixel blocks per op: a fixed split, so the bias sums do not depend on threads
-
-inline float to_float(uint16_t bits) {
-  uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &wide, sizeof(value));
-  return value;
-}
-
-inline uint16_t to_bfloat16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
+using namespace vseg_cpu;  // NOLINT: the shared helpers of common.h
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-std::min(80.0f, std::max(-80.0f, x)))); }
-
-const uint16_t* in(const Tensor& t) { return reinterpret_cast<const uint16_t*>(t.tensor_data().data()); }
-uint16_t* out(Tensor* t) { return reinterpret_cast<uint16_t*>(const_cast<char*>(t->tensor_data().data())); }
-
-// Allocates output `index` of `shape` and returns its data, or null with the error set on `context`.
-uint16_t* output(OpKernelContext* context, int index, const TensorShape& shape) {
-  Tensor* tensor = nullptr;
-  const absl::Status status = context->allocate_output(index, shape, &tensor);
-  if (!status.ok()) {
-    context->SetStatus(status);
-    return nullptr;
-  }
-  return out(tensor);
-}
-
-// Runs body(first_pixel, end_pixel, block) over kBlocks blocks of the P pixels on the intra-op threads.
-template <typename Body>
-void for_blocks(OpKernelContext* context, int64_t pixels, int64_t cost_per_pixel, Body body) {
-  const int64_t size = (pixels + kBlocks - 1) / kBlocks;
-  auto* pool = context->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor(kBlocks, size * cost_per_pixel, [&](int64_t first, int64_t last) {
-    for (int64_t block = first; block < last; ++block) {
-      body(std::min(pixels, block * size), std::min(pixels, (block + 1) * size), block);
-    }
-  });
-}
 
 // The cell width C of `previous` [..., C] after checking the other inputs against it: each of `same` of its
 // shape, `gates` (unless null) [..., 2C], `bias` [bias_factor * C]. Sets an InvalidArgument error on `context`
@@ -135,16 +92,9 @@ int64_t checked_gates_width(OpKernelContext* context, const Tensor& gates, std::
   return c;
 }
 
-// Pixels of a [..., C] tensor (0 when C is 0).
-int64_t pixels_of(const Tensor& tensor, int64_t c) { return c > 0 ? tensor.NumElements() / c : 0; }
-
 // The bias gradient: the blocks' float32 sums [kBlocks, n], added in block order, rounded to bfloat16.
 void sum_blocks(const std::vector<float>& sums, int64_t n, uint16_t* target) {
-  for (int64_t c = 0; c < n; ++c) {
-    float total = 0.0f;
-    for (int64_t block = 0; block < kBlocks; ++block) total += sums[block * n + c];
-    target[c] = to_bfloat16(total);
-  }
+  for (int64_t c = 0; c < n; ++c) target[c] = to_bfloat16(block_total(sums, n, c));
 }
 
 class GruGates : public OpKernel {
