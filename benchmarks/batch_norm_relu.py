@@ -1,10 +1,10 @@
-"""BatchNorm and the ReLU after it in a bfloat16 training step: TensorFlow's ops against vseg's gradient op.
+"""BatchNorm and the ReLU after it in a training step: TensorFlow's ops against vseg's gradient op.
 
 Times one training-mode ``relu(batch_norm(x))`` forward and backward (the gradients with respect to ``x``,
-gamma and beta, given a random gradient at the output) on ``[B, H, W, C]`` tensors, as
-:func:`vseg_keras.models.kernels.tensorflow.fused_batch_norm_relu` runs it in a vanilla or ResNet block: ``ops``
-(TensorFlow's ``FusedBatchNormV3`` and ``Relu``, oneDNN fusing them, then ``ReluGrad`` and
-``FusedBatchNormGradV3``) and ``compiled`` (the same forward, the backward one op of vseg's own,
+gamma and beta, given a random gradient at the output) on ``[B, H, W, C]`` tensors in ``--dtype`` (bfloat16 by
+default), as :func:`vseg_keras.models.kernels.tensorflow.fused_batch_norm_relu` runs it in a vanilla or ResNet
+block: ``ops`` (TensorFlow's ``FusedBatchNormV3`` and ``Relu``, oneDNN fusing them, then ``ReluGrad`` and
+``FusedBatchNormGradV3``) and, in bfloat16, ``compiled`` (the same forward, the backward one op of vseg's own,
 ``vseg_keras/models/kernels/cpp/batch_norm_relu.cc``, built on first use; skipped, with the reason, where it
 cannot be built). Each path is checked first against the same step in float32 (the largest difference relative
 to each output's largest value). Prints the median ms per step, and the floor of the backward pass: reading
@@ -37,13 +37,13 @@ from vseg_keras.models.kernels.tensorflow import fused_batch_norm_relu
 BACKWARD_VALUES = 4
 
 
-def batch_norm_relu_step(shape: tuple[int, ...], path: str):
-    """``(timed, outputs)`` for one forward and backward step on random tensors of ``shape`` (``path`` "ops",
-    "compiled", or "float32": the ops on the same values in float32, the reference of the others)."""
+def batch_norm_relu_step(shape: tuple[int, ...], dtype: str, path: str):
+    """``(timed, outputs)`` for one forward and backward step on random tensors of ``shape`` in ``dtype``
+    (``path`` "ops", "compiled", or "float32": the ops on the same values in float32, the reference)."""
     rng = np.random.default_rng(0)
-    dtype = "float32" if path == "float32" else "bfloat16"
-    x = tf.cast(tf.constant(rng.normal(0.5, 2.0, shape), "bfloat16"), dtype)
-    d_y = tf.cast(tf.constant(rng.normal(size=shape), "bfloat16"), dtype)
+    compute = "float32" if path == "float32" else dtype
+    x = tf.cast(tf.constant(rng.normal(0.5, 2.0, shape), dtype), compute)
+    d_y = tf.cast(tf.constant(rng.normal(size=shape), dtype), compute)
     gamma = tf.constant(rng.uniform(0.5, 1.5, shape[-1]), "float32")
     beta = tf.constant(rng.normal(size=shape[-1]), "float32")
 
@@ -61,19 +61,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="3x256x512x16,3x128x256x32,3x64x128x64",
                         help="comma-separated BxHxWxC")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     print(tensorflow_ops.describe_cpu_ops())
-    paths = ("ops", "compiled") if tensorflow_ops.batch_norm_relu_grad_op() else ("ops",)
+    compiled = args.dtype == "bfloat16" and tensorflow_ops.batch_norm_relu_grad_op() is not None
+    paths = ("ops", "compiled") if compiled else ("ops",)  # the compiled op is bfloat16 only
     bandwidth = memory_bandwidth_gbs()
     rows = []
     for shape in (tuple(int(n) for n in text.split("x")) for text in args.shapes.split(",")):
-        megabytes = BACKWARD_VALUES * int(np.prod(shape)) * 2 / 1e6
-        reference = batch_norm_relu_step(shape, "float32")[1]()
+        megabytes = BACKWARD_VALUES * int(np.prod(shape)) * tf.as_dtype(args.dtype).size / 1e6
+        reference = batch_norm_relu_step(shape, args.dtype, "float32")[1]()
         for path in paths:
-            timed, outputs = batch_norm_relu_step(shape, path)
+            timed, outputs = batch_norm_relu_step(shape, args.dtype, path)
             rows.append({"shape": "x".join(map(str, shape)), "path": path,
                          "ms": round(1000 * median(time_calls(timed, args.repeats, args.warmup)), 2),
                          "backward_floor_ms": round(megabytes / bandwidth, 2),
