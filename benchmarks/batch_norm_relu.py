@@ -23,7 +23,7 @@ import argparse
 
 import numpy as np
 from gru_tails import largest_difference
-from machine import median, memory_bandwidth_gbs, report_header, time_calls, write_report
+from machine import median, memory_bandwidth_gbs, print_bandwidth_table, report_header, time_calls, write_report
 
 import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
 
@@ -82,12 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "largest_relative_difference_to_float32": round(largest_difference(reference, outputs()), 4)})
     report = {**report_header("batch_norm_relu", argv), "copy_bandwidth_gb_per_s": round(bandwidth, 1), "rows": rows}
     write_report(report, args.out)
-    print(f"copy bandwidth {bandwidth:.1f} GB/s")
-    print("| B×H×W×C | path | ms (forward + backward) | backward floor ms | difference to float32 |")
-    print("|---|---|--:|--:|--:|")
-    for row in rows:
-        print(f"| {row['shape']} | {row['path']} | {row['ms']} | {row['backward_floor_ms']} | "
-              f"{row['largest_relative_difference_to_float32']} |")
+    print_bandwidth_table(report, {"shape": "B×H×W×C", "path": "path", "ms": "ms (forward + backward)",
+                                   "backward_floor_ms": "backward floor ms",
+                                   "largest_relative_difference_to_float32": "difference to float32"})
     return report
 
 

@@ -31,7 +31,15 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from machine import median, memory_bandwidth_gbs, parse_size, report_header, time_calls, write_report
+from machine import (
+    median,
+    memory_bandwidth_gbs,
+    parse_size,
+    print_bandwidth_table,
+    report_header,
+    time_calls,
+    write_report,
+)
 
 import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
 
@@ -118,11 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "largest_relative_difference_to_float32": round(difference, 4)})
     report = {**report_header("gru_tails", argv), "copy_bandwidth_gb_per_s": round(bandwidth, 1), "rows": rows}
     write_report(report, args.out)
-    print(f"copy bandwidth {bandwidth:.1f} GB/s")
-    print("| C | path | ms | MB moved | GB/s | floor ms | difference to float32 |\n|--:|---|--:|--:|--:|--:|--:|")
-    for row in rows:
-        print(f"| {row['channels']} | {row['path']} | {row['ms']} | {row['megabytes']} | {row['gb_per_s']} | "
-              f"{row['floor_ms_at_copy_bandwidth']} | {row['largest_relative_difference_to_float32']} |")
+    print_bandwidth_table(report, {"channels": "C", "path": "path", "ms": "ms", "megabytes": "MB moved",
+                                   "gb_per_s": "GB/s", "floor_ms_at_copy_bandwidth": "floor ms",
+                                   "largest_relative_difference_to_float32": "difference to float32"})
     return report
 
 

@@ -166,6 +166,17 @@ def write_report(report: dict, path: str | None) -> None:
         os.replace(f"{path}.tmp", path)
 
 
+def print_bandwidth_table(report: dict, columns: dict[str, str]) -> None:
+    """Prints the copy bandwidth of ``report`` and its ``rows`` as a markdown table: ``columns`` maps each row
+    key to its heading (numeric columns right-aligned)."""
+    print(f"copy bandwidth {report['copy_bandwidth_gb_per_s']:.1f} GB/s")
+    first = report["rows"][0] if report["rows"] else {}
+    print("| " + " | ".join(columns.values()) + " |")
+    print("|" + "|".join("--:" if isinstance(first.get(key), (int, float)) else "---" for key in columns) + "|")
+    for row in report["rows"]:
+        print("| " + " | ".join(str(row[key]) for key in columns) + " |")
+
+
 if __name__ == "__main__":  # the probe on shapes of one's choice, e.g. a small model's channel counts
     import argparse
 
