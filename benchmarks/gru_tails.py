@@ -12,9 +12,9 @@ output read or written once: ``24 · C`` values per pixel, see
 bytes take at the machine's copy bandwidth (``machine.memory_bandwidth_gbs``):
 the floor of a kernel that fuses the whole tail.
 
-In bfloat16 it also times ``compiled``: vseg's own CPU ops for the same work
+It also times ``compiled``: vseg's own CPU ops for the same work
 (``vseg_keras/models/kernels/cpp/gru_tails.cc``, one pass each, what a cGRU
-step with a state runs in bfloat16 on a CPU), built on first use
+step with a state runs in training on a CPU, in bfloat16 or float32), built on first use
 (:mod:`vseg_keras.models.kernels.tensorflow_ops`; skipped, with the reason,
 where they cannot be built). Every path is checked first: its largest
 difference to the same step computed in float32 (relative to each output's
@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     height, width = parse_size(args.size)
     paths = ("ops", "fused")
-    if args.dtype == "bfloat16":
-        print(tensorflow_ops.describe_cpu_ops())
-        paths += ("compiled",) if tensorflow_ops.gru_tail_ops() else ()
+    print(tensorflow_ops.describe_cpu_ops())
+    paths += ("compiled",) if tensorflow_ops.gru_tail_ops() else ()
     bandwidth = memory_bandwidth_gbs()
     rows = []
     for channels in (int(text) for text in args.channels.split(",")):

@@ -223,9 +223,10 @@ def xla_calls(graph) -> int:
                for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr)
 
 
-def assert_tail_kernel_agrees(layers, use_kernel, kernel_calls, first_step_too: bool) -> None:
-    """Outputs and every weight gradient of ``layers`` (cGRUs in bfloat16) with a TensorFlow kernel for their
-    element-wise work (``use_kernel(True)``) and without (``use_kernel(False)``): equal up to bfloat16 rounding,
+def assert_tail_kernel_agrees(layers, use_kernel, kernel_calls, first_step_too: bool, tolerance: float = 0.03) -> None:
+    """Outputs and every weight gradient of ``layers`` (cGRUs) with a TensorFlow kernel for their element-wise
+    work (``use_kernel(True)``) and without (``use_kernel(False)``): equal up to rounding (``tolerance`` of each
+    output's largest value; bfloat16's by default),
     for one and three frames, unrolled and in the loop, with and without rematerialisation. In an unrolled graph
     ``kernel_calls(graph)`` counts the kernel's calls: some with it (with one frame only if ``first_step_too``,
     the step from zero states), none without."""
@@ -260,7 +261,8 @@ def assert_tail_kernel_agrees(layers, use_kernel, kernel_calls, first_step_too: 
                     results[on] = function(*sequences)
                 for ours, theirs in zip(results[True], results[False], strict=True):
                     scale = float(tf.reduce_max(tf.abs(theirs)))
-                    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=0.03 * scale + 1e-3)
+                    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0,
+                                               atol=tolerance * (scale + 0.03))
 
 
 @pytest.mark.parametrize("channels", [(4, 4), (4, 8)])
@@ -323,7 +325,7 @@ def relative_distance(ours: list, theirs: list) -> float:
     return float(np.sqrt(squared / sum(float(np.sum(np.float64(b) ** 2)) for b in theirs)))
 
 
-def test_a_bfloat16_cgru_model_trains_with_the_compiled_ops():
+def test_a_bfloat16_cgru_model_trains_with_the_compiled_ops(monkeypatch):
     """A whole cGRU model in bfloat16 (its decoder needs the states' channel counts, which the ops' shape
     functions give) runs vseg's compiled ops (the cells' and every BatchNorm + ReLU's gradient) and trains on
     windows of one to three frames of one traced graph, with the losses of the same model without them, before
@@ -343,7 +345,7 @@ def test_a_bfloat16_cgru_model_trains_with_the_compiled_ops():
     try:
         for path in ("float32", "compiled", "ops"):
             keras.mixed_precision.set_global_policy("float32" if path == "float32" else "mixed_bfloat16")
-            kernels.COMPILED_OP_DTYPES = ("bfloat16",) if path == "compiled" else ()
+            monkeypatch.setattr(kernels, "COMPILED_OP_DTYPES", ("bfloat16",) if path == "compiled" else ())
             model = build_model("vanilla-cgru-small-shallow", seed=0)
             relu_batch_norms = sum(getattr(layer, "activation", None) == "relu" for layer in nested_layers(model))
             gradients[path], cell_ops, batch_norm_ops = gradients_and_compiled_op_calls(model, frames, labels)
@@ -356,7 +358,6 @@ def test_a_bfloat16_cgru_model_trains_with_the_compiled_ops():
             model.train_on_batch(frames[:, :2], labels[:, :2])
             losses[path].append(model.evaluate(frames, labels, verbose=0)[0])
     finally:
-        kernels.COMPILED_OP_DTYPES = ("bfloat16",)
         keras.mixed_precision.set_global_policy("float32")
     np.testing.assert_allclose(losses["compiled"], losses["ops"], rtol=0.02)
     ours, theirs = (relative_distance(gradients[path], gradients["float32"]) for path in ("compiled", "ops"))
@@ -364,21 +365,23 @@ def test_a_bfloat16_cgru_model_trains_with_the_compiled_ops():
 
 
 @pytest.mark.parametrize("channels", [(4, 4), (4, 8)])
-def test_compiled_gru_tails_give_the_cells_numbers_and_gradients_in_bfloat16(channels, monkeypatch):
-    """With bfloat16 states, a cGRU step (from a zero state or not) runs its element-wise work as vseg's own
-    compiled CPU ops (built here on first use, where a C++ compiler is found); the same outputs and gradients as
-    op by op (XLA's fused tails off on both sides) up to bfloat16 rounding, for levels of equal and of different
-    widths; tensors that do not fit are refused."""
+@pytest.mark.parametrize("dtype,tolerance", [("mixed_bfloat16", 0.03), ("float32", 1e-5)])
+def test_compiled_gru_tails_give_the_cells_numbers_and_gradients(channels, dtype, tolerance, monkeypatch):
+    """In training, with states of the cell's dtype (bfloat16 or float32), a cGRU step (from a zero state or not)
+    runs its element-wise work as vseg's own compiled CPU ops (built here on first use, where a C++ compiler is
+    found); the same outputs and gradients as op by op (XLA's fused tails off on both sides) up to rounding, for
+    levels of equal and of different widths; tensors that do not fit are refused."""
     from vseg_keras.models import kernels
     from vseg_keras.models.kernels import tensorflow_ops
 
     if not compiled_ops_load():
         return
     monkeypatch.setattr(kernels, "FUSED_GRU_TAIL_DTYPES", ())
-    layers = [ConvRecurrent(ConvGRUCell(c, dtype="mixed_bfloat16"), dtype="mixed_bfloat16") for c in channels]
+    layers = [ConvRecurrent(ConvGRUCell(c, dtype=dtype), dtype=dtype) for c in channels]
+    compiled_dtypes = kernels.COMPILED_OP_DTYPES
     assert_tail_kernel_agrees(
-        layers, lambda on: monkeypatch.setattr(kernels, "COMPILED_OP_DTYPES", ("bfloat16",) if on else ()),
-        vseg_op_calls, first_step_too=True)
+        layers, lambda on: monkeypatch.setattr(kernels, "COMPILED_OP_DTYPES", compiled_dtypes if on else ()),
+        vseg_op_calls, first_step_too=True, tolerance=tolerance)
     gates, _ = tensorflow_ops.gru_tail_ops()  # tensors that do not fit: an error, not a read out of bounds
     with pytest.raises(tf.errors.InvalidArgumentError, match="do not fit"):
         gates(tf.zeros([1, 4, 4, 6], tf.bfloat16), tf.zeros([6], tf.bfloat16), tf.zeros([1, 4, 4, 4], tf.bfloat16))
@@ -401,7 +404,7 @@ def test_without_a_compiler_the_cells_run_their_own_functions(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
                             timeout=300, check=True)
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("bfloat16 CPU ops: not used (") and "no-such-compiler" in lines[0], lines
+    assert lines[0].startswith("compiled CPU ops: not used (") and "no-such-compiler" in lines[0], lines
     assert lines[1] == "vseg ops 0"
     assert not list(tmp_path.rglob("*.so"))
 
@@ -448,16 +451,18 @@ def test_only_narrow_cells_fuse_their_tails_and_only_in_bfloat16(monkeypatch):
     assert calls(64, "mixed_bfloat16") == calls(32, "float32") == 0
 
 
-def test_bfloat16_cgrus_of_every_width_run_the_compiled_ops_and_float32_ones_do_not():
-    """vseg's compiled ops are about 3x faster than TensorFlow's ops at every width (``gru_tails.py``), so every
-    bfloat16 cGRU runs them (where they load); float32 never does."""
+def test_cgrus_of_every_width_and_dtype_run_the_compiled_ops_in_training_only():
+    """vseg's compiled ops are 2-3x faster than TensorFlow's ops at every width and in both dtypes
+    (``gru_tails.py``), so every cGRU runs them in training graphs (where they load); inference graphs, which
+    exports save and other machines load, keep TensorFlow's ops."""
     if not compiled_ops_load():
         return
 
-    def calls(channels: int, dtype: str) -> int:
+    def calls(channels: int, dtype: str, training: bool = True) -> int:
         layer = ConvRecurrent(ConvGRUCell(channels, dtype=dtype), dtype=dtype)
-        run = tf.function(lambda x: layer(x, training=True))
+        run = tf.function(lambda x: layer(x, training=training))
         return vseg_op_calls(run.get_concrete_function(tf.TensorSpec((1, 2, 4, 4, channels))).graph)
 
     assert calls(16, "mixed_bfloat16") > 0 and calls(64, "mixed_bfloat16") > 0
-    assert calls(16, "float32") == 0
+    assert calls(16, "float32") > 0 and calls(64, "float32") > 0
+    assert calls(16, "float32", training=False) == calls(16, "mixed_bfloat16", training=False) == 0

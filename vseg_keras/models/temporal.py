@@ -18,6 +18,8 @@ ConvLSTM), and its output is its first state, the hidden state ``h``.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import ops
 
@@ -98,7 +100,7 @@ class _ConvCellBase(keras.layers.Layer):
             return bias
         return output if bias is None else ops.add(output, bias)
 
-    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
+    def step(self, inputs, states: tuple | None, weights: dict, training: bool = False) -> tuple:
         """One step: ``(x_t [B, H, W, C], states_{t-1}) -> states_t``, a tuple of ``[B, H, W, C]``
         tensors in the order of :attr:`state_kinds`; the step's output is ``states_t[0]``.
 
@@ -108,6 +110,9 @@ class _ConvCellBase(keras.layers.Layer):
         ``weights`` maps each weight's name (``"gate_kernel"``, ...) to its
         current value: a tensor, so that a rematerialised step inside the RNN
         loop reads no variables itself.
+
+        ``training``: whether the step belongs to a training graph, where a cGRU may run vseg's compiled CPU
+        ops (an inference graph, which an export saves, keeps TensorFlow's own ops).
         """
         raise NotImplementedError
 
@@ -123,10 +128,11 @@ class _ConvCellBase(keras.layers.Layer):
         weights = self.weight_values()
         if self.rematerialize and training:  # the backend's checkpoint (vseg_keras.models.remat)
             zero = previous is None  # a checkpoint's inputs are tensors: zero states stay outside
-            new_states = kernels.recompute(lambda args: self.step(args[0], None if zero else args[1], args[2]),
-                                           (inputs, () if zero else previous, weights))
+            new_states = kernels.recompute(
+                lambda args: self.step(args[0], None if zero else args[1], args[2], training=True),
+                (inputs, () if zero else previous, weights))
         else:
-            new_states = self.step(inputs, previous, weights)
+            new_states = self.step(inputs, previous, weights, training=bool(training))
         return new_states[0], list(new_states)
 
     def get_initial_state(self, reference):
@@ -187,7 +193,7 @@ class ConvRNNCell(_ConvCellBase):
         self.recurrent_kernel = self._kernel("recurrent_kernel", c, c)
         self.recurrent_bias = self._bias("recurrent_bias", c)
 
-    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
+    def step(self, inputs, states: tuple | None, weights: dict, training: bool = False) -> tuple:
         (previous,) = (None,) if states is None else states
         output = ops.relu(
             self._conv([inputs], weights["input_kernel"], weights["input_bias"])
@@ -204,10 +210,10 @@ class ConvGRUCell(_ConvCellBase):
     giving ``2 * filters`` channels (reset gate first, update gate second);
     ``n = tanh(C_n * concat(x_t, r . h_{t-1}))``;
     ``h_t = (1 - z) . n + z . h_{t-1}``. The element-wise work between the two convolutions is
-    :func:`gru_gates` and :func:`gru_state`. In bfloat16 on TensorFlow on a CPU they run as vseg's own compiled
-    ops (:mod:`vseg_keras.models.kernels.tensorflow_ops`) where those can be built; otherwise cells of at most 32
-    channels run each compiled by XLA (:func:`vseg_keras.models.kernels.tensorflow.fused`). The same numbers up
-    to bfloat16 rounding.
+    :func:`gru_gates` and :func:`gru_state`. In training on TensorFlow on a CPU (bfloat16 or float32) they run
+    as vseg's own compiled ops (:mod:`vseg_keras.models.kernels.tensorflow_ops`) where those can be built;
+    otherwise bfloat16 cells of at most 32 channels run each compiled by XLA
+    (:func:`vseg_keras.models.kernels.tensorflow.fused`). The same numbers up to rounding.
 
     Args:
         filters: channels of the input, the state and the output.
@@ -232,18 +238,19 @@ class ConvGRUCell(_ConvCellBase):
         self.candidate_kernel = self._kernel("candidate_kernel", 2 * c, c)
         self.candidate_bias = self._bias("candidate_bias", c)
 
-    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
+    def step(self, inputs, states: tuple | None, weights: dict, training: bool = False) -> tuple:
         (previous,) = (None,) if states is None else states
-        gates_tail, state_tail = self._tails()
+        gates_tail, state_tail = self._tails(training)
         reset_previous, update = gates_tail(self._conv([inputs, previous], weights["gate_kernel"]),
                                             weights["gate_bias"], previous)
         pre_candidate = self._conv([inputs, reset_previous], weights["candidate_kernel"])
         return (state_tail(pre_candidate, weights["candidate_bias"], update, previous),)
 
-    def _tails(self) -> tuple:
-        """:func:`gru_gates` and :func:`gru_state`, or the TensorFlow kernels that compute them (see the class)."""
+    def _tails(self, training: bool) -> tuple:
+        """:func:`gru_gates` and :func:`gru_state`, or the TensorFlow kernels that compute them (see the class):
+        vseg's compiled CPU ops only in ``training`` graphs."""
         fuse = kernels.fuses_gru_tails(self.compute_dtype, self.filters)
-        compiled = kernels.compiles_cpu_ops(self.compute_dtype)
+        compiled = training and kernels.compiles_cpu_ops(self.compute_dtype)
         if not (fuse or compiled):
             return gru_gates, gru_state
         from vseg_keras.models.kernels import tensorflow as tf_kernels
@@ -311,7 +318,7 @@ class ConvLSTMCell(_ConvCellBase):
 
         self.gate_bias = self.add_weight(name="gate_bias", shape=(4 * c,), initializer=unit_forget_bias)
 
-    def step(self, inputs, states: tuple | None, weights: dict) -> tuple:
+    def step(self, inputs, states: tuple | None, weights: dict, training: bool = False) -> tuple:
         hidden, memory = (None, None) if states is None else states
         gates = self._conv([inputs, hidden], weights["gate_kernel"], weights["gate_bias"])
         input_gate, forget_gate, candidate, output_gate = ops.split(gates, 4, axis=-1)
@@ -374,7 +381,8 @@ class ConvRecurrent(keras.layers.RNN):
         frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
         initial = None if initial_state is None else tuple(initial_state)
         if training and self.cell.rematerialize:  # a checkpoint that keeps only the states
-            return kernels.recompute_recurrence(self.cell.step, frames, initial, self.cell.weight_values())
+            return kernels.recompute_recurrence(functools.partial(self.cell.step, training=True), frames, initial,
+                                                self.cell.weight_values())
         states, outputs = initial, []
         for frame in frames:
             output, states = self.cell(frame, states, training=training)

@@ -86,21 +86,21 @@ def build_training_model(config: TrainConfig, spec: DatasetSpec, steps_per_epoch
 
 @contextlib.contextmanager
 def precision_policy(config: TrainConfig, log: Callable[[str], None]) -> Iterator[None]:
-    """Sets the mixed-precision policy while training if ``config.mixed_precision`` (float32 after)."""
-    if not config.mixed_precision:
-        yield
-        return
-    policy = mixed_precision_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    log(f"mixed precision: {policy}")
-    note = mixed_precision_note(policy)
-    if note:
-        log(f"note: {note}")
+    """Sets the mixed-precision policy while training if ``config.mixed_precision`` (float32 after), and logs
+    whether the step runs vseg's compiled CPU ops (building them now, on first use)."""
+    if config.mixed_precision:
+        policy = mixed_precision_policy()
+        keras.mixed_precision.set_global_policy(policy)
+        log(f"mixed precision: {policy}")
+        note = mixed_precision_note(policy)
+        if note:
+            log(f"note: {note}")
     if kernels.compiles_cpu_ops(keras.mixed_precision.global_policy().compute_dtype):
-        from vseg_keras.models.kernels import tensorflow_ops  # builds vseg's CPU ops now, on first use
+        from vseg_keras.models.kernels import tensorflow_ops
 
         log(tensorflow_ops.describe_cpu_ops())
     try:
         yield
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("float32")

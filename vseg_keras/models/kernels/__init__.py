@@ -84,15 +84,15 @@ def fuses_gru_tails(dtype: str, channels: int) -> bool:
 
 #: Compute dtypes in which the training step runs vseg's own compiled CPU ops on TensorFlow
 #: (:mod:`vseg_keras.models.kernels.tensorflow_ops`, built on first use; without a C++ compiler TensorFlow's ops or
-#: the XLA-fused functions run instead): a cGRU step's element-wise work, about 3x faster than TensorFlow's ops or
-#: XLA on the work alone (a bfloat16 training step 1.22-1.28x faster, 10-15 % less peak memory), and the gradient
-#: of BatchNorm and the ReLU after it (docs/BENCHMARKS.md, "A fused kernel of vseg's own" and "BatchNorm and
-#: ReLU's gradient").
-COMPILED_OP_DTYPES: tuple[str, ...] = ("bfloat16",)
+#: the XLA-fused functions run instead): a cGRU step's element-wise work, 2-3x faster than TensorFlow's ops on the
+#: work alone in either dtype (a bfloat16 training step 1.22-1.28x faster, 10-15 % less peak memory), and the
+#: gradient of BatchNorm and the ReLU after it (docs/BENCHMARKS.md, "A fused kernel of vseg's own", "BatchNorm and
+#: ReLU's gradient" and "float32").
+COMPILED_OP_DTYPES: tuple[str, ...] = ("bfloat16", "float32")
 
 
 def compiles_cpu_ops(dtype: str) -> bool:
-    """Whether a layer computing in ``dtype`` asks for vseg's compiled CPU ops: on TensorFlow, in a dtype of
-    :data:`COMPILED_OP_DTYPES` (:mod:`vseg_keras.models.kernels.tensorflow` decides whether they run: where they
-    load, on a machine without GPUs, outside a step XLA compiles whole)."""
+    """Whether a layer computing in ``dtype`` asks for vseg's compiled CPU ops in training: on TensorFlow, in a
+    dtype of :data:`COMPILED_OP_DTYPES` (:mod:`vseg_keras.models.kernels.tensorflow` decides whether they run:
+    where they load, on a machine without GPUs, outside a step XLA compiles whole)."""
     return on_tensorflow() and dtype in COMPILED_OP_DTYPES

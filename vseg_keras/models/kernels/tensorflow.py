@@ -4,7 +4,7 @@ Imported by the layers only on the TensorFlow backend (see :mod:`vseg_keras.mode
 
 - :func:`fused_batch_norm` (``FusedBatchNormalization`` in training): TensorFlow's fused kernel
   normalises in one pass and keeps only its input for the gradient; :func:`fused_batch_norm_relu` with the
-  ReLU after it, whose gradient in bfloat16 is one op of vseg's own;
+  ReLU after it, whose gradient is one op of vseg's own;
 - :func:`gelu` (``GELU``): keeps only its input for the backward pass;
 - :func:`assert_frame_size` (``SpatialSizeCheck``): a run-time check of sizes unknown when traced;
 - :func:`labelled_frames` (``VideoSegmenter``'s loss and metrics on full windows): a boolean mask;
@@ -287,16 +287,20 @@ def in_xla_context() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+#: The dtypes vseg's compiled CPU ops take.
+COMPILED_OP_TENSOR_DTYPES = (tf.bfloat16, tf.float32)
+
+
 def gru_tails(gates: Callable, state: Callable, fuse: bool, compiled: bool) -> tuple[Callable, Callable]:
     """The functions a cGRU step runs for its element-wise work (``gates``, ``state``: the portable ones):
     ``compiled``, vseg's own CPU ops (:func:`vseg_keras.models.kernels.tensorflow_ops.gru_tail_ops`) where they
-    run (:func:`compiled_ops`); else, with ``fuse``, each compiled by XLA (:func:`fused`); else the portable
-    ones."""
+    run (:func:`compiled_ops`) and the tensors share one dtype they take; else, with ``fuse``, each compiled by
+    XLA (:func:`fused`); else the portable ones."""
     fallback = (fused(gates), fused(state)) if fuse else (gates, state)
     module = compiled_ops() if compiled else None
     ops_pair = module.gru_tail_ops() if module else None
     if ops_pair is not None:
-        return tuple(_on_bfloat16(op, other) for op, other in zip(ops_pair, fallback, strict=True))
+        return tuple(_on_one_dtype(op, other) for op, other in zip(ops_pair, fallback, strict=True))
     return fallback
 
 
@@ -313,12 +317,12 @@ def compiled_ops():
 def fused_batch_norm_relu(inputs, gamma, beta, epsilon: float, compiled: bool):
     """``relu`` of :func:`fused_batch_norm`: ``(outputs, batch mean, biased batch variance)``, the same arguments.
 
-    With ``compiled``, bfloat16 ``inputs`` and vseg's compiled CPU ops running (:func:`compiled_ops`), the
-    gradient is one op (:func:`vseg_keras.models.kernels.tensorflow_ops.batch_norm_relu_grad_op`) instead of
-    TensorFlow's ``ReluGrad`` and ``FusedBatchNormGradV3``: the same numbers up to bfloat16 rounding of ``d_x``,
-    about 2x faster. The forward pass is the same ops either way (oneDNN fuses them into one kernel).
+    With ``compiled``, bfloat16 or float32 ``inputs`` and vseg's compiled CPU ops running (:func:`compiled_ops`),
+    the gradient is one op (:func:`vseg_keras.models.kernels.tensorflow_ops.batch_norm_relu_grad_op`) instead of
+    TensorFlow's ``ReluGrad`` and ``FusedBatchNormGradV3``: the same numbers up to rounding of ``d_x``, about 2x
+    faster in bfloat16, 1.1-1.2x in float32. The forward pass is the same ops either way (oneDNN fuses them).
     """
-    module = compiled_ops() if compiled and inputs.dtype == tf.bfloat16 else None
+    module = compiled_ops() if compiled and inputs.dtype in COMPILED_OP_TENSOR_DTYPES else None
     gradient_op = module.batch_norm_relu_grad_op() if module else None
     if gradient_op is None:
         outputs, mean, variance = fused_batch_norm(inputs, gamma, beta, epsilon)
@@ -340,11 +344,13 @@ def fused_batch_norm_relu(inputs, gamma, beta, epsilon: float, compiled: bool):
     return batch_norm_relu(inputs, scale, offset)
 
 
-def _on_bfloat16(op: Callable, fallback: Callable) -> Callable:
-    """``op`` where every tensor argument but the bias (the second, which ``op`` casts) is bfloat16, ``fallback``
-    otherwise (e.g. a state kept in float32 by an RNN layer of the float32 policy)."""
+def _on_one_dtype(op: Callable, fallback: Callable) -> Callable:
+    """``op`` where every tensor argument but the bias (the second, which ``op`` casts) has one dtype of
+    :data:`COMPILED_OP_TENSOR_DTYPES`, ``fallback`` otherwise (e.g. a bfloat16 cell's state kept in float32 by
+    an RNN layer of the float32 policy)."""
     def call(first, bias, *rest):
-        if all(t is None or t.dtype == tf.bfloat16 for t in (first, *rest)):  # None: a zero state
+        dtypes = {t.dtype for t in (first, *rest) if t is not None}  # None: a zero state
+        if len(dtypes) == 1 and first.dtype in COMPILED_OP_TENSOR_DTYPES:
             return op(first, bias, *rest)
         return fallback(first, bias, *rest)
 

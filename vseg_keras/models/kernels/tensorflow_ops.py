@@ -1,10 +1,11 @@
 """vseg's own TensorFlow CPU ops (C++ in ``cpp/``), built on first use with the installed TensorFlow and loaded.
 
-One library, from ``cpp/*.cc`` (with ``cpp/common.h``), for the bfloat16 training step:
+One library, from ``cpp/*.cc`` (with ``cpp/common.h``), for the training step (bfloat16 and float32):
 
 - ``gru_tails.cc``: a cGRU step's element-wise work (the gates, the new state, and their gradients, with a
   previous state or from a zero one), one pass over its tensors each, where TensorFlow runs a dozen ops each
-  way and XLA is not much faster (docs/BENCHMARKS.md, "A fused kernel of vseg's own"): :func:`gru_tail_ops`;
+  way and XLA (in bfloat16) is not much faster (docs/BENCHMARKS.md, "A fused kernel of vseg's own"):
+  :func:`gru_tail_ops`;
 - ``batch_norm_relu.cc``: the gradient of a training-mode BatchNorm and the ReLU after it in one op, where
   TensorFlow runs ``ReluGrad`` then ``FusedBatchNormGradV3`` (docs/BENCHMARKS.md, "BatchNorm and ReLU's
   gradient"): :func:`batch_norm_relu_grad_op`.
@@ -13,7 +14,7 @@ The library is compiled with the C++ compiler (``$CXX``, else ``g++``) against t
 wheel, once per source, TensorFlow version and CPU, into ``$VSEG_CACHE_DIR`` (default ``$XDG_CACHE_HOME/vseg``
 or ``~/.cache/vseg``), writing to a temporary name first; later processes load the cached library. Without a
 compiler, or if the build fails, the functions return ``None`` and the layers run TensorFlow's ops (or the
-XLA-fused functions): the same numbers up to bfloat16 rounding. ``VSEG_BUILD_CPU_OPS=0`` turns the ops off.
+XLA-fused functions): the same numbers up to rounding. ``VSEG_BUILD_CPU_OPS=0`` turns the ops off.
 :func:`describe_cpu_ops` is the line ``vseg train`` logs.
 """
 
@@ -132,9 +133,9 @@ def _register_gradients(module) -> None:
 
 def gru_tail_ops() -> tuple[Callable, Callable] | None:
     """``(gates, state)``: the compiled drop-ins for :func:`vseg_keras.models.temporal.gru_gates` and
-    :func:`~vseg_keras.models.temporal.gru_state` (``previous`` ``None``: a zero state), bfloat16 ``[B, H, W, 2C]`` /
-    ``[B, H, W, C]`` tensors (their gradients registered with TensorFlow); ``None`` where they cannot be built or
-    loaded (see :func:`describe_cpu_ops`)."""
+    :func:`~vseg_keras.models.temporal.gru_state` (``previous`` ``None``: a zero state), bfloat16 or float32
+    ``[B, H, W, 2C]`` / ``[B, H, W, C]`` tensors (their gradients registered with TensorFlow); ``None`` where they
+    cannot be built or loaded (see :func:`describe_cpu_ops`)."""
     module, _ = _library()
     if module is None:
         return None
@@ -156,9 +157,9 @@ def gru_tail_ops() -> tuple[Callable, Callable] | None:
 
 def batch_norm_relu_grad_op() -> Callable | None:
     """``gradient(d_y, y, x, gamma, mean, variance, epsilon) -> (d_x, d_gamma, d_beta)``: the gradient of
-    ``y = relu(batch_norm(x))`` in training (bfloat16 ``[..., C]`` tensors, float32 ``[C]`` per-channel values;
-    ``mean`` and the biased ``variance`` of the batch) in one compiled op; ``None`` where it cannot be built or
-    loaded (see :func:`describe_cpu_ops`)."""
+    ``y = relu(batch_norm(x))`` in training (bfloat16 or float32 ``[..., C]`` tensors, float32 ``[C]``
+    per-channel values; ``mean`` and the biased ``variance`` of the batch) in one compiled op; ``None`` where it
+    cannot be built or loaded (see :func:`describe_cpu_ops`)."""
     module, _ = _library()
     if module is None:
         return None
@@ -170,11 +171,11 @@ def batch_norm_relu_grad_op() -> Callable | None:
 
 
 def describe_cpu_ops() -> str:
-    """One line for a training log: whether the bfloat16 step runs vseg's compiled CPU ops (the cGRUs'
+    """One line for a training log: whether the training step runs vseg's compiled CPU ops (the cGRUs'
     element-wise work, BatchNorm and ReLU's gradient), building them now if needed, and where they are, or why
     not."""
     module, reason = _library()
     if module is None:
-        return (f"bfloat16 CPU ops: not used ({reason}); the layers run TensorFlow's ops (the cGRUs' element-wise "
-                "work XLA-fused where narrow)")
-    return f"bfloat16 CPU ops (cGRU element-wise work, BatchNorm + ReLU gradient): {library_path()}"
+        return (f"compiled CPU ops: not used ({reason}); the layers run TensorFlow's ops (the cGRUs' element-wise "
+                "work XLA-fused where bfloat16 and narrow)")
+    return f"compiled CPU ops (cGRU element-wise work, BatchNorm + ReLU gradient): {library_path()}"

@@ -1,8 +1,8 @@
 // The gradient of a training-mode BatchNorm followed by a ReLU, y = relu(gamma * (x - mean) / sqrt(var + eps) +
 // beta) over the channels of [P, C] (P = B * H * W pixels, channels last), as one TensorFlow CPU op of vseg's
-// own: bfloat16 tensors, float32 per-channel values and arithmetic, for the training step under
-// --mixed-precision on a CPU (built with gru_tails.cc into one library; FusedBatchNormalization with
-// activation "relu" dispatches to it through vseg_keras/models/kernels/tensorflow.py):
+// own: bfloat16 or float32 tensors (type attribute T), float32 per-channel values and arithmetic, for the
+// training step on a CPU (built with gru_tails.cc into one library; FusedBatchNormalization with activation
+// "relu" dispatches to it through vseg_keras/models/kernels/tensorflow.py):
 //   VsegBatchNormReluGrad(d_y, y, x, gamma, mean, variance; epsilon) -> (d_x, d_gamma, d_beta)
 //     g = d_y where y > 0, else 0 (ReLU's gradient; y is the ReLU's output), x_hat = (x - mean) / sqrt(var + eps)
 //     d_beta = sum_P g, d_gamma = sum_P g * x_hat
@@ -46,6 +46,7 @@ int64_t checked_channels(OpKernelContext* context) {
   return c;
 }
 
+template <typename T>
 class BatchNormReluGrad : public OpKernel {
  public:
   explicit BatchNormReluGrad(OpKernelConstruction* context) : OpKernel(context) {
@@ -57,11 +58,11 @@ class BatchNormReluGrad : public OpKernel {
     if (c < 0) return;
     const Tensor& x_t = context->input(2);
     const int64_t pixels = pixels_of(x_t, c);
-    uint16_t* d_x = output(context, 0, x_t.shape());
+    T* d_x = output<T>(context, 0, x_t.shape());
     float *d_gamma = output<float>(context, 1, context->input(3).shape()),
           *d_beta = output<float>(context, 2, context->input(3).shape());
     if (!d_x || !d_gamma || !d_beta) return;
-    const uint16_t *d_y = in(context->input(0)), *y = in(context->input(1)), *x = in(x_t);
+    const T *d_y = in<T>(context->input(0)), *y = in<T>(context->input(1)), *x = in<T>(x_t);
     const float *gamma = in<float>(context->input(3)), *mean = in<float>(context->input(4)),
                 *variance = in<float>(context->input(5));
     std::vector<float> sums(kBlocks * 2 * c, 0.0f);  // per block: sum g [C], then sum g * (x - mean) [C]
@@ -70,10 +71,10 @@ class BatchNormReluGrad : public OpKernel {
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) {
-          const float upstream = to_float(d_y[p * c + k]), activation = to_float(y[p * c + k]);
+          const float upstream = load(d_y[p * c + k]), activation = load(y[p * c + k]);
           const float g = activation > 0.0f ? upstream : 0.0f;  // both loaded first: a branch-free, vectorised loop
           sum_g[k] += g;
-          sum_gx[k] += g * (to_float(x[p * c + k]) - mean[k]);
+          sum_gx[k] += g * (load(x[p * c + k]) - mean[k]);
         }
       }
     });
@@ -93,9 +94,9 @@ class BatchNormReluGrad : public OpKernel {
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) {
-          const float upstream = to_float(d_y[p * c + k]), activation = to_float(y[p * c + k]);
+          const float upstream = load(d_y[p * c + k]), activation = load(y[p * c + k]);
           const float g = activation > 0.0f ? upstream : 0.0f;
-          d_x[p * c + k] = to_bfloat16(scale_g[k] * g + scale_x[k] * to_float(x[p * c + k]) + shift[k]);
+          d_x[p * c + k] = store<T>(scale_g[k] * g + scale_x[k] * load(x[p * c + k]) + shift[k]);
         }
       }
     });
@@ -108,10 +109,10 @@ class BatchNormReluGrad : public OpKernel {
 }  // namespace
 
 REGISTER_OP("VsegBatchNormReluGrad")
-    .Input("d_y: bfloat16").Input("y: bfloat16").Input("x: bfloat16")
+    .Input("d_y: T").Input("y: T").Input("x: T")
     .Input("gamma: float").Input("mean: float").Input("variance: float")
-    .Attr("epsilon: float")
-    .Output("d_x: bfloat16").Output("d_gamma: float").Output("d_beta: float")
+    .Attr("epsilon: float").Attr("T: {bfloat16, float}")
+    .Output("d_x: T").Output("d_gamma: float").Output("d_beta: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(2));
       c->set_output(1, c->input(3));
@@ -119,4 +120,4 @@ REGISTER_OP("VsegBatchNormReluGrad")
       return absl::OkStatus();
     });
 
-REGISTER_KERNEL_BUILDER(Name("VsegBatchNormReluGrad").Device(tensorflow::DEVICE_CPU), BatchNormReluGrad);
+VSEG_REGISTER_CPU_KERNELS("VsegBatchNormReluGrad", BatchNormReluGrad);

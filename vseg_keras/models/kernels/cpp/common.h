@@ -35,6 +35,17 @@ inline uint16_t to_bfloat16(float value) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+// A stored value as float32, and float32 stored as T: the ops' tensors are bfloat16 (kept as their bits,
+// uint16_t) or float32 (float), their arithmetic float32.
+inline float load(uint16_t bits) { return to_float(bits); }
+inline float load(float value) { return value; }
+template <typename T>
+T store(float value);
+template <>
+inline uint16_t store<uint16_t>(float value) { return to_bfloat16(value); }
+template <>
+inline float store<float>(float value) { return value; }
+
 // The data of a bfloat16 tensor (as bits), or of a float32 one with T = float.
 template <typename T = uint16_t>
 const T* in(const Tensor& t) { return reinterpret_cast<const T*>(t.tensor_data().data()); }
@@ -74,5 +85,12 @@ inline float block_total(const std::vector<float>& sums, int64_t n, int64_t c) {
 }
 
 }  // namespace vseg_cpu
+
+// Registers the CPU kernels of op `name` (type attribute T): class template `kernel` with bfloat16 stored as its
+// bits (uint16_t) and with float32.
+#define VSEG_REGISTER_CPU_KERNELS(name, kernel)                                                                 \
+  REGISTER_KERNEL_BUILDER(Name(name).Device(tensorflow::DEVICE_CPU).TypeConstraint<tensorflow::bfloat16>("T"), \
+                          kernel<uint16_t>);                                                                    \
+  REGISTER_KERNEL_BUILDER(Name(name).Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"), kernel<float>)
 
 #endif  // VSEG_KERNELS_CPP_COMMON_H_

@@ -1,7 +1,7 @@
-// A cGRU's element-wise work as four TensorFlow CPU ops of vseg's own, bfloat16 in and out, float32 inside, for
-// the training step under --mixed-precision on a CPU (vseg_keras/models/kernels/tensorflow_ops.py builds it on
+// A cGRU's element-wise work as TensorFlow CPU ops of vseg's own, bfloat16 or float32 in and out (type attribute
+// T), float32 inside, for the training step on a CPU (vseg_keras/models/kernels/tensorflow_ops.py builds it on
 // first use, with batch_norm_relu.cc into one library, with the installed TensorFlow's flags and loads it;
-// ConvGRUCell dispatches to it):
+// ConvGRUCell dispatches to it in training):
 //   g++ -O3 -march=native -mno-avx512fp16 -ffast-math -fopenmp-simd -shared -fPIC gru_tails.cc \
 //       batch_norm_relu.cc -o cpu_ops.so <tf compile/link flags>
 // (-mno-avx512fp16: TensorFlow's Eigen headers do not compile with it under g++ 12; the loops are vectorised
@@ -24,6 +24,7 @@
 // Each is one pass over its tensors, split over the intra-op threads in a fixed number of pixel blocks; the
 // bias gradients are summed per block in float32 and the blocks in order (the same sums on any thread count).
 // NaN payloads are not preserved by the bfloat16 rounding (round to nearest even on the bits).
+// Tensors are T = uint16_t (bfloat16's bits) or float in the kernels; common.h's load/store convert.
 
 #include <algorithm>
 #include <cmath>
@@ -92,11 +93,13 @@ int64_t checked_gates_width(OpKernelContext* context, const Tensor& gates, std::
   return c;
 }
 
-// The bias gradient: the blocks' float32 sums [kBlocks, n], added in block order, rounded to bfloat16.
-void sum_blocks(const std::vector<float>& sums, int64_t n, uint16_t* target) {
-  for (int64_t c = 0; c < n; ++c) target[c] = to_bfloat16(block_total(sums, n, c));
+// The bias gradient: the blocks' float32 sums [kBlocks, n], added in block order, stored as T.
+template <typename T>
+void sum_blocks(const std::vector<float>& sums, int64_t n, T* target) {
+  for (int64_t c = 0; c < n; ++c) target[c] = store<T>(block_total(sums, n, c));
 }
 
+template <typename T>
 class GruGates : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -105,22 +108,23 @@ class GruGates : public OpKernel {
     const int64_t c = checked_width(context, previous, {}, &pre_gates, bias, 2);
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
-    uint16_t *rh = output(context, 0, previous.shape()), *z = output(context, 1, previous.shape());
+    T *rh = output<T>(context, 0, previous.shape()), *z = output<T>(context, 1, previous.shape());
     if (!rh || !z) return;
-    const uint16_t *g = in(pre_gates), *b = in(bias), *h = in(previous);
+    const T *g = in<T>(pre_gates), *b = in<T>(bias), *h = in<T>(previous);
     for_blocks(context, pixels, 20 * c, [&](int64_t first, int64_t end, int64_t) {
       for (int64_t p = first; p < end; ++p) {
-        const uint16_t* row = g + p * 2 * c;
+        const T* row = g + p * 2 * c;
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) {
-          rh[p * c + k] = to_bfloat16(sigmoid(to_float(row[k]) + to_float(b[k])) * to_float(h[p * c + k]));
-          z[p * c + k] = to_bfloat16(sigmoid(to_float(row[c + k]) + to_float(b[c + k])));
+          rh[p * c + k] = store<T>(sigmoid(load(row[k]) + load(b[k])) * load(h[p * c + k]));
+          z[p * c + k] = store<T>(sigmoid(load(row[c + k]) + load(b[c + k])));
         }
       }
     });
   }
 };
 
+template <typename T>
 class GruGatesGrad : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -130,26 +134,26 @@ class GruGatesGrad : public OpKernel {
     const int64_t c = checked_width(context, previous, {&d_rh_t, &d_z_t}, &pre_gates, bias, 2);
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
-    uint16_t *d_g = output(context, 0, pre_gates.shape()), *d_b = output(context, 1, bias.shape()),
-             *d_h = output(context, 2, previous.shape());
+    T *d_g = output<T>(context, 0, pre_gates.shape()), *d_b = output<T>(context, 1, bias.shape()),
+             *d_h = output<T>(context, 2, previous.shape());
     if (!d_g || !d_b || !d_h) return;
-    const uint16_t *d_rh = in(d_rh_t), *d_z = in(d_z_t), *g = in(pre_gates), *b = in(bias), *h = in(previous);
+    const T *d_rh = in<T>(d_rh_t), *d_z = in<T>(d_z_t), *g = in<T>(pre_gates), *b = in<T>(bias), *h = in<T>(previous);
     std::vector<float> sums(kBlocks * 2 * c, 0.0f);
     for_blocks(context, pixels, 30 * c, [&](int64_t first, int64_t end, int64_t block) {
       float* sum = sums.data() + block * 2 * c;
       for (int64_t p = first; p < end; ++p) {
-        const uint16_t* row = g + p * 2 * c;
-        uint16_t* d_row = d_g + p * 2 * c;
+        const T* row = g + p * 2 * c;
+        T* d_row = d_g + p * 2 * c;
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) {
-          const float r = sigmoid(to_float(row[k]) + to_float(b[k]));
-          const float z = sigmoid(to_float(row[c + k]) + to_float(b[c + k]));
-          const float upstream = to_float(d_rh[p * c + k]), state = to_float(h[p * c + k]);
+          const float r = sigmoid(load(row[k]) + load(b[k]));
+          const float z = sigmoid(load(row[c + k]) + load(b[c + k]));
+          const float upstream = load(d_rh[p * c + k]), state = load(h[p * c + k]);
           const float d_reset = upstream * state * r * (1.0f - r);
-          const float d_update = to_float(d_z[p * c + k]) * z * (1.0f - z);
-          d_row[k] = to_bfloat16(d_reset);
-          d_row[c + k] = to_bfloat16(d_update);
-          d_h[p * c + k] = to_bfloat16(upstream * r);
+          const float d_update = load(d_z[p * c + k]) * z * (1.0f - z);
+          d_row[k] = store<T>(d_reset);
+          d_row[c + k] = store<T>(d_update);
+          d_h[p * c + k] = store<T>(upstream * r);
           sum[k] += d_reset;
           sum[c + k] += d_update;
         }
@@ -159,6 +163,7 @@ class GruGatesGrad : public OpKernel {
   }
 };
 
+template <typename T>
 class GruState : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -168,22 +173,23 @@ class GruState : public OpKernel {
     const int64_t c = checked_width(context, previous, {&pre_candidate, &update}, nullptr, bias, 1);
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
-    uint16_t* s = output(context, 0, previous.shape());
+    T* s = output<T>(context, 0, previous.shape());
     if (!s) return;
-    const uint16_t *a = in(pre_candidate), *b = in(bias), *z = in(update), *h = in(previous);
+    const T *a = in<T>(pre_candidate), *b = in<T>(bias), *z = in<T>(update), *h = in<T>(previous);
     for_blocks(context, pixels, 20 * c, [&](int64_t first, int64_t end, int64_t) {
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) {
           const int64_t i = p * c + k;
-          const float n = std::tanh(to_float(a[i]) + to_float(b[k])), gate = to_float(z[i]);
-          s[i] = to_bfloat16((1.0f - gate) * n + gate * to_float(h[i]));
+          const float n = std::tanh(load(a[i]) + load(b[k])), gate = load(z[i]);
+          s[i] = store<T>((1.0f - gate) * n + gate * load(h[i]));
         }
       }
     });
   }
 };
 
+template <typename T>
 class GruStateGrad : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -193,10 +199,10 @@ class GruStateGrad : public OpKernel {
     const int64_t c = checked_width(context, previous, {&d_state, &pre_candidate, &update}, nullptr, bias, 1);
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
-    uint16_t *d_a = output(context, 0, previous.shape()), *d_b = output(context, 1, bias.shape()),
-             *d_z = output(context, 2, previous.shape()), *d_h = output(context, 3, previous.shape());
+    T *d_a = output<T>(context, 0, previous.shape()), *d_b = output<T>(context, 1, bias.shape()),
+             *d_z = output<T>(context, 2, previous.shape()), *d_h = output<T>(context, 3, previous.shape());
     if (!d_a || !d_b || !d_z || !d_h) return;
-    const uint16_t *d_s = in(d_state), *a = in(pre_candidate), *b = in(bias), *z = in(update), *h = in(previous);
+    const T *d_s = in<T>(d_state), *a = in<T>(pre_candidate), *b = in<T>(bias), *z = in<T>(update), *h = in<T>(previous);
     std::vector<float> sums(kBlocks * c, 0.0f);
     for_blocks(context, pixels, 30 * c, [&](int64_t first, int64_t end, int64_t block) {
       float* sum = sums.data() + block * c;
@@ -204,12 +210,12 @@ class GruStateGrad : public OpKernel {
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) {
           const int64_t i = p * c + k;
-          const float n = std::tanh(to_float(a[i]) + to_float(b[k])), gate = to_float(z[i]);
-          const float upstream = to_float(d_s[i]);
+          const float n = std::tanh(load(a[i]) + load(b[k])), gate = load(z[i]);
+          const float upstream = load(d_s[i]);
           const float d_candidate = upstream * (1.0f - gate) * (1.0f - n * n);
-          d_a[i] = to_bfloat16(d_candidate);
-          d_z[i] = to_bfloat16(upstream * (to_float(h[i]) - n));
-          d_h[i] = to_bfloat16(upstream * gate);
+          d_a[i] = store<T>(d_candidate);
+          d_z[i] = store<T>(upstream * (load(h[i]) - n));
+          d_h[i] = store<T>(upstream * gate);
           sum[k] += d_candidate;
         }
       }
@@ -219,6 +225,7 @@ class GruStateGrad : public OpKernel {
 };
 
 // The first step's gates: the update gate only, [..., C] from [..., 2C].
+template <typename T>
 class GruUpdateGate : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -227,19 +234,20 @@ class GruUpdateGate : public OpKernel {
     const int64_t c = checked_gates_width(context, pre_gates, {}, bias);
     if (c < 0) return;
     const int64_t pixels = pixels_of(pre_gates, 2 * c);
-    uint16_t* z = output(context, 0, half_shape(pre_gates));
+    T* z = output<T>(context, 0, half_shape(pre_gates));
     if (!z) return;
-    const uint16_t *g = in(pre_gates), *b = in(bias);
+    const T *g = in<T>(pre_gates), *b = in<T>(bias);
     for_blocks(context, pixels, 10 * c, [&](int64_t first, int64_t end, int64_t) {
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
-        for (int64_t k = 0; k < c; ++k) z[p * c + k] = to_bfloat16(sigmoid(to_float(g[p * 2 * c + c + k]) +
-                                                                            to_float(b[c + k])));
+        for (int64_t k = 0; k < c; ++k) z[p * c + k] = store<T>(sigmoid(load(g[p * 2 * c + c + k]) +
+                                                                            load(b[c + k])));
       }
     });
   }
 };
 
+template <typename T>
 class GruUpdateGateGrad : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -248,19 +256,19 @@ class GruUpdateGateGrad : public OpKernel {
     const int64_t c = checked_gates_width(context, pre_gates, {&d_update}, bias);
     if (c < 0) return;
     const int64_t pixels = pixels_of(pre_gates, 2 * c);
-    uint16_t *d_g = output(context, 0, pre_gates.shape()), *d_b = output(context, 1, bias.shape());
+    T *d_g = output<T>(context, 0, pre_gates.shape()), *d_b = output<T>(context, 1, bias.shape());
     if (!d_g || !d_b) return;
-    const uint16_t *d_z = in(d_update), *g = in(pre_gates), *b = in(bias);
+    const T *d_z = in<T>(d_update), *g = in<T>(pre_gates), *b = in<T>(bias);
     std::vector<float> sums(kBlocks * 2 * c, 0.0f);
     for_blocks(context, pixels, 15 * c, [&](int64_t first, int64_t end, int64_t block) {
       float* sum = sums.data() + block * 2 * c;
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) {
-          const float z = sigmoid(to_float(g[p * 2 * c + c + k]) + to_float(b[c + k]));
-          const float d_gate = to_float(d_z[p * c + k]) * z * (1.0f - z);
+          const float z = sigmoid(load(g[p * 2 * c + c + k]) + load(b[c + k]));
+          const float d_gate = load(d_z[p * c + k]) * z * (1.0f - z);
           d_g[p * 2 * c + k] = 0;
-          d_g[p * 2 * c + c + k] = to_bfloat16(d_gate);
+          d_g[p * 2 * c + c + k] = store<T>(d_gate);
           sum[c + k] += d_gate;
         }
       }
@@ -270,6 +278,7 @@ class GruUpdateGateGrad : public OpKernel {
 };
 
 // The first step's new state, from a zero state.
+template <typename T>
 class GruFirstState : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -278,21 +287,22 @@ class GruFirstState : public OpKernel {
     const int64_t c = checked_width(context, update, {&pre_candidate}, nullptr, bias, 1);
     if (c < 0) return;
     const int64_t pixels = pixels_of(update, c);
-    uint16_t* s = output(context, 0, update.shape());
+    T* s = output<T>(context, 0, update.shape());
     if (!s) return;
-    const uint16_t *a = in(pre_candidate), *b = in(bias), *z = in(update);
+    const T *a = in<T>(pre_candidate), *b = in<T>(bias), *z = in<T>(update);
     for_blocks(context, pixels, 15 * c, [&](int64_t first, int64_t end, int64_t) {
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) {
           const int64_t i = p * c + k;
-          s[i] = to_bfloat16((1.0f - to_float(z[i])) * std::tanh(to_float(a[i]) + to_float(b[k])));
+          s[i] = store<T>((1.0f - load(z[i])) * std::tanh(load(a[i]) + load(b[k])));
         }
       }
     });
   }
 };
 
+template <typename T>
 class GruFirstStateGrad : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -302,10 +312,10 @@ class GruFirstStateGrad : public OpKernel {
     const int64_t c = checked_width(context, update, {&d_state, &pre_candidate}, nullptr, bias, 1);
     if (c < 0) return;
     const int64_t pixels = pixels_of(update, c);
-    uint16_t *d_a = output(context, 0, update.shape()), *d_b = output(context, 1, bias.shape()),
-             *d_z = output(context, 2, update.shape());
+    T *d_a = output<T>(context, 0, update.shape()), *d_b = output<T>(context, 1, bias.shape()),
+             *d_z = output<T>(context, 2, update.shape());
     if (!d_a || !d_b || !d_z) return;
-    const uint16_t *d_s = in(d_state), *a = in(pre_candidate), *b = in(bias), *z = in(update);
+    const T *d_s = in<T>(d_state), *a = in<T>(pre_candidate), *b = in<T>(bias), *z = in<T>(update);
     std::vector<float> sums(kBlocks * c, 0.0f);
     for_blocks(context, pixels, 25 * c, [&](int64_t first, int64_t end, int64_t block) {
       float* sum = sums.data() + block * c;
@@ -313,10 +323,10 @@ class GruFirstStateGrad : public OpKernel {
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) {
           const int64_t i = p * c + k;
-          const float n = std::tanh(to_float(a[i]) + to_float(b[k])), upstream = to_float(d_s[i]);
-          const float d_candidate = upstream * (1.0f - to_float(z[i])) * (1.0f - n * n);
-          d_a[i] = to_bfloat16(d_candidate);
-          d_z[i] = to_bfloat16(-upstream * n);
+          const float n = std::tanh(load(a[i]) + load(b[k])), upstream = load(d_s[i]);
+          const float d_candidate = upstream * (1.0f - load(z[i])) * (1.0f - n * n);
+          d_a[i] = store<T>(d_candidate);
+          d_z[i] = store<T>(-upstream * n);
           sum[k] += d_candidate;
         }
       }
@@ -328,17 +338,19 @@ class GruFirstStateGrad : public OpKernel {
 }  // namespace
 
 REGISTER_OP("VsegGruGates")
-    .Input("pre_gates: bfloat16").Input("bias: bfloat16").Input("previous: bfloat16")
-    .Output("reset_previous: bfloat16").Output("update: bfloat16")
+    .Attr("T: {bfloat16, float}")
+    .Input("pre_gates: T").Input("bias: T").Input("previous: T")
+    .Output("reset_previous: T").Output("update: T")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(2));
       c->set_output(1, c->input(2));
       return absl::OkStatus();
     });
 REGISTER_OP("VsegGruGatesGrad")
-    .Input("d_reset_previous: bfloat16").Input("d_update: bfloat16").Input("pre_gates: bfloat16")
-    .Input("bias: bfloat16").Input("previous: bfloat16")
-    .Output("d_pre_gates: bfloat16").Output("d_bias: bfloat16").Output("d_previous: bfloat16")
+    .Attr("T: {bfloat16, float}")
+    .Input("d_reset_previous: T").Input("d_update: T").Input("pre_gates: T")
+    .Input("bias: T").Input("previous: T")
+    .Output("d_pre_gates: T").Output("d_bias: T").Output("d_previous: T")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(2));
       c->set_output(1, c->input(3));
@@ -346,17 +358,19 @@ REGISTER_OP("VsegGruGatesGrad")
       return absl::OkStatus();
     });
 REGISTER_OP("VsegGruState")
-    .Input("pre_candidate: bfloat16").Input("bias: bfloat16").Input("update: bfloat16").Input("previous: bfloat16")
-    .Output("state: bfloat16")
+    .Attr("T: {bfloat16, float}")
+    .Input("pre_candidate: T").Input("bias: T").Input("update: T").Input("previous: T")
+    .Output("state: T")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(3));
       return absl::OkStatus();
     });
 REGISTER_OP("VsegGruStateGrad")
-    .Input("d_state: bfloat16").Input("pre_candidate: bfloat16").Input("bias: bfloat16")
-    .Input("update: bfloat16").Input("previous: bfloat16")
-    .Output("d_pre_candidate: bfloat16").Output("d_bias: bfloat16").Output("d_update: bfloat16")
-    .Output("d_previous: bfloat16")
+    .Attr("T: {bfloat16, float}")
+    .Input("d_state: T").Input("pre_candidate: T").Input("bias: T")
+    .Input("update: T").Input("previous: T")
+    .Output("d_pre_candidate: T").Output("d_bias: T").Output("d_update: T")
+    .Output("d_previous: T")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(4));
       c->set_output(1, c->input(2));
@@ -366,7 +380,8 @@ REGISTER_OP("VsegGruStateGrad")
     });
 
 REGISTER_OP("VsegGruUpdateGate")
-    .Input("pre_gates: bfloat16").Input("bias: bfloat16").Output("update: bfloat16")
+    .Attr("T: {bfloat16, float}")
+    .Input("pre_gates: T").Input("bias: T").Output("update: T")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       tensorflow::shape_inference::ShapeHandle gates = c->input(0), half;
       tensorflow::shape_inference::DimensionHandle channels;
@@ -377,22 +392,25 @@ REGISTER_OP("VsegGruUpdateGate")
       return absl::OkStatus();
     });
 REGISTER_OP("VsegGruUpdateGateGrad")
-    .Input("d_update: bfloat16").Input("pre_gates: bfloat16").Input("bias: bfloat16")
-    .Output("d_pre_gates: bfloat16").Output("d_bias: bfloat16")
+    .Attr("T: {bfloat16, float}")
+    .Input("d_update: T").Input("pre_gates: T").Input("bias: T")
+    .Output("d_pre_gates: T").Output("d_bias: T")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(1));
       c->set_output(1, c->input(2));
       return absl::OkStatus();
     });
 REGISTER_OP("VsegGruFirstState")
-    .Input("pre_candidate: bfloat16").Input("bias: bfloat16").Input("update: bfloat16").Output("state: bfloat16")
+    .Attr("T: {bfloat16, float}")
+    .Input("pre_candidate: T").Input("bias: T").Input("update: T").Output("state: T")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(2));
       return absl::OkStatus();
     });
 REGISTER_OP("VsegGruFirstStateGrad")
-    .Input("d_state: bfloat16").Input("pre_candidate: bfloat16").Input("bias: bfloat16").Input("update: bfloat16")
-    .Output("d_pre_candidate: bfloat16").Output("d_bias: bfloat16").Output("d_update: bfloat16")
+    .Attr("T: {bfloat16, float}")
+    .Input("d_state: T").Input("pre_candidate: T").Input("bias: T").Input("update: T")
+    .Output("d_pre_candidate: T").Output("d_bias: T").Output("d_update: T")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(3));
       c->set_output(1, c->input(2));
@@ -400,11 +418,11 @@ REGISTER_OP("VsegGruFirstStateGrad")
       return absl::OkStatus();
     });
 
-REGISTER_KERNEL_BUILDER(Name("VsegGruGates").Device(tensorflow::DEVICE_CPU), GruGates);
-REGISTER_KERNEL_BUILDER(Name("VsegGruGatesGrad").Device(tensorflow::DEVICE_CPU), GruGatesGrad);
-REGISTER_KERNEL_BUILDER(Name("VsegGruState").Device(tensorflow::DEVICE_CPU), GruState);
-REGISTER_KERNEL_BUILDER(Name("VsegGruStateGrad").Device(tensorflow::DEVICE_CPU), GruStateGrad);
-REGISTER_KERNEL_BUILDER(Name("VsegGruUpdateGate").Device(tensorflow::DEVICE_CPU), GruUpdateGate);
-REGISTER_KERNEL_BUILDER(Name("VsegGruUpdateGateGrad").Device(tensorflow::DEVICE_CPU), GruUpdateGateGrad);
-REGISTER_KERNEL_BUILDER(Name("VsegGruFirstState").Device(tensorflow::DEVICE_CPU), GruFirstState);
-REGISTER_KERNEL_BUILDER(Name("VsegGruFirstStateGrad").Device(tensorflow::DEVICE_CPU), GruFirstStateGrad);
+VSEG_REGISTER_CPU_KERNELS("VsegGruGates", GruGates);
+VSEG_REGISTER_CPU_KERNELS("VsegGruGatesGrad", GruGatesGrad);
+VSEG_REGISTER_CPU_KERNELS("VsegGruState", GruState);
+VSEG_REGISTER_CPU_KERNELS("VsegGruStateGrad", GruStateGrad);
+VSEG_REGISTER_CPU_KERNELS("VsegGruUpdateGate", GruUpdateGate);
+VSEG_REGISTER_CPU_KERNELS("VsegGruUpdateGateGrad", GruUpdateGateGrad);
+VSEG_REGISTER_CPU_KERNELS("VsegGruFirstState", GruFirstState);
+VSEG_REGISTER_CPU_KERNELS("VsegGruFirstStateGrad", GruFirstStateGrad);
