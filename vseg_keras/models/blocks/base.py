@@ -26,7 +26,7 @@ def conv_bn(x, filters: int, kernel_size: int, name: str, activation: str | None
     """``kernel_size`` conv with bias, "same" padding -> BatchNorm -> optional activation.
 
     ``x`` is a tensor or a list of tensors to concatenate along channels (see :func:`conv2d`). A ReLU is
-    applied by the BatchNorm layer ``{name}_bn`` itself (one gradient op in bfloat16 training, see
+    applied by the BatchNorm layer ``{name}_bn`` itself (one gradient op in training, see
     :class:`FusedBatchNormalization`); other activations are a layer ``{name}_{activation}`` of their own.
     """
     x = conv2d(x, filters, kernel_size, f"{name}_conv", padding="same")

@@ -174,6 +174,8 @@ def describe_cpu_ops() -> str:
     """One line for a training log: whether the training step runs vseg's compiled CPU ops (the cGRUs'
     element-wise work, BatchNorm and ReLU's gradient), building them now if needed, and where they are, or why
     not."""
+    if tf.config.list_physical_devices("GPU"):  # the step runs on the GPU: nothing to build
+        return "compiled CPU ops: not used (GPUs present: the layers run TensorFlow's GPU kernels)"
     module, reason = _library()
     if module is None:
         return (f"compiled CPU ops: not used ({reason}); the layers run TensorFlow's ops (the cGRUs' element-wise "
