@@ -47,9 +47,9 @@ def run_case(biases_inside: bool) -> dict:
     class OneFunctionFirstStep(ConvGRUCell):
         tail = staticmethod(first)
 
-        def step(self, inputs, states, weights):
+        def step(self, inputs, states, weights, training=False):
             if states is not None:
-                return super().step(inputs, states, weights)
+                return super().step(inputs, states, weights, training=training)
             if not biases_inside:  # the convolutions and their biases as the cell computes them, then the function
                 pre_gates = self._conv([inputs, None], weights["gate_kernel"], weights["gate_bias"])
                 return (self.tail(self._conv([inputs, None], weights["candidate_kernel"], weights["candidate_bias"]),
