@@ -600,7 +600,8 @@ def test_float16_policy_of_gpus_trains_with_loss_scaling():
 
 def test_training_logs_whether_the_step_runs_vseg_compiled_cpu_ops():
     """On a CPU the log says whether the training step runs vseg's compiled ops (built then, on first use) and
-    where they are, or why not, under --mixed-precision and in float32."""
+    where they are, or why not (--jit: XLA compiles the step, which cannot hold them), under --mixed-precision
+    and in float32."""
     from vseg_keras.models.kernels import tensorflow_ops
     from vseg_keras.train.recipe import precision_policy
 
@@ -611,4 +612,8 @@ def test_training_logs_whether_the_step_runs_vseg_compiled_cpu_ops():
         assert lines[:1] == (["mixed precision: mixed_bfloat16"] if mixed else [tensorflow_ops.describe_cpu_ops()])
         assert [line for line in lines if line.startswith("compiled CPU ops")] == [tensorflow_ops.describe_cpu_ops()]
         assert "cpu_ops-" in lines[-1]  # built here: the test machine has a compiler
+    lines = []
+    with precision_policy(TrainConfig(model="vanilla-crnn-small-shallow", jit=True), lines.append):
+        pass
+    assert lines == ["compiled CPU ops: not used (--jit: XLA compiles the whole step)"]
     assert keras.mixed_precision.global_policy().name == "float32"

@@ -98,7 +98,8 @@ def precision_policy(config: TrainConfig, log: Callable[[str], None]) -> Iterato
     if kernels.compiles_cpu_ops(keras.mixed_precision.global_policy().compute_dtype):
         from vseg_keras.models.kernels import tensorflow_ops
 
-        log(tensorflow_ops.describe_cpu_ops())
+        log("compiled CPU ops: not used (--jit: XLA compiles the whole step)" if config.jit
+            else tensorflow_ops.describe_cpu_ops())
     try:
         yield
     finally:
