@@ -4,7 +4,6 @@ its equations and ``keras.layers.ConvLSTM2D``."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -290,7 +289,7 @@ def compiled_ops_load() -> bool:
     that the log line says why (the cells then run their own functions)."""
     from vseg_keras.models.kernels import tensorflow_ops
 
-    if not (os.environ.get("CXX") or shutil.which("g++")):
+    if not tensorflow_ops.compiler():
         assert tensorflow_ops.gru_tail_ops() is None
         assert "no C++ compiler" in tensorflow_ops.describe_cpu_ops()
         return False

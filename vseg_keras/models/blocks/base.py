@@ -30,10 +30,9 @@ def conv_bn(x, filters: int, kernel_size: int, name: str, activation: str | None
     :class:`FusedBatchNormalization`); other activations are a layer ``{name}_{activation}`` of their own.
     """
     x = conv2d(x, filters, kernel_size, f"{name}_conv", padding="same")
-    if activation in FusedBatchNormalization.ACTIVATIONS:
-        return FusedBatchNormalization(activation=activation, name=f"{name}_bn")(x)
-    x = FusedBatchNormalization(name=f"{name}_bn")(x)
-    if activation is not None:
+    own = activation if activation in FusedBatchNormalization.ACTIVATIONS else None  # applied by the BatchNorm
+    x = FusedBatchNormalization(activation=own, name=f"{name}_bn")(x)
+    if activation != own:
         x = activation_layer(activation, f"{name}_{activation}")(x)
     return x
 

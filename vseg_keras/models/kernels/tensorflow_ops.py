@@ -73,19 +73,24 @@ def library_path(sources: tuple[str, ...] = SOURCES + HEADERS) -> str:
     return os.path.join(cache_dir(), "cpu_ops", f"{LIBRARY_NAME}-{key.hexdigest()[:16]}.so")
 
 
+def compiler() -> str | None:
+    """The C++ compiler the library is built with: ``$CXX``, else ``g++`` on the path; ``None`` without one."""
+    return os.environ.get("CXX") or shutil.which("g++")
+
+
 def build_library(sources: tuple[str, ...], target: str) -> None:
     """Compiles the C++ ``sources`` into the shared library ``target`` (via a temporary name); raises
     ``RuntimeError`` with the compiler's last line when no flag set builds it, ``FileNotFoundError`` without a
     compiler."""
-    compiler = os.environ.get("CXX") or shutil.which("g++")
-    if not compiler:
+    program = compiler()
+    if not program:
         raise FileNotFoundError("no C++ compiler ($CXX or g++)")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     temporary = f"{target}.{os.getpid()}.tmp"
     message = ""
     try:
         for flags in COMPILER_FLAG_SETS:
-            command = [compiler, *flags, "-w", "-shared", "-fPIC", *sources, "-o", temporary,
+            command = [program, *flags, "-w", "-shared", "-fPIC", *sources, "-o", temporary,
                        *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
             result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
             if result.returncode == 0:
@@ -96,7 +101,7 @@ def build_library(sources: tuple[str, ...], target: str) -> None:
         if os.path.exists(temporary):  # a failed or interrupted build leaves nothing behind
             os.remove(temporary)
     names = ", ".join(os.path.basename(source) for source in sources)
-    raise RuntimeError(f"{compiler} could not build {names}: {message}")
+    raise RuntimeError(f"{program} could not build {names}: {message}")
 
 
 @functools.cache

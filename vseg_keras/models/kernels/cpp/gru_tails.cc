@@ -135,7 +135,7 @@ class GruGatesGrad : public OpKernel {
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
     T *d_g = output<T>(context, 0, pre_gates.shape()), *d_b = output<T>(context, 1, bias.shape()),
-             *d_h = output<T>(context, 2, previous.shape());
+       *d_h = output<T>(context, 2, previous.shape());
     if (!d_g || !d_b || !d_h) return;
     const T *d_rh = in<T>(d_rh_t), *d_z = in<T>(d_z_t), *g = in<T>(pre_gates), *b = in<T>(bias), *h = in<T>(previous);
     std::vector<float> sums(kBlocks * 2 * c, 0.0f);
@@ -200,9 +200,10 @@ class GruStateGrad : public OpKernel {
     if (c < 0) return;
     const int64_t pixels = pixels_of(previous, c);
     T *d_a = output<T>(context, 0, previous.shape()), *d_b = output<T>(context, 1, bias.shape()),
-             *d_z = output<T>(context, 2, previous.shape()), *d_h = output<T>(context, 3, previous.shape());
+       *d_z = output<T>(context, 2, previous.shape()), *d_h = output<T>(context, 3, previous.shape());
     if (!d_a || !d_b || !d_z || !d_h) return;
-    const T *d_s = in<T>(d_state), *a = in<T>(pre_candidate), *b = in<T>(bias), *z = in<T>(update), *h = in<T>(previous);
+    const T *d_s = in<T>(d_state), *a = in<T>(pre_candidate), *b = in<T>(bias), *z = in<T>(update),
+            *h = in<T>(previous);
     std::vector<float> sums(kBlocks * c, 0.0f);
     for_blocks(context, pixels, 30 * c, [&](int64_t first, int64_t end, int64_t block) {
       float* sum = sums.data() + block * c;
@@ -240,8 +241,7 @@ class GruUpdateGate : public OpKernel {
     for_blocks(context, pixels, 10 * c, [&](int64_t first, int64_t end, int64_t) {
       for (int64_t p = first; p < end; ++p) {
 #pragma omp simd
-        for (int64_t k = 0; k < c; ++k) z[p * c + k] = store<T>(sigmoid(load(g[p * 2 * c + c + k]) +
-                                                                            load(b[c + k])));
+        for (int64_t k = 0; k < c; ++k) z[p * c + k] = store<T>(sigmoid(load(g[p * 2 * c + c + k]) + load(b[c + k])));
       }
     });
   }
@@ -313,7 +313,7 @@ class GruFirstStateGrad : public OpKernel {
     if (c < 0) return;
     const int64_t pixels = pixels_of(update, c);
     T *d_a = output<T>(context, 0, update.shape()), *d_b = output<T>(context, 1, bias.shape()),
-             *d_z = output<T>(context, 2, update.shape());
+       *d_z = output<T>(context, 2, update.shape());
     if (!d_a || !d_b || !d_z) return;
     const T *d_s = in<T>(d_state), *a = in<T>(pre_candidate), *b = in<T>(bias), *z = in<T>(update);
     std::vector<float> sums(kBlocks * c, 0.0f);
