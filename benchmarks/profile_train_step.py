@@ -23,7 +23,8 @@ what a step's peak memory is made of. With ``--bytes`` it prints instead the
 megabytes each op type of the train step's graph (as traced, before TensorFlow's
 rewrites; inside called functions too) reads and writes, every input and output
 counted once per op: the traffic of running the step op by op, to set against
-the machine's memory bandwidth (``machine.memory_bandwidth_gbs``).
+the machine's memory bandwidth (``machine.memory_bandwidth_gbs``); with ``--causal``
+per frame computed over causal windows of every length up to ``--seq-len``.
 
 Usage::
 
@@ -118,8 +119,10 @@ def buffers_at_peak(run: str) -> dict:
 
 
 #: Op types that move no tensor data (graph plumbing, views, shapes).
-NO_TRAFFIC = {"Const", "Placeholder", "ReadVariableOp", "Identity", "NoOp", "Shape", "ShapeN", "Reshape",
-              "StridedSlice", "Pack", "Unpack", "GatherV2", "BroadcastGradientArgs"}
+NO_TRAFFIC = {"Const", "Placeholder", "ReadVariableOp", "Identity", "IdentityN", "NoOp", "Shape", "ShapeN",
+              "Reshape", "StridedSlice", "Pack", "Unpack", "GatherV2", "BroadcastGradientArgs"}
+#: Op types oneDNN fuses into the op before them when the step runs (a convolution's bias, BatchNorm's ReLU).
+FUSED_WHEN_RUN = ("BiasAdd", "Relu")
 
 
 def _compiled_by_xla(op) -> bool:
@@ -167,6 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--bytes", action="store_true",
                         help="report the megabytes each op type of the step's graph moves instead of the op times")
+    parser.add_argument("--causal", action="store_true",
+                        help="causal windows (the decoder on the last frame only, as vseg train runs); with --bytes, "
+                             "per frame computed over windows of 1..--seq-len frames, each equally likely")
     parser.add_argument("--memory", action="store_true",
                         help="report the buffers alive at the allocator's peak instead of the op times")
     parser.add_argument("--logdir", default=None, help="keep the trace here (default: a temporary folder)")
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     height, width = parse_size(args.size)
     model, frames, labels = prepare_training_step(args.model, height, width, args.seq_len, args.batch,
-                                                  mixed=args.mixed, remat=args.remat)
+                                                  mixed=args.mixed, remat=args.remat, causal=args.causal)
     for _ in range(args.warmup):
         model.train_on_batch(frames, labels)
     if args.bytes:
@@ -214,17 +220,28 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def report_bytes(model, frames, labels, args, argv) -> dict:
-    """Prints and returns the megabytes per op type of ``model``'s train step (:func:`graph_megabytes`)."""
-    graph = tf.function(model.train_step).get_concrete_function((frames, tf.constant(labels))).graph
-    totals = graph_megabytes(graph)
+    """Prints and returns the megabytes per op type of ``model``'s train step (:func:`graph_megabytes`): per step
+    of a ``--seq-len`` window, or with ``--causal`` per frame computed over windows of 1..``--seq-len`` frames."""
+    lengths = range(1, args.seq_len + 1) if args.causal else [args.seq_len]
+    totals: dict[str, float] = collections.Counter()
+    for length in lengths:
+        window = frames[:, :length] if args.causal else frames
+        totals.update(graph_megabytes(tf.function(model.train_step).get_concrete_function(
+            (window, tf.constant(labels))).graph))
+    unit = "frame" if args.causal else "step"
+    totals = {k: v / (sum(lengths) if args.causal else 1) for k, v in totals.items()}
     ranked = sorted(totals.items(), key=lambda item: -item[1])
-    report = {**report_header("profile_train_step", argv), "megabytes_per_step": {k: round(v, 1) for k, v in ranked},
-              "megabytes_not_convolutions": round(sum(v for k, v in totals.items() if k != "conv"), 1)}
+    rest = sum(v for k, v in totals.items() if k != "conv")
+    report = {**report_header("profile_train_step", argv), f"megabytes_per_{unit}": {k: round(v, 1) for k, v in ranked},
+              "megabytes_not_convolutions": round(rest, 1),
+              "megabytes_not_convolutions_nor_fused": round(rest - sum(totals.get(k, 0) for k in FUSED_WHEN_RUN), 1)}
     write_report(report, args.out)
-    print("| op type | MB read + written per step |\n|---|--:|")
+    print(f"| op type | MB read + written per {unit} |\n|---|--:|")
     for name, megabytes in ranked[: args.top]:
         print(f"| {name} | {megabytes:.0f} |")
     print(f"| all but convolutions | {report['megabytes_not_convolutions']:.0f} |")
+    print(f"| … less what oneDNN fuses when run ({', '.join(FUSED_WHEN_RUN)}) | "
+          f"{report['megabytes_not_convolutions_nor_fused']:.0f} |")
     return report
 
 
