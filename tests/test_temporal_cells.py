@@ -465,3 +465,76 @@ def test_cgrus_of_every_width_and_dtype_run_the_compiled_ops_in_training_only():
     assert calls(16, "mixed_bfloat16") > 0 and calls(64, "mixed_bfloat16") > 0
     assert calls(16, "float32") > 0 and calls(64, "float32") > 0
     assert calls(16, "float32", training=False) == calls(16, "mixed_bfloat16", training=False) == 0
+
+
+LAST_OUTPUT_PATHS = {  # how ConvRecurrent runs: (T in the traced signature, initial state, rematerialise, XLA)
+    "unrolled": (3, False, False, False), "loop-from-zero": (None, False, False, False),
+    "keras-loop-from-a-state": (None, True, False, False), "unrolled-remat": (3, False, True, False),
+    "loop-from-zero-xla": (None, False, False, True),
+}
+
+
+@pytest.mark.parametrize("cell_class", [ConvRNNCell, ConvGRUCell, ConvLSTMCell])
+@pytest.mark.parametrize("path", sorted(LAST_OUTPUT_PATHS))
+def test_the_last_output_alone_equals_the_sequence_s_last_step_with_its_gradients(cell_class, path):
+    """``return_sequences=False`` against slicing the whole sequence: outputs, and the gradients of the input, the
+    initial state and every weight, for windows of one and of three frames."""
+    steps, with_state, remat, jit = LAST_OUTPUT_PATHS[path]
+    rng = np.random.default_rng(11)
+    layer = ConvRecurrent(cell_class(4))
+    layer.build((None, None, None, None, 4))
+    randomise_biases(layer.cell, rng)
+    layer.cell.rematerialize = remat
+    weights = rng.normal(size=(4,)).astype("float32")  # a loss that weighs the channels differently
+
+    def outputs_and_gradients(sequence, state, last_only: bool):
+        initial = [state for _ in layer.cell.state_kinds] if with_state else None
+        with tf.GradientTape() as tape:
+            tape.watch([sequence, state])
+            outputs = layer(sequence, initial_state=initial, training=True, return_sequences=not last_only)
+            last = outputs if last_only else outputs[:, -1]
+            loss = tf.reduce_sum(tf.square(last) * weights)
+        sources = [sequence, state, *layer.trainable_weights]
+        gradients = tape.gradient(loss, sources)
+        return [last, *(tf.zeros(s.shape) if g is None else g for g, s in zip(gradients, sources, strict=True))]
+
+    for length in (1, 3) if steps is None else (steps,):
+        sequence = tf.constant(rng.normal(size=(2, length, 6, 5, 4)).astype("float32"))
+        state = tf.constant(rng.normal(size=(2, 6, 5, 4)).astype("float32"))
+        spec = [tf.TensorSpec((2, steps, 6, 5, 4), tf.float32), tf.TensorSpec((2, 6, 5, 4), tf.float32)]
+        last_only, sliced = (tf.function(lambda x, h, flag=flag: outputs_and_gradients(x, h, flag),
+                                         input_signature=spec, jit_compile=jit)(sequence, state)
+                             for flag in (True, False))
+        assert last_only[0].shape == (2, 6, 5, 4)
+        for a, b in zip(last_only, sliced, strict=True):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_last_output_alone_writes_no_zero_gradients_for_the_other_steps():
+    """Slicing the sequence's last step makes the gradient a zero tensor of the whole sequence (``StridedSliceGrad``)
+    split per step and added to the states' gradients; asking for the last output spares all of it."""
+    layer = ConvRecurrent(ConvGRUCell(3))
+    layer.build((None, None, None, None, 3))
+
+    def sequence_sized_slice_gradients(last_only: bool) -> int:
+        def gradients(sequence):
+            with tf.GradientTape() as tape:
+                outputs = layer(sequence, training=True, return_sequences=not last_only)
+                loss = tf.reduce_sum(outputs if last_only else outputs[:, -1])
+            return tape.gradient(loss, layer.trainable_weights)
+        graph = tf.function(gradients).get_concrete_function(tf.TensorSpec((1, 3, 6, 5, 3), tf.float32)).graph
+        return sum(op.type == "StridedSliceGrad" and op.outputs[0].shape.rank == 5 for op in graph.get_operations())
+
+    assert sequence_sized_slice_gradients(last_only=False) == 1
+    assert sequence_sized_slice_gradients(last_only=True) == 0
+
+
+def test_the_last_output_alone_in_a_functional_model():
+    """Keras gives call arguments that are not tensors to ``compute_output_spec``: the symbolic output has no ``T``."""
+    frames = keras.Input((None, 6, 5, 3))
+    layer = ConvRecurrent(ConvGRUCell(3))
+    assert layer(frames).shape == (None, None, 6, 5, 3)
+    assert layer(frames, return_sequences=False).shape == (None, 6, 5, 3)
+    model = keras.Model(frames, layer(frames, return_sequences=False))
+    sequence = np.random.default_rng(12).normal(size=(2, 4, 6, 5, 3)).astype("float32")
+    np.testing.assert_allclose(model(sequence).numpy(), layer(sequence).numpy()[:, -1], rtol=1e-6, atol=1e-6)

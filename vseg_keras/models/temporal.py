@@ -334,7 +334,11 @@ class ConvRecurrent(keras.layers.RNN):
     A thin :class:`keras.layers.RNN` whose zero initial state takes its spatial
     size from the input at call time, so one built layer serves any resolution
     and sequence length (Keras' own ``ConvLSTM2D`` fixes them at build time).
-    It always returns the whole sequence of outputs. When ``T`` is known at
+    It returns the whole sequence of outputs, or with ``return_sequences=False``
+    in the call only the last step's: what a caller that reads only the last
+    output should ask for, since slicing the sequence afterwards makes the
+    gradient write zeros for every other step and add them to the states'
+    gradients. When ``T`` is known at
     trace time the steps are unrolled (less memory and time in training);
     otherwise a loop runs them. Both give the same results. From zero states
     (no ``initial_state`` and no mask) the first step skips the states'
@@ -355,23 +359,26 @@ class ConvRecurrent(keras.layers.RNN):
         sequences: ``[B, T, H, W, C]``.
         initial_state: optional list with one ``[B, H, W, C]`` tensor per state of the cell; zeros
             when omitted.
+        return_sequences: ``True`` (default): every step's output; ``False``: the last step's only.
 
     Returns:
-        ``[B, T, H, W, C]``: the cell output (its first state) at every step.
+        ``[B, T, H, W, C]``: the cell output (its first state) at every step; ``[B, H, W, C]``, the last
+        step's, with ``return_sequences=False``.
     """
 
     def __init__(self, cell, **kwargs):
         kwargs["return_sequences"] = True
         super().__init__(cell, **kwargs)
 
-    def call(self, sequences, initial_state=None, mask=None, training=False):
+    def call(self, sequences, initial_state=None, mask=None, training=False, return_sequences=True):
         steps = sequences.shape[1]
         if mask is not None:
             if initial_state is None:
                 initial_state = self.cell.get_initial_state(sequences[:, 0])
-            return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+            outputs = super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+            return outputs if return_sequences else outputs[:, -1]
         if steps is None:
-            return self._loop(sequences, initial_state, training)
+            return self._loop(sequences, initial_state, training, return_sequences)
         # T known when traced (training windows always are): unrolled steps on the T frames
         # [B, H, W, C], which spares the while loop's tensor lists (time and memory). Time-major
         # `unstack` rather than slicing: a slice's gradient writes into a zero tensor of the whole
@@ -381,28 +388,36 @@ class ConvRecurrent(keras.layers.RNN):
         frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
         initial = None if initial_state is None else tuple(initial_state)
         if training and self.cell.rematerialize:  # a checkpoint that keeps only the states
-            return kernels.recompute_recurrence(functools.partial(self.cell.step, training=True), frames, initial,
-                                                self.cell.weight_values())
+            outputs = kernels.recompute_recurrence(functools.partial(self.cell.step, training=True), frames,
+                                                   initial, self.cell.weight_values())
+            return outputs if return_sequences else outputs[:, -1]
         states, outputs = initial, []
         for frame in frames:
             output, states = self.cell(frame, states, training=training)
             outputs.append(output)
-        return ops.stack(outputs, axis=1)
+        return ops.stack(outputs, axis=1) if return_sequences else outputs[-1]
 
-    def _loop(self, sequences, initial_state, training):
+    def _loop(self, sequences, initial_state, training, return_sequences):
         """``T`` unknown when traced (causal training windows of every length; TensorFlow only, JAX and
         PyTorch always know it): Keras' RNN loop from ``initial_state``; from zero states a loop of our own
         whose first step is told its states are zero, so that it skips their convolutions as the unrolled
         steps do."""
         if initial_state is not None:
-            return super().call(sequences, initial_state=initial_state, training=training)
+            outputs = super().call(sequences, initial_state=initial_state, training=training)
+            return outputs if return_sequences else outputs[:, -1]
         from vseg_keras.models.kernels import tensorflow as tf_kernels
 
         return tf_kernels.recurrence_from_zero_states(
-            lambda frame, states: self.cell(frame, states, training=training), sequences)
+            lambda frame, states: self.cell(frame, states, training=training), sequences, return_sequences)
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         return tuple(sequences_shape[:-1]) + (self.cell.filters,)
+
+    def compute_output_spec(self, sequences, initial_state=None, mask=None, training=False, return_sequences=True):
+        """The output's ``KerasTensor``: :meth:`compute_output_shape`'s, without ``T`` when ``return_sequences``
+        is ``False`` (Keras passes call arguments that are not tensors to this method, not to that one)."""
+        shape = self.compute_output_shape(sequences.shape)
+        return keras.KerasTensor(shape if return_sequences else shape[:1] + shape[2:], dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -185,8 +185,7 @@ class VideoUNetBackbone(keras.Model):
         """
         if not self.recurrents:
             frames = frames[:, -1:]
-        return self.decoder(self._level_features(frames, lambda sequence: sequence[:, -1], training),
-                            training=training)
+        return self.decoder(self._level_features(frames, None, training), training=training)
 
     def trailing_frames_features(self, frames, count: int, training=None):
         """Decoder features of the last ``count`` frames of each sequence: ``[B, T, H, W, 3] -> [B, K, H, W, F]``.
@@ -202,12 +201,15 @@ class VideoUNetBackbone(keras.Model):
 
     def _level_features(self, frames, select, training) -> list:
         """The decoder's inputs: encoder features of ``frames`` ``[B, T, H, W, 3]``, per level, and where
-        there are temporal units, ``select`` of each unit's output sequence ``[B, T, h, w, c]``."""
+        there are temporal units, ``select`` of each unit's output sequence ``[B, T, h, w, c]``, or with
+        ``select=None`` each unit's last output ``[B, h, w, c]`` (asked of the unit, not sliced from the
+        sequence: the slice's gradient would write zeros for every other step and add them to the states')."""
         features = list(self.encoder(self.fold_frames(frames), training=training))
         if not self.recurrents:
             return features
         return [
-            select(recurrent(unfold(level_features, frames), training=training))
+            recurrent(unfold(level_features, frames), training=training, return_sequences=False) if select is None
+            else select(recurrent(unfold(level_features, frames), training=training))
             for level_features, unfold, recurrent in zip(features, self.unfold_levels, self.recurrents, strict=True)
         ]
 

@@ -103,30 +103,32 @@ def labelled_frames(y, y_pred, ignore_index: int):
     return tf.boolean_mask(y, keep), tf.boolean_mask(y_pred, keep)
 
 
-def recurrence_from_zero_states(step: Callable, sequences: tf.Tensor) -> tf.Tensor:
+def recurrence_from_zero_states(step: Callable, sequences: tf.Tensor, return_sequences: bool = True) -> tf.Tensor:
     """Runs ``(output_t, states_t) = step(x_t, states_{t-1})`` over ``sequences`` ``[B, T, ...]`` whose ``T``
     is unknown when traced, from zero states: the first step is called with ``states=None`` before the loop
     (so a cell skips the zero states' convolutions), the others in a ``tf.while_loop`` (as Keras' RNN loop
     runs them; it compiles under XLA too). The outputs share one ``TensorArray``, so a window of one frame
-    needs no empty stack and no condition.
+    needs no empty stack and no condition; with ``return_sequences=False`` the loop carries the last output
+    instead (no array, and no zero gradients for the others).
 
     Returns:
-        ``[B, T, ...]``: every step's output.
+        ``[B, T, ...]``: every step's output; ``[B, ...]``, the last step's, without ``return_sequences``.
     """
     steps = tf.shape(sequences)[1]
     time_major = [1, 0, *range(2, sequences.shape.rank)]
     frames = tf.TensorArray(sequences.dtype, size=steps).unstack(tf.transpose(sequences, time_major))
     first, states = step(frames.read(0), None)
-    outputs = tf.TensorArray(first.dtype, size=steps, element_shape=first.shape).write(0, first)
+    if return_sequences:
+        first = tf.TensorArray(first.dtype, size=steps, element_shape=first.shape).write(0, first)
 
     def next_step(t, states, outputs):
         output, states = step(frames.read(t), states)
-        return t + 1, states, outputs.write(t, output)
+        return t + 1, states, (outputs.write(t, output) if return_sequences else output)
 
-    _, _, outputs = tf.while_loop(lambda t, *_: t < steps, next_step, (tf.constant(1), states, outputs),
+    _, _, outputs = tf.while_loop(lambda t, *_: t < steps, next_step, (tf.constant(1), states, first),
                                   maximum_iterations=tf.maximum(steps - 1, 1),  # XLA: gradient stacks of size >= 1
                                   parallel_iterations=32)
-    return tf.transpose(outputs.stack(), time_major)
+    return tf.transpose(outputs.stack(), time_major) if return_sequences else outputs
 
 
 def _after(dependencies, tensors):
