@@ -87,6 +87,11 @@ def build_frame_decoder(block: str, filters: Sequence[int]) -> keras.Model:
     return keras.Model(inputs, x, name="decoder")
 
 
+def _last_step(sequence):
+    """``[B, T, ...] -> [B, ...]``: the last step of a sequence."""
+    return sequence[:, -1]
+
+
 @keras.saving.register_keras_serializable(package="vseg")
 class VideoUNetBackbone(keras.Model):
     """Recurrent UNet backbone of the report (section 2.1, Fig. 2).
@@ -202,16 +207,20 @@ class VideoUNetBackbone(keras.Model):
     def _level_features(self, frames, select, training) -> list:
         """The decoder's inputs: encoder features of ``frames`` ``[B, T, H, W, 3]``, per level, and where
         there are temporal units, ``select`` of each unit's output sequence ``[B, T, h, w, c]``, or with
-        ``select=None`` each unit's last output ``[B, h, w, c]`` (asked of the unit, not sliced from the
-        sequence: the slice's gradient would write zeros for every other step and add them to the states')."""
+        ``select=None`` each unit's last output ``[B, h, w, c]``. That is asked of the unit
+        (``return_sequences=False``), since the gradient of a slice of the sequence writes zeros for every other
+        step and adds them to the states' gradients; but sliced where the units rematerialise, which measured
+        15-20 % less peak memory (docs/BENCHMARKS.md, "The last output alone")."""
         features = list(self.encoder(self.fold_frames(frames), training=training))
         if not self.recurrents:
             return features
-        return [
-            recurrent(unfold(level_features, frames), training=training, return_sequences=False) if select is None
-            else select(recurrent(unfold(level_features, frames), training=training))
-            for level_features, unfold, recurrent in zip(features, self.unfold_levels, self.recurrents, strict=True)
-        ]
+        last_only = select is None and not any(cell.rematerialize for cell in self.cells)
+        if select is None and not last_only:
+            select = _last_step
+        outputs = [recurrent(unfold(level_features, frames), training=training, return_sequences=not last_only)
+                   for level_features, unfold, recurrent in zip(features, self.unfold_levels, self.recurrents,
+                                                                strict=True)]
+        return outputs if last_only else [select(output) for output in outputs]
 
     def step(self, frame, states):
         """One streaming step on a single frame, sharing this backbone's weights.
