@@ -131,7 +131,7 @@ def conv_peak_gflops(dtype: str = "float32", repeats: int = 5, shapes=PROBE_SHAP
     through TensorFlow's own kernels (oneDNN on CPU, cuDNN on GPU). Each
     timed function returns one element of every tensor it computes
     (:func:`one_element`): TensorFlow prunes an op whose output nothing
-    reads, and before 2026-12-05 17:00 UTC the forward + backward probe lost
+    reads, and before 5429d19 (2026-12-05) the forward + backward probe lost
     its forward convolution that way (a gradient given ``ones_like(y)`` does
     not read ``y``), so it timed 2x the FLOPs and counted 3x. Returns every
     measurement and ``peak``: the best median, the most favourable figure

@@ -241,7 +241,7 @@ def time_by_length(runs: dict, repeats: int, warmup: int) -> dict:
 
 def tensorflow_conv_floor(shapes: list[dict], bf16: bool = False):
     """A compiled function running ``shapes``' convolutions forward and backward in TensorFlow (in bfloat16 if
-    ``bf16``), and its inputs. Before 2026-12-05 17:00 UTC its forward convolutions were pruned (nothing read
+    ``bf16``), and its inputs. Before 5429d19 (2026-12-05) its forward convolutions were pruned (nothing read
     their outputs), so the floor timed the backward convolutions alone."""
     import numpy as np
     import tensorflow as tf
