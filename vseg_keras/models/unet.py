@@ -214,9 +214,9 @@ class VideoUNetBackbone(keras.Model):
         features = list(self.encoder(self.fold_frames(frames), training=training))
         if not self.recurrents:
             return features
-        last_only = select is None and not any(cell.rematerialize for cell in self.cells)
-        if select is None and not last_only:
+        if select is None and any(cell.rematerialize for cell in self.cells):
             select = _last_step
+        last_only = select is None
         outputs = [recurrent(unfold(level_features, frames), training=training, return_sequences=not last_only)
                    for level_features, unfold, recurrent in zip(features, self.unfold_levels, self.recurrents,
                                                                 strict=True)]

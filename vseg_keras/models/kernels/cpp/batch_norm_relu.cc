@@ -19,7 +19,6 @@
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
 #include "common.h"
 
 namespace {
@@ -113,11 +112,6 @@ REGISTER_OP("VsegBatchNormReluGrad")
     .Input("gamma: float").Input("mean: float").Input("variance: float")
     .Attr("epsilon: float").Attr("T: {bfloat16, float}")
     .Output("d_x: T").Output("d_gamma: float").Output("d_beta: float")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(2));
-      c->set_output(1, c->input(3));
-      c->set_output(2, c->input(3));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(outputs_shaped_like({2, 3, 3}));
 
 VSEG_REGISTER_CPU_KERNELS("VsegBatchNormReluGrad", BatchNormReluGrad);

@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/platform/threadpool.h"
 
 namespace vseg_cpu {
@@ -85,6 +87,15 @@ inline float block_total(const std::vector<float>& sums, int64_t n, int64_t c) {
 }
 
 }  // namespace vseg_cpu
+
+// A shape function giving output i the shape of input `inputs[i]` (an op's outputs shaped like some of its inputs).
+inline auto outputs_shaped_like(std::initializer_list<int> inputs) {
+  const std::vector<int> sources(inputs);
+  return [sources](tensorflow::shape_inference::InferenceContext* c) {
+    for (size_t i = 0; i < sources.size(); ++i) c->set_output(static_cast<int>(i), c->input(sources[i]));
+    return absl::OkStatus();
+  };
+}
 
 // Registers the CPU kernels of op `name` (type attribute T): class template `kernel` with bfloat16 stored as its
 // bits (uint16_t) and with float32.

@@ -35,7 +35,6 @@
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
 #include "common.h"
 
 namespace {
@@ -341,43 +340,25 @@ REGISTER_OP("VsegGruGates")
     .Attr("T: {bfloat16, float}")
     .Input("pre_gates: T").Input("bias: T").Input("previous: T")
     .Output("reset_previous: T").Output("update: T")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(2));
-      c->set_output(1, c->input(2));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(outputs_shaped_like({2, 2}));
 REGISTER_OP("VsegGruGatesGrad")
     .Attr("T: {bfloat16, float}")
     .Input("d_reset_previous: T").Input("d_update: T").Input("pre_gates: T")
     .Input("bias: T").Input("previous: T")
     .Output("d_pre_gates: T").Output("d_bias: T").Output("d_previous: T")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(2));
-      c->set_output(1, c->input(3));
-      c->set_output(2, c->input(4));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(outputs_shaped_like({2, 3, 4}));
 REGISTER_OP("VsegGruState")
     .Attr("T: {bfloat16, float}")
     .Input("pre_candidate: T").Input("bias: T").Input("update: T").Input("previous: T")
     .Output("state: T")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(3));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(outputs_shaped_like({3}));
 REGISTER_OP("VsegGruStateGrad")
     .Attr("T: {bfloat16, float}")
     .Input("d_state: T").Input("pre_candidate: T").Input("bias: T")
     .Input("update: T").Input("previous: T")
     .Output("d_pre_candidate: T").Output("d_bias: T").Output("d_update: T")
     .Output("d_previous: T")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(4));
-      c->set_output(1, c->input(2));
-      c->set_output(2, c->input(4));
-      c->set_output(3, c->input(4));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(outputs_shaped_like({4, 2, 4, 4}));
 
 REGISTER_OP("VsegGruUpdateGate")
     .Attr("T: {bfloat16, float}")
@@ -395,28 +376,16 @@ REGISTER_OP("VsegGruUpdateGateGrad")
     .Attr("T: {bfloat16, float}")
     .Input("d_update: T").Input("pre_gates: T").Input("bias: T")
     .Output("d_pre_gates: T").Output("d_bias: T")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(1));
-      c->set_output(1, c->input(2));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(outputs_shaped_like({1, 2}));
 REGISTER_OP("VsegGruFirstState")
     .Attr("T: {bfloat16, float}")
     .Input("pre_candidate: T").Input("bias: T").Input("update: T").Output("state: T")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(2));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(outputs_shaped_like({2}));
 REGISTER_OP("VsegGruFirstStateGrad")
     .Attr("T: {bfloat16, float}")
     .Input("d_state: T").Input("pre_candidate: T").Input("bias: T").Input("update: T")
     .Output("d_pre_candidate: T").Output("d_bias: T").Output("d_update: T")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(3));
-      c->set_output(1, c->input(2));
-      c->set_output(2, c->input(3));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(outputs_shaped_like({3, 2, 3}));
 
 VSEG_REGISTER_CPU_KERNELS("VsegGruGates", GruGates);
 VSEG_REGISTER_CPU_KERNELS("VsegGruGatesGrad", GruGatesGrad);
