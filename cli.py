@@ -316,7 +316,7 @@ def parse_contexts(text: str) -> list[int]:
 @click.option("--mixed-precision/--no-mixed-precision", default=TRAIN_DEFAULTS["mixed_precision"], show_default=True,
               help="mixed_float16 on GPU, mixed_bfloat16 on CPU.")
 @click.option("--jit/--no-jit", default=TRAIN_DEFAULTS["jit"], show_default=True,
-              help="XLA-compile the train step (slower on CPU; see docs/BENCHMARKS.md).")
+              help="XLA-compile the train step (much slower on CPU; on JAX always on; see docs/BENCHMARKS.md).")
 @click.option("--remat/--no-remat", default=TRAIN_DEFAULTS["remat"], show_default=True,
               help="Recompute stage and cell activations in the backward pass: "
                    "about 0.4x the memory for 1.3x the time on TensorFlow (same results; any backend).")

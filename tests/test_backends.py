@@ -62,6 +62,27 @@ def test_models_built_on_jax_without_tensorflow_give_the_same_logits_on_tensorfl
     keras.backend.clear_session()
 
 
+def test_the_training_recipe_compiles_a_jitted_step_on_jax_without_tensorflow():
+    """``compile_for_training`` needs no TensorFlow (what ``benchmarks/gpu_train_step.py`` runs on a GPU machine
+    without it) and, on JAX, compiles the step with XLA: Keras' JAX trainer runs it op by op otherwise."""
+    code = (
+        "import sys, json, numpy as np, keras\n"
+        "from vseg_keras.models.registry import build_model\n"
+        "from vseg_keras.models.training_model import TrainingModel\n"
+        "from vseg_keras.train import TrainConfig, compile_for_training\n"
+        "model = TrainingModel(build_model('vanilla-cgru-small-shallow'), 'last_frame')\n"
+        "compile_for_training(model, TrainConfig(model='vanilla-cgru-small-shallow'))\n"
+        "rng = np.random.default_rng(0)\n"
+        "logs = model.train_on_batch(rng.integers(0, 256, (1, 2, 32, 64, 3), np.uint8),\n"
+        "                            rng.integers(0, 20, (1, 32, 64), np.uint8), return_dict=True)\n"
+        "print(json.dumps([bool(model.jit_compile), float(logs['loss']), 'tensorflow' in sys.modules]))\n"
+    )
+    result = run_on("jax", "-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jitted, loss, tensorflow_imported = json.loads(result.stdout.strip().splitlines()[-1])
+    assert jitted and np.isfinite(loss) and loss > 0 and not tensorflow_imported
+
+
 def _imports(path: Path, package_root: Path) -> set[str]:
     """The ``vseg_keras`` modules that ``path`` imports, at any level of the file."""
     modules = {_module_name(p, package_root) for p in package_root.rglob("*.py")}

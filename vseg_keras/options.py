@@ -113,7 +113,7 @@ class TrainConfig:
         void_as_class: train void pixels as the dataset's void class (Cityscapes' class 19, the report)
             instead of ignoring them; only for a dataset spec with a void class.
         mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
-        jit: XLA-compile the train step.
+        jit: XLA-compile the train step (TensorFlow, PyTorch; on JAX it always is).
         remat: rematerialise every UNet stage and temporal-cell step in the
             backward pass (:func:`vseg_keras.models.remat.set_rematerialization`):
             much less memory for about a quarter more time, same numbers.

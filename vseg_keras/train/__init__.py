@@ -29,16 +29,29 @@ intact, and ``history.csv`` holds each finished epoch exactly once. SIGTERM and 
 after the current step with a backup (:mod:`.preemption`).
 """
 
+from typing import TYPE_CHECKING
+
 from vseg_keras.options import TrainConfig, TrainingError
-from vseg_keras.train.loop import train
 from vseg_keras.train.recipe import compile_for_training
-from vseg_keras.train.run_dir import read_resume_state
+
+if TYPE_CHECKING:  # for type checkers and the API reference; at run time imported on first use (below)
+    from vseg_keras.train.loop import train
+    from vseg_keras.train.run_dir import read_resume_state
 
 __all__ = ["TrainConfig", "TrainingError", "compile_for_training", "read_resume_state", "train"]
 
+#: Imported on first use (PEP 562): they need TensorFlow (the pipeline, the run directory's files), the model
+#: and its compile recipe do not, so ``compile_for_training`` also runs where only JAX or PyTorch is installed.
+_LAZY = {"train": "vseg_keras.train.loop", "read_resume_state": "vseg_keras.train.run_dir"}
+
 
 def __getattr__(name: str):
-    """``load_trained_model`` moved to :mod:`vseg_keras.loading`; the old import still works, with a warning."""
+    """:func:`train` and :func:`read_resume_state`, imported on first use; ``load_trained_model`` moved to
+    :mod:`vseg_keras.loading` (the old import still works, with a warning)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "load_trained_model":
         import warnings
 

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 import keras
 
 from vseg_keras.datasets import IGNORE_INDEX, DatasetSpec
-from vseg_keras.distribute import mixed_precision_note, mixed_precision_policy
 from vseg_keras.models import kernels
 from vseg_keras.models.losses import TemporalLoss
 from vseg_keras.models.metrics import DatasetMeanIoU
@@ -34,8 +33,15 @@ def compile_for_training(model: VideoSegmenter | TrainingModel, config: TrainCon
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX),
         metrics=[_miou_metric(config.num_classes or model.num_classes, spec)],
-        jit_compile=config.jit,
+        jit_compile=step_jit_compile(config),
     )
+
+
+def step_jit_compile(config: TrainConfig) -> bool:
+    """Keras' ``jit_compile`` for the train step: ``config.jit`` (``--jit``) on TensorFlow and PyTorch, always
+    on JAX, whose trainer otherwise runs the step op by op (before 2026-12-05 it did: about 2x slower per step
+    and 4x to the first one, docs/BENCHMARKS.md)."""
+    return bool(config.jit) or keras.backend.backend() == "jax"
 
 
 def _miou_metric(num_classes: int, spec: DatasetSpec | None) -> DatasetMeanIoU:
@@ -89,6 +95,8 @@ def precision_policy(config: TrainConfig, log: Callable[[str], None]) -> Iterato
     """Sets the mixed-precision policy while training if ``config.mixed_precision`` (float32 after), and logs
     whether the step runs vseg's compiled CPU ops (building them now, on first use)."""
     if config.mixed_precision:
+        from vseg_keras.distribute import mixed_precision_note, mixed_precision_policy  # needs TensorFlow
+
         policy = mixed_precision_policy()
         keras.mixed_precision.set_global_policy(policy)
         log(f"mixed precision: {policy}")
