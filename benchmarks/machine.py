@@ -121,7 +121,8 @@ def conv_forward_backward(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 PROBE_SHAPES = ((5, 128, 256, 64), (5, 64, 128, 128), (1, 256, 512, 64), (5, 64, 128, 256))
 
 
-def conv_peak_gflops(dtype: str = "float32", repeats: int = 5, shapes=PROBE_SHAPES) -> dict:
+def conv_peak_gflops(dtype: str = "float32", repeats: int = 5, shapes=PROBE_SHAPES,
+                     jit_compile: bool = False) -> dict:
     """The machine's measured convolution throughput (GFLOP/s), the reference for achieved rates.
 
     Times a 3x3 "same" convolution (``C -> C``, FLOPs = 2 x multiply-adds) on
@@ -135,7 +136,10 @@ def conv_peak_gflops(dtype: str = "float32", repeats: int = 5, shapes=PROBE_SHAP
     its forward convolution that way (a gradient given ``ones_like(y)`` does
     not read ``y``), so it timed 2x the FLOPs and counted 3x. Returns every
     measurement and ``peak``: the best median, the most favourable figure
-    the framework reaches on this machine.
+    the framework reaches on this machine. ``jit_compile``: the same
+    functions compiled by XLA (``--jit``; XLA's own CPU convolutions, not
+    oneDNN's, whatever ``XLA_FLAGS`` say: docs/BENCHMARKS.md), to measure
+    what a whole-step ``jit_compile`` starts from.
     """
     results = []
     for shape in shapes:
@@ -144,11 +148,13 @@ def conv_peak_gflops(dtype: str = "float32", repeats: int = 5, shapes=PROBE_SHAP
         x = tf.constant(rng.normal(size=shape), dtype=dtype)
         kernel = tf.constant(rng.normal(size=(3, 3, c, c)) * 0.05, dtype=dtype)
         forward_flops = 2.0 * n * h * w * c * c * 9
-        for label, function, flops in (("forward", tf.function(conv_forward), forward_flops),
-                                       ("forward+backward", tf.function(conv_forward_backward), 3 * forward_flops)):
+        for label, function, flops in (
+                ("forward", tf.function(conv_forward, jit_compile=jit_compile), forward_flops),
+                ("forward+backward", tf.function(conv_forward_backward, jit_compile=jit_compile), 3 * forward_flops)):
             seconds = median(time_calls(lambda f=function, a=x, k=kernel: f(a, k).numpy(), repeats))
             results.append({"shape": list(shape), "pass": label, "gflops_per_s": round(flops / seconds / 1e9, 1)})
-    return {"dtype": dtype, "peak": max(r["gflops_per_s"] for r in results), "probes": results}
+    return {"dtype": dtype, "jit_compile": jit_compile, "peak": max(r["gflops_per_s"] for r in results),
+            "probes": results}
 
 
 def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 7) -> float:
@@ -200,6 +206,8 @@ if __name__ == "__main__":  # the probe on shapes of one's choice, e.g. a small 
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--shape", action="append", default=[], metavar="NxHxWxC")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--jit", action="store_true", help="compile the probe with XLA (jit_compile)")
     arguments = parser.parse_args()
     chosen = [tuple(int(n) for n in text.split("x")) for text in arguments.shape] or PROBE_SHAPES
-    write_report({"machine": machine_info(), **conv_peak_gflops(arguments.dtype, arguments.repeats, chosen)}, None)
+    report = conv_peak_gflops(arguments.dtype, arguments.repeats, chosen, jit_compile=arguments.jit)
+    write_report({"machine": machine_info(), "xla_flags": os.environ.get("XLA_FLAGS", ""), **report}, None)

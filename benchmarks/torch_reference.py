@@ -170,17 +170,18 @@ def torch_weight_count(filters: tuple[int, ...]) -> int:
         b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var")))
 
 
-def torch_train_step(model, mode: str, num_classes: int):
-    """``step(frames, labels)``: one training step of ``model`` (loss, backward, Adam, confusion matrix)."""
+def torch_train_step(model, mode: str, num_classes: int, device: str = "cpu"):
+    """``step(frames, labels)``: one training step of ``model`` (loss, backward, Adam, confusion matrix) on
+    ``device`` (``"cpu"`` or ``"cuda"``: ``model``, ``frames`` and ``labels`` must be there)."""
     import torch
     import torch.nn.functional as functional
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8, fused=True)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     bf16 = mode.endswith("bf16")
 
     def loss_and_predictions(frames, labels):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             logits = model(frames)
         loss = functional.cross_entropy(logits.float(), labels.long(), ignore_index=255)
         return loss, logits.argmax(1)

@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first traces)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per case before it is abandoned")
     parser.add_argument("--baseline", default=None, metavar="DIR",
-                        help="also measure every TensorFlow case with the vseg_keras in DIR (e.g. a git worktree of "
+                        help="also measure every case with the vseg_keras in DIR (e.g. a git worktree of "
                              "an older commit), interleaved; reported with code=baseline. Causal windows need a "
                              "baseline from issue 13 on (older code ignores the switch and decodes every frame)")
     parser.add_argument("--default-allocator", action="store_true",
@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for case in cases:
         for code, code_dir in (("current", None), ("baseline", args.baseline)):
-            if code == "baseline" and (not code_dir or case["backend"] != "tensorflow"):
+            if code == "baseline" and not code_dir:
                 continue
             results.append({**measure_in_child(case, args, code_dir), "code": code})
             print(json.dumps(results[-1]), file=sys.stderr)

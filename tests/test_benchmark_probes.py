@@ -40,3 +40,14 @@ def test_one_element_is_the_first_element_as_float32():
     tensor = tf.constant([[3.5, 2.0], [1.0, 0.0]], tf.bfloat16)
     value = machine.one_element(tensor)
     assert value.dtype == tf.float32 and float(value) == 3.5
+
+
+def test_probe_compiled_by_xla_computes_the_same_three_convolutions():
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(1, 6, 6, 3)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, 3, 3)), tf.float32)
+    plain = float(tf.function(machine.conv_forward_backward)(x, kernel))
+    compiled = float(tf.function(machine.conv_forward_backward, jit_compile=True)(x, kernel))
+    np.testing.assert_allclose(compiled, plain, rtol=1e-5)
+    report = machine.conv_peak_gflops("float32", repeats=1, shapes=((1, 8, 8, 4),), jit_compile=True)
+    assert report["jit_compile"] is True and [p["pass"] for p in report["probes"]] == ["forward", "forward+backward"]
