@@ -36,7 +36,7 @@ import os
 import sys
 import time
 
-from torch_reference import SIZES, build_torch_model, run_child, time_by_length, torch_train_step
+from torch_reference import SIZES, build_torch_model, run_child, time_by_length, torch_train_step, with_time_per_frame
 
 CASES = ("vseg:float32", "vseg:bfloat16", "torch:compile", "torch:compile-bf16")
 
@@ -97,12 +97,7 @@ def measure(case_text: str, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     result = {**case, **run_child(command, args.timeout, {**os.environ, "KERAS_BACKEND": "jax"})}
     result["process_s"] = round(time.perf_counter() - started, 1)
-    by_t = result.get("step_seconds_by_t")
-    if by_t:
-        step_s = sum(by_t.values()) / len(by_t)
-        result["window_s"] = round(step_s, 4)
-        result["frame_ms"] = round(1000 * step_s / (sum(int(t) for t in by_t) / len(by_t) * args.batch), 2)
-    return result
+    return with_time_per_frame(result, args.batch)
 
 
 def main(argv: list[str] | None = None) -> dict:

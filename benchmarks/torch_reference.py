@@ -346,13 +346,18 @@ def measure(case_text: str, args: argparse.Namespace) -> dict:
                    str(args.seq_len), "--batch", str(args.batch), "--repeats", str(args.repeats),
                    "--warmup", str(args.warmup)]
         result = run_child(command, args.timeout, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    result = {**result, "case": case_text, "size": size}
+    return with_time_per_frame({**result, "case": case_text, "size": size}, args.batch)
+
+
+def with_time_per_frame(result: dict, batch: int) -> dict:
+    """``result`` with ``window_s`` (the mean of its per-``T`` medians, ``step_seconds_by_t``) and ``frame_ms``
+    (that over the mean frames of a window and the batch), when it has timings."""
     by_t = result.get("step_seconds_by_t")
     if by_t:
         step_s = sum(by_t.values()) / len(by_t)
         mean_frames = sum(int(t) for t in by_t) / len(by_t)
         result["window_s"] = round(step_s, 4)
-        result["frame_ms"] = round(1000 * step_s / (mean_frames * args.batch), 1)
+        result["frame_ms"] = round(1000 * step_s / (mean_frames * batch), 1)
     return result
 
 

@@ -377,8 +377,8 @@ class ConvRecurrent(keras.layers.RNN):
         if mask is not None:
             if initial_state is None:
                 initial_state = self.cell.get_initial_state(sequences[:, 0])
-            outputs = super().call(sequences, initial_state=initial_state, mask=mask, training=training)
-            return outputs if return_sequences else outputs[:, -1]
+            return _sequence_or_last(super().call(sequences, initial_state=initial_state, mask=mask,
+                                                  training=training), return_sequences)
         if steps is None:
             return self._loop(sequences, initial_state, training, return_sequences)
         # T known when traced (training windows always are): unrolled steps on the T frames
@@ -390,9 +390,9 @@ class ConvRecurrent(keras.layers.RNN):
         frames = ops.unstack(ops.swapaxes(sequences, 0, 1), axis=0)
         initial = None if initial_state is None else tuple(initial_state)
         if training and self.cell.rematerialize:  # a checkpoint that keeps only the states
-            outputs = kernels.recompute_recurrence(functools.partial(self.cell.step, training=True), frames,
-                                                   initial, self.cell.weight_values())
-            return outputs if return_sequences else outputs[:, -1]
+            return _sequence_or_last(kernels.recompute_recurrence(
+                functools.partial(self.cell.step, training=True), frames, initial, self.cell.weight_values()),
+                return_sequences)
         states, outputs = initial, []
         for frame in frames:
             output, states = self.cell(frame, states, training=training)
@@ -405,8 +405,8 @@ class ConvRecurrent(keras.layers.RNN):
         whose first step is told its states are zero, so that it skips their convolutions as the unrolled
         steps do."""
         if initial_state is not None:
-            outputs = super().call(sequences, initial_state=initial_state, training=training)
-            return outputs if return_sequences else outputs[:, -1]
+            return _sequence_or_last(super().call(sequences, initial_state=initial_state, training=training),
+                                     return_sequences)
         from vseg_keras.models.kernels import tensorflow as tf_kernels
 
         return tf_kernels.recurrence_from_zero_states(
@@ -430,6 +430,12 @@ class ConvRecurrent(keras.layers.RNN):
 #: The cells by temporal-unit name, in the zoo's order: the one list of temporal units
 #: (:data:`vseg_keras.models.unet.TEMPORAL_UNITS` adds "none").
 TEMPORAL_CELLS: dict[str, type[_ConvCellBase]] = {"crnn": ConvRNNCell, "cgru": ConvGRUCell, "clstm": ConvLSTMCell}
+
+
+def _sequence_or_last(outputs, return_sequences: bool):
+    """``outputs`` ``[B, T, ...]`` as they are, or their last step ``[B, ...]`` without ``return_sequences`` (for
+    the paths of :class:`ConvRecurrent` that compute the whole sequence anyway)."""
+    return outputs if return_sequences else outputs[:, -1]
 
 
 def make_temporal_cell(kind: str, filters: int, name: str | None = None) -> _ConvCellBase:
