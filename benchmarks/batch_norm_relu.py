@@ -4,7 +4,7 @@ Times one training-mode ``relu(batch_norm(x))`` forward and backward (the gradie
 gamma and beta, given a random gradient at the output) on ``[B, H, W, C]`` tensors in ``--dtype`` (bfloat16 by
 default), as :func:`vseg_keras.models.kernels.tensorflow.fused_batch_norm_relu` runs it in a vanilla or ResNet
 block: ``ops`` (TensorFlow's ``FusedBatchNormV3`` and ``Relu``, oneDNN fusing them, then ``ReluGrad`` and
-``FusedBatchNormGradV3``) and, in bfloat16, ``compiled`` (the same forward, the backward one op of vseg's own,
+``FusedBatchNormGradV3``) and ``compiled`` (the same forward, the backward one op of vseg's own,
 ``vseg_keras/models/kernels/cpp/batch_norm_relu.cc``, built on first use; skipped, with the reason, where it
 cannot be built). Each path is checked first against the same step in float32 (the largest difference relative
 to each output's largest value). Prints the median ms per step, and the floor of the backward pass: reading
@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     print(tensorflow_ops.describe_cpu_ops())
-    compiled = args.dtype == "bfloat16" and tensorflow_ops.batch_norm_relu_grad_op() is not None
-    paths = ("ops", "compiled") if compiled else ("ops",)  # the compiled op is bfloat16 only
+    paths = ("ops", "compiled") if tensorflow_ops.batch_norm_relu_grad_op() is not None else ("ops",)
     bandwidth = memory_bandwidth_gbs()
     rows = []
     for shape in (tuple(int(n) for n in text.split("x")) for text in args.shapes.split(",")):

@@ -24,7 +24,12 @@ megabytes each op type of the train step's graph (as traced, before TensorFlow's
 rewrites; inside called functions too) reads and writes, every input and output
 counted once per op: the traffic of running the step op by op, to set against
 the machine's memory bandwidth (``machine.memory_bandwidth_gbs``); with ``--causal``
-per frame computed over causal windows of every length up to ``--seq-len``.
+per frame computed over causal windows of every length up to ``--seq-len``. With ``--onednn`` it prints
+instead oneDNN's own timings of the ``--steps`` steps (``ONEDNN_VERBOSE=1``, captured from the process's
+standard output): ms per step per primitive kind and pass (a convolution's forward, ``backward_data``: the
+input's gradient, ``backward_weights``: the kernel's), then the convolutions by shape with oneDNN's
+implementation and GFLOP/s. Two ops run side by side on the two op threads, so these times add up to more than
+the step's wall time, and each op's rate is lower than alone.
 
 Usage::
 
@@ -32,6 +37,8 @@ Usage::
         --model vanilla-cgru-original --size 128x256 [--remat] [--mixed] --out profile.json
     TF_CPU_ALLOCATOR_USE_BFC=true TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/profile_train_step.py \\
         --model vanilla-cgru-original --size 512x1024 --remat --warmup 1 --steps 1 --memory --top 25
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/profile_train_step.py --model vanilla-cgru-small-shallow \
+        --size 256x512 --warmup 1 --steps 2 --onednn
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ import collections
 import glob
 import json
 import os
+import re
+import sys
 import tempfile
 
 import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
@@ -54,6 +63,8 @@ from train_step import prepare_training_step
 XLA_EXECUTION_EVENT = "CpuExecutable::ExecuteAsyncOnStream"
 #: The name TensorFlow's inter-op ("op") threads have in the trace; their waits are the table's ``IDLE``.
 OP_THREADS = "tf_Compute"
+#: A convolution's problem in oneDNN's verbose lines, e.g. ``mb5_ic16oc16_ih256oh256kh3sh1dh0ph1_iw512ow512kw3...``.
+ONEDNN_CONVOLUTION = re.compile(r"(?:g(\d+))?mb(\d+)_ic(\d+)oc(\d+)_ih\d+oh(\d+)kh(\d+)\D.*_iw\d+ow(\d+)kw(\d+)\D")
 
 
 def profile_runs(logdir: str) -> set[str]:
@@ -175,12 +186,18 @@ def main(argv: list[str] | None = None) -> dict:
                              "per frame computed over windows of 1..--seq-len frames, each equally likely")
     parser.add_argument("--memory", action="store_true",
                         help="report the buffers alive at the allocator's peak instead of the op times")
+    parser.add_argument("--onednn", action="store_true",
+                        help="report oneDNN's own time per primitive (ONEDNN_VERBOSE) instead of the op times")
     parser.add_argument("--logdir", default=None, help="keep the trace here (default: a temporary folder)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     height, width = parse_size(args.size)
+    if args.onednn:
+        os.environ["ONEDNN_VERBOSE"] = "1"  # read when oneDNN makes its first primitive, in the steps below
     model, frames, labels = prepare_training_step(args.model, height, width, args.seq_len, args.batch,
                                                   mixed=args.mixed, remat=args.remat, causal=args.causal)
+    if args.onednn:
+        return report_onednn(model, frames, labels, args, argv)
     for _ in range(args.warmup):
         model.train_on_batch(frames, labels)
     if args.bytes:
@@ -242,6 +259,74 @@ def report_bytes(model, frames, labels, args, argv) -> dict:
     print(f"| all but convolutions | {report['megabytes_not_convolutions']:.0f} |")
     print(f"| … less what oneDNN fuses when run ({', '.join(FUSED_WHEN_RUN)}) | "
           f"{report['megabytes_not_convolutions_nor_fused']:.0f} |")
+    return report
+
+
+def onednn_verbose_lines(run, marker: str = "vseg-profile-steps") -> list[str]:
+    """oneDNN's verbose lines ``run(mark)`` printed after its call of ``mark()``: the process's standard output
+    (file descriptor 1, where oneDNN writes) is captured in a temporary file meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+") as capture:
+        os.dup2(capture.fileno(), 1)
+        try:
+            run(lambda: os.write(1, f"{marker}\n".encode()))
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read()
+    return text.split(f"{marker}\n", 1)[-1].splitlines()
+
+
+def convolution_gflop(problem: str) -> float:
+    """The GFLOP of one convolution (any pass: each has the forward's multiply-adds) from oneDNN's problem
+    descriptor; 0 if it is not one."""
+    match = ONEDNN_CONVOLUTION.search(problem + "_")
+    if not match:
+        return 0.0
+    groups, batch, c_in, c_out, out_h, k_h, out_w, k_w = (int(value or 1) for value in match.groups())
+    return 2 * batch * c_in * c_out * out_h * out_w * k_h * k_w / groups / 1e9
+
+
+def report_onednn(model, frames, labels, args, argv) -> dict:
+    """Prints and returns oneDNN's time per step by primitive kind and pass, then the convolutions by shape."""
+    def run(mark):
+        for _ in range(args.warmup):
+            model.train_on_batch(frames, labels)
+        mark()
+        for _ in range(args.steps):
+            model.train_on_batch(frames, labels)
+
+    by_pass: dict[str, float] = collections.Counter()
+    by_shape: dict[tuple, list] = collections.defaultdict(lambda: [0, 0.0])
+    for line in onednn_verbose_lines(run):
+        fields = line.strip().split(",")
+        if len(fields) < 10 or fields[0] != "onednn_verbose" or fields[3] != "exec":
+            continue
+        kind, implementation, propagation, problem, ms = fields[5], fields[6], fields[7], fields[-2], float(fields[-1])
+        by_pass[f"{kind} {propagation}"] += ms / args.steps
+        if kind == "convolution":
+            entry = by_shape[(propagation, implementation, problem)]
+            entry[0] += 1 / args.steps
+            entry[1] += ms / args.steps
+    if not by_pass:
+        raise SystemExit("oneDNN printed no timings: is it on (TF_ENABLE_ONEDNN_OPTS) and was ONEDNN_VERBOSE read?")
+    shapes = [{"pass": key[0], "implementation": key[1], "problem": key[2], "calls_per_step": round(calls, 1),
+               "ms_per_step": round(ms, 1), "gflops_per_s": round(convolution_gflop(key[2]) * calls / ms * 1e3, 1)}
+              for key, (calls, ms) in sorted(by_shape.items(), key=lambda item: -item[1][1])]
+    report = {**report_header("profile_train_step", argv), "onednn_ms_per_step": {
+        name: round(ms, 1) for name, ms in sorted(by_pass.items(), key=lambda item: -item[1])},
+        "convolutions": shapes}
+    write_report(report, args.out)
+    print("| oneDNN primitive, pass | ms per step |\n|---|--:|")
+    for name, ms in report["onednn_ms_per_step"].items():
+        print(f"| {name} | {ms} |")
+    print("\n| convolution pass | implementation | problem | calls per step | ms per step | GFLOP/s |\n"
+          "|---|---|---|--:|--:|--:|")
+    for row in shapes[: args.top]:
+        print("| " + " | ".join(str(value) for value in row.values()) + " |")
     return report
 
 

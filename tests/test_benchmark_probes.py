@@ -51,3 +51,38 @@ def test_probe_compiled_by_xla_computes_the_same_three_convolutions():
     np.testing.assert_allclose(compiled, plain, rtol=1e-5)
     report = machine.conv_peak_gflops("float32", repeats=1, shapes=((1, 8, 8, 4),), jit_compile=True)
     assert report["jit_compile"] is True and [p["pass"] for p in report["probes"]] == ["forward", "forward+backward"]
+
+
+def test_conv_levers_compute_the_convolutions_they_replace():
+    """Each reformulation in benchmarks/conv_levers.py gives the direct convolution's output and gradients: a
+    2x2 stride-2 convolution as space_to_depth and a matrix product, a transposed one as a matrix product and
+    depth_to_space, the head with its kernel padded to 16 outputs."""
+    import conv_levers
+
+    for name, (kind, level, c_in, c_out) in conv_levers.CASES.items():
+        tensors = conv_levers.case_tensors(kind, level, c_in, c_out, frames=2, height=16, width=24, dtype="float32")
+        direct, *others = (conv_levers.forward_backward(kind, variant, *tensors)()
+                           for variant in conv_levers.VARIANTS[kind])
+        assert direct[0].shape[-1] == c_out, name
+        for other in others:
+            for theirs, ours in zip(direct, other, strict=True):
+                np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+def test_onednn_profile_reads_convolution_problems_and_only_the_marked_steps():
+    """profile_train_step.py --onednn: the GFLOP of a convolution from oneDNN's problem descriptor, and only the
+    lines written to file descriptor 1 (where oneDNN prints) after the warm-up's mark."""
+    import profile_train_step as profile
+
+    gflop = profile.convolution_gflop("mb5_ic16oc20_ih256oh256kh3sh1dh0ph1_iw512ow512kw3sw1dw0pw1")
+    assert abs(gflop - 2 * 5 * 16 * 20 * 256 * 512 * 9 / 1e9) < 1e-9
+    strided = profile.convolution_gflop("mb5_ic32oc64_ih128oh64kh2sh2dh0ph0_iw256ow128kw2sw2dw0pw0")
+    assert abs(strided - 2 * 5 * 32 * 64 * 64 * 128 * 4 / 1e9) < 1e-9
+    assert profile.convolution_gflop("mb5ic16ih256iw512") == 0.0  # a BatchNorm's problem
+
+    def run(mark):
+        os.write(1, b"warm-up line\n")
+        mark()
+        os.write(1, b"onednn_verbose,v1,primitive,exec,cpu,convolution\n")
+
+    assert profile.onednn_verbose_lines(run) == ["onednn_verbose,v1,primitive,exec,cpu,convolution"]
