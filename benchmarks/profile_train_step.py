@@ -37,7 +37,7 @@ Usage::
         --model vanilla-cgru-original --size 128x256 [--remat] [--mixed] --out profile.json
     TF_CPU_ALLOCATOR_USE_BFC=true TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/profile_train_step.py \\
         --model vanilla-cgru-original --size 512x1024 --remat --warmup 1 --steps 1 --memory --top 25
-    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/profile_train_step.py --model vanilla-cgru-small-shallow \
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/profile_train_step.py --model vanilla-cgru-small-shallow \\
         --size 256x512 --warmup 1 --steps 2 --onednn
 """
 

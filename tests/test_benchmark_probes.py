@@ -56,7 +56,7 @@ def test_probe_compiled_by_xla_computes_the_same_three_convolutions():
 def test_conv_levers_compute_the_convolutions_they_replace():
     """Each reformulation in benchmarks/conv_levers.py gives the direct convolution's output and gradients: a
     2x2 stride-2 convolution as space_to_depth and a matrix product, a transposed one as a matrix product and
-    depth_to_space, the head with its kernel padded to 16 outputs."""
+    depth_to_space, the head with its kernel padded with zero outputs to a multiple of 16."""
     import conv_levers
 
     for name, (kind, level, c_in, c_out) in conv_levers.CASES.items():
