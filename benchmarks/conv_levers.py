@@ -126,8 +126,7 @@ def measure_passes(args, height: int, width: int) -> list[dict]:
             "forward": lambda x=x, kernel=kernel: tf.nn.conv2d(x, kernel, 1, "SAME"),
             "input gradient": lambda x=x, kernel=kernel, upstream=upstream: tf.raw_ops.Conv2DBackpropInput(
                 input_sizes=x.shape, filter=kernel, out_backprop=upstream, strides=[1, 1, 1, 1], padding="SAME"),
-            "kernel gradient": lambda x=x, kernel=kernel, upstream=upstream: tf.raw_ops.Conv2DBackpropFilter(
-                input=x, filter_sizes=kernel.shape, out_backprop=upstream, strides=[1, 1, 1, 1], padding="SAME"),
+            "kernel gradient": lambda x=x, kernel=kernel, upstream=upstream: kernel_gradient(x, upstream, kernel.shape),
         }
         gflop = 2 * h * w * c_in * c_out * 9 / 1e9
         for name, computation in passes.items():
