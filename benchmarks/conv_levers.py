@@ -35,7 +35,7 @@ import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns 
 import numpy as np
 import tensorflow as tf
 from gru_tails import largest_difference
-from machine import median, one_element, parse_size, report_header, time_calls, write_report
+from machine import median, one_element, parse_size, report_rows, time_calls
 
 #: ``vanilla-cgru-small-shallow``'s convolutions outside its cells that oneDNN runs least efficiently:
 #: name -> (kind, level of the input, input channels, output channels).
@@ -184,13 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     height, width = parse_size(args.size)
     measure = measure_stacked if args.stacked else measure_passes if args.passes else measure_levers
     rows = measure(args, height, width)
-    report = {**report_header("conv_levers", argv), "rows": rows}
-    write_report(report, args.out)
-    columns = list(rows[0])
-    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row[column]) for column in columns) + " |")
-    return report
+    return report_rows("conv_levers", argv, rows, args.out)
 
 
 if __name__ == "__main__":

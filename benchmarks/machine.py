@@ -188,15 +188,29 @@ def write_report(report: dict, path: str | None) -> None:
         os.replace(f"{path}.tmp", path)
 
 
-def print_bandwidth_table(report: dict, columns: dict[str, str]) -> None:
-    """Prints the copy bandwidth of ``report`` and its ``rows`` as a markdown table: ``columns`` maps each row
-    key to its heading (numeric columns right-aligned)."""
-    print(f"copy bandwidth {report['copy_bandwidth_gb_per_s']:.1f} GB/s")
-    first = report["rows"][0] if report["rows"] else {}
+def print_table(rows: list[dict], columns: dict[str, str] | None = None) -> None:
+    """Prints ``rows`` as a markdown table: ``columns`` maps each row key to its heading (default: the first row's
+    keys as they are; numeric columns right-aligned)."""
+    first = rows[0] if rows else {}
+    columns = columns or {key: key for key in first}
     print("| " + " | ".join(columns.values()) + " |")
     print("|" + "|".join("--:" if isinstance(first.get(key), (int, float)) else "---" for key in columns) + "|")
-    for row in report["rows"]:
+    for row in rows:
         print("| " + " | ".join(str(row[key]) for key in columns) + " |")
+
+
+def report_rows(benchmark: str, argv: list[str] | None, rows: list[dict], path: str | None) -> dict:
+    """The report of a benchmark whose results are ``rows``: written to ``path`` (JSON) and printed as a table."""
+    report = {**report_header(benchmark, argv), "rows": rows}
+    write_report(report, path)
+    print_table(rows)
+    return report
+
+
+def print_bandwidth_table(report: dict, columns: dict[str, str]) -> None:
+    """Prints the copy bandwidth of ``report`` and its ``rows`` as a markdown table (:func:`print_table`)."""
+    print(f"copy bandwidth {report['copy_bandwidth_gb_per_s']:.1f} GB/s")
+    print_table(report["rows"], columns)
 
 
 if __name__ == "__main__":  # the probe on shapes of one's choice, e.g. a small model's channel counts
