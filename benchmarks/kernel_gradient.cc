@@ -1,8 +1,8 @@
 // A prototype for benchmarks/kernel_gradient.py (not part of the library): the kernel gradient of a 3x3, stride-1,
 // "same" convolution in float32, channels last, C_in a multiple of 8 and C_out of 16, as one TensorFlow CPU op:
 //   VsegBenchKernelGradient(x [N, H, W, C_in], d_y [N, H, W, C_out]) -> d_kernel [3, 3, C_in, C_out]
-// Each image row of d_y is read once per kernel row: per 16 output channels and 8 input channels, 24 AVX-512
-// accumulators (three kernel columns by eight input channels) take one FMA per input value broadcast. The rows are
+// For each kernel row and each block of 8 input by 16 output channels, one pass along an image row: 24 AVX-512
+// accumulators (three kernel columns by eight input channels), one FMA per input value broadcast. The rows are
 // split into a fixed number of blocks on the intra-op threads, each with its own partial sums, added in block
 // order (the same on any thread count).
 #include <immintrin.h>
@@ -74,9 +74,11 @@ class KernelGradient : public OpKernel {
                 __m512 acc[3][8];
                 for (int kw = 0; kw < 3; ++kw)
                   for (int i = 0; i < 8; ++i) acc[kw][i] = _mm512_setzero_ps();
-                row_span<true>(xr, dyr, W, ci, co, ci0, co0, 0, 1, acc);
-                row_span<false>(xr, dyr, W, ci, co, ci0, co0, 1, W - 1, acc);
-                row_span<true>(xr, dyr, W, ci, co, ci0, co0, W - 1, W, acc);
+                row_span<true>(xr, dyr, W, ci, co, ci0, co0, 0, std::min<int64_t>(W, 1), acc);  // the edges
+                if (W > 1) {
+                  row_span<false>(xr, dyr, W, ci, co, ci0, co0, 1, W - 1, acc);
+                  row_span<true>(xr, dyr, W, ci, co, ci0, co0, W - 1, W, acc);
+                }
                 for (int kw = 0; kw < 3; ++kw)
                   for (int i = 0; i < 8; ++i) {
                     float* p = pw + ((kh * 3 + kw) * ci + ci0 + i) * co + co0;

@@ -37,15 +37,23 @@ from gru_tails import largest_difference
 from machine import median, one_element, parse_size, report_rows, time_calls
 from train_step import prepare_training_step
 
+from vseg_keras.cpu_kernels import cpu_flags
 from vseg_keras.models import layers
 from vseg_keras.models.kernels import tensorflow_ops
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_gradient.cc")
 
 
+def library_target() -> str:
+    """Where the prototype is built in vseg's cache (keyed by its source, the library's header, TF and the CPU)."""
+    return tensorflow_ops.library_path((SOURCE, *tensorflow_ops.HEADERS)).replace("cpu_ops-", "bench-kernel-grad-")
+
+
 def load_op():
-    """The prototype op, built into vseg's cache on first use (keyed by its source and the library's header)."""
-    target = tensorflow_ops.library_path((SOURCE, *tensorflow_ops.HEADERS)).replace("cpu_ops-", "bench-kernel-grad-")
+    """The prototype op, built on first use; ``RuntimeError`` on a CPU without AVX-512 (its intrinsics need it)."""
+    if "avx512f" not in (cpu_flags() or []):
+        raise RuntimeError("kernel_gradient.cc needs AVX-512 (avx512f), which this CPU lacks")
+    target = library_target()
     if not os.path.exists(target):
         tensorflow_ops.build_library((SOURCE,), target)
     return tf.load_op_library(target).vseg_bench_kernel_gradient
@@ -119,21 +127,21 @@ def measure_alone(op, args, height: int, width: int) -> list[dict]:
 
 def measure_step(op, args, height: int, width: int) -> list[dict]:
     causal = args.windows == "causal"
-    models, replaced = {}, {"oneDNN": 0}
+    steps, replaced = {}, {"oneDNN": 0}
     for name in ("oneDNN", "own"):
         model, frames, labels = prepare_training_step("vanilla-cgru-small-shallow", height, width, args.seq_len, 1,
                                                       causal=causal)
         with own_kernel_gradients(op) if name == "own" else contextlib.nullcontext([]) as traced:
             model.train_on_batch(frames, labels)  # traced here
             replaced[name] = len(traced)
-        models[name] = model
-    times = {name: [] for name in models}
+        steps[name] = lambda model=model, frames=frames, labels=labels: model.train_on_batch(frames, labels)
+    times = {name: [] for name in steps}
     for _ in range(args.rounds):
-        for name, model in models.items():
-            times[name] += time_calls(lambda model=model: model.train_on_batch(frames, labels), args.repeats, 1)
+        for name, step in steps.items():
+            times[name] += time_calls(step, args.repeats, 1)
     return [{"windows": args.windows, "frames": args.seq_len, "kernel gradients": name,
              "convolutions traced with it": replaced[name], "s_per_step": round(median(times[name]), 4)}
-            for name in models]
+            for name in steps]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -280,6 +280,16 @@ def onednn_verbose_lines(run, marker: str = "vseg-profile-steps") -> list[str]:
     return text.split(f"{marker}\n", 1)[-1].splitlines()
 
 
+def onednn_execution(line: str) -> tuple[str, str, str, str, float] | None:
+    """``(primitive kind, implementation, propagation, problem, ms)`` of one primitive's execution in oneDNN's
+    verbose output (``onednn_verbose,v1,primitive,exec,cpu,<kind>,<implementation>,<propagation>,...,<problem>,
+    <ms>``); ``None`` for any other line."""
+    fields = line.strip().split(",")
+    if len(fields) < 10 or fields[0] != "onednn_verbose" or fields[3] != "exec":
+        return None
+    return fields[5], fields[6], fields[7], fields[-2], float(fields[-1])
+
+
 def convolution_gflop(problem: str) -> float:
     """The GFLOP of one convolution (any pass: each has the forward's multiply-adds) from oneDNN's problem
     descriptor; 0 if it is not one."""
@@ -301,11 +311,8 @@ def report_onednn(model, frames, labels, args, argv) -> dict:
 
     by_pass: dict[str, float] = collections.Counter()
     by_shape: dict[tuple, list] = collections.defaultdict(lambda: [0, 0.0])
-    for line in onednn_verbose_lines(run):
-        fields = line.strip().split(",")
-        if len(fields) < 10 or fields[0] != "onednn_verbose" or fields[3] != "exec":
-            continue
-        kind, implementation, propagation, problem, ms = fields[5], fields[6], fields[7], fields[-2], float(fields[-1])
+    for execution in filter(None, map(onednn_execution, onednn_verbose_lines(run))):
+        kind, implementation, propagation, problem, ms = execution
         by_pass[f"{kind} {propagation}"] += ms / args.steps
         if kind == "convolution":
             entry = by_shape[(propagation, implementation, problem)]

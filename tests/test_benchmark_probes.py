@@ -80,6 +80,14 @@ def test_onednn_profile_reads_convolution_problems_and_only_the_marked_steps():
     strided = profile.convolution_gflop("mb5_ic32oc64_ih128oh64kh2sh2dh0ph0_iw256ow128kw2sw2dw0pw0")
     assert abs(strided - 2 * 5 * 32 * 64 * 64 * 128 * 4 / 1e9) < 1e-9
     assert profile.convolution_gflop("mb5ic16ih256iw512") == 0.0  # a BatchNorm's problem
+    grouped = profile.convolution_gflop("g2mb1_ic64oc64_ih8oh8kh3sh1dh0ph1_iw8ow8kw3sw1dw0pw1")
+    assert abs(grouped - 2 * 64 * 64 * 8 * 8 * 9 / 2 / 1e9) < 1e-12
+    line = ("onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx512_core,backward_weights,"
+            "src:f32::blocked:acdb::f0 wei:f32:a:blocked:Acdb16a::f0,attr-scratchpad:user,alg:convolution_direct,"
+            "mb5_ic16oc20_ih256oh256kh3sh1dh0ph1_iw512ow512kw3sw1dw0pw1,36.7")
+    assert profile.onednn_execution(line) == ("convolution", "jit:avx512_core", "backward_weights",
+                                              "mb5_ic16oc20_ih256oh256kh3sh1dh0ph1_iw512ow512kw3sw1dw0pw1", 36.7)
+    assert profile.onednn_execution("onednn_verbose,v1,info,cpu,runtime:threadpool,nthr:2") is None
 
     def run(mark):
         os.write(1, b"warm-up line\n")
@@ -90,23 +98,30 @@ def test_onednn_profile_reads_convolution_problems_and_only_the_marked_steps():
 
 
 def test_kernel_gradient_prototype_computes_tensorflows_and_refuses_what_it_does_not_fit():
-    """benchmarks/kernel_gradient.cc, the by-hand prototype (built with vseg's builder where a compiler is found):
-    TensorFlow's kernel gradient of a 3x3 "same" convolution, edges included, and an error for channels it does
-    not take."""
+    """benchmarks/kernel_gradient.cc, the by-hand prototype (built with vseg's builder on a CPU with AVX-512 and a
+    compiler): TensorFlow's kernel gradient of a 3x3 "same" convolution, the image's edges included (widths of 1,
+    2 and 7), and an error for channels it does not take. Elsewhere loading it says why it cannot."""
     import kernel_gradient
 
+    from vseg_keras.cpu_kernels import cpu_flags
     from vseg_keras.models.kernels import tensorflow_ops
 
-    if not tensorflow_ops.compiler():
+    if "avx512f" not in (cpu_flags() or []):
+        with pytest.raises(RuntimeError, match="AVX-512"):
+            kernel_gradient.load_op()
+        return
+    if not tensorflow_ops.compiler() and not os.path.exists(kernel_gradient.library_target()):
         with pytest.raises(FileNotFoundError):
             kernel_gradient.load_op()
         return
     op = kernel_gradient.load_op()
     rng = np.random.default_rng(3)
-    x = tf.constant(rng.normal(size=(2, 5, 7, 16)), tf.float32)
-    d_y = tf.constant(rng.normal(size=(2, 5, 7, 32)), tf.float32)
-    expected = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[3, 3, 16, 32], out_backprop=d_y,
-                                               strides=[1, 1, 1, 1], padding="SAME")
-    np.testing.assert_allclose(op(x, d_y).numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+    for height, width in ((5, 7), (3, 1), (2, 2)):
+        x = tf.constant(rng.normal(size=(2, height, width, 16)), tf.float32)
+        d_y = tf.constant(rng.normal(size=(2, height, width, 32)), tf.float32)
+        expected = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[3, 3, 16, 32], out_backprop=d_y,
+                                                   strides=[1, 1, 1, 1], padding="SAME")
+        np.testing.assert_allclose(op(x, d_y).numpy(), expected.numpy(), rtol=1e-5, atol=1e-4,
+                                   err_msg=f"{height}x{width}")
     with pytest.raises(tf.errors.InvalidArgumentError, match="expected"):
         op(x[..., :12], d_y)
