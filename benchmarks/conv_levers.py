@@ -35,7 +35,7 @@ import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns 
 import numpy as np
 import tensorflow as tf
 from gru_tails import largest_difference
-from machine import median, one_element, parse_size, report_rows, time_calls
+from machine import median, one_element, parse_size, report_rows, time_alternately, time_calls
 
 #: ``vanilla-cgru-small-shallow``'s convolutions outside its cells that oneDNN runs least efficiently:
 #: name -> (kind, level of the input, input channels, output channels).
@@ -108,11 +108,9 @@ def measure_levers(args, height: int, width: int) -> list[dict]:
         differences = {v: largest_difference(reference, [t.numpy() for t in step()]) for v, step in steps.items()}
         if max(differences.values()) > 1e-4 and args.dtype == "float32":
             raise SystemExit(f"{name}: a variant differs from direct by {max(differences.values()):.2g}")
-        times = {variant: [] for variant in steps}
-        for _ in range(args.repeats):  # interleaved: one call of each variant per round
-            for variant, step in steps.items():
-                times[variant] += time_calls(lambda step=step: [one_element(t) for t in step()], 1, 0)
-        rows += [{"case": name, "variant": variant, "ms": round(1000 * median(times[variant]), 2),
+        times = time_alternately({variant: lambda step=step: [one_element(t) for t in step()]
+                                  for variant, step in steps.items()}, rounds=args.repeats)
+        rows += [{"case": name, "variant": variant, "ms": round(1000 * median(sum(times[variant], [])), 2),
                   "largest_relative_difference": round(differences[variant], 6)} for variant in steps]
     return rows
 
@@ -128,13 +126,18 @@ def measure_passes(args, height: int, width: int) -> list[dict]:
                 input_sizes=x.shape, filter=kernel, out_backprop=upstream, strides=[1, 1, 1, 1], padding="SAME"),
             "kernel gradient": lambda x=x, kernel=kernel, upstream=upstream: kernel_gradient(x, upstream, kernel.shape),
         }
-        gflop = 2 * h * w * c_in * c_out * 9 / 1e9
+        gflop = conv3x3_gflop(1, h, w, c_in, c_out)
         for name, computation in passes.items():
             timed = tf.function(lambda computation=computation: one_element(computation()))
             seconds = median(time_calls(timed, args.repeats, 2))
             rows.append({"shape": f"1x{h}x{w}, {c_in}->{c_out}", "pass": name, "ms": round(1000 * seconds, 2),
                          "gflops_per_s": round(gflop / seconds, 1)})
     return rows
+
+
+def conv3x3_gflop(frames: int, height: int, width: int, c_in: int, c_out: int) -> float:
+    """The GFLOP of a 3x3 "same" convolution's pass (each has the forward's multiply-adds) on ``frames`` frames."""
+    return 2 * frames * height * width * c_in * c_out * 9 / 1e9
 
 
 def kernel_gradient(x, upstream, kernel_shape):
@@ -160,12 +163,11 @@ def measure_stacked(args, height: int, width: int) -> list[dict]:
         variants = kernel_gradient_variants(inputs, upstreams, (3, 3, c_in, c_out))
         difference = largest_difference(*([tf.cast(f(), "float32").numpy()] for f in variants.values()))
         timed = {name: tf.function(lambda f=f: one_element(f())) for name, f in variants.items()}
-        times = {name: [] for name in timed}
-        for _ in range(args.repeats):
-            for name, function in timed.items():
-                times[name] += time_calls(function, 1, 1 if not times[name] else 0)
+        for function in timed.values():
+            function()  # traced before the timed rounds
+        times = time_alternately(timed, rounds=args.repeats)
         rows += [{"shape": f"{height >> level}x{width >> level}, {c_in}->{c_out}", "per cell step": per_step,
-                  "variant": name, "ms": round(1000 * median(times[name]), 2),
+                  "variant": name, "ms": round(1000 * median(sum(times[name], [])), 2),
                   "largest_relative_difference": round(difference, 6)} for name in timed]
     return rows
 

@@ -32,9 +32,9 @@ import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns 
 import keras
 import numpy as np
 import tensorflow as tf
-from conv_levers import PASS_SHAPES, kernel_gradient
+from conv_levers import PASS_SHAPES, conv3x3_gflop, kernel_gradient
 from gru_tails import largest_difference
-from machine import median, one_element, parse_size, report_rows, time_calls
+from machine import median, one_element, parse_size, report_rows, time_alternately
 from train_step import prepare_training_step
 
 from vseg_keras.cpu_kernels import cpu_flags
@@ -114,11 +114,9 @@ def measure_alone(op, args, height: int, width: int) -> list[dict]:
         if difference > 1e-4:
             raise SystemExit(f"{frames}x{h}x{w}, {c_in}->{c_out}: the prototype differs by {difference:.2g}")
         timed = {name: tf.function(lambda f=f: one_element(f())) for name, f in variants.items()}
-        times = {name: [] for name in timed}
-        for _ in range(args.rounds):
-            for name, function in timed.items():
-                times[name] += time_calls(function, args.repeats, 2)
-        gflop = 2 * frames * h * w * c_in * c_out * 9 / 1e9
+        times = {name: sum(rounds, []) for name, rounds in
+                 time_alternately(timed, args.rounds, args.repeats, warmup=2).items()}
+        gflop = conv3x3_gflop(frames, h, w, c_in, c_out)
         rows += [{"shape": f"{frames}x{h}x{w}, {c_in}->{c_out}", "kernel gradient": name,
                   "ms": round(1000 * median(times[name]), 2), "gflops_per_s": round(gflop / median(times[name]), 1),
                   "largest_relative_difference": round(difference, 7)} for name in timed]
@@ -135,10 +133,8 @@ def measure_step(op, args, height: int, width: int) -> list[dict]:
             model.train_on_batch(frames, labels)  # traced here
             replaced[name] = len(traced)
         steps[name] = lambda model=model, frames=frames, labels=labels: model.train_on_batch(frames, labels)
-    times = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            times[name] += time_calls(step, args.repeats, 1)
+    times = {name: sum(rounds, []) for name, rounds in
+             time_alternately(steps, args.rounds, args.repeats, warmup=1).items()}
     return [{"windows": args.windows, "frames": args.seq_len, "kernel gradients": name,
              "convolutions traced with it": replaced[name], "s_per_step": round(median(times[name]), 4)}
             for name in steps]

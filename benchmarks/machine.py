@@ -83,6 +83,17 @@ def time_calls(function: Callable[[], object], repeats: int, warmup: int = 1) ->
     return seconds
 
 
+def time_alternately(functions: dict[str, Callable[[], object]], rounds: int, repeats: int = 1,
+                     warmup: int = 0) -> dict[str, list[list[float]]]:
+    """Per function, the seconds of its calls in each of ``rounds`` rounds; a round gives each function in turn
+    ``warmup`` untimed then ``repeats`` timed calls (:func:`time_calls`), so that noise falls on all alike."""
+    times: dict[str, list[list[float]]] = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            times[name].append(time_calls(function, repeats, warmup))
+    return times
+
+
 def random_pixels(shape: tuple[int, ...], rng: np.random.Generator | None = None) -> tf.Tensor:
     """Random uint8 RGB frames of ``shape``: what the data pipeline feeds a model."""
     rng = rng if rng is not None else np.random.default_rng(0)

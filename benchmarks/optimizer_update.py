@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from gru_tails import largest_difference
-from machine import median, report_header, time_calls, write_report
+from machine import median, report_header, time_alternately, write_report
 
 from vseg_keras.models.registry import build_model
 
@@ -71,10 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
             check()
     difference = largest_difference([w.numpy() for w in copies["keras"]], [w.numpy() for w in copies["fused"]])
     updates = {"keras": keras_update(weights, gradients), "fused": fused_update(weights, gradients)}
-    times = {name: [] for name in updates}
-    for _ in range(args.rounds):
-        for name, update in updates.items():
-            times[name].append(round(1000 * median(time_calls(update, args.repeats, 3)), 2))
+    times = {name: [round(1000 * median(seconds), 2) for seconds in rounds]
+             for name, rounds in time_alternately(updates, args.rounds, args.repeats, warmup=3).items()}
     report = {**report_header("optimizer_update", argv), "model": args.model, "weights": len(weights),
               "values": int(sum(np.prod(w.shape) for w in weights)), "ms_per_round": times,
               "largest_relative_difference_after_3_updates": round(difference, 6)}
