@@ -59,7 +59,8 @@ def model_argument(command):
 
 
 threads_option = click.option("--threads", default=None, type=click.IntRange(min=1),
-                              help="CPU threads of a .tflite/.onnx model (default: the runtime's).")
+                              help="CPU threads of a .tflite/.onnx model (default: every core for .tflite, "
+                                   "ONNX Runtime's own for .onnx).")
 
 
 def progress_option(help_text: str):

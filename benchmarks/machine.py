@@ -200,14 +200,15 @@ def write_report(report: dict, path: str | None) -> None:
 
 
 def print_table(rows: list[dict], columns: dict[str, str] | None = None) -> None:
-    """Prints ``rows`` as a markdown table: ``columns`` maps each row key to its heading (default: the first row's
-    keys as they are; numeric columns right-aligned)."""
-    first = rows[0] if rows else {}
-    columns = columns or {key: key for key in first}
+    """Prints ``rows`` as a markdown table: ``columns`` maps each row key to its heading (default: every row's keys
+    as they are, in order of first appearance; a row without one leaves its cell empty; numeric columns
+    right-aligned)."""
+    columns = columns or {key: key for row in rows for key in row}
+    numeric = {key: any(isinstance(row.get(key), (int, float)) for row in rows) for key in columns}
     print("| " + " | ".join(columns.values()) + " |")
-    print("|" + "|".join("--:" if isinstance(first.get(key), (int, float)) else "---" for key in columns) + "|")
+    print("|" + "|".join("--:" if numeric[key] else "---" for key in columns) + "|")
     for row in rows:
-        print("| " + " | ".join(str(row[key]) for key in columns) + " |")
+        print("| " + " | ".join(str(row.get(key, "")) for key in columns) + " |")
 
 
 def report_rows(benchmark: str, argv: list[str] | None, rows: list[dict], path: str | None) -> dict:

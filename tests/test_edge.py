@@ -132,6 +132,10 @@ def test_int8_miou_is_within_two_points_of_float32(trained, edge_files):
 def test_the_files_have_the_documented_inputs_and_outputs(trained, edge_files):
     litert = open_edge_model(edge_files["float16"])
     assert litert.fixed_size == SIZE and litert.has_logits
+    # LiteRT runs on every core unless told (its own default is one thread), with the same labels as on one.
+    one_thread, window = open_edge_model(edge_files["float16"], threads=1), val_clips(trained)[0]
+    assert litert.threads == len(os.sched_getaffinity(0)) and one_thread.threads == 1
+    np.testing.assert_array_equal(litert.clip_labels(window), one_thread.clip_labels(window))
     assert litert.state_shapes == {"state_0": (1, 64, 128, 16), "state_1": (1, 32, 64, 32), "state_2": (1, 16, 32, 64)}
     outputs = litert.run({"frame": np.zeros((1, *SIZE, 3), np.uint8), **litert.initial_states(*SIZE)})
     assert outputs["labels"].dtype == np.uint8 and outputs["labels"].shape == (1, *SIZE)
@@ -151,7 +155,7 @@ def test_the_files_have_the_documented_inputs_and_outputs(trained, edge_files):
     with open(os.path.join(trained["saved_model"], "assets.extra", "vseg_dataset.json")) as handle:
         assert json.load(handle) == CITYSCAPES.to_json()
     assert all(not isinstance(i.shape[0], int) for i in onnx._session.get_inputs())  # the batch axis is dynamic
-    clip = val_clips(trained)[0][:2]
+    clip = window[:2]
     pair = onnx.run({"frame": clip, **{name: np.zeros((2, *shape[1:]), np.float32)
                                        for name, shape in onnx.state_shapes.items()}})
     singles = [onnx.run({"frame": frame[None], **onnx.initial_states(*SIZE)})["labels"][0] for frame in clip]

@@ -68,8 +68,8 @@ def evaluate(
 
     A :class:`~vseg_keras.frame_models.FrameModel` (a ``.tflite``/``.onnx`` file or a SavedModel, see
     :func:`open_model_to_evaluate`) runs frame by frame: each window from zero states (a SavedModel the
-    ``batch_size`` windows of a batch together, with states per window; an edge file, whose batch is fixed at
-    1, one window at a time), or each clip.
+    ``batch_size`` windows of a batch together, with states per window; an edge file one window at a time),
+    or each clip.
 
     Args:
         model: the model to evaluate: a Keras model, or a frame model.

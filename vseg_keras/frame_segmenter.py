@@ -31,7 +31,8 @@ class FrameSegmenter:
         model: ``.keras`` file, run directory, SavedModel folder (a version folder, or a base
             folder whose highest version is used), or ``.tflite``/``.onnx`` file from ``vseg export``;
             or a :class:`~vseg_keras.frame_models.FrameModel`.
-        threads: CPU threads of a LiteRT or ONNX Runtime model (default: the runtime's).
+        threads: CPU threads of a LiteRT or ONNX Runtime model (default: every core for LiteRT, ONNX
+            Runtime's own for ONNX; :func:`~vseg_keras.edge.runtime.open_edge_model`).
 
     Attributes:
         frame_model: the :class:`~vseg_keras.frame_models.FrameModel` that runs the frames.

@@ -88,7 +88,8 @@ def open_frame_model(model_path: str, threads: int | None = None) -> FrameModel:
 
     Args:
         model_path: the model, local or on any TensorFlow filesystem.
-        threads: CPU threads of a LiteRT or ONNX Runtime model (default: the runtime's).
+        threads: CPU threads of a LiteRT or ONNX Runtime model (default: every core for LiteRT, ONNX
+            Runtime's own for ONNX; :func:`~vseg_keras.edge.runtime.open_edge_model`).
 
     Raises:
         ValueError, FileNotFoundError, ImportError: one line naming the model, or the package to install.

@@ -229,7 +229,8 @@ def predict_video(
             announces its frame count, see :func:`announced_frame_count`).
         warn: called with a one-line warning (a video that decodes fewer frames than its
             container announces); default: printed to stderr.
-        threads: CPU threads of a LiteRT or ONNX Runtime model (default: the runtime's).
+        threads: CPU threads of a LiteRT or ONNX Runtime model (default: every core for LiteRT, ONNX
+            Runtime's own for ONNX; :func:`~vseg_keras.edge.runtime.open_edge_model`).
         side_by_side: the video shows the input frame and the overlay next to each other.
         scale: the video's frames are this many times larger than the input's (1-16), so that a
             small video's legend can be read.

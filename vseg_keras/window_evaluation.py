@@ -4,7 +4,8 @@ Each window is the labelled frame after ``context`` frames (the report: 11), bat
 runs whole windows (or, without temporal consistency, only what reaches the last frame), a frame model
 (SavedModel, ``.tflite``, ``.onnx``) runs each window frame by frame from zero states, as on a device: a
 SavedModel the batch's windows together (:meth:`~vseg_keras.frame_models.FrameModel.windows_labels`, the
-states per window), an edge file (batch fixed at 1) one window at a time.
+states per window), an edge file one window at a time (stepping them together was no faster in LiteRT or
+ONNX Runtime: ``benchmarks/edge_evaluation.py``).
 ``save_predictions`` writes the labelled frames in the Cityscapes result format,
 ``{frame name}_pred_labelIds.png`` holding the dataset's raw label values.
 """

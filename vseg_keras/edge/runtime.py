@@ -59,8 +59,8 @@ class EdgeFrameModel(FrameModel):
 
     def _check_batch(self, batch_size: int) -> None:
         if batch_size != 1:
-            raise ValueError(f"{self.path} takes one frame at a time (its batch is fixed at 1 at export); "
-                             f"got {batch_size}")
+            raise ValueError(f"{self.path}: vseg runs edge files one frame at a time (clips in turn; batching "
+                             f"them was no faster); got {batch_size} clips")
 
     def check_frame(self, frame: np.ndarray) -> None:
         """Raises ``ValueError`` (one line) unless ``frame`` is uint8 RGB ``[H, W, 3]`` of the fixed size."""
@@ -89,17 +89,28 @@ class EdgeFrameModel(FrameModel):
         raise NotImplementedError
 
 
+def default_litert_threads() -> int:
+    """The CPU threads a LiteRT file runs on unless told: the cores this process may run on (its affinity)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class LiteRTFrameModel(EdgeFrameModel):
-    """A ``.tflite`` file run by the LiteRT interpreter (``ai-edge-litert``) on the CPU (XNNPACK)."""
+    """A ``.tflite`` file run by the LiteRT interpreter (``ai-edge-litert``) on the CPU (XNNPACK).
+
+    Args:
+        path: the file.
+        threads: CPU threads (kept as ``threads``); default: every core this process may run on
+            (:func:`default_litert_threads`). LiteRT's own default is one thread, half the speed on two cores.
+    """
 
     format = "LiteRT"
 
     def __init__(self, path: str, threads: int | None = None):
         interpreter_module = require("ai_edge_litert.interpreter", f"running {path}")
         content = files.read_bytes(path)
+        self.threads = threads or default_litert_threads()
         try:
-            interpreter = interpreter_module.Interpreter(model_content=content,
-                                                         **({"num_threads": threads} if threads else {}))
+            interpreter = interpreter_module.Interpreter(model_content=content, num_threads=self.threads)
             self._runner = interpreter.get_signature_runner()
         except (ValueError, RuntimeError) as error:
             raise ValueError(f"{path}: not a valid LiteRT model ({files.error_reason(error)})") from None
@@ -111,7 +122,12 @@ class LiteRTFrameModel(EdgeFrameModel):
 
 
 class OnnxFrameModel(EdgeFrameModel):
-    """An ``.onnx`` file run by ONNX Runtime on the CPU."""
+    """An ``.onnx`` file run by ONNX Runtime on the CPU.
+
+    Args:
+        path: the file.
+        threads: CPU threads of its operators; default: ONNX Runtime's own (one per physical core).
+    """
 
     format = "ONNX"
 
@@ -138,7 +154,8 @@ def open_edge_model(path: str, threads: int | None = None) -> EdgeFrameModel:
 
     Args:
         path: the file.
-        threads: CPU threads (default: the runtime's).
+        threads: CPU threads; default: every core for LiteRT (:func:`default_litert_threads`; LiteRT's own
+            default is one), ONNX Runtime's own for ONNX (one per physical core).
 
     Raises:
         FileNotFoundError: no such file. ValueError: not a valid file from ``vseg export``.
