@@ -408,6 +408,20 @@ def test_eval_is_deterministic_with_gt_last(write_split):
     assert sorted(sequences) == list(range(5))
 
 
+def test_one_pass_pipelines_run_without_autotuning(write_split):
+    """Evaluation and validation read a split once through a fresh iterator each time. With tf.data's autotuning
+    on, dropping that iterator can wait as long as it lived (benchmarks/iterator_teardown.py), so the evaluation
+    pipeline turns it off; the training pipelines, whose one iterator lasts the whole run, keep it."""
+    val_dir = write_split(split="val", num_snippets=2)
+    evaluation = data.make_eval_dataset(val_dir, batch_size=2, context=11, with_metadata=True)
+    assert evaluation.options().autotune.enabled is False
+    assert len(list(evaluation)) == 1  # and it still reads the split
+    train_dir = write_split(num_snippets=2)
+    options = dict(batch_size=2, seq_len=3, crop=(8, 12), seed=0)
+    assert data.make_train_dataset(train_dir, **options).options().autotune.enabled is True
+    assert data.make_epoch_stream(train_dir, steps_per_epoch=2, **options).options().autotune.enabled is True
+
+
 def test_eval_context_longer_than_stored_is_an_error(write_split):
     data_dir = write_split(split="val", num_snippets=1, num_shards=1)
     with pytest.raises(ValueError, match="context 20 needs 20 stored frames .* stores 19"):

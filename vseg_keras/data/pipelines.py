@@ -49,7 +49,8 @@ def _window_pipeline(
         load: decoded (and augmented) window of a selected one.
         batch: how windows are batched.
         finish: maps applied to each batch, in order.
-        training: shuffle the shards and seed ``select`` from ``seed``.
+        training: shuffle the shards and seed ``select`` from ``seed``; else read once, without tf.data's
+            autotuning (:func:`~vseg_keras.data.reading.with_options`).
         seed: seed of the shuffles and of ``select``; ``None`` = nondeterministic.
         repeat: repeat the snippets forever.
         shuffle_buffer: windows in the shuffle buffer (0 or 1: off).
@@ -70,7 +71,7 @@ def _window_pipeline(
     dataset = batch(dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic))
     for step in finish:
         dataset = dataset.map(step, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    return with_options(dataset.prefetch(AUTOTUNE), deterministic)
+    return with_options(dataset.prefetch(AUTOTUNE), deterministic, autotune=training)
 
 
 def make_train_dataset(
