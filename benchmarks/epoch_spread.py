@@ -11,7 +11,10 @@ short epochs of the same work and records, per training step:
 * with ``--probe``, a fixed matmul in a separate process, 50 ms of every second (5 % of a core): its
   rate falls when the machine is busy whoever makes it busy.
 
-Per epoch it reports the medians; ``slow`` epochs are those over 1.3x the median epoch. If slow epochs
+Per epoch it reports the medians, and the epoch's whole time with its validation pass
+(``epoch_with_validation_s``; ``--val-steps 0`` validates on the whole synthetic val split of
+``--val-sequences`` sequences, as ``vseg train`` does by default); ``slow`` epochs are those over 1.3x the
+median epoch. If slow epochs
 spend the same CPU per step as fast ones but get less of the cores while other processes' CPU rises,
 the machine is the cause; if their CPU per step rises, it is vseg's own work (retracing, the pipeline, the
 allocator).
@@ -74,10 +77,14 @@ def make_recorder():
         def __init__(self):
             super().__init__()
             self.steps: list[dict] = []
+            self.epoch_walls: dict[int, float] = {}
             self.epoch = 0
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
+            self.epoch, self.epoch_start = epoch, time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):  # after the validation pass
+            self.epoch_walls[epoch] = time.perf_counter() - self.epoch_start
 
         def on_train_batch_begin(self, batch, logs=None):
             self.start = (time.time(), time.perf_counter(), time.process_time(), *host_jiffies())
@@ -93,7 +100,7 @@ def make_recorder():
     return StepRecorder()
 
 
-def summarise(steps: list[dict], probe: list[tuple[float, float]]) -> list[dict]:
+def summarise(steps: list[dict], probe: list[tuple[float, float]], epoch_walls: dict[int, float]) -> list[dict]:
     epochs = []
     for epoch in sorted({s["epoch"] for s in steps}):
         rows = [s for s in steps[1:] if s["epoch"] == epoch]  # the very first step traces
@@ -102,6 +109,7 @@ def summarise(steps: list[dict], probe: list[tuple[float, float]]) -> list[dict]
         rates = [rate for when, rate in probe if start <= when <= end]
         epochs.append({
             "epoch": epoch + 1, "steps": len(rows), "wall_s": round(wall, 2),
+            "epoch_with_validation_s": round(epoch_walls.get(epoch, float("nan")), 2),
             "median_step_ms": round(1000 * statistics.median(r["wall"] for r in rows), 1),
             "cpu_ms_per_step": round(1000 * cpu / len(rows), 1),
             "cores_used": round(cpu / wall, 2),
@@ -126,11 +134,13 @@ def main() -> None:
     parser.add_argument("--probe", action="store_true", help="run the matmul probe beside training")
     parser.add_argument("--full-windows", action="store_true",
                         help="windows of 5 frames (the same work every step) instead of causal ones of 1..5")
+    parser.add_argument("--val-steps", type=int, default=1, help="validation batches per epoch (0: the whole split)")
+    parser.add_argument("--val-sequences", type=int, default=1, help="sequences in the synthetic val split")
     parser.add_argument("--data-dir", default=BENCH_DATA_DIR)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     height, width = (int(side) for side in args.size.split("x"))
-    shards = synthetic_shards(args.data_dir, height, width, snippets=16)
+    shards = synthetic_shards(args.data_dir, height, width, snippets=16, val_sequences=args.val_sequences)
     from vseg_keras.train import TrainConfig, train
 
     manager = multiprocessing.Manager()
@@ -140,13 +150,14 @@ def main() -> None:
         prober.start()
     recorder = make_recorder()
     config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, seq_len=5,
-                         steps_per_epoch=args.steps, val_steps=1, backup_every=0, full_windows=args.full_windows)
+                         steps_per_epoch=args.steps, val_steps=args.val_steps or None, backup_every=0,
+                         full_windows=args.full_windows)
     with tempfile.TemporaryDirectory(prefix="vseg-spread-") as run_dir:
         train(shards, run_dir, config, log=lambda line: None, verbose=0, callbacks=[recorder])
     if prober:
         stop.set()
         prober.join()
-    epochs = summarise(recorder.steps, list(probe))
+    epochs = summarise(recorder.steps, list(probe), recorder.epoch_walls)
     write_report({**report_header("epoch_spread", None), "model": args.model, "size": args.size,
                   "batch_size": args.batch_size, "full_windows": args.full_windows, "epochs": epochs}, args.out)
 

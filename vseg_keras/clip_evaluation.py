@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from vseg_keras import data, files, records
-from vseg_keras.data.reading import read_snippets
+from vseg_keras.data.reading import read_snippets, with_options
 from vseg_keras.datasets import DatasetSpec
 from vseg_keras.frame_segmenter import FrameSegmenter, RunSize, plan_for, segment_frame
 from vseg_keras.metrics import TC_KEYS, VC_WINDOWS, TemporalConsistency, VideoConsistency, confusion_matrix
@@ -43,8 +43,8 @@ class _Clip:
 def read_clips(data_dir: str, split: str) -> Iterator[_Clip]:
     """The clips of a split in manifest order, labelled or not (TensorFlow reads and parses the records)."""
     info = data.split_info(data_dir, split)
-    parsed = read_snippets(info, input_context=None, shuffle_files=False, seed=None, deterministic=True,
-                           labelled_only=False)
+    parsed = with_options(read_snippets(info, input_context=None, shuffle_files=False, seed=None, deterministic=True,
+                                        labelled_only=False), deterministic=True, autotune=False)  # read once
     for clip in parsed.as_numpy_iterator():
         yield _Clip(clip[records.CLIP].decode(), list(clip[records.FRAMES]),
                     [name.decode() for name in clip[records.FRAME_NAMES]],
