@@ -29,11 +29,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 
 import numpy as np
 from edge_latency import EDGE_FILES, export_all, street_windows
+from epoch_time import BENCH_DATA_DIR, synthetic_shards
 from machine import median, parse_size, report_rows, time_alternately
 
 from vseg_keras.edge.runtime import EdgeFrameModel, default_litert_threads, open_edge_model
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="runtime CPU threads (default: vseg's)")
     parser.add_argument("--end-to-end", action="store_true", help="time evaluate() with LiteRT's threads instead")
     parser.add_argument("--sequences", type=int, default=4, help="windows per evaluate() run (--end-to-end)")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "vseg-epoch-bench"),
-                        help="where the synthetic data is written once and reused (shared with epoch_time.py)")
+    parser.add_argument("--data-dir", default=BENCH_DATA_DIR, help="the synthetic data's folder (epoch_time.py's)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     default_formats = [key for key in EDGE_FILES if key.startswith("litert")] if args.end_to_end else list(EDGE_FILES)
@@ -133,8 +132,6 @@ def main(argv: list[str] | None = None) -> dict:
 def rows_of(key: str, path: str, size: tuple[int, int], args: argparse.Namespace) -> list[dict]:
     """The rows of one edge file: per batch size, or (``--end-to-end``) per thread count and TC."""
     if args.end_to_end:
-        from epoch_time import synthetic_shards
-
         if not key.startswith("litert"):
             raise SystemExit(f"--end-to-end compares LiteRT's threads; --format {key} is not a LiteRT file")
         shards = synthetic_shards(args.data_dir, *size, snippets=1, val_sequences=args.sequences)

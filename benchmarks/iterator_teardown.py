@@ -21,11 +21,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 
-from machine import median, report_header, write_report
+from epoch_time import BENCH_DATA_DIR, synthetic_shards
+from machine import median, parse_size, report_header, write_report
 
 import vseg_keras  # noqa: F401  (before TensorFlow: the CPU kernels vseg turns on)
 
@@ -66,13 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sequences", type=int, default=8, help="windows in the split")
     parser.add_argument("--context", type=int, default=11, help="frames before the labelled one")
     parser.add_argument("--rounds", type=int, default=10, help="passes with each setting")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "vseg-epoch-bench"),
-                        help="where the synthetic data is written once and reused (shared with epoch_time.py)")
+    parser.add_argument("--data-dir", default=BENCH_DATA_DIR, help="the synthetic data's folder (epoch_time.py's)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    from epoch_time import synthetic_shards
-    from machine import parse_size
-
     shards = synthetic_shards(args.data_dir, *parse_size(args.size), snippets=1, val_sequences=args.sequences)
     autotune_on = tf.data.Options()
     autotune_on.autotune.enabled = True
