@@ -71,13 +71,12 @@ def time_litert_steps(path: str, frame: np.ndarray, rounds: int) -> list[dict]:
     default threads (no ``num_threads``), one thread and vseg's default, alternately over ``rounds`` rounds of 3."""
     from ai_edge_litert.interpreter import Interpreter
 
-    counts = {"LiteRT's default": {}, "one thread": {"num_threads": 1},
-              f"{default_litert_threads()} threads (vseg's default)": {"num_threads": default_litert_threads()}}
-    inputs = {"frame": frame[None], **open_edge_model(path, 1).initial_states(*frame.shape[:2])}
-    runners = {label: Interpreter(model_path=path, **options).get_signature_runner()
-               for label, options in counts.items()}
-    times = time_alternately({label: lambda runner=runner: runner(**inputs) for label, runner in runners.items()},
-                             rounds, repeats=3, warmup=1)
+    one_thread, vseg_default = open_edge_model(path, 1), open_edge_model(path)
+    inputs = {"frame": frame[None], **one_thread.initial_states(*frame.shape[:2])}
+    litert_default = Interpreter(model_path=path).get_signature_runner()  # no num_threads: LiteRT's choice
+    runs = {"LiteRT's default": lambda: litert_default(**inputs), "one thread": lambda: one_thread.run(inputs),
+            f"{vseg_default.threads} threads (vseg's default)": lambda: vseg_default.run(inputs)}
+    times = time_alternately(runs, rounds, repeats=3, warmup=1)
     return [{"threads": label, "step_ms": round(1000 * median([t for round_ in values for t in round_]), 1)}
             for label, values in times.items()]
 
