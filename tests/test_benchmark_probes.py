@@ -9,7 +9,6 @@ import os
 import sys
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
@@ -95,33 +94,3 @@ def test_onednn_profile_reads_convolution_problems_and_only_the_marked_steps():
         os.write(1, b"onednn_verbose,v1,primitive,exec,cpu,convolution\n")
 
     assert profile.onednn_verbose_lines(run) == ["onednn_verbose,v1,primitive,exec,cpu,convolution"]
-
-
-def test_kernel_gradient_prototype_computes_tensorflows_and_refuses_what_it_does_not_fit():
-    """benchmarks/kernel_gradient.cc, the by-hand prototype (built with vseg's builder on a CPU with AVX-512 and a
-    compiler): TensorFlow's kernel gradient of a 3x3 "same" convolution, the image's edges included (widths of 1,
-    2 and 7), and an error for channels it does not take. Elsewhere loading it says why it cannot."""
-    import kernel_gradient
-
-    from vseg_keras.cpu_kernels import cpu_flags
-    from vseg_keras.models.kernels import tensorflow_ops
-
-    if "avx512f" not in (cpu_flags() or []):
-        with pytest.raises(RuntimeError, match="AVX-512"):
-            kernel_gradient.load_op()
-        return
-    if not tensorflow_ops.compiler() and not os.path.exists(kernel_gradient.library_target()):
-        with pytest.raises(FileNotFoundError):
-            kernel_gradient.load_op()
-        return
-    op = kernel_gradient.load_op()
-    rng = np.random.default_rng(3)
-    for height, width in ((5, 7), (3, 1), (2, 2)):
-        x = tf.constant(rng.normal(size=(2, height, width, 16)), tf.float32)
-        d_y = tf.constant(rng.normal(size=(2, height, width, 32)), tf.float32)
-        expected = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[3, 3, 16, 32], out_backprop=d_y,
-                                                   strides=[1, 1, 1, 1], padding="SAME")
-        np.testing.assert_allclose(op(x, d_y).numpy(), expected.numpy(), rtol=1e-5, atol=1e-4,
-                                   err_msg=f"{height}x{width}")
-    with pytest.raises(tf.errors.InvalidArgumentError, match="expected"):
-        op(x[..., :12], d_y)

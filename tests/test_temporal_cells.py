@@ -302,9 +302,9 @@ def nested_layers(layer) -> list:
     return [layer, *(inner for sub in getattr(layer, "layers", []) for inner in nested_layers(sub))]
 
 
-def gradients_and_compiled_op_calls(model, frames, labels) -> tuple[list, int, int]:
-    """The weight gradients of ``model``'s cross-entropy on ``frames`` (the last frame's ``labels``), and the calls
-    of vseg's compiled cGRU ops and of its BatchNorm + ReLU gradient op in that traced forward and backward pass."""
+def traced_gradients(model, frames, labels) -> tuple[list, tf.Graph]:
+    """The weight gradients of ``model``'s cross-entropy on ``frames`` (the last frame's ``labels``), and the graph
+    of that traced forward and backward pass."""
     def gradients(x):
         with tf.GradientTape() as tape:
             logits = tf.cast(model(x, training=True), "float32")
@@ -314,8 +314,15 @@ def gradients_and_compiled_op_calls(model, frames, labels) -> tuple[list, int, i
 
     traced = tf.function(gradients)
     graph = traced.get_concrete_function(frames).graph
+    return [g.numpy() for g in traced(frames)], graph
+
+
+def gradients_and_compiled_op_calls(model, frames, labels) -> tuple[list, int, int]:
+    """:func:`traced_gradients`, and the calls of vseg's compiled cGRU ops and of its BatchNorm + ReLU gradient op
+    in that pass."""
+    gradients, graph = traced_gradients(model, frames, labels)
     calls = vseg_op_calls(graph), sum(op.type == "VsegBatchNormReluGrad" for op in graph.get_operations())
-    return [g.numpy() for g in traced(frames)], *calls
+    return gradients, *calls
 
 
 def relative_distance(ours: list, theirs: list) -> float:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import keras
 from keras import ops
 
-from vseg_keras.models.kernels import compiles_cpu_ops, normal_cdf, on_tensorflow
+from vseg_keras.models.kernels import compiles_cpu_ops, normal_cdf, on_tensorflow, takes_own_kernel_gradients
 
 _PACKAGE = "vseg"
 
@@ -95,7 +95,7 @@ JOINED_CONVOLUTION_DTYPES: tuple[str, ...] = ("bfloat16",)
 JOINED_CONVOLUTION_MAX_PART_CHANNELS: int = 32
 
 
-def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
+def conv_of_concatenation(parts, kernel, channels=None, training: bool = False, **conv_kwargs):
     """``conv(concatenate(parts, axis=-1), kernel)``, mostly without building the concatenation.
 
     The kernel is split along its input channels and the convolutions of the
@@ -112,6 +112,8 @@ def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
         parts: tensors ``[N, H, W, C_i]`` (channels last), or ``None`` for a zero part.
         kernel: ``[k, k, sum(C_i), C_out]`` (a tensor or a variable).
         channels: the ``C_i``, needed where a part is ``None`` (default: the parts' own).
+        training: whether this is a training graph, where float32 convolutions on TensorFlow may take their
+            kernel gradients from vseg's compiled op (:func:`convolve`).
         **conv_kwargs: :func:`keras.ops.conv` arguments (``strides``, ``padding``, ...).
 
     Returns:
@@ -128,14 +130,26 @@ def conv_of_concatenation(parts, kernel, channels=None, **conv_kwargs):
     if len(kept) > 1 and _joins_parts(kept):
         if len(kept) < len(parts):  # the kept parts' rows of the kernel
             kernel = ops.concatenate([kernel[:, :, row] for row in rows], axis=2)
-        return ops.conv(ops.concatenate(kept, axis=-1), kernel, **conv_kwargs)
+        return convolve(ops.concatenate(kept, axis=-1), kernel, training, **conv_kwargs)
     if len(parts) == 1:  # a plain convolution: no kernel slice
-        return ops.conv(kept[0], kernel, **conv_kwargs)
+        return convolve(kept[0], kernel, training, **conv_kwargs)
     outputs = None
     for part, row in zip(kept, rows, strict=True):
-        output = ops.conv(part, kernel[:, :, row], **conv_kwargs)
+        output = convolve(part, kernel[:, :, row], training, **conv_kwargs)
         outputs = output if outputs is None else outputs + output
     return outputs
+
+
+def convolve(x, kernel, training: bool = False, **conv_kwargs):
+    """``keras.ops.conv(x, kernel, **conv_kwargs)``; in ``training`` on TensorFlow in float32
+    (:func:`~vseg_keras.models.kernels.takes_own_kernel_gradients`), through
+    :func:`vseg_keras.models.kernels.tensorflow.conv`, whose 3x3 convolutions take their kernel gradients from vseg's
+    compiled op on CPUs with AVX-512 (the same numbers up to rounding)."""
+    if training and takes_own_kernel_gradients(x.dtype):
+        from vseg_keras.models.kernels import tensorflow as tf_kernels
+
+        return tf_kernels.conv(x, kernel, **conv_kwargs)
+    return ops.conv(x, kernel, **conv_kwargs)
 
 
 def _joins_parts(parts: list) -> bool:
@@ -184,11 +198,20 @@ class Conv2D(keras.layers.Conv2D):
                              f"got {tuple(input_shape)}")
         return shape
 
-    def convolution_op(self, inputs, kernel):
+    def call(self, inputs, training=None):
+        """Keras' ``Conv2D.call`` (convolution, bias, activation), with ``training`` passed to the convolution
+        (:func:`conv_of_concatenation`)."""
+        outputs = self.convolution_op(inputs, self.kernel, training=bool(training))
+        if self.use_bias:
+            outputs = ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, self.filters)))
+        return outputs if self.activation is None else self.activation(outputs)
+
+    def convolution_op(self, inputs, kernel, training: bool = False):
         parts = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         self._check_channels([tuple(part.shape) for part in parts])
         return conv_of_concatenation(parts, kernel, strides=list(self.strides), padding=self.padding,
-                                     dilation_rate=self.dilation_rate, data_format=self.data_format)
+                                     dilation_rate=self.dilation_rate, data_format=self.data_format,
+                                     training=training)
 
     def compute_output_shape(self, input_shape):
         return super().compute_output_shape(self._check_channels(input_shape))

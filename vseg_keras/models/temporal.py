@@ -87,15 +87,17 @@ class _ConvCellBase(keras.layers.Layer):
     def _bias(self, name: str, channels: int):
         return self.add_weight(name=name, shape=(channels,), initializer=self.bias_initializer)
 
-    def _conv(self, parts, kernel, bias=None):
+    def _conv(self, parts, kernel, bias=None, training: bool = False):
         """3x3 "same" conv, plus ``bias`` unless ``None``, of the channel concatenation of ``parts``
         (:func:`conv_of_concatenation`).
 
         Every part has the cell's ``filters`` channels; a part that is ``None`` is a zero state, whose
         convolution (zero) is skipped (:func:`conv_of_concatenation`). With no part left it is ``bias``
-        (``[filters]``, which broadcasts as the convolution would).
+        (``[filters]``, which broadcasts as the convolution would). ``training``: a training graph's step
+        (:func:`conv_of_concatenation`).
         """
-        output = conv_of_concatenation(parts, kernel, channels=[self.filters] * len(parts), strides=1, padding="same")
+        output = conv_of_concatenation(parts, kernel, channels=[self.filters] * len(parts), training=training,
+                                       strides=1, padding="same")
         if output is None:
             return bias
         return output if bias is None else ops.add(output, bias)
@@ -196,8 +198,8 @@ class ConvRNNCell(_ConvCellBase):
     def step(self, inputs, states: tuple | None, weights: dict, training: bool = False) -> tuple:
         (previous,) = (None,) if states is None else states
         output = ops.relu(
-            self._conv([inputs], weights["input_kernel"], weights["input_bias"])
-            + self._conv([previous], weights["recurrent_kernel"], weights["recurrent_bias"])
+            self._conv([inputs], weights["input_kernel"], weights["input_bias"], training)
+            + self._conv([previous], weights["recurrent_kernel"], weights["recurrent_bias"], training)
         )
         return (output,)
 
@@ -241,9 +243,9 @@ class ConvGRUCell(_ConvCellBase):
     def step(self, inputs, states: tuple | None, weights: dict, training: bool = False) -> tuple:
         (previous,) = (None,) if states is None else states
         gates_tail, state_tail = self._tails(training)
-        reset_previous, update = gates_tail(self._conv([inputs, previous], weights["gate_kernel"]),
+        reset_previous, update = gates_tail(self._conv([inputs, previous], weights["gate_kernel"], training=training),
                                             weights["gate_bias"], previous)
-        pre_candidate = self._conv([inputs, reset_previous], weights["candidate_kernel"])
+        pre_candidate = self._conv([inputs, reset_previous], weights["candidate_kernel"], training=training)
         return (state_tail(pre_candidate, weights["candidate_bias"], update, previous),)
 
     def _tails(self, training: bool) -> tuple:
@@ -320,7 +322,7 @@ class ConvLSTMCell(_ConvCellBase):
 
     def step(self, inputs, states: tuple | None, weights: dict, training: bool = False) -> tuple:
         hidden, memory = (None, None) if states is None else states
-        gates = self._conv([inputs, hidden], weights["gate_kernel"], weights["gate_bias"])
+        gates = self._conv([inputs, hidden], weights["gate_kernel"], weights["gate_bias"], training)
         input_gate, forget_gate, candidate, output_gate = ops.split(gates, 4, axis=-1)
         written = ops.sigmoid(input_gate) * ops.tanh(candidate)
         memory = written if memory is None else ops.sigmoid(forget_gate) * memory + written  # f . c_0 = 0

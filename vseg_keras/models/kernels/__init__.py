@@ -96,3 +96,16 @@ def compiles_cpu_ops(dtype: str) -> bool:
     dtype of :data:`COMPILED_OP_DTYPES` (:mod:`vseg_keras.models.kernels.tensorflow` decides whether they run:
     where they load, on a machine without GPUs, outside a step XLA compiles whole)."""
     return on_tensorflow() and dtype in COMPILED_OP_DTYPES
+
+
+#: Compute dtypes in which a convolution in training on TensorFlow may take its kernel gradient from vseg's compiled
+#: op (:func:`vseg_keras.models.kernels.tensorflow.conv`, which decides by shape and CPU): float32 only (the op has
+#: no bfloat16 version).
+OWN_KERNEL_GRADIENT_DTYPES: tuple[str, ...] = ("float32",)
+
+
+def takes_own_kernel_gradients(dtype: str) -> bool:
+    """Whether a convolution computing in ``dtype`` in training goes through
+    :func:`vseg_keras.models.kernels.tensorflow.conv`: on TensorFlow, in a dtype of
+    :data:`OWN_KERNEL_GRADIENT_DTYPES`."""
+    return on_tensorflow() and keras.backend.standardize_dtype(dtype) in OWN_KERNEL_GRADIENT_DTYPES

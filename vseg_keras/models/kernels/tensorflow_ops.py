@@ -1,6 +1,7 @@
 """vseg's own TensorFlow CPU ops (C++ in ``cpp/``), built on first use with the installed TensorFlow and loaded.
 
-One library, from ``cpp/*.cc`` (with ``cpp/common.h``), for the training step (bfloat16 and float32):
+One library, from ``cpp/*.cc`` (with ``cpp/common.h``), for the training step (bfloat16 and float32; the kernel
+gradient float32 only):
 
 - ``gru_tails.cc``: a cGRU step's element-wise work (the gates, the new state, and their gradients, with a
   previous state or from a zero one), one pass over its tensors each, where TensorFlow runs a dozen ops each
@@ -8,7 +9,10 @@ One library, from ``cpp/*.cc`` (with ``cpp/common.h``), for the training step (b
   :func:`gru_tail_ops`;
 - ``batch_norm_relu.cc``: the gradient of a training-mode BatchNorm and the ReLU after it in one op, where
   TensorFlow runs ``ReluGrad`` then ``FusedBatchNormGradV3`` (docs/BENCHMARKS.md, "BatchNorm and ReLU's
-  gradient"): :func:`batch_norm_relu_grad_op`.
+  gradient"): :func:`batch_norm_relu_grad_op`;
+- ``conv_kernel_gradient.cc``: the kernel gradient of a float32 3x3, stride-1, "same" convolution, faster than
+  oneDNN's on a small model's channels on CPUs with AVX-512 (docs/BENCHMARKS.md, "Kernel gradients of vseg's
+  own"): :func:`conv3x3_kernel_gradient_op`.
 
 The library is compiled with the C++ compiler (``$CXX``, else ``g++``) against the headers in the TensorFlow
 wheel, once per source, TensorFlow version and CPU, into ``$VSEG_CACHE_DIR`` (default ``$XDG_CACHE_HOME/vseg``
@@ -38,8 +42,9 @@ SWITCH_ENV = "VSEG_BUILD_CPU_OPS"
 CACHE_ENV = "VSEG_CACHE_DIR"
 #: The folder of the C++ sources.
 SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpp")
-#: The C++ sources of the library (the cGRU tail ops, the BatchNorm + ReLU gradient op).
-SOURCES = tuple(os.path.join(SOURCE_DIR, name) for name in ("gru_tails.cc", "batch_norm_relu.cc"))
+#: The C++ sources of the library (the cGRU tail ops, the BatchNorm + ReLU gradient op, the 3x3 kernel gradient).
+SOURCES = tuple(os.path.join(SOURCE_DIR, name)
+                for name in ("gru_tails.cc", "batch_norm_relu.cc", "conv_kernel_gradient.cc"))
 #: What the sources include (part of the library's cache key).
 HEADERS = (os.path.join(SOURCE_DIR, "common.h"),)
 #: The library's name in the cache.
@@ -175,14 +180,24 @@ def batch_norm_relu_grad_op() -> Callable | None:
     return gradient
 
 
+def conv3x3_kernel_gradient_op() -> Callable | None:
+    """``gradient(x, d_y) -> d_kernel``: the kernel gradient ``[3, 3, C_in, C_out]`` of a 3x3, stride-1, "same"
+    convolution of float32 ``x`` ``[N, H, W, C_in]`` with upstream gradient ``d_y`` ``[N, H, W, C_out]``, ``C_in`` a
+    multiple of 8 and ``C_out`` of 16, in one compiled op; ``None`` where it cannot be built or loaded (see
+    :func:`describe_cpu_ops`)."""
+    module, _ = _library()
+    return None if module is None else module.vseg_conv3x3_kernel_grad
+
+
 def describe_cpu_ops() -> str:
     """One line for a training log: whether the training step runs vseg's compiled CPU ops (the cGRUs'
-    element-wise work, BatchNorm and ReLU's gradient), building them now if needed, and where they are, or why
-    not."""
+    element-wise work, BatchNorm and ReLU's gradient, 3x3 kernel gradients), building them now if needed, and
+    where they are, or why not."""
     if tf.config.list_physical_devices("GPU"):  # the step runs on the GPU: nothing to build
         return "compiled CPU ops: not used (GPUs present: the layers run TensorFlow's GPU kernels)"
     module, reason = _library()
     if module is None:
         return (f"compiled CPU ops: not used ({reason}); the layers run TensorFlow's ops (the cGRUs' element-wise "
                 "work XLA-fused where bfloat16 and narrow)")
-    return f"compiled CPU ops (cGRU element-wise work, BatchNorm + ReLU gradient): {library_path()}"
+    return (f"compiled CPU ops (cGRU element-wise work, BatchNorm + ReLU gradient, 3x3 kernel gradients): "
+            f"{library_path()}")
