@@ -167,8 +167,9 @@ class Conv2D(keras.layers.Conv2D):
     ``Conv2D`` computes on ``concatenate(inputs, axis=-1)``, with the same
     weights (kernel ``[k, k, sum(C_i), filters]``, the inputs' channels in list
     order), through :func:`conv_of_concatenation`, materialising the
-    concatenation only of narrow bfloat16 parts. On one tensor it is Keras' ``Conv2D``.
-    Channels-last only.
+    concatenation only of narrow bfloat16 parts. On one tensor it is Keras' ``Conv2D``; in training
+    (Keras' ``training`` flag, which its ``call`` takes) a float32 convolution on TensorFlow may take its
+    kernel gradient from vseg's compiled op (:func:`convolve`). Channels-last only.
 
     It keeps Keras' class name on purpose: a ``.keras`` file addresses a
     layer's weights by its class name and position, so models saved when the
