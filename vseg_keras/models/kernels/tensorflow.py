@@ -320,7 +320,7 @@ def compiled_ops():
 
 
 #: The CPU feature (``/proc/cpuinfo`` flag) with which :func:`conv` takes kernel gradients from vseg's compiled op:
-#: a small model's float32 train step measured 1.07-1.08x faster on an AMD EPYC (Zen 5) and 1.00-1.07x on an Intel
+#: a float32 train step measured 1.09-1.16x faster on an AMD EPYC (Zen 5) and 1.00-1.07x (small model) on an Intel
 #: Xeon with AMX, both with AVX-512; CPUs without it (not measured) keep oneDNN's (docs/BENCHMARKS.md, "Kernel
 #: gradients of vseg's own").
 OWN_KERNEL_GRADIENT_CPU_FLAG = "avx512f"
