@@ -58,10 +58,10 @@ def test_the_op_takes_only_the_convolutions_it_computes(kernel_shape, kwargs, fi
     assert not tf_kernels.own_kernel_gradient_fits(tf.cast(x, tf.bfloat16), tf.zeros(kernel_shape), **kwargs)
 
 
-def model_gradients_and_op_calls(frames, labels) -> tuple[list, int]:
-    """A float32 ``vanilla-cgru-small-shallow``'s weight gradients on ``frames`` (the last frame's ``labels``) in
-    training, and the calls of the kernel-gradient op in that traced step."""
-    model = build_model("vanilla-cgru-small-shallow", seed=0)
+def model_gradients_and_op_calls(frames, labels, name: str = "vanilla-cgru-small-shallow") -> tuple[list, int]:
+    """A float32 model's weight gradients on ``frames`` (the last frame's ``labels``) in training, and the calls of
+    the kernel-gradient op in that traced step."""
+    model = build_model(name, seed=0)
     gradients, graph = traced_gradients(model, frames, labels)
     return gradients, sum(op.type == OP_TYPE for op in graph.get_operations())
 
@@ -85,6 +85,8 @@ def test_a_float32_model_takes_its_kernel_gradients_from_the_op_on_cpus_with_avx
     assert calls["op"] >= 10 and calls["tensorflow"] == 0
     assert relative_distance(gradients["op"], gradients["tensorflow"]) < 1e-5
     monkeypatch.setattr(tf_kernels, "OWN_KERNEL_GRADIENT_CPU_FLAG", (cpu_flags() or ["?"])[0])
+    _, block_calls = model_gradients_and_op_calls(frames, labels, "vanilla-none-small-shallow")
+    assert block_calls > 0  # the encoder's and decoder's blocks too, not only the cells
     x, kernel = (tf.constant(rng.normal(size=shape), tf.float32) for shape in ((1, 8, 8, 16), (3, 3, 16, 16)))
     for training in (True, False):  # the op's custom gradient shows as an IdentityN
         graph = tf.function(lambda x, training=training: conv_of_concatenation(
